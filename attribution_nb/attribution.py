@@ -1,0 +1,285 @@
+"""Attribution: exact direct effects in the local replacement model, batched on nnsight.
+
+The algorithm, for one prompt:
+
+1. **Capture.** One clean forward pass records every MLP's input and output. Each
+   transcoder encodes its MLP input; ``error = true output − reconstruction`` is held
+   fixed, so the replacement model reproduces the model's logits exactly.
+2. **Linearise.** A second trace runs ``batch_size`` copies of the prompt with attention
+   patterns and norm scales frozen, token embeddings replaced by a leaf tensor and each
+   MLP output replaced by a constant leaf (decoder outputs + b_dec + error) plus the
+   transcoder's skip term.  The residual stream is now linear in its sources.
+3. **Logit rows.** For each target logit, the gradient of its demeaned logit
+   (unembedding row minus the mean row, read at the unembedding input) at each leaf,
+   dotted with what each source writes there, is that source's direct effect.  Copy ``b``
+   of the batch carries target ``b``, so one backward pass gives ``batch_size`` rows.
+4. **Feature rows.** The same, for each feature's pre-activation (its encoder vector
+   read at its layer's MLP input).  With ``max_feature_nodes``, features are visited in
+   order of their influence on the logits estimated from the rows so far, and the graph
+   keeps the visited ones.
+5. **Graph.** Rows for features and logits, columns for features, error nodes and token
+   nodes; tokens and errors have no incoming edges.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .graph import AttributionGraph, normalize_rows
+from .model import ReplacementModel
+
+
+def _logit_targets(model: ReplacementModel, logits: torch.Tensor, targets, max_n_logits: int,
+                   desired_logit_prob: float) -> list[int]:
+    if targets is not None:
+        if isinstance(targets, (str, int)):
+            targets = [targets]
+        ids = []
+        vocab = logits.shape[-1]
+        for t in targets:
+            tid = model.token_id(t) if isinstance(t, str) else int(t)
+            if not 0 <= tid < vocab:
+                raise ValueError(f"target token id {tid} is outside the vocabulary [0, {vocab})")
+            ids.append(tid)
+        if not ids:
+            raise ValueError("targets is empty; give at least one token, or None for the top logits")
+        return list(dict.fromkeys(ids))
+    if max_n_logits < 1:
+        raise ValueError(f"max_n_logits must be at least 1, got {max_n_logits}")
+    probs = torch.softmax(logits.double(), -1)
+    top = probs.topk(min(max_n_logits, len(probs)))
+    n = int((top.values.cumsum(0) < desired_logit_prob).sum()) + 1
+    return top.indices[: min(n, max_n_logits)].tolist()
+
+
+class _Rows:
+    """Computes rows of the adjacency (direct effects on a batch of targets) by backward passes."""
+
+    def __init__(self, model: ReplacementModel, cap, feat_layer, feat_pos, feat_idx, feat_act, batch: int):
+        self.model, self.cap, self.batch = model, cap, batch
+        L, T, d = cap.mlp_in.shape
+        self.L, self.T = L, T
+        dtype = model.dtype
+        self.embed_leaf = cap.embed.to(dtype)[None].expand(batch, T, d).clone().requires_grad_(True)
+        skips = [tc.skip(cap.mlp_in[l]) for l, tc in enumerate(model.transcoders)]
+        writes = [cap.mlp_out[l] - (0 if s is None else s) for l, s in enumerate(skips)]
+        self.write_leaves = [w[None].expand(batch, T, d).clone().requires_grad_(True) for w in writes]
+        self.mlp_in, self.unembed_in, self.logits = model.linear_trace(cap.tokens, batch, self.embed_leaf,
+                                                                        self.write_leaves)
+        # what each source writes (per layer, features sorted by layer)
+        self.layer_slices = []
+        self.decoder_out = []
+        start = 0
+        for l, tc in enumerate(model.transcoders):
+            n_l = int((feat_layer == l).sum())
+            sl = slice(start, start + n_l)
+            self.layer_slices.append(sl)
+            self.decoder_out.append(tc.W_dec[feat_idx[sl]] * feat_act[sl, None].to(dtype))
+            start += n_l
+        self.feat_pos = feat_pos
+        self.n_features = start
+        self.n_sources = start + L * T + T
+
+    @torch.no_grad()
+    def _edges_from_grads(self, grads, n: int) -> torch.Tensor:
+        g_embed, g_writes = grads[0], grads[1:]
+        out = torch.zeros(n, self.n_sources, dtype=torch.float32)
+        errors = self.cap.errors
+        chunk = max(1, 2 ** 24 // max(1, n * self.cap.mlp_in.shape[-1]))
+        for l, g in enumerate(g_writes):
+            if g is None:
+                continue
+            g = g[:n]
+            sl = self.layer_slices[l]
+            for s in range(sl.start, sl.stop, chunk):
+                e = min(s + chunk, sl.stop)
+                out[:, s:e] = (g[:, self.feat_pos[s:e]] * self.decoder_out[l][s - sl.start:e - sl.start]).sum(-1).float()
+            base = self.n_features + l * self.T
+            out[:, base:base + self.T] = (g * errors[l][None]).sum(-1).float()
+        if g_embed is not None:
+            out[:, self.n_features + self.L * self.T:] = (g_embed[:n] * self.cap.embed[None]).sum(-1).float()
+        return out
+
+    def __call__(self, layers: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Rows for ≤ batch targets: target b reads ``vectors[b]`` at ``positions[b]`` of
+        layer ``layers[b]``'s MLP input (``layers[b] == L`` means the unembedding input)."""
+        n = len(layers)
+        batch_idx = torch.arange(n)
+        loss = 0.0
+        for layer in layers.unique().tolist():
+            sel = layers == layer
+            x = self.unembed_in if layer == self.L else self.mlp_in[layer]
+            loss = loss + (x[batch_idx[sel], positions[sel]] * vectors[sel].to(x.dtype)).sum()
+        grads = torch.autograd.grad(loss, [self.embed_leaf] + self.write_leaves, retain_graph=True,
+                                    allow_unused=True)
+        return self._edges_from_grads(grads, n)
+
+
+def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: int = 10,
+              desired_logit_prob: float = 0.95, batch_size: int = 32, max_feature_nodes: int | None = None,
+              progress: bool | None = None) -> AttributionGraph:
+    """Build the attribution graph of ``prompt`` (see the module docstring for the algorithm).
+
+    Args:
+        model: a :class:`ReplacementModel`.
+        prompt: a string (tokenized with the model's tokenizer, BOS included) or token ids.
+        targets: logit targets as token strings or ids; default: the top logits until their
+            cumulative probability reaches ``desired_logit_prob``, at most ``max_n_logits``.
+        batch_size: targets per backward pass (and copies of the prompt in the linear trace).
+        max_feature_nodes: keep at most this many features, the most influential ones.
+        progress: show a progress bar (default: when there are more than 8 backward passes).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if max_feature_nodes is not None and max_feature_nodes < 0:
+        raise ValueError(f"max_feature_nodes must be non-negative or None, got {max_feature_nodes}")
+    t0 = time.perf_counter()
+    timings = {}
+    tokens = model.tokenize(prompt)
+    cap = model.capture(tokens)
+    if not torch.isfinite(cap.logits[-1]).all():
+        raise ValueError("the model's logits are not finite for this prompt")
+    target_ids = _logit_targets(model, cap.logits[-1], targets, max_n_logits, desired_logit_prob)
+    L, T, _ = cap.mlp_in.shape
+
+    # active features, ordered by (layer, position, feature)
+    found = [(l, *acts.nonzero().T) for l, acts in enumerate(cap.activations)]
+    feat_layer = torch.cat([torch.full_like(p, l) for l, p, _ in found])
+    feat_pos = torch.cat([p for _, p, _ in found])
+    feat_idx = torch.cat([f for _, _, f in found])
+    feat_act = torch.cat([cap.activations[l][p, f] for l, p, f in found]).float()
+    n_active = len(feat_layer)
+    n_keep = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
+    timings["capture"] = time.perf_counter() - t0
+
+    n_rows = len(target_ids) + n_keep
+    batch = min(batch_size, n_rows)
+    n_passes = math.ceil(len(target_ids) / batch) + math.ceil(n_keep / batch)
+    show = progress if progress is not None else n_passes > 8
+    bar = tqdm(total=n_rows, desc="attribution rows", disable=not show, leave=False)
+
+    t1 = time.perf_counter()
+    rows = _Rows(model, cap, feat_layer, feat_pos, feat_idx, feat_act, batch)
+    timings["linear_trace"] = time.perf_counter() - t1
+
+    # logit rows: demeaned unembedding directions at the last position
+    t2 = time.perf_counter()
+    W_U = model.unembed_weight
+    logit_vecs = W_U[target_ids] - W_U.mean(0, keepdim=True)
+    logit_rows = []
+    for s in range(0, len(target_ids), batch):
+        e = min(s + batch, len(target_ids))
+        logit_rows.append(rows(torch.full((e - s,), L), torch.full((e - s,), T - 1), logit_vecs[s:e]))
+        bar.update(e - s)
+    logit_rows = torch.cat(logit_rows)
+    timings["logit_rows"] = time.perf_counter() - t2
+
+    # feature rows, most influential first when only some are kept
+    t3 = time.perf_counter()
+    feature_rows = torch.zeros(n_keep, rows.n_sources)
+    visited = torch.empty(0, dtype=torch.long)
+    probs = torch.softmax(cap.logits[-1].double(), -1)[target_ids]
+    while len(visited) < n_keep:
+        n_next = min(batch, n_keep - len(visited))
+        if n_keep == n_active:
+            chosen = torch.arange(len(visited), len(visited) + n_next)
+        else:
+            score = _feature_influence(logit_rows, probs, feature_rows[: len(visited)], visited, n_active)
+            score[visited] = -1.0
+            chosen = score.argsort(descending=True, stable=True)[:n_next]
+        enc = torch.stack([model.transcoders[int(l)].W_enc[:, int(f)] for l, f in zip(feat_layer[chosen], feat_idx[chosen])])
+        feature_rows[len(visited):len(visited) + n_next] = rows(feat_layer[chosen], feat_pos[chosen], enc)
+        visited = torch.cat([visited, chosen])
+        bar.update(n_next)
+    bar.close()
+    timings["feature_rows"] = time.perf_counter() - t3
+
+    # assemble: nodes = kept features (sorted) + errors + tokens + logits
+    order = visited.sort().values
+    feature_rows = feature_rows[visited.argsort()]
+    n_nodes = n_keep + L * T + T + len(target_ids)
+    source_cols = torch.cat([order, torch.arange(n_active, rows.n_sources)])
+    adjacency = torch.zeros(n_nodes, n_nodes)
+    adjacency[:n_keep, : n_keep + L * T + T] = feature_rows[:, source_cols]
+    adjacency[n_nodes - len(target_ids):, : n_keep + L * T + T] = logit_rows[:, source_cols]
+
+    probs_all = torch.softmax(cap.logits[-1].double(), -1)
+    logits_df = pd.DataFrame({"token": model.token_strings(target_ids), "token_id": target_ids,
+                              "probability": probs_all[target_ids].numpy(),
+                              "logit": cap.logits[-1, target_ids].double().numpy()})
+    nodes = _node_table(model, cap, feat_layer[order], feat_pos[order], feat_idx[order], feat_act[order], logits_df)
+    timings["total"] = time.perf_counter() - t0
+    graph = AttributionGraph(
+        prompt=prompt if isinstance(prompt, str) else model.tokenizer.decode(tokens.tolist()),
+        tokens=model.token_strings(tokens), token_ids=tokens.tolist(), nodes=nodes, adjacency=adjacency,
+        logits=logits_df, n_layers=L, model_name=model.name,
+        info={"n_active_features": n_active, "max_feature_nodes": max_feature_nodes, "batch_size": batch,
+              "timings": timings,
+              "replacement_logits_max_abs_diff": float((rows.logits[0, -1].detach() - cap.logits[-1]).abs().max())})
+    graph.nodes["influence"] = graph.influence().numpy()
+    return graph
+
+
+def _feature_influence(logit_rows, probs, feature_rows, visited, n_active) -> torch.Tensor:
+    """Influence of every active feature on the logits, from the rows computed so far."""
+    n_l = len(logit_rows)
+    rows = normalize_rows(torch.cat([logit_rows, feature_rows]).double())[:, :n_active]
+    row_of = torch.full((n_active,), -1, dtype=torch.long)
+    row_of[visited] = torch.arange(len(visited)) + n_l
+    x = torch.zeros(len(rows), dtype=torch.float64)
+    x[:n_l] = probs
+    total = torch.zeros(n_active, dtype=torch.float64)
+    for _ in range(len(rows) + 1):
+        src = x @ rows
+        total += src
+        x = torch.zeros_like(x)
+        known = row_of >= 0
+        x[row_of[known]] = src[known]
+        if not x.any():
+            break
+    return total
+
+
+def _node_table(model, cap, layer, pos, feat, act, logits_df) -> pd.DataFrame:
+    L, T, _ = cap.mlp_in.shape
+    toks = model.token_strings(cap.tokens)
+    labels = model.feature_labels
+    layer_l, pos_l, feat_l = layer.tolist(), pos.tolist(), feat.tolist()
+    feature_rows = {
+        "node_id": [f"f:L{l}:P{p}:{f}" for l, p, f in zip(layer_l, pos_l, feat_l)],
+        "kind": ["feature"] * len(layer_l), "layer": layer_l, "position": pos_l,
+        "token": [toks[p] for p in pos_l], "feature": feat_l, "activation": act.double().tolist(),
+        "label": [labels.get((l, f), "") for l, f in zip(layer_l, feat_l)],
+    }
+    err_l = [l for l in range(L) for _ in range(T)]
+    err_p = [p for _ in range(L) for p in range(T)]
+    error_rows = {
+        "node_id": [f"e:L{l}:P{p}" for l, p in zip(err_l, err_p)], "kind": ["error"] * (L * T),
+        "layer": err_l, "position": err_p, "token": [toks[p] for p in err_p], "feature": [None] * (L * T),
+        "activation": cap.errors.norm(dim=-1).flatten().double().tolist(),
+        "label": [""] * (L * T),
+    }
+    token_rows = {
+        "node_id": [f"t:P{p}" for p in range(T)], "kind": ["token"] * T, "layer": [-1] * T,
+        "position": list(range(T)), "token": toks, "feature": [None] * T,
+        "activation": cap.embed.norm(dim=-1).double().tolist(), "label": [""] * T,
+    }
+    n_log = len(logits_df)
+    logit_rows = {
+        "node_id": [f"l:{t}" for t in logits_df["token"]], "kind": ["logit"] * n_log, "layer": [L] * n_log,
+        "position": [T - 1] * n_log, "token": logits_df["token"].tolist(), "feature": [None] * n_log,
+        "activation": logits_df["logit"].tolist(), "label": [""] * n_log,
+    }
+    parts = [pd.DataFrame(d) for d in (feature_rows, error_rows, token_rows, logit_rows)]
+    nodes = pd.concat(parts, ignore_index=True)
+    nodes["feature"] = nodes["feature"].astype("Int64")
+    nodes["layer"] = nodes["layer"].astype(np.int64)
+    nodes["position"] = nodes["position"].astype(np.int64)
+    nodes.insert(7, "influence", 0.0)
+    return nodes[["node_id", "kind", "layer", "position", "token", "feature", "activation", "influence", "label"]]

@@ -1,0 +1,104 @@
+"""The embedded demo model, and tiny random models of each supported architecture.
+
+Until the trained toy-world model ships (it will live in ``attribution_nb/demo_model/``),
+``load_demo_model()`` builds a tiny random Llama with random JumpReLU transcoders over a
+small word-level vocabulary, and says so.  ``tiny_model`` builds the same kind of model
+for any supported family; tests use it to check the maths on every architecture.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from .transcoders import random_transcoders
+
+DEMO_DIR = os.path.join(os.path.dirname(__file__), "demo_model")
+
+# A small world of words, enough for the case-study prompts to tokenize.
+WORDS = """
+the a of is in and to it was on at by as an that this for with from
+fact capital state city containing opposite small large big little hot cold
+dallas houston austin texas california sacramento los angeles chicago illinois springfield
+boston massachusetts seattle washington olympia miami florida tallahassee
+he saw carrot had grab rabbit habit his hungry like starving
+le la de est contraire petit grand lo contrario es pequeño grande
+en fr es = . , : ? !
+""".split()
+
+SPECIAL = ["<unk>", "<bos>", "<pad>"]   # <bos> gets a non-zero id on purpose
+
+
+def word_tokenizer(words: list[str] = WORDS):
+    """A whitespace word-level tokenizer (a ``PreTrainedTokenizerFast``) that prepends ``<bos>``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + [w for w in dict.fromkeys(words) if w not in SPECIAL])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = None
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>", pad_token="<pad>")
+
+
+FAMILIES = ("llama", "qwen2", "qwen3")
+
+
+def tiny_config(family: str = "llama", *, vocab_size: int, d_model: int = 64, n_layers: int = 4,
+                n_heads: int = 4, n_kv_heads: int = 2, d_mlp: int = 128, max_length: int = 256):
+    """A transformers config for a tiny model of ``family`` (no download)."""
+    common = dict(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_mlp,
+                  num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv_heads,
+                  max_position_embeddings=max_length, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+                  tie_word_embeddings=False)
+    if family == "llama":
+        from transformers import LlamaConfig
+        return LlamaConfig(**common)
+    if family == "qwen2":
+        from transformers import Qwen2Config
+        return Qwen2Config(**common)   # q/k/v projections with biases
+    if family == "qwen3":
+        from transformers import Qwen3Config
+        return Qwen3Config(head_dim=d_model // n_heads, **common)   # q/k norms
+    raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+
+
+def tiny_model(family: str = "llama", *, seed: int = 0, d_model: int = 64, n_layers: int = 4,
+               d_features: int = 256, activation: str = "jumprelu", skip: bool = False,
+               words: list[str] = WORDS, attn_implementation: str = "sdpa"):
+    """A tiny random ``ReplacementModel`` of ``family`` with random transcoders."""
+    from transformers import AutoModelForCausalLM
+    from .model import ReplacementModel
+
+    tokenizer = word_tokenizer(words)
+    config = tiny_config(family, vocab_size=len(tokenizer), d_model=d_model, n_layers=n_layers)
+    config._attn_implementation = attn_implementation
+    torch.manual_seed(seed)
+    hf_model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # Random init has tiny weights everywhere; larger ones make the toy model's residual
+    # stream (and hence its graphs) less degenerate.
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(seed)
+        for name, p in hf_model.named_parameters():
+            if p.ndim == 2:
+                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5)
+            elif "norm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+    tcs = random_transcoders(d_model, n_layers, d_features, activation=activation, skip=skip, seed=seed + 1)
+    return ReplacementModel(hf_model, tokenizer, tcs, name=f"tiny-{family}")
+
+
+def load_demo_model():
+    """The embedded demo model (today: a tiny random Llama; see the module docstring)."""
+    if os.path.isdir(DEMO_DIR):  # the trained toy-world model, once it ships
+        from .model import load_model
+        return load_model(DEMO_DIR, transcoders=os.path.join(DEMO_DIR, "transcoders"))
+    warnings.warn("the trained demo model is not shipped yet: using a tiny random Llama with random "
+                  "transcoders (graphs are well-formed but carry no meaning)", stacklevel=2)
+    return tiny_model("llama", seed=0)

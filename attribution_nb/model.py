@@ -1,0 +1,326 @@
+"""The replacement model: a Hugging Face causal LM wrapped by nnsight, plus transcoders.
+
+``ReplacementModel`` holds the model, its tokenizer, one transcoder per layer and an
+``Adapter`` that names where things live in that architecture.  Two facts matter for
+attribution (see ``attribution.py``):
+
+* ``capture(tokens)`` runs the model once and returns every MLP's true input and output,
+  so that ``error = true MLP output − transcoder reconstruction`` can be held fixed.
+* ``frozen()`` is a context manager inside which attention patterns and norm scales keep
+  their forward values but pass no gradient, so the residual stream becomes linear in
+  its sources (token embeddings, feature decoder outputs, error nodes).  Attention is
+  frozen by detaching queries and keys (the pattern is a function of them only), norms by
+  a value-preserving rewrite ``y.detach() + lin(x) − lin(x).detach()`` whose gradient is
+  that of ``x ↦ (x − mean) · w / frozen_scale``.
+
+Adding an architecture means adding one ``Adapter`` (a few strings) to ``ADAPTERS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from nnsight import NNsight
+
+from .transcoders import Transcoder, TranscoderSet
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """Where an architecture keeps its parts (dotted paths from the HF model object).
+
+    ``mlp_in`` is the module whose *input* the transcoder reads; ``mlp_out`` the module whose
+    *output* the transcoder replaces (for Llama both are the MLP itself).  ``norms`` are the
+    per-layer norms, in execution order, whose scales are frozen; ``norm_kind`` says how they
+    compute: ``"rms"`` (x·w/rms), ``"rms_plus_one"`` (Gemma: x·(1+w)/rms), ``"layernorm"``.
+    """
+
+    family: str
+    layers: str = "model.layers"
+    norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")
+    mlp_in: str = "mlp"
+    mlp_out: str = "mlp"
+    embed: str = "model.embed_tokens"
+    final_norm: str = "model.norm"
+    unembed: str = "lm_head"
+    norm_kind: str = "rms"
+
+
+LLAMA = Adapter("llama")
+ADAPTERS: dict[str, Adapter] = {
+    "llama": LLAMA,
+    "mistral": LLAMA,
+    "qwen2": LLAMA,
+    "qwen3": LLAMA,  # q/k norms act on queries and keys, which are detached anyway
+}
+
+
+def adapter_for(hf_model) -> Adapter:
+    model_type = getattr(hf_model.config, "model_type", None)
+    if model_type not in ADAPTERS:
+        raise ValueError(f"unsupported architecture {model_type!r}; supported: {sorted(ADAPTERS)} "
+                         "(pass adapter=Adapter(...) to describe a new one)")
+    return ADAPTERS[model_type]
+
+
+def _get(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# -- freezing attention patterns and norm scales ----------------------------------------
+_FROZEN_PREFIX = "anb_frozen_"
+
+
+def _frozen_attention_name(base: str) -> str:
+    """Register (once) an attention function that detaches queries and keys, then calls ``base``."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    name = _FROZEN_PREFIX + base
+    if name in ALL_ATTENTION_FUNCTIONS:
+        return name
+
+    def frozen_attention(module, query, key, value, attention_mask, **kwargs):
+        if base == "eager":
+            impl = sys.modules[type(module).__module__].eager_attention_forward
+        else:
+            impl = ALL_ATTENTION_FUNCTIONS[base]
+        return impl(module, query.detach(), key.detach(), value, attention_mask, **kwargs)
+
+    AttentionInterface.register(name, frozen_attention)
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+    return name
+
+
+def frozen_norm(x: torch.Tensor, y: torch.Tensor, module, kind: str) -> torch.Tensor:
+    """``y`` (the norm's output for input ``x``) with the gradient of the frozen-scale map."""
+    eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
+    xf = x.float()
+    if kind == "layernorm":
+        centred = xf - xf.mean(-1, keepdim=True)
+        scale = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + eps).detach()
+        lin = centred * scale * module.weight.float()
+    else:
+        scale = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps).detach()
+        weight = module.weight.float() + (1.0 if kind == "rms_plus_one" else 0.0)
+        lin = xf * scale * weight
+    lin = lin.to(y.dtype)
+    return y.detach() + (lin - lin.detach())
+
+
+@dataclass
+class Capture:
+    """One clean forward pass: what attribution needs to hold fixed."""
+
+    tokens: torch.Tensor          # [T]
+    embed: torch.Tensor           # [T, d] what the token embeddings write to the residual stream
+    mlp_in: torch.Tensor          # [L, T, d] transcoder inputs
+    mlp_out: torch.Tensor         # [L, T, d] true MLP outputs
+    logits: torch.Tensor          # [T, V]
+    unembed_in: torch.Tensor      # [T, d] input of the unembedding (after the final norm)
+    activations: list[torch.Tensor] = field(default_factory=list)   # per layer [T, F]
+    reconstruction: torch.Tensor | None = None                      # [L, T, d] decoder + skip
+    errors: torch.Tensor | None = None                              # [L, T, d]
+
+
+class ReplacementModel:
+    """A causal LM with one transcoder per layer, traced with nnsight.
+
+    Args:
+        hf_model: a Hugging Face ``*ForCausalLM`` (Llama, Mistral, Qwen2, Qwen3 families).
+        tokenizer: its tokenizer; prompts are encoded with special tokens (BOS) as it adds them.
+        transcoders: one :class:`Transcoder` per layer (a list or a :class:`TranscoderSet`).
+        adapter: where the parts are; found from ``hf_model.config.model_type`` when omitted.
+        name: a short name shown in graphs.
+    """
+
+    def __init__(self, hf_model, tokenizer, transcoders, *, adapter: Adapter | None = None,
+                 name: str | None = None, feature_labels: dict | None = None):
+        self.adapter = adapter or adapter_for(hf_model)
+        hf_model.eval()
+        for p in hf_model.parameters():
+            p.requires_grad_(False)
+        self.hf_model = hf_model
+        self.tokenizer = tokenizer
+        self.nn = NNsight(hf_model)
+        self.name = name or getattr(hf_model.config, "_name_or_path", "") or self.adapter.family
+        self.n_layers = len(_get(hf_model, self.adapter.layers))
+        self.d_model = _get(hf_model, self.adapter.unembed).weight.shape[1]
+        tcs = list(transcoders)
+        if len(tcs) != self.n_layers:
+            raise ValueError(f"got {len(tcs)} transcoders for a model with {self.n_layers} layers; need one per layer")
+        param = next(hf_model.parameters())
+        for i, tc in enumerate(tcs):
+            if not isinstance(tc, Transcoder):
+                raise TypeError(f"transcoder {i} is a {type(tc).__name__}, expected attribution_nb.Transcoder")
+            if tc.d_model != self.d_model:
+                raise ValueError(f"transcoder {i} has d_model {tc.d_model}, but the model's d_model is {self.d_model}")
+            tc.to(device=param.device, dtype=param.dtype)
+        self.transcoders = TranscoderSet(tcs)
+        self.feature_labels = feature_labels or {}
+        self.max_length = getattr(hf_model.config, "max_position_embeddings", None)
+
+    def __repr__(self) -> str:
+        return (f"ReplacementModel({self.name!r}, family={self.adapter.family!r}, layers={self.n_layers}, "
+                f"d_model={self.d_model}, features/layer={[tc.d_features for tc in self.transcoders]})")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf_model.parameters()).dtype
+
+    @property
+    def unembed_weight(self) -> torch.Tensor:
+        return _get(self.hf_model, self.adapter.unembed).weight
+
+    @property
+    def unembed_bias(self) -> torch.Tensor | None:
+        return getattr(_get(self.hf_model, self.adapter.unembed), "bias", None)
+
+    # -- tokens ------------------------------------------------------------------
+    def tokenize(self, prompt) -> torch.Tensor:
+        """Token ids [T] of ``prompt`` (a string, or a list/tensor of ids used as given)."""
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise ValueError("prompt is empty; give at least one word")
+            ids = torch.tensor(self.tokenizer(prompt)["input_ids"], dtype=torch.long)
+        else:
+            ids = torch.as_tensor(prompt, dtype=torch.long).flatten()
+            if ids.numel() == 0:
+                raise ValueError("prompt is empty; give at least one token id")
+            vocab = self.unembed_weight.shape[0]
+            bad = ids[(ids < 0) | (ids >= vocab)]
+            if bad.numel():
+                raise ValueError(f"token id {int(bad[0])} is outside the vocabulary [0, {vocab})")
+        if self.max_length is not None and len(ids) > self.max_length:
+            raise ValueError(f"prompt has {len(ids)} tokens, longer than the model's context of {self.max_length}")
+        return ids.to(self.device)
+
+    def token_strings(self, ids) -> list[str]:
+        return [self.tokenizer.decode([int(i)]) for i in ids]
+
+    def token_id(self, token: str) -> int:
+        """The id of a single-token string; raises if the tokenizer splits it."""
+        ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            pieces = [self.tokenizer.decode([i]) for i in ids]
+            raise ValueError(f"target token {token!r} is not a single token: the tokenizer splits it into {pieces}")
+        return int(ids[0])
+
+    # -- tracing -----------------------------------------------------------------
+    def _envoys(self):
+        a = self.adapter
+        layers = _get(self.nn, a.layers)
+        return a, layers
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """Inside: attention patterns pass no gradient (norms are frozen inside traces)."""
+        config = self.hf_model.config
+        base = config._attn_implementation or "eager"
+        if base.startswith(_FROZEN_PREFIX):
+            yield
+            return
+        config._attn_implementation = _frozen_attention_name(base)
+        try:
+            yield
+        finally:
+            config._attn_implementation = base
+
+    def capture(self, tokens: torch.Tensor) -> Capture:
+        """One clean forward pass recording MLP inputs and outputs and the transcoders' view of them."""
+        a, layers = self._envoys()
+        ins, outs = [], []
+        with torch.no_grad(), self.nn.trace(tokens[None]):
+            embed = _get(self.nn, a.embed).output.save()
+            for layer in layers:
+                ins.append(_get(layer, a.mlp_in).input.save())
+                outs.append(_get(layer, a.mlp_out).output.save())
+            unembed_in = _get(self.nn, a.unembed).input.save()
+            logits = _get(self.nn, a.unembed).output.save()
+        cap = Capture(tokens=tokens, embed=embed[0], mlp_in=torch.stack([x[0] for x in ins]),
+                      mlp_out=torch.stack([x[0] for x in outs]), logits=logits[0], unembed_in=unembed_in[0])
+        with torch.no_grad():
+            recon = []
+            for layer, tc in enumerate(self.transcoders):
+                x = cap.mlp_in[layer]
+                acts = tc.encode(x)
+                if not torch.isfinite(acts).all():
+                    pos = int((~torch.isfinite(acts)).any(-1).nonzero()[0])
+                    raise ValueError(f"non-finite transcoder activations at layer {layer}, position {pos}; "
+                                     "check the transcoder weights and the model's dtype")
+                cap.activations.append(acts)
+                recon.append(tc(x))
+            cap.reconstruction = torch.stack(recon)
+            cap.errors = cap.mlp_out - cap.reconstruction
+        return cap
+
+    def linear_trace(self, tokens: torch.Tensor, batch: int, embed_leaf: torch.Tensor,
+                     write_leaves: list[torch.Tensor]):
+        """Trace ``batch`` copies of the prompt through the frozen local replacement model.
+
+        The token embeddings are replaced by ``embed_leaf`` and each MLP output by
+        ``write_leaves[l]`` (features' decoder outputs + b_dec + error, constant) plus the
+        transcoder's skip term; attention and norms are frozen.  Returns the MLP inputs
+        (per layer, [batch, T, d]) and the unembedding input ([batch, T, d]), all on one
+        autograd graph whose leaves are the given tensors.
+        """
+        a, layers = self._envoys()
+        mlp_in, norms = [], []
+        with self.frozen(), self.nn.trace(tokens[None].expand(batch, -1)):
+            _get(self.nn, a.embed).output = embed_leaf
+            for layer, tc in zip(layers, self.transcoders):
+                for name in a.norms:
+                    norm = _get(layer, name)
+                    norm.output = frozen_norm(norm.input, norm.output, norm._module, a.norm_kind)
+                x = _get(layer, a.mlp_in).input
+                mlp_in.append(x.save())
+                skip = tc.skip(x)
+                out_envoy = _get(layer, a.mlp_out)
+                out_envoy.output = write_leaves[len(mlp_in) - 1] if skip is None else write_leaves[len(mlp_in) - 1] + skip
+            final = _get(self.nn, a.final_norm)
+            final.output = frozen_norm(final.input, final.output, final._module, a.norm_kind)
+            unembed_in = _get(self.nn, a.unembed).input.save()
+            logits = _get(self.nn, a.unembed).output.save()
+        return mlp_in, unembed_in, logits
+
+    # -- plain runs --------------------------------------------------------------
+    def logits(self, prompt) -> torch.Tensor:
+        """Next-token logits [V] of the unmodified model at the prompt's last position."""
+        tokens = self.tokenize(prompt)
+        with torch.no_grad():
+            return self.hf_model(tokens[None]).logits[0, -1]
+
+
+def load_model(name: str | None = None, *, transcoders=None, device: str = "cpu",
+               dtype: torch.dtype = torch.float32) -> ReplacementModel:
+    """Load a replacement model.
+
+    * ``load_model()`` (or ``"demo"``): the embedded demo model, offline, on the CPU.
+    * ``load_model(folder, transcoders=tc_folder)``: a local Hugging Face model folder and a
+      folder of transcoders written by :meth:`TranscoderSet.save`.
+    """
+    if name in (None, "demo"):
+        from .demo import load_demo_model
+        return load_demo_model()
+    if transcoders is None:
+        raise ValueError(f"model {name!r} needs transcoders= (a folder written by TranscoderSet.save "
+                         "or a list of Transcoder objects)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if not os.path.isdir(name):
+        raise ValueError(f"model {name!r} is not a local folder; hub presets are not available offline")
+    hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if isinstance(transcoders, (str, os.PathLike)):
+        transcoders = TranscoderSet.load(transcoders, device=device, dtype=dtype)
+    return ReplacementModel(hf_model, tokenizer, transcoders, name=os.path.basename(os.path.normpath(name)))

@@ -1,0 +1,243 @@
+"""Transcoders: sparse, interpretable stand-ins for a model's MLPs.
+
+A transcoder reads the MLP's input ``x`` and writes an approximation of its output:
+
+    pre  = x @ W_enc + b_enc                  (pre-activations, one per feature)
+    act  = σ(pre)                             (ReLU, JumpReLU or TopK: sparse)
+    out  = act @ W_dec + b_dec [+ x @ W_skip]  (decoder, optional linear skip term)
+
+Shapes follow GemmaScope: ``W_enc`` is [d_model, d_features], ``W_dec`` is
+[d_features, d_model], ``W_skip`` is [d_model, d_model].  The features' pre-activations
+are the attribution targets; ``act * W_dec[f]`` is what a feature writes to the residual
+stream.  Files are safetensors, so loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+ACTIVATIONS = ("relu", "jumprelu", "topk")
+
+
+def _as_tensor(name: str, value) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(value)
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    return value
+
+
+class Transcoder(torch.nn.Module):
+    """One layer's transcoder (a per-layer transcoder, optionally with a skip term).
+
+    Args:
+        W_enc: encoder, [d_model, d_features].
+        b_enc: encoder bias, [d_features].
+        W_dec: decoder, [d_features, d_model].
+        b_dec: decoder bias, [d_model].
+        activation: ``"relu"``, ``"jumprelu"`` (needs ``threshold``) or ``"topk"`` (needs ``k``).
+        threshold: JumpReLU thresholds, a scalar or [d_features].
+        k: number of features kept per token for TopK.
+        W_skip: optional linear skip term, [d_model, d_model]; ``out += x @ W_skip``.
+    """
+
+    def __init__(self, W_enc, b_enc, W_dec, b_dec, activation: str = "relu", *,
+                 threshold=None, k: int | None = None, W_skip=None):
+        super().__init__()
+        W_enc, b_enc = _as_tensor("W_enc", W_enc), _as_tensor("b_enc", b_enc)
+        W_dec, b_dec = _as_tensor("W_dec", W_dec), _as_tensor("b_dec", b_dec)
+        if W_enc.ndim != 2:
+            raise ValueError(f"W_enc must be 2-D [d_model, d_features], got shape {tuple(W_enc.shape)}")
+        d_model, d_features = W_enc.shape
+        expected = {"b_enc": (d_features,), "W_dec": (d_features, d_model), "b_dec": (d_model,)}
+        for name, tensor in (("b_enc", b_enc), ("W_dec", W_dec), ("b_dec", b_dec)):
+            if tuple(tensor.shape) != expected[name]:
+                raise ValueError(
+                    f"{name} has shape {tuple(tensor.shape)}, expected {expected[name]} "
+                    f"for W_enc of shape {tuple(W_enc.shape)} ([d_model, d_features])")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if activation == "jumprelu":
+            if threshold is None:
+                raise ValueError("activation 'jumprelu' needs threshold=")
+            threshold = _as_tensor("threshold", threshold).broadcast_to((d_features,)).clone()
+        elif threshold is not None:
+            raise ValueError(f"threshold= is only used by 'jumprelu', not {activation!r}")
+        if activation == "topk":
+            if k is None or not 0 < int(k) <= d_features:
+                raise ValueError(f"activation 'topk' needs k in [1, {d_features}], got {k!r}")
+            k = int(k)
+        elif k is not None:
+            raise ValueError(f"k= is only used by 'topk', not {activation!r}")
+        if W_skip is not None:
+            W_skip = _as_tensor("W_skip", W_skip)
+            if tuple(W_skip.shape) != (d_model, d_model):
+                raise ValueError(f"W_skip has shape {tuple(W_skip.shape)}, expected {(d_model, d_model)}")
+        self.W_enc = torch.nn.Parameter(W_enc, requires_grad=False)
+        self.b_enc = torch.nn.Parameter(b_enc, requires_grad=False)
+        self.W_dec = torch.nn.Parameter(W_dec, requires_grad=False)
+        self.b_dec = torch.nn.Parameter(b_dec, requires_grad=False)
+        self.threshold = None if threshold is None else torch.nn.Parameter(threshold, requires_grad=False)
+        self.W_skip = None if W_skip is None else torch.nn.Parameter(W_skip, requires_grad=False)
+        self.activation = activation
+        self.k = k
+
+    @property
+    def d_model(self) -> int:
+        return self.W_enc.shape[0]
+
+    @property
+    def d_features(self) -> int:
+        return self.W_enc.shape[1]
+
+    def extra_repr(self) -> str:
+        extra = {"jumprelu": "", "topk": f", k={self.k}", "relu": ""}[self.activation]
+        skip = ", skip" if self.W_skip is not None else ""
+        return f"d_model={self.d_model}, d_features={self.d_features}, activation={self.activation!r}{extra}{skip}"
+
+    # -- the maths -------------------------------------------------------------
+    def preactivation(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.W_enc + self.b_enc
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        if self.activation == "relu":
+            return torch.relu(pre)
+        if self.activation == "jumprelu":
+            return pre * (pre > self.threshold)
+        top = pre.topk(self.k, dim=-1)
+        return torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature activations for MLP inputs ``x`` [..., d_model] → [..., d_features]."""
+        return self.activate(self.preactivation(x))
+
+    def decode(self, acts: torch.Tensor) -> torch.Tensor:
+        """The features' contribution ``acts @ W_dec + b_dec`` (without the skip term)."""
+        return acts @ self.W_dec + self.b_dec
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor | None:
+        return None if self.W_skip is None else x @ self.W_skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.decode(self.encode(x))
+        return out if self.W_skip is None else out + x @ self.W_skip
+
+    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Active features of ``x`` [n_pos, d_model]: indices [n, 2] (position, feature), values [n]."""
+        acts = self.encode(x)
+        indices = acts.nonzero()
+        return indices, acts[indices[:, 0], indices[:, 1]]
+
+    # -- files -----------------------------------------------------------------
+    def state(self) -> dict[str, torch.Tensor]:
+        tensors = {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
+        if self.threshold is not None:
+            tensors["threshold"] = self.threshold
+        if self.W_skip is not None:
+            tensors["W_skip"] = self.W_skip
+        return {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the transcoder as one safetensors file (activation and k in its metadata)."""
+        meta = {"activation": self.activation, "k": "" if self.k is None else str(self.k)}
+        save_file(self.state(), os.fspath(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, activation: str | None = None, k: int | None = None,
+             device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> "Transcoder":
+        """Load a transcoder written by :meth:`save` (or any safetensors file with the same keys)."""
+        tensors, meta = read_safetensors(path)
+        missing = [key for key in ("W_enc", "b_enc", "W_dec", "b_dec") if key not in tensors]
+        if missing:
+            raise ValueError(f"{os.fspath(path)}: missing tensors {missing}; found {sorted(tensors)}")
+        activation = activation or meta.get("activation") or ("jumprelu" if "threshold" in tensors else "relu")
+        if k is None and meta.get("k"):
+            k = int(meta["k"])
+        if dtype is not None:
+            tensors = {name: t.to(dtype) for name, t in tensors.items()}
+        try:
+            tc = cls(tensors["W_enc"], tensors["b_enc"], tensors["W_dec"], tensors["b_dec"], activation,
+                     threshold=tensors.get("threshold"), k=k, W_skip=tensors.get("W_skip"))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{os.fspath(path)}: {err}") from None
+        return tc.to(device)
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file, with a clear error for a bad file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        size = os.path.getsize(path)
+        raise ValueError(f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {err}") from None
+    return tensors, meta
+
+
+@dataclass
+class TranscoderSet:
+    """One transcoder per layer, in layer order."""
+
+    transcoders: list[Transcoder]
+
+    def __len__(self) -> int:
+        return len(self.transcoders)
+
+    def __getitem__(self, layer: int) -> Transcoder:
+        return self.transcoders[layer]
+
+    def __iter__(self):
+        return iter(self.transcoders)
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write ``layer_{i}.safetensors`` per layer and an ``index.json`` to ``folder``."""
+        os.makedirs(folder, exist_ok=True)
+        for i, tc in enumerate(self.transcoders):
+            tc.save(os.path.join(folder, f"layer_{i}.safetensors"))
+        with open(os.path.join(folder, "index.json"), "w") as f:
+            json.dump({"format": "attribution_nb.transcoders", "n_layers": len(self.transcoders)}, f)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, **kwargs) -> "TranscoderSet":
+        folder = os.fspath(folder)
+        index = os.path.join(folder, "index.json")
+        if not os.path.isfile(index):
+            raise FileNotFoundError(f"{folder} has no index.json; expected a folder written by TranscoderSet.save")
+        with open(index) as f:
+            n_layers = int(json.load(f)["n_layers"])
+        return cls([Transcoder.load(os.path.join(folder, f"layer_{i}.safetensors"), **kwargs) for i in range(n_layers)])
+
+
+def random_transcoders(d_model: int, n_layers: int, d_features: int, *, activation: str = "jumprelu",
+                       skip: bool = False, seed: int = 0, k: int | None = None) -> TranscoderSet:
+    """Random transcoders of the given sizes (for tests and the tiny built-in model).
+
+    JumpReLU thresholds and biases are set so that roughly a tenth of the features fire on
+    a unit-norm-per-dimension input, which keeps graphs sparse but not empty.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_layers):
+        W_enc = torch.randn(d_model, d_features, generator=gen) / d_model ** 0.5
+        b_enc = 0.1 * torch.randn(d_features, generator=gen)
+        W_dec = torch.randn(d_features, d_model, generator=gen) / d_features ** 0.5
+        b_dec = 0.05 * torch.randn(d_model, generator=gen)
+        kwargs = {}
+        if activation == "jumprelu":
+            kwargs["threshold"] = 1.0 + 0.1 * torch.rand(d_features, generator=gen)
+        if activation == "topk":
+            kwargs["k"] = k or max(1, d_features // 16)
+        if skip:
+            kwargs["W_skip"] = 0.1 * torch.randn(d_model, d_model, generator=gen) / d_model ** 0.5
+        out.append(Transcoder(W_enc, b_enc, W_dec, b_dec, activation, **kwargs))
+    return TranscoderSet(out)

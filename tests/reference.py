@@ -1,0 +1,106 @@
+"""An independent reference for the local replacement model, in plain torch (float64).
+
+It re-implements the Llama-family forward pass by hand from the Hugging Face weights,
+without nnsight and without the package's attribution code.  Attention patterns are the
+only thing taken from Hugging Face (its eager attention with ``output_attentions``); the
+value path, the norms, the MLP replacement and the unembedding are computed here.  In
+*frozen* mode the norm scales recorded on the clean run are reused, so the output is a
+linear function of the sources (embeddings, feature activations, error vectors) plus
+constants; derivatives of that function are the direct effects a graph must contain.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Sources:
+    embed: torch.Tensor           # [T, d]
+    acts: list[torch.Tensor]      # per layer [T, F]
+    errors: torch.Tensor          # [L, T, d]
+
+
+class Reference:
+    def __init__(self, model, tokens: torch.Tensor):
+        self.hf = copy.deepcopy(model.hf_model).double()
+        self.tcs = [copy.deepcopy(tc).double() for tc in model.transcoders]
+        self.tokens = tokens
+        cfg = self.hf.config
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        saved = cfg._attn_implementation
+        cfg._attn_implementation = "eager"
+        with torch.no_grad():
+            out = self.hf(tokens[None], output_attentions=True)
+        cfg._attn_implementation = saved
+        self.hf_logits = out.logits[0]
+        self.patterns = [a[0] for a in out.attentions]          # [H, T, T] per layer
+        self.scales = None
+        with torch.no_grad():
+            self.clean_logits, self.clean_sources, self.mlp_in = self.run(None, record=True)
+
+    def _norm(self, h, module, key, record):
+        var = h.pow(2).mean(-1, keepdim=True)
+        if record:
+            self.scales[key] = torch.rsqrt(var + module.variance_epsilon)
+        return h * self.scales[key] * module.weight
+
+    def run(self, sources: Sources | None, record: bool = False):
+        """Forward pass. ``sources=None``: the real model (true MLPs), recording sources and
+        norm scales. Otherwise: the frozen replacement model driven by ``sources``."""
+        if record:
+            self.scales = {}
+        layers = self.hf.model.layers
+        T = len(self.tokens)
+        embed = self.hf.model.embed_tokens.weight[self.tokens]
+        h = embed if sources is None else sources.embed
+        acts, errors, mlp_ins = [], [], []
+        for l, layer in enumerate(layers):
+            attn = layer.self_attn
+            x = self._norm(h, layer.input_layernorm, (l, 0), record)
+            v = attn.v_proj(x).view(T, self.n_kv, -1).repeat_interleave(self.n_heads // self.n_kv, dim=1)
+            heads = torch.einsum("hqk,khd->qhd", self.patterns[l], v).reshape(T, -1)
+            h = h + attn.o_proj(heads)
+            x2 = self._norm(h, layer.post_attention_layernorm, (l, 1), record)
+            mlp_ins.append(x2)
+            tc = self.tcs[l]
+            if sources is None:
+                a = tc.encode(x2)
+                out = layer.mlp(x2)
+                acts.append(a)
+                errors.append(out - tc(x2))
+            else:
+                out = sources.acts[l] @ tc.W_dec + tc.b_dec + sources.errors[l]
+                if tc.W_skip is not None:
+                    out = out + x2 @ tc.W_skip
+            h = h + out
+        xf = self._norm(h, self.hf.model.norm, "final", record)
+        logits = self.hf.lm_head(xf)
+        if sources is None:
+            return logits, Sources(embed, acts, torch.stack(errors)), mlp_ins
+        return logits, mlp_ins
+
+    def targets(self, sources: Sources, spec):
+        """Values of targets given as ("feature", layer, pos, f) or ("logit", token_id)."""
+        logits, mlp_ins = self.run(sources)
+        vals = []
+        for t in spec:
+            if t[0] == "feature":
+                _, l, p, f = t
+                vals.append(mlp_ins[l][p] @ self.tcs[l].W_enc[:, f] + self.tcs[l].b_enc[f])
+            else:
+                vals.append(logits[-1, t[1]] - logits[-1].mean())
+        return torch.stack(vals)
+
+    def zero_sources(self) -> Sources:
+        s = self.clean_sources
+        return Sources(torch.zeros_like(s.embed), [torch.zeros_like(a) for a in s.acts], torch.zeros_like(s.errors))
+
+    def leaf_sources(self) -> Sources:
+        s = self.clean_sources
+        return Sources(s.embed.clone().requires_grad_(True), [a.clone().requires_grad_(True) for a in s.acts],
+                       s.errors.clone().requires_grad_(True))

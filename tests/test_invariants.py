@@ -1,0 +1,158 @@
+"""The attribution graph's numbers against an independent hand-written frozen model.
+
+For every supported architecture and transcoder kind, on tiny random models:
+1. the replacement model with error nodes reproduces the original logits;
+2. each target's incoming edges plus constant terms equal its pre-activation / demeaned logit;
+3. each edge equals a derivative of the frozen linear model (a Jacobian row), and removing a
+   single source changes its target by exactly that edge.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import attribution_nb as anb
+from attribution_nb.demo import tiny_model
+from reference import Reference, Sources
+from conftest import PROMPT
+
+CASES = [
+    ("llama", "jumprelu", False),
+    ("llama", "relu", False),
+    ("llama", "topk", False),
+    ("llama", "jumprelu", True),
+    ("qwen2", "jumprelu", False),
+    ("qwen3", "jumprelu", True),
+]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{c[1]}{'-skip' if c[2] else ''}")
+def case(request):
+    family, activation, skip = request.param
+    model = tiny_model(family, seed=3, activation=activation, skip=skip, d_features=128)
+    graph = anb.attribute(model, PROMPT, progress=False, batch_size=16)
+    ref = Reference(model, model.tokenize(PROMPT))
+    return model, graph, ref
+
+
+def _target_spec(graph, rows):
+    spec = []
+    for i in rows:
+        n = graph.nodes.iloc[i]
+        if n.kind == "feature":
+            spec.append(("feature", int(n.layer), int(n.position), int(n.feature)))
+        else:
+            tid = int(graph.logits.token_id[graph.logits.token == n.token].iloc[0])
+            spec.append(("logit", tid))
+    return spec
+
+
+def _sample_rows(graph, n_features=25, seed=0):
+    kinds = graph.nodes.kind.to_numpy()
+    feats = np.flatnonzero(kinds == "feature")
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(feats, size=min(n_features, len(feats)), replace=False)
+    return list(np.sort(picked)) + list(np.flatnonzero(kinds == "logit"))
+
+
+def test_reference_matches_huggingface(case):
+    _, _, ref = case
+    # HF norms compute in float32 even for a float64 model, hence 1e-5
+    torch.testing.assert_close(ref.clean_logits, ref.hf_logits, rtol=0, atol=1e-5)
+
+
+def test_replacement_model_reproduces_logits(case):
+    model, graph, ref = case
+    frozen_logits, _ = ref.run(ref.clean_sources)          # sources: embeddings, features, errors
+    torch.testing.assert_close(frozen_logits, ref.hf_logits, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        hf_logits = model.hf_model(model.tokenize(PROMPT)[None]).logits[0, -1]
+    np.testing.assert_allclose(graph.logits.logit, hf_logits[graph.logits.token_id].numpy(), rtol=1e-5, atol=1e-5)
+    assert graph.info["replacement_logits_max_abs_diff"] < 1e-4
+
+
+def test_active_features_match_reference(case):
+    _, graph, ref = case
+    feats = graph.nodes[graph.nodes.kind == "feature"]
+    expected = {(l, p, f): float(a[p, f]) for l, a in enumerate(ref.clean_sources.acts)
+                for p, f in a.nonzero().tolist()}
+    got = {(int(r.layer), int(r.position), int(r.feature)): r.activation for r in feats.itertuples()}
+    assert got.keys() == expected.keys()
+    np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-4, atol=1e-5)
+
+
+def test_edges_sum_to_target_preactivation(case):
+    _, graph, ref = case
+    rows = _sample_rows(graph)
+    spec = _target_spec(graph, rows)
+    with torch.no_grad():
+        value = ref.targets(ref.clean_sources, spec)
+        constant = ref.targets(ref.zero_sources(), spec)   # biases propagated through the frozen model
+    incoming = graph.adjacency[rows].double().sum(1)
+    scale = value.abs().max()
+    torch.testing.assert_close(incoming + constant, value, rtol=0, atol=2e-5 * float(scale) + 1e-6)
+
+
+def _graph_columns(graph):
+    """For each node column: (kind, layer, pos, feature)."""
+    n = graph.nodes
+    return list(zip(n.kind, n.layer, n.position, n.feature))
+
+
+def test_edges_equal_jacobian_of_frozen_model(case):
+    _, graph, ref = case
+    rows = _sample_rows(graph, n_features=15, seed=1)
+    spec = _target_spec(graph, rows)
+    cols = _graph_columns(graph)
+    src = ref.clean_sources
+    for r, t in zip(rows, spec):
+        leaves = ref.leaf_sources()
+        value = ref.targets(leaves, [t])[0]
+        grads = torch.autograd.grad(value, [leaves.embed, *leaves.acts, leaves.errors], allow_unused=True)
+        g_embed, g_acts, g_err = grads[0], grads[1:-1], grads[-1]
+        expected = torch.zeros(len(cols), dtype=torch.float64)
+        for j, (kind, layer, pos, feat) in enumerate(cols):
+            if kind == "feature" and g_acts[layer] is not None:
+                expected[j] = g_acts[layer][pos, feat] * src.acts[layer][pos, feat]
+            elif kind == "error" and g_err is not None:
+                expected[j] = g_err[layer, pos] @ src.errors[layer, pos]
+            elif kind == "token" and g_embed is not None:
+                expected[j] = g_embed[pos] @ src.embed[pos]
+        got = graph.adjacency[r].double()
+        scale = float(expected.abs().max())
+        torch.testing.assert_close(got, expected, rtol=0, atol=2e-5 * scale + 1e-7)
+
+
+def test_removing_a_source_changes_target_by_its_edge(case):
+    _, graph, ref = case
+    rows = [i for i in _sample_rows(graph, n_features=0)]          # logit targets
+    spec = _target_spec(graph, rows)
+    src = ref.clean_sources
+    with torch.no_grad():
+        base = ref.targets(src, spec)
+    feats = graph.nodes[graph.nodes.kind == "feature"]
+    strongest = graph.adjacency[rows][:, feats.index].abs().sum(0).argsort(descending=True)[:5]
+    for j in feats.index[strongest.numpy()]:
+        n = graph.nodes.iloc[j]
+        acts = [a.clone() for a in src.acts]
+        acts[n.layer][n.position, n.feature] = 0.0
+        errors = src.errors.clone()
+        with torch.no_grad():
+            removed = ref.targets(Sources(src.embed, acts, errors), spec)
+        change = (base - removed).float()
+        torch.testing.assert_close(graph.adjacency[rows, j], change, rtol=1e-4, atol=1e-5)
+
+
+def test_no_edges_from_later_layers_or_positions(llama_graph):
+    g = llama_graph
+    layer = torch.tensor(g.nodes.layer.to_numpy())
+    pos = torch.tensor(g.nodes.position.to_numpy())
+    tgt, src = g.adjacency.nonzero(as_tuple=True)
+    kinds = g.kinds
+    is_error_src = torch.from_numpy(kinds == "error")[src]
+    assert (pos[src] <= pos[tgt]).all()
+    # sources write at their layer's MLP output; targets read at their layer's MLP input
+    assert (layer[src][~is_error_src] < layer[tgt][~is_error_src]).all()
+    assert (layer[src][is_error_src] < layer[tgt][is_error_src]).all()
+    # token and error nodes have no incoming edges
+    assert not g.adjacency[torch.from_numpy(np.isin(kinds, ("token", "error")))].any()
