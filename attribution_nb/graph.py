@@ -248,7 +248,7 @@ class AttributionGraph:
             "format": FORMAT, "version": FORMAT_VERSION, "prompt": self.prompt, "tokens": self.tokens,
             "token_ids": self.token_ids, "n_layers": self.n_layers, "model_name": self.model_name,
             "n_nodes": len(self.nodes), "adjacency_dtype": str(self.adjacency.dtype).removeprefix("torch."),
-            "nodes": {col: nodes[col].tolist() for col in nodes.columns},
+            "nodes": {col: [None if pd.isna(v) else v for v in nodes[col].tolist()] for col in nodes.columns},
             "logits": {"token": self.logits["token"].tolist(), "token_id": self.logits["token_id"].tolist()},
             "info": self.info, "supernodes": self.supernodes,
         }

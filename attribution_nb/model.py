@@ -215,6 +215,9 @@ class ReplacementModel:
         if len(ids) != 1:
             pieces = [self.tokenizer.decode([i]) for i in ids]
             raise ValueError(f"target token {token!r} is not a single token: the tokenizer splits it into {pieces}")
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        if unk is not None and ids[0] == unk and token != self.tokenizer.unk_token:
+            raise ValueError(f"target token {token!r} is not in the vocabulary (it encodes as the unknown token)")
         return int(ids[0])
 
     # -- tracing -----------------------------------------------------------------

@@ -1,0 +1,161 @@
+"""Influence, pruning, scores and files, on a hand-built graph and on a tiny model's graph."""
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import attribution_nb as anb
+from attribution_nb.graph import compute_influence, prune_masks
+
+# t0, t1 (tokens), e0 (error), f0 (layer 0), f1 (layer 1), l0 (logit, p = 0.5)
+HAND_IDS = ["f:L0:P1:7", "f:L1:P1:3", "e:L0:P1", "t:P0", "t:P1", "l:x"]
+
+
+def hand_graph() -> anb.AttributionGraph:
+    f0, f1, e0, t0, t1, l0 = range(6)
+    A = torch.zeros(6, 6)
+    A[f0, t0], A[f0, t1] = 2.0, -1.0
+    A[f1, f0], A[f1, e0] = 3.0, 1.0
+    A[l0, f1], A[l0, t1] = -4.0, 1.0
+    nodes = pd.DataFrame({
+        "node_id": HAND_IDS, "kind": ["feature", "feature", "error", "token", "token", "logit"],
+        "layer": [0, 1, 0, -1, -1, 2], "position": [1, 1, 1, 0, 1, 1], "token": ["a", "a", "a", "<bos>", "a", "x"],
+        "feature": pd.array([7, 3, None, None, None, None], dtype="Int64"),
+        "activation": [1.0, 2.0, 0.5, 1.0, 1.0, 3.0], "influence": 0.0, "label": [""] * 6})
+    logits = pd.DataFrame({"token": ["x"], "token_id": [5], "probability": [0.5], "logit": [3.0]})
+    return anb.AttributionGraph(prompt="a", tokens=["<bos>", "a"], token_ids=[1, 5], nodes=nodes,
+                                adjacency=A, logits=logits, n_layers=2)
+
+
+def test_influence_on_hand_built_graph():
+    g = hand_graph()
+    # by hand: row shares f0 = (2/3, 1/3), f1 = (3/4, 1/4), l0 = (4/5, 1/5); w(l0) = 0.5
+    expected = torch.tensor([0.3, 0.4, 0.1, 0.2, 0.1 + 0.1, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(g.influence(), expected)
+
+
+def test_scores_on_hand_built_graph():
+    s = hand_graph().scores()
+    assert s["replacement"] == pytest.approx(0.4 / 0.5)
+    assert s["completeness"] == pytest.approx((0.3 * 1 + 0.4 * 0.75 + 0.5 * 1) / 1.2)
+
+
+def test_prune_hand_built_graph():
+    g = hand_graph()
+    # features+errors by influence: f1 .4, f0 .3, e0 .1 (total .8); 0.5 of it is f1 alone,
+    # but f1 then has no incoming edge and goes too
+    assert set(g.prune(0.5, 1.0).nodes.node_id) == {"t:P0", "t:P1", "l:x"}
+    kept = g.prune(0.6, 1.0)
+    assert set(kept.nodes.node_id) == {"f:L0:P1:7", "f:L1:P1:3", "t:P0", "t:P1", "l:x"}
+    assert kept.edge("f:L0:P1:7", "f:L1:P1:3") == 3.0
+    assert set(g.prune(1.0, 1.0).nodes.node_id) == set(HAND_IDS)
+
+
+def test_cycle_is_rejected():
+    A = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    with pytest.raises(ValueError, match="cycle"):
+        compute_influence(A, torch.tensor([1.0, 0.0]))
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.5"])
+def test_thresholds_outside_unit_interval_raise(llama_graph, bad):
+    with pytest.raises(ValueError, match="node_threshold must be in"):
+        llama_graph.prune(node_threshold=bad)
+    with pytest.raises(ValueError, match="edge_threshold must be in"):
+        llama_graph.prune(edge_threshold=bad)
+
+
+def test_pruning_keeps_tokens_and_logits_and_is_monotone(llama_graph):
+    g = llama_graph
+    grid = [0.0, 0.3, 0.6, 0.8, 0.9, 0.99, 1.0]
+    masks = {}
+    for nt, et in itertools.product(grid, grid):
+        node_mask, edge_mask = prune_masks(g.adjacency, g.logit_weights, g.kinds, nt, et)
+        masks[nt, et] = (node_mask, edge_mask)
+        kinds = g.kinds[node_mask.numpy()]
+        assert (kinds == "token").sum() == len(g.tokens)
+        assert (kinds == "logit").sum() == len(g.logits)
+    for (nt, et), (nm, em) in masks.items():
+        for nt2, et2 in itertools.product([x for x in grid if x >= nt], [x for x in grid if x >= et]):
+            nm2, em2 = masks[nt2, et2]
+            assert not (nm & ~nm2).any(), f"node mask at {nt, et} not inside the one at {nt2, et2}"
+            assert not (em & ~em2).any(), f"edge mask at {nt, et} not inside the one at {nt2, et2}"
+    sizes = [int(masks[t, 0.99][0].sum()) for t in grid]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_pruned_graph_is_a_subgraph(llama_graph):
+    g = llama_graph
+    p = g.prune(0.8, 0.98)
+    assert len(p.nodes) < len(g.nodes) and len(p.edges) < len(g.edges)
+    full = g.edges.set_index(["source", "target"]).weight
+    kept = p.edges.set_index(["source", "target"]).weight
+    np.testing.assert_array_equal(full.loc[kept.index].to_numpy(), kept.to_numpy())
+    # every kept feature has an incoming and an outgoing edge
+    feats = set(p.nodes.node_id[p.nodes.kind == "feature"])
+    assert feats <= set(p.edges.source) and feats <= set(p.edges.target)
+    assert set(p.nodes.node_id) >= set(g.nodes.node_id[g.nodes.kind.isin(["token", "logit"])])
+
+
+def test_top_features_are_sorted_by_influence(llama_graph):
+    top = llama_graph.top_features(5)
+    assert len(top) == 5 and (top.kind == "feature").all()
+    assert top.influence.is_monotonic_decreasing
+    assert top.influence.iloc[0] == llama_graph.nodes.influence[llama_graph.nodes.kind == "feature"].max()
+
+
+def test_tables_have_the_documented_columns(llama_graph):
+    g = llama_graph
+    assert list(g.nodes.columns) == ["node_id", "kind", "layer", "position", "token", "feature",
+                                     "activation", "influence", "label"]
+    assert list(g.edges.columns) == ["source", "target", "weight"]
+    assert list(g.logits.columns) == ["token", "token_id", "probability", "logit"]
+    assert g.nodes.node_id.is_unique
+    assert len(g.edges) == int((g.adjacency != 0).sum())
+    logit_nodes = g.nodes[g.nodes.kind == "logit"]
+    assert list(logit_nodes.token) == list(g.logits.token)
+    assert (g.nodes[g.nodes.kind == "token"].token.to_list()) == g.tokens
+    # top logits until 0.95 cumulative probability, at most 10
+    assert len(g.logits) <= 10 and g.logits.probability.is_monotonic_decreasing
+
+
+def test_save_then_load_is_identical(llama_graph, tmp_path):
+    g = llama_graph.prune(0.9, 0.99)
+    g.supernodes["group"] = list(g.nodes.node_id[:3])
+    path = tmp_path / "x.graph"
+    g.save(path)
+    h = anb.AttributionGraph.load(path)
+    pd.testing.assert_frame_equal(h.nodes, g.nodes)
+    pd.testing.assert_frame_equal(h.edges, g.edges)
+    pd.testing.assert_frame_equal(h.logits, g.logits)
+    assert torch.equal(h.adjacency, g.adjacency)
+    assert (h.prompt, h.tokens, h.token_ids, h.supernodes) == (g.prompt, g.tokens, g.token_ids, g.supernodes)
+    assert h.scores() == g.scores()
+
+
+def test_loading_a_truncated_or_foreign_file_raises(llama_graph, tmp_path):
+    path = tmp_path / "x.graph"
+    llama_graph.save(path)
+    data = path.read_bytes()
+    (tmp_path / "cut.graph").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.graph.*corrupt or truncated"):
+        anb.AttributionGraph.load(tmp_path / "cut.graph")
+    (tmp_path / "junk.graph").write_bytes(b"not a graph at all")
+    with pytest.raises(ValueError, match="junk.graph"):
+        anb.AttributionGraph.load(tmp_path / "junk.graph")
+    tc = anb.Transcoder(torch.eye(2), torch.zeros(2), torch.eye(2), torch.zeros(2))
+    tc.save(tmp_path / "tc.safetensors")
+    with pytest.raises(ValueError, match="not an attribution_nb graph"):
+        anb.AttributionGraph.load(tmp_path / "tc.safetensors")
+    with pytest.raises(FileNotFoundError, match="nope.graph"):
+        anb.AttributionGraph.load(tmp_path / "nope.graph")
+
+
+def test_unknown_node_id_raises(llama_graph):
+    with pytest.raises(KeyError, match="f:L9:P0:1"):
+        llama_graph.node("f:L9:P0:1")
+    with pytest.raises(KeyError, match="nonsense"):
+        llama_graph.edge("nonsense", "t:P0")

@@ -1,0 +1,139 @@
+"""Transcoders by hand, and bad input: each gets a clear error that names the bad value."""
+
+import math
+
+import pytest
+import torch
+
+import attribution_nb as anb
+from attribution_nb.demo import tiny_model
+from attribution_nb.transcoders import random_transcoders
+from conftest import PROMPT
+
+
+def test_activations_by_hand():
+    W_enc = torch.tensor([[1.0, -1.0, 2.0], [0.5, 1.0, -1.0]])      # d_model 2, 3 features
+    b_enc = torch.tensor([0.0, 0.5, -0.5])
+    W_dec, b_dec = torch.ones(3, 2), torch.zeros(2)
+    x = torch.tensor([[1.0, 2.0]])                                   # pre = [2.0, 1.5, -0.5]
+    relu = anb.Transcoder(W_enc, b_enc, W_dec, b_dec, "relu")
+    assert relu.encode(x).tolist() == [[2.0, 1.5, 0.0]]
+    jump = anb.Transcoder(W_enc, b_enc, W_dec, b_dec, "jumprelu", threshold=torch.tensor([2.5, 1.0, 0.0]))
+    assert jump.encode(x).tolist() == [[0.0, 1.5, 0.0]]
+    topk = anb.Transcoder(W_enc, b_enc, W_dec, b_dec, "topk", k=1)
+    assert topk.encode(x).tolist() == [[2.0, 0.0, 0.0]]
+    skip = anb.Transcoder(W_enc, b_enc, W_dec, b_dec, "relu", W_skip=2 * torch.eye(2))
+    assert skip(x).tolist() == [[3.5 + 2.0, 3.5 + 4.0]]
+    idx, vals = relu.encode_sparse(x)
+    assert idx.tolist() == [[0, 0], [0, 1]] and vals.tolist() == [2.0, 1.5]
+
+
+def test_transcoder_file_round_trip(tmp_path):
+    for tc in random_transcoders(8, 1, 16, activation="topk", skip=True, k=3, seed=1):
+        tc.save(tmp_path / "tc.safetensors")
+        back = anb.Transcoder.load(tmp_path / "tc.safetensors")
+        assert back.activation == "topk" and back.k == 3
+        for name, t in tc.state().items():
+            assert torch.equal(back.state()[name], t), name
+
+
+def test_transcoder_shape_errors_name_the_tensor():
+    with pytest.raises(ValueError, match=r"W_dec has shape \(4, 3\), expected \(5, 3\)"):
+        anb.Transcoder(torch.zeros(3, 5), torch.zeros(5), torch.zeros(4, 3), torch.zeros(3))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        anb.Transcoder(torch.zeros(3, 5), torch.zeros(5), torch.zeros(5, 3), torch.zeros(3), "gelu")
+    with pytest.raises(ValueError, match="needs threshold"):
+        anb.Transcoder(torch.zeros(3, 5), torch.zeros(5), torch.zeros(5, 3), torch.zeros(3), "jumprelu")
+    with pytest.raises(ValueError, match=r"k in \[1, 5\], got 9"):
+        anb.Transcoder(torch.zeros(3, 5), torch.zeros(5), torch.zeros(5, 3), torch.zeros(3), "topk", k=9)
+
+
+def test_corrupt_or_truncated_transcoder_file(tmp_path):
+    tc = random_transcoders(8, 1, 16, seed=1)[0]
+    tc.save(tmp_path / "tc.safetensors")
+    data = (tmp_path / "tc.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:-100])
+    with pytest.raises(ValueError, match="cut.safetensors.*corrupt or truncated"):
+        anb.Transcoder.load(tmp_path / "cut.safetensors")
+    from safetensors.torch import save_file
+    save_file({"W_enc": torch.zeros(8, 16)}, tmp_path / "partial.safetensors")
+    with pytest.raises(ValueError, match=r"partial.safetensors: missing tensors \['b_enc', 'W_dec', 'b_dec'\]"):
+        anb.Transcoder.load(tmp_path / "partial.safetensors")
+    save_file({"W_enc": torch.zeros(8, 16), "b_enc": torch.zeros(16), "W_dec": torch.zeros(16, 7),
+               "b_dec": torch.zeros(8)}, tmp_path / "shape.safetensors")
+    with pytest.raises(ValueError, match=r"shape.safetensors: W_dec has shape \(16, 7\)"):
+        anb.Transcoder.load(tmp_path / "shape.safetensors")
+
+
+def test_transcoders_that_do_not_fit_the_model(llama):
+    hf, tok = llama.hf_model, llama.tokenizer
+    with pytest.raises(ValueError, match="transcoder 0 has d_model 32, but the model's d_model is 64"):
+        anb.ReplacementModel(hf, tok, random_transcoders(32, 4, 16))
+    with pytest.raises(ValueError, match="got 3 transcoders for a model with 4 layers"):
+        anb.ReplacementModel(hf, tok, random_transcoders(64, 3, 16))
+
+
+def test_empty_prompt(llama):
+    for prompt in ["", "   ", []]:
+        with pytest.raises(ValueError, match="prompt is empty"):
+            anb.attribute(llama, prompt)
+
+
+def test_prompt_longer_than_context(llama):
+    prompt = " ".join(["the"] * (llama.max_length + 5))
+    with pytest.raises(ValueError, match=f"prompt has {llama.max_length + 6} tokens, longer than the model's context of {llama.max_length}"):
+        anb.attribute(llama, prompt)
+
+
+def test_target_token_that_the_tokenizer_splits(llama):
+    with pytest.raises(ValueError, match=r"'austin texas' is not a single token.*\['austin', 'texas'\]"):
+        anb.attribute(llama, PROMPT, targets=["austin texas"])
+    with pytest.raises(ValueError, match="'zanzibar' is not in the vocabulary"):
+        anb.attribute(llama, PROMPT, targets=["zanzibar"])
+
+
+def test_targets_given_as_strings(llama):
+    g = anb.attribute(llama, PROMPT, targets=["austin", "texas"], progress=False)
+    assert list(g.logits.token) == ["austin", "texas"]
+    with torch.no_grad():
+        probs = torch.softmax(llama.logits(PROMPT).double(), -1)
+    assert g.logits.probability[0] == pytest.approx(float(probs[llama.token_id("austin")]))
+
+
+def test_non_finite_activations(llama):
+    model = tiny_model("llama", seed=0)
+    model.transcoders[2].W_enc.data[:, 5] = math.nan
+    with pytest.raises(ValueError, match="non-finite transcoder activations at layer 2, position 0"):
+        anb.attribute(model, PROMPT)
+
+
+def test_bad_options(llama):
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        anb.attribute(llama, PROMPT, batch_size=0)
+    with pytest.raises(ValueError, match="max_feature_nodes must be non-negative or None, got -1"):
+        anb.attribute(llama, PROMPT, max_feature_nodes=-1)
+    with pytest.raises(ValueError, match=r"token id 999 is outside the vocabulary"):
+        anb.attribute(llama, [1, 999])
+
+
+def test_unsupported_architecture():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    hf = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=16, hidden_size=8, num_hidden_layers=1,
+                                          num_attention_heads=2, intermediate_size=16))
+    with pytest.raises(ValueError, match="unsupported architecture 'gpt_neox'"):
+        anb.ReplacementModel(hf, None, [])
+
+
+def test_max_feature_nodes_keeps_the_most_influential(llama, llama_graph):
+    full = llama_graph
+    g = anb.attribute(llama, PROMPT, max_feature_nodes=200, batch_size=32, progress=False)
+    feats = g.nodes[g.nodes.kind == "feature"]
+    assert len(feats) == 200 and g.info["n_active_features"] == full.info["n_active_features"]
+    # rows do not depend on which features are kept: edges agree with the full graph
+    rows = [full.index(n) for n in g.nodes.node_id]
+    torch.testing.assert_close(g.adjacency, full.adjacency[rows][:, rows])
+    # the kept features are far more influential (in the full graph) than the dropped ones
+    full_feats = full.nodes[full.nodes.kind == "feature"].set_index("node_id").influence
+    kept = full_feats.index.isin(feats.node_id)
+    assert full_feats[kept].mean() > 3 * full_feats[~kept].mean()
+    assert full_feats[kept].sum() > 0.5 * full_feats.sum()
