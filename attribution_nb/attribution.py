@@ -122,7 +122,7 @@ class _Rows:
 
 
 def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: int = 10,
-              desired_logit_prob: float = 0.95, batch_size: int = 32, max_feature_nodes: int | None = None,
+              desired_logit_prob: float = 0.95, batch_size: int = 32, max_feature_nodes: int | None = 8192,
               progress: bool | None = None) -> AttributionGraph:
     """Build the attribution graph of ``prompt`` (see the module docstring for the algorithm).
 

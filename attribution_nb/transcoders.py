@@ -222,7 +222,7 @@ def random_transcoders(d_model: int, n_layers: int, d_features: int, *, activati
                        skip: bool = False, seed: int = 0, k: int | None = None) -> TranscoderSet:
     """Random transcoders of the given sizes (for tests and the tiny built-in model).
 
-    JumpReLU thresholds and biases are set so that roughly a tenth of the features fire on
+    JumpReLU thresholds and biases are set so that roughly 3% of the features fire on
     a unit-norm-per-dimension input, which keeps graphs sparse but not empty.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -234,7 +234,7 @@ def random_transcoders(d_model: int, n_layers: int, d_features: int, *, activati
         b_dec = 0.05 * torch.randn(d_model, generator=gen)
         kwargs = {}
         if activation == "jumprelu":
-            kwargs["threshold"] = 1.0 + 0.1 * torch.rand(d_features, generator=gen)
+            kwargs["threshold"] = 1.8 + 0.2 * torch.rand(d_features, generator=gen)
         if activation == "topk":
             kwargs["k"] = k or max(1, d_features // 16)
         if skip:

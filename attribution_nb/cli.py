@@ -1,0 +1,94 @@
+"""Command line: ``attribution-nb attribute "PROMPT"`` and ``attribution-nb demo``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+DEMO_PROMPT = "fact : the capital of the state containing dallas is"
+
+
+def _write(graph, out: str, tables: str | None) -> list[str]:
+    if out.endswith(".html"):
+        raise SystemExit("error: --out must be a .graph file (HTML export is not available yet)")
+    written = []
+    folder = os.path.dirname(out)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    graph.save(out)
+    written.append(out)
+    if tables:
+        stem = out.removesuffix(".graph")
+        for name in ("nodes", "edges", "logits"):
+            df = getattr(graph, name)
+            path = f"{stem}.{name}.{tables}"
+            df.to_csv(path, index=False) if tables == "csv" else df.to_parquet(path, index=False)
+            written.append(path)
+    return written
+
+
+def _summary(graph, pruned, seconds: float) -> str:
+    s = pruned.scores()
+    top = pruned.top_features(5)
+    lines = [
+        f"prompt: {graph.prompt!r} ({len(graph.tokens)} tokens) in {seconds:.2f} s",
+        f"top predictions: " + ", ".join(f"{t!r} {p:.3f}" for t, p in zip(graph.logits.token, graph.logits.probability)),
+        f"graph: {(graph.nodes.kind == 'feature').sum()} features, {len(graph.edges)} edges; "
+        f"pruned: {(pruned.nodes.kind == 'feature').sum()} features, {len(pruned.edges)} edges",
+        f"replacement score {s['replacement']:.3f}, completeness score {s['completeness']:.3f}",
+        "most influential features:",
+    ]
+    for r in top.itertuples():
+        label = f"  {r.label}" if r.label else ""
+        lines.append(f"  {r.node_id:<18} token {r.token!r:<14} activation {r.activation:7.3f}  influence {r.influence:.4f}{label}")
+    return "\n".join(lines)
+
+
+def _attribute(args) -> int:
+    import attribution_nb as anb
+    t0 = time.perf_counter()
+    model = anb.load_model(None if args.model == "demo" else args.model, transcoders=args.transcoders)
+    graph = anb.attribute(model, args.prompt, max_feature_nodes=args.max_feature_nodes,
+                          batch_size=args.batch_size, progress=True)
+    pruned = graph.prune(args.node_threshold, args.edge_threshold)
+    print(f"model: {model!r}")
+    print(_summary(graph, pruned, time.perf_counter() - t0))
+    for path in _write(pruned, args.out, args.tables):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="attribution-nb", description="Attribution graphs for language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, out_default):
+        p.add_argument("--node-threshold", type=float, default=0.8, help="share of influence the kept nodes hold")
+        p.add_argument("--edge-threshold", type=float, default=0.98, help="share of influence the kept edges hold")
+        p.add_argument("--out", default=out_default, help="where to write the pruned graph (.graph)")
+        p.add_argument("--tables", choices=["csv", "parquet"], help="also write nodes/edges/logits tables")
+        p.add_argument("--max-feature-nodes", type=int, default=None)
+        p.add_argument("--batch-size", type=int, default=32)
+
+    p = sub.add_parser("attribute", help="attribute a prompt and write the pruned graph")
+    p.add_argument("prompt")
+    p.add_argument("--model", default="demo", help="'demo' (default) or a local Hugging Face model folder")
+    p.add_argument("--transcoders", default=None, help="folder of transcoders (TranscoderSet.save layout)")
+    common(p, "graph.graph")
+    d = sub.add_parser("demo", help="attribute a prompt on the embedded demo model")
+    d.add_argument("--prompt", default=DEMO_PROMPT)
+    common(d, "demo.graph")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        args.model, args.transcoders = "demo", None
+    try:
+        return _attribute(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
