@@ -9,9 +9,10 @@
 
 from .attribution import attribute
 from .graph import AttributionGraph
+from .interventions import Multiply, Steer
 from .model import ADAPTERS, Adapter, ReplacementModel, load_model
 from .transcoders import Transcoder, TranscoderSet
 
 __all__ = ["attribute", "AttributionGraph", "ReplacementModel", "Adapter", "ADAPTERS", "load_model",
-           "Transcoder", "TranscoderSet"]
+           "Transcoder", "TranscoderSet", "Multiply", "Steer"]
 __version__ = "0.1.0"

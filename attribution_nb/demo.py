@@ -1,8 +1,8 @@
 """The embedded demo model, and tiny random models of each supported architecture.
 
-Until the trained toy-world model ships (it will live in ``attribution_nb/demo_model/``),
-``load_demo_model()`` builds a tiny random Llama with random JumpReLU transcoders over a
-small word-level vocabulary, and says so.  ``tiny_model`` builds the same kind of model
+The trained toy-world model lives in ``attribution_nb/demo_model/`` (made by
+``python -m attribution_nb.demo_train``); where it is absent, ``load_demo_model()`` builds a
+tiny random Llama with random JumpReLU transcoders over a small word vocabulary, and says so.  ``tiny_model`` builds the same kind of model
 for any supported family; tests use it to check the maths on every architecture.
 """
 
@@ -94,11 +94,22 @@ def tiny_model(family: str = "llama", *, seed: int = 0, d_model: int = 64, n_lay
     return ReplacementModel(hf_model, tokenizer, tcs, name=f"tiny-{family}")
 
 
-def load_demo_model():
-    """The embedded demo model (today: a tiny random Llama; see the module docstring)."""
-    if os.path.isdir(DEMO_DIR):  # the trained toy-world model, once it ships
-        from .model import load_model
-        return load_model(DEMO_DIR, transcoders=os.path.join(DEMO_DIR, "transcoders"))
-    warnings.warn("the trained demo model is not shipped yet: using a tiny random Llama with random "
-                  "transcoders (graphs are well-formed but carry no meaning)", stacklevel=2)
-    return tiny_model("llama", seed=0)
+def load_demo_model(folder: str = DEMO_DIR):
+    """The embedded demo model with its transcoders and feature labels (offline, CPU).
+
+    Falls back to a tiny random Llama, with a warning, where the trained files are absent.
+    """
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        warnings.warn("the trained demo model is not shipped yet: using a tiny random Llama with random "
+                      "transcoders (graphs are well-formed but carry no meaning)", stacklevel=2)
+        return tiny_model("llama", seed=0)
+    import json
+    from .model import load_model
+    model = load_model(folder, transcoders=os.path.join(folder, "transcoders"))
+    model.name = "demo"
+    with open(os.path.join(folder, "features.json"), encoding="utf-8") as f:
+        features = json.load(f)
+    key = lambda k: tuple(int(x) for x in k.split(":"))
+    model.feature_labels = {key(k): v for k, v in features["labels"].items()}
+    model.feature_contexts = {key(k): v for k, v in features["contexts"].items()}
+    return model

@@ -164,7 +164,8 @@ class ReplacementModel:
                 raise ValueError(f"transcoder {i} has d_model {tc.d_model}, but the model's d_model is {self.d_model}")
             tc.to(device=param.device, dtype=param.dtype)
         self.transcoders = TranscoderSet(tcs)
-        self.feature_labels = feature_labels or {}
+        self.feature_labels = feature_labels or {}      # (layer, feature) -> label
+        self.feature_contexts: dict = {}                 # (layer, feature) -> [[text, activation], ...]
         self.max_length = getattr(hf_model.config, "max_position_embeddings", None)
 
     def __repr__(self) -> str:
@@ -297,12 +298,95 @@ class ReplacementModel:
             logits = _get(self.nn, a.unembed).output.save()
         return mlp_in, unembed_in, logits
 
-    # -- plain runs --------------------------------------------------------------
+    # -- plain runs and interventions ---------------------------------------------
     def logits(self, prompt) -> torch.Tensor:
         """Next-token logits [V] of the unmodified model at the prompt's last position."""
         tokens = self.tokenize(prompt)
         with torch.no_grad():
             return self.hf_model(tokens[None]).logits[0, -1]
+
+    def intervened_logits(self, prompt, interventions, mode: str = "free") -> tuple[torch.Tensor, torch.Tensor]:
+        """Last-position logits [V] before and after ``interventions`` (see :mod:`.interventions`)."""
+        from .interventions import free_logits, frozen_logit_change, parse_interventions
+        if mode not in ("free", "frozen"):
+            raise ValueError(f"mode must be 'free' or 'frozen', got {mode!r}")
+        tokens = self.tokenize(prompt)
+        ops = parse_interventions(self, interventions, len(tokens))
+        before = self.logits(tokens)
+        if mode == "free":
+            return before, free_logits(self, tokens, ops)[-1]
+        return before, before + frozen_logit_change(self, tokens, ops)
+
+    def intervene(self, prompt, interventions, mode: str = "free", top_k: int = 10):
+        """Clamp, scale, ablate or steer features and re-run the model.
+
+        ``interventions`` maps targets to what to do, e.g. ``{"f:L2:P5:17": 0}`` (ablate),
+        ``{(2, 5, 17): Multiply(-2)}``, ``{(2, None, 17): Steer(4.0)}`` (every position), or
+        ``{("f:L2:P5:17", "f:L3:P5:9"): 0}`` (a supernode). ``mode="free"`` runs the model
+        normally with the clamps; ``"frozen"`` keeps attention, norms and all other feature
+        activations fixed (direct effects only). Returns the top tokens before and after.
+        """
+        from .interventions import intervention_table
+        before, after = self.intervened_logits(prompt, interventions, mode)
+        return intervention_table(self, before, after, top_k)
+
+    def swap(self, prompt, remove, source_prompt, add, *, position: int | None = None, mode: str = "free",
+             top_k: int = 10):
+        """Supernode swap: ablate the ``remove`` features and clamp the ``add`` features to the
+        activations ``source_prompt`` gives them (e.g. Texas features out, California features in).
+
+        ``add`` are feature node ids of ``source_prompt``'s graph; each is clamped at ``position``
+        of ``prompt`` (default: the position of the ``remove`` features, which must share one).
+        """
+        from .interventions import _parse_key
+        removed = [p for key in remove for p in _parse_key(key)]
+        if position is None:
+            positions = {p[2] for p in removed}
+            if len(positions) != 1:
+                raise ValueError(f"the removed features sit at positions {sorted(positions)}; give position=")
+            position = positions.pop()
+        src_tokens = self.tokenize(source_prompt)
+        cap = self.capture(src_tokens)
+        clamps = {key: 0.0 for key in remove}
+        for key in add:
+            for kind, layer, pos, feat in _parse_key(key):
+                if kind != "feature" or pos is None or not 0 <= pos < len(src_tokens):
+                    raise ValueError(f"cannot take {key!r} from the source prompt: give feature node ids of its graph")
+                clamps[(layer, position, feat)] = float(cap.activations[layer][pos, feat])
+        return self.intervene(prompt, clamps, mode=mode, top_k=top_k)
+
+    @torch.no_grad()
+    def generate(self, prompt, interventions=None, max_new_tokens: int = 20, *, every_position: bool = False,
+                 temperature: float = 0.0, seed: int = 0, stop: str | None = None) -> dict:
+        """Continue ``prompt`` with and without ``interventions`` (free mode).
+
+        Interventions apply at the prompt positions they name; with ``every_position=True``
+        those given for every position (``position=None``) also apply to each new token.
+        Greedy when ``temperature`` is 0. Returns ``{"before": text, "after": text}``.
+        """
+        from .interventions import _Op, free_logits, parse_interventions
+        tokens = self.tokenize(prompt)
+        ops = parse_interventions(self, interventions or {}, len(tokens))
+        if not every_position:   # "every position" clamps stop at the prompt's end
+            ops = [o for o in ops if o.position is not None] + [
+                _Op(o.kind, o.layer, p, o.feature, o.how) for o in ops if o.position is None for p in range(len(tokens))]
+        out = {}
+        for name, use in (("before", []), ("after", ops)):
+            gen = torch.Generator().manual_seed(seed)
+            ids = tokens.clone()
+            for _ in range(max_new_tokens):
+                if self.max_length is not None and len(ids) >= self.max_length:
+                    break
+                logits = free_logits(self, ids, use)[-1] if use else self.hf_model(ids[None]).logits[0, -1]
+                if temperature > 0:
+                    nxt = torch.multinomial(torch.softmax(logits.double() / temperature, -1), 1, generator=gen)
+                else:
+                    nxt = logits.argmax()[None]
+                ids = torch.cat([ids, nxt.to(ids.device)])
+                if stop is not None and self.tokenizer.decode([int(nxt)]) == stop:
+                    break
+            out[name] = self.tokenizer.decode(ids[len(tokens):].tolist())
+        return out
 
 
 def load_model(name: str | None = None, *, transcoders=None, device: str = "cpu",

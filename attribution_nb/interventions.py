@@ -1,0 +1,174 @@
+"""Interventions: clamp, scale, ablate or steer features and error nodes, then re-run.
+
+An intervention names *where* (a feature at a layer and position, or at every position; a
+supernode, i.e. a group of node ids; an error node) and *what*:
+
+* a number: set the activation to it (``0`` ablates);
+* ``Multiply(m)``: multiply the activation (``Multiply(-2)`` inhibits);
+* ``Steer(s)``: add ``s`` times the feature's decoder direction to the residual stream.
+
+Two modes.  **free**: a normal forward pass in which each clamped MLP output becomes
+``true output + Σ (new − old activation) · W_dec[f]``, so every later feature responds.
+**frozen**: attention patterns and norm scales stay as on the prompt and feature
+activations are held fixed, so only direct effects propagate (what the graph claims);
+computed exactly as ``Δlogits = W_U · J · Δwrites`` from the frozen model's Jacobian.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+_FEATURE_ID = re.compile(r"^f:L(\d+):P(\d+):(\d+)$")
+_ERROR_ID = re.compile(r"^e:L(\d+):P(\d+)$")
+
+
+@dataclass(frozen=True)
+class Multiply:
+    """Multiply a feature's activation by ``factor`` (``Multiply(-2)`` is the papers' −2× inhibition)."""
+    factor: float
+
+
+@dataclass(frozen=True)
+class Steer:
+    """Add ``scale`` × the feature's decoder direction at the position(s)."""
+    scale: float
+
+
+@dataclass(frozen=True)
+class _Op:
+    kind: str          # "feature" or "error"
+    layer: int
+    position: int | None   # None: every position
+    feature: int | None
+    how: object        # float (set), Multiply, Steer, or "ablate" for errors
+
+
+def _parse_key(key) -> list[tuple[str, int, int | None, int | None]]:
+    if isinstance(key, str):
+        m = _FEATURE_ID.match(key)
+        if m:
+            return [("feature", int(m[1]), int(m[2]), int(m[3]))]
+        m = _ERROR_ID.match(key)
+        if m:
+            return [("error", int(m[1]), int(m[2]), None)]
+        if key.startswith(("t:", "l:")):
+            kind = "token" if key.startswith("t:") else "logit"
+            raise ValueError(f"cannot clamp {key!r}: it is a {kind} node; only features and error nodes can be clamped")
+        raise ValueError(f"unknown node id {key!r}; expected 'f:L<layer>:P<pos>:<feature>' or 'e:L<layer>:P<pos>'")
+    if isinstance(key, tuple) and len(key) == 3 and all(k is None or isinstance(k, int) for k in key):
+        layer, pos, feat = key
+        return [("feature", layer, pos, feat)]
+    if isinstance(key, (tuple, list, frozenset)):   # a supernode: a group of node ids
+        return [p for k in key for p in _parse_key(k)]
+    raise ValueError(f"cannot read intervention target {key!r}: give a node id, a (layer, position, feature) "
+                     "tuple (position None for every position), or a tuple of node ids (a supernode)")
+
+
+def parse_interventions(model, interventions, n_positions: int) -> list[_Op]:
+    """Validate and normalise ``{target: value}`` (or a list of pairs) into operations."""
+    items = interventions.items() if isinstance(interventions, dict) else list(interventions or [])
+    ops = []
+    for key, how in items:
+        if isinstance(how, str):
+            if how != "ablate":
+                raise ValueError(f"unknown intervention {how!r}; use a number, 'ablate', Multiply(m) or Steer(s)")
+            how = 0.0
+        elif isinstance(how, (int, float)):
+            how = float(how)
+        elif not isinstance(how, (Multiply, Steer)):
+            raise ValueError(f"unknown intervention {how!r}; use a number, 'ablate', Multiply(m) or Steer(s)")
+        value = how if isinstance(how, float) else getattr(how, "factor", getattr(how, "scale", None))
+        if not math.isfinite(value):
+            raise ValueError(f"intervention value for {key!r} must be finite, got {value}")
+        for kind, layer, pos, feat in _parse_key(key):
+            if not 0 <= layer < model.n_layers:
+                raise ValueError(f"layer {layer} in {key!r} is out of range: the model has {model.n_layers} layers")
+            if pos is not None and not 0 <= pos < n_positions:
+                raise ValueError(f"position {pos} in {key!r} is out of range: the prompt has {n_positions} tokens")
+            if kind == "feature":
+                n_feat = model.transcoders[layer].d_features
+                if not 0 <= feat < n_feat:
+                    raise ValueError(f"feature {feat} in {key!r} is out of range: layer {layer} has {n_feat} features")
+            elif how != 0.0:
+                raise ValueError(f"error node {key!r} can only be ablated (0 or 'ablate'), got {how!r}")
+            ops.append(_Op(kind, layer, pos, feat, how))
+    return ops
+
+
+def write_deltas(model, layer: int, ops: list[_Op], x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Change [T, d] to layer ``layer``'s MLP output for MLP input ``x`` [T, d] and output ``out``."""
+    tc = model.transcoders[layer]
+    acts = tc.encode(x)
+    delta = torch.zeros_like(out)
+    for op in ops:
+        if op.layer != layer:
+            continue
+        pos = slice(None) if op.position is None else op.position
+        if op.kind == "error":
+            delta[pos] -= (out - tc(x))[pos]
+            continue
+        direction = tc.W_dec[op.feature]
+        old = acts[pos, op.feature]
+        if isinstance(op.how, Steer):
+            delta[pos] += op.how.scale * direction
+        else:
+            new = old * op.how.factor if isinstance(op.how, Multiply) else torch.full_like(old, op.how)
+            delta[pos] += (new - old)[..., None] * direction
+    return delta
+
+
+@torch.no_grad()
+def free_logits(model, tokens: torch.Tensor, ops: list[_Op]) -> torch.Tensor:
+    """Logits [T, V] of a normal forward pass with the interventions in place."""
+    a = model.adapter
+    layers_hit = sorted({op.layer for op in ops})
+    from .model import _get
+    layers = _get(model.nn, a.layers)
+    with model.nn.trace(tokens[None]):
+        for l in layers_hit:
+            x = _get(layers[l], a.mlp_in).input
+            out_env = _get(layers[l], a.mlp_out)
+            out = out_env.output
+            out_env.output = out + write_deltas(model, l, ops, x[0], out[0])[None]
+        logits = _get(model.nn, a.unembed).output.save()
+    return logits[0]
+
+
+def frozen_logit_change(model, tokens: torch.Tensor, ops: list[_Op], batch_size: int = 64) -> torch.Tensor:
+    """Δlogits [V] at the last position in the frozen model (direct effects only)."""
+    cap = model.capture(tokens)
+    L, T, d = cap.mlp_in.shape
+    deltas = {l: write_deltas(model, l, ops, cap.mlp_in[l], cap.mlp_out[l]) for l in sorted({op.layer for op in ops})}
+    batch = min(batch_size, d)
+    dtype = model.dtype
+    embed_leaf = cap.embed[None].expand(batch, T, d).clone().requires_grad_(True)
+    skips = [tc.skip(cap.mlp_in[l]) for l, tc in enumerate(model.transcoders)]
+    leaves = [(cap.mlp_out[l] - (0 if s is None else s))[None].expand(batch, T, d).clone().requires_grad_(True)
+              for l, s in enumerate(skips)]
+    _, unembed_in, _ = model.linear_trace(tokens, batch, embed_leaf, leaves)
+    change = torch.zeros(d, dtype=torch.float64)
+    eye = torch.eye(d, dtype=dtype)
+    for s in range(0, d, batch):
+        e = min(s + batch, d)
+        loss = (unembed_in[: e - s, T - 1] * eye[s:e]).sum()
+        grads = torch.autograd.grad(loss, [leaves[l] for l in deltas], retain_graph=True, allow_unused=True)
+        for g, (l, delta) in zip(grads, deltas.items()):
+            if g is not None:
+                change[s:e] += (g[: e - s] * delta[None]).sum((1, 2)).double()
+    return (model.unembed_weight.double() @ change).to(cap.logits.dtype)
+
+
+def intervention_table(model, before: torch.Tensor, after: torch.Tensor, top_k: int) -> pd.DataFrame:
+    """Top tokens before and after, sorted by the change in probability."""
+    p0, p1 = torch.softmax(before.double(), -1), torch.softmax(after.double(), -1)
+    ids = torch.cat([p0.topk(top_k).indices, p1.topk(top_k).indices]).unique()
+    df = pd.DataFrame({"token": model.token_strings(ids), "token_id": ids.tolist(),
+                       "p_before": p0[ids].numpy(), "p_after": p1[ids].numpy(),
+                       "logit_before": before[ids].double().numpy(), "logit_after": after[ids].double().numpy()})
+    df["p_change"] = df.p_after - df.p_before
+    return df.sort_values("p_change", key=abs, ascending=False).reset_index(drop=True)

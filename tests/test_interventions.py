@@ -1,0 +1,158 @@
+"""Interventions checked against the graph (frozen mode), the plain model (free mode) and HF generation."""
+
+import math
+
+import pytest
+import torch
+
+import attribution_nb as anb
+from attribution_nb.demo import tiny_model
+from conftest import PROMPT
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen3-skip"])
+def setup(request):
+    family = request.param.split("-")[0]
+    model = tiny_model(family, seed=5, d_features=128, skip=request.param.endswith("skip"))
+    graph = anb.attribute(model, PROMPT, progress=False)
+    return model, graph
+
+
+def _demeaned(logits, ids):
+    return logits[ids].double() - logits.double().mean()
+
+
+def _strong_features(graph, n=4):
+    logit_rows = torch.from_numpy(graph.kinds == "logit")
+    feats = torch.from_numpy(graph.kinds == "feature").nonzero().flatten()
+    strength = graph.adjacency[logit_rows][:, feats].abs().sum(0)
+    return [graph.nodes.node_id[int(feats[i])] for i in strength.argsort(descending=True)[:n]]
+
+
+def test_frozen_ablation_changes_logits_by_the_graph_edges(setup):
+    model, graph = setup
+    ids = torch.tensor(graph.logits.token_id.to_numpy())
+    logit_ids = [f"l:{t}" for t in graph.logits.token]
+    for node in _strong_features(graph):
+        before, after = model.intervened_logits(PROMPT, {node: 0.0}, mode="frozen")
+        change = _demeaned(after, ids) - _demeaned(before, ids)
+        expected = -torch.tensor([graph.edge(node, l) for l in logit_ids], dtype=torch.float64)
+        torch.testing.assert_close(change, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_supernode_multiply_and_steer_are_linear(setup):
+    model, graph = setup
+    ids = torch.tensor(graph.logits.token_id.to_numpy())
+    top = f"l:{graph.logits.token[0]}"
+    a, b = _strong_features(graph, 2)
+    before, after = model.intervened_logits(PROMPT, {(a, b): anb.Multiply(-2)}, mode="frozen")
+    change = float(_demeaned(after, ids)[0] - _demeaned(before, ids)[0])
+    assert change == pytest.approx(-3 * (graph.edge(a, top) + graph.edge(b, top)), rel=1e-4, abs=1e-5)
+    n = graph.node(a)
+    before, after = model.intervened_logits(PROMPT, {(int(n.layer), int(n.position), int(n.feature)): anb.Steer(2.5)},
+                                            mode="frozen")
+    change = float(_demeaned(after, ids)[0] - _demeaned(before, ids)[0])
+    assert change == pytest.approx(2.5 * graph.edge(a, top) / n.activation, rel=1e-4, abs=1e-5)
+
+
+def test_free_clamp_to_own_activation_changes_nothing(setup):
+    model, graph = setup
+    feats = graph.nodes[graph.nodes.kind == "feature"].head(30)
+    clamps = {nid: float(act) for nid, act in zip(feats.node_id, feats.activation)}
+    before, after = model.intervened_logits(PROMPT, clamps, mode="free")
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
+    # and a real ablation does change something
+    _, after = model.intervened_logits(PROMPT, {_strong_features(graph, 1)[0]: 0.0}, mode="free")
+    assert (after - before).abs().max() > 1e-3
+
+
+def test_free_ablating_all_features_and_errors_equals_replacing_the_mlp(setup):
+    model, graph = setup
+    layer = 1
+    tc = model.transcoders[layer]
+    tokens = model.tokenize(PROMPT)
+    clamps = {(layer, None, f): 0.0 for f in range(tc.d_features)}
+    clamps.update({f"e:L{layer}:P{p}": "ablate" for p in range(len(tokens))})
+    _, after = model.intervened_logits(PROMPT, clamps, mode="free")
+    # independently: a plain PyTorch hook makes the MLP output only the transcoder's constant
+    # part (b_dec, plus the skip term where there is one)
+    def hook(mod, args, out):
+        x = args[0]
+        return tc.b_dec.expand_as(out) + (0 if tc.W_skip is None else x @ tc.W_skip)
+    handle = model.hf_model.model.layers[layer].mlp.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            expected = model.hf_model(tokens[None]).logits[0, -1]
+    finally:
+        handle.remove()
+    torch.testing.assert_close(after, expected, rtol=0, atol=1e-4)
+
+
+def test_intervene_table(setup):
+    model, graph = setup
+    node = _strong_features(graph, 1)[0]
+    df = model.intervene(PROMPT, {node: anb.Multiply(-5)}, top_k=5)
+    assert list(df.columns) == ["token", "token_id", "p_before", "p_after", "logit_before", "logit_after", "p_change"]
+    assert df.p_change.abs().is_monotonic_decreasing
+    probs = torch.softmax(model.logits(PROMPT).double(), -1)
+    assert df.p_before[0] == pytest.approx(float(probs[df.token_id[0]]))
+
+
+def test_generation_without_interventions_is_the_models_greedy_generation(setup):
+    model, _ = setup
+    tokens = model.tokenize(PROMPT)
+    ours = model.generate(PROMPT, max_new_tokens=8)
+    with torch.no_grad():
+        hf = model.hf_model.generate(tokens[None], max_new_tokens=8, do_sample=False, eos_token_id=None,
+                                     pad_token_id=model.tokenizer.pad_token_id)
+    assert ours["before"] == ours["after"] == model.tokenizer.decode(hf[0, len(tokens):].tolist())
+
+
+def test_generation_with_interventions_differs(setup):
+    model, graph = setup
+    node = _strong_features(graph, 1)[0]
+    n = graph.node(node)
+    out = model.generate(PROMPT, {(int(n.layer), None, int(n.feature)): anb.Steer(30.0)}, max_new_tokens=6,
+                         every_position=True)
+    assert out["before"] != out["after"]
+
+
+@pytest.mark.parametrize("interventions, message", [
+    ({"f:L0:P1:999": 0}, "feature 999 in 'f:L0:P1:999' is out of range: layer 0 has 128 features"),
+    ({"f:L7:P1:3": 0}, "layer 7 in 'f:L7:P1:3' is out of range: the model has 4 layers"),
+    ({"f:L0:P40:3": 0}, "position 40 in 'f:L0:P40:3' is out of range: the prompt has 11 tokens"),
+    ({"f:L0:P1:3": math.nan}, "must be finite, got nan"),
+    ({"f:L0:P1:3": anb.Multiply(math.inf)}, "must be finite, got inf"),
+    ({"t:P3": 0}, "cannot clamp 't:P3': it is a token node"),
+    ({"l:austin": 0}, "cannot clamp 'l:austin': it is a logit node"),
+    ({"e:L0:P1": 2.0}, "can only be ablated"),
+    ({"f:L0:P1:3": "double"}, "unknown intervention 'double'"),
+    ({"x:1": 0}, "unknown node id 'x:1'"),
+])
+def test_bad_interventions(setup, interventions, message):
+    model, _ = setup
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        model.intervene(PROMPT, interventions)
+
+
+def test_bad_mode(setup):
+    with pytest.raises(ValueError, match="mode must be 'free' or 'frozen', got 'warm'"):
+        setup[0].intervene(PROMPT, {}, mode="warm")
+
+
+def test_swap_with_itself_changes_nothing_and_equals_explicit_clamps(setup):
+    model, graph = setup
+    last = len(graph.tokens) - 1
+    group = list(graph.nodes.node_id[(graph.nodes.kind == "feature") & (graph.nodes.position == last)][:5])
+    same = model.swap(PROMPT, group, PROMPT, group)
+    assert same.p_change.abs().max() < 1e-6
+    other = "the opposite of small is"
+    g2 = anb.attribute(model, other, progress=False)
+    add = list(g2.nodes.node_id[(g2.nodes.kind == "feature") & (g2.nodes.position == len(g2.tokens) - 1)][:5])
+    swapped = model.swap(PROMPT, group, other, add)
+    clamps = {nid: 0.0 for nid in group}
+    for nid in add:
+        n = g2.node(nid)
+        clamps[(int(n.layer), last, int(n.feature))] = float(n.activation)
+    explicit = model.intervene(PROMPT, clamps)
+    assert swapped.equals(explicit)
