@@ -101,9 +101,14 @@ def parse_interventions(model, interventions, n_positions: int) -> list[_Op]:
 
 
 def write_deltas(model, layer: int, ops: list[_Op], x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Change [T, d] to layer ``layer``'s MLP output for MLP input ``x`` [T, d] and output ``out``."""
+    """Change [T, d] to layer ``layer``'s MLP output for MLP input ``x`` [T, d] and output ``out``.
+
+    Operations apply in order to a working copy of the activations (a later clamp of the same
+    feature overrides an earlier one); the change is ``(new − old activations) @ W_dec``.
+    """
     tc = model.transcoders[layer]
     acts = tc.encode(x)
+    new = acts.clone()
     delta = torch.zeros_like(out)
     for op in ops:
         if op.layer != layer:
@@ -111,14 +116,15 @@ def write_deltas(model, layer: int, ops: list[_Op], x: torch.Tensor, out: torch.
         pos = slice(None) if op.position is None else op.position
         if op.kind == "error":
             delta[pos] -= (out - tc(x))[pos]
-            continue
-        direction = tc.W_dec[op.feature]
-        old = acts[pos, op.feature]
-        if isinstance(op.how, Steer):
-            delta[pos] += op.how.scale * direction
+        elif isinstance(op.how, Steer):
+            delta[pos] += op.how.scale * tc.W_dec[op.feature]
+        elif isinstance(op.how, Multiply):
+            new[pos, op.feature] = new[pos, op.feature] * op.how.factor
         else:
-            new = old * op.how.factor if isinstance(op.how, Multiply) else torch.full_like(old, op.how)
-            delta[pos] += (new - old)[..., None] * direction
+            new[pos, op.feature] = op.how
+    changed = (new != acts).any(0).nonzero().flatten()
+    if len(changed):
+        delta += (new - acts)[:, changed] @ tc.W_dec[changed]
     return delta
 
 
