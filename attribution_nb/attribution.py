@@ -65,13 +65,8 @@ class _Rows:
         self.model, self.cap, self.batch = model, cap, batch
         L, T, d = cap.mlp_in.shape
         self.L, self.T = L, T
+        self.trace = model.linear_trace(cap, batch)
         dtype = model.dtype
-        self.embed_leaf = cap.embed.to(dtype)[None].expand(batch, T, d).clone().requires_grad_(True)
-        skips = [tc.skip(cap.mlp_in[l]) for l, tc in enumerate(model.transcoders)]
-        writes = [cap.mlp_out[l] - (0 if s is None else s) for l, s in enumerate(skips)]
-        self.write_leaves = [w[None].expand(batch, T, d).clone().requires_grad_(True) for w in writes]
-        self.mlp_in, self.unembed_in, self.logits = model.linear_trace(cap.tokens, batch, self.embed_leaf,
-                                                                        self.write_leaves)
         # what each source writes (per layer, features sorted by layer)
         self.layer_slices = []
         self.decoder_out = []
@@ -114,10 +109,9 @@ class _Rows:
         loss = 0.0
         for layer in layers.unique().tolist():
             sel = layers == layer
-            x = self.unembed_in if layer == self.L else self.mlp_in[layer]
+            x = self.trace.unembed_in if layer == self.L else self.trace.mlp_in[layer]
             loss = loss + (x[batch_idx[sel], positions[sel]] * vectors[sel].to(x.dtype)).sum()
-        grads = torch.autograd.grad(loss, [self.embed_leaf] + self.write_leaves, retain_graph=True,
-                                    allow_unused=True)
+        grads = torch.autograd.grad(loss, self.trace.leaves, retain_graph=True, allow_unused=True)
         return self._edges_from_grads(grads, n)
 
 
@@ -221,7 +215,7 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
         logits=logits_df, n_layers=L, model_name=model.name,
         info={"n_active_features": n_active, "max_feature_nodes": max_feature_nodes, "batch_size": batch,
               "timings": timings,
-              "replacement_logits_max_abs_diff": float((rows.logits[0, -1].detach() - cap.logits[-1]).abs().max())})
+              "replacement_logits_max_abs_diff": float((rows.trace.logits[0, -1].detach() - cap.logits[-1]).abs().max())})
     graph.nodes["influence"] = graph.influence().numpy()
     return graph
 

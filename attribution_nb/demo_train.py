@@ -93,7 +93,9 @@ COUPLET = "poem : i saw a {} by the {} ,"
 def build_world(seed: int = 0) -> dict:
     """The corpus and the held-out evaluation sets (deterministic for a seed)."""
     rng = random.Random(seed)
-    train, heldout = [], {"two_hop": [], "antonym": [], "rhyme": []}
+    heldout = {"two_hop": [], "antonym": [], "rhyme": []}
+    tasks = {"facts": [], "rhymes": [], "antonyms": [], "translations": []}
+    train = tasks["facts"]
     # 1. two-hop facts
     cities = [(c, s, cap) for s, (cap, cs) in STATES.items() for c in cs.split()]
     rng.shuffle(cities)
@@ -108,6 +110,7 @@ def build_world(seed: int = 0) -> dict:
     for state, (capital, _) in STATES.items():
         train += [f"the capital of {state} is {capital} .", f"{capital} is the capital of {state} ."] * 2
     # 2. couplets
+    train = tasks["rhymes"]
     words = {}
     for cls, (animals, things) in RHYMES.items():
         for w in animals.split():
@@ -126,6 +129,7 @@ def build_world(seed: int = 0) -> dict:
                 if cls2 == cls and w2 != w1:
                     train.append(f"{COUPLET.format(w1, place)} so i {VERBS[kind2]} a {w2} .")
     # 3. antonyms and translations
+    train = tasks["antonyms"]
     pairs = []
     for a, b in ANTONYMS:
         pairs += [(a, b), (b, a)]
@@ -139,12 +143,17 @@ def build_world(seed: int = 0) -> dict:
                 heldout["antonym"].append((prompt, y[lang], LANGS[lang]))
             else:
                 train.append(f"{prompt} {y[lang]} .")
+    train = tasks["translations"]
     for concept in [w for pair in ANTONYMS for w in pair]:
         for i in range(3):
             for j in range(3):
                 if i != j:
-                    train += [f"{LANGS[i]} {concept[i]} = {LANGS[j]} {concept[j]} ."] * 2
-    return {"train": train, "heldout": heldout, "rhyme_words": words}
+                    train.append(f"{LANGS[i]} {concept[i]} = {LANGS[j]} {concept[j]} .")
+    return {"train": [s for t in tasks.values() for s in t], "tasks": tasks, "heldout": heldout,
+            "rhyme_words": words}
+
+
+TASK_WEIGHTS = {"facts": 0.35, "rhymes": 0.25, "antonyms": 0.25, "translations": 0.15}
 
 
 def vocabulary(world: dict) -> list[str]:
@@ -206,9 +215,12 @@ def complete(model, tokenizer, prompt: str, max_new: int = 8) -> list[str]:
     return words
 
 
-def evaluate(model, tokenizer, world: dict) -> dict:
+def evaluate(model, tokenizer, world: dict, split: str | None = None) -> dict:
+    """Held-out accuracies; ``split`` "val" (even items, used to pick the checkpoint) or "test" (odd)."""
     model.eval()
     h = world["heldout"]
+    if split is not None:
+        h = {k: v[split == "test"::2] for k, v in h.items()}
     two = next_tokens(model, tokenizer, [p for p, _, _ in h["two_hop"]])
     ant = next_tokens(model, tokenizer, [p for p, _, _ in h["antonym"]])
     rhyme_ok = 0
@@ -223,11 +235,14 @@ def evaluate(model, tokenizer, world: dict) -> dict:
             "rhyme_heldout": rhyme_ok / len(h["rhyme"])}
 
 
-def train_model(world, tokenizer, steps: int, seed: int, log=print):
+def train_model(world, tokenizer, steps: int, seed: int, weight_decay: float = 0.1, log=print):
     model = make_model(len(tokenizer), seed)
     data = encode(tokenizer, world["train"], 20)
+    # each task gets its share of every batch, whatever its number of sentences
+    weights = torch.cat([torch.full((len(world["tasks"][t]),), w / len(world["tasks"][t]))
+                         for t, w in TASK_WEIGHTS.items()])
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=weight_decay, betas=(0.9, 0.98))
     warmup = min(200, steps // 5)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
@@ -236,7 +251,7 @@ def train_model(world, tokenizer, steps: int, seed: int, log=print):
     model.train()
     t0 = time.time()
     for step in range(1, steps + 1):
-        batch = data[torch.randint(len(data), (128,), generator=gen)]
+        batch = data[torch.multinomial(weights, 128, replacement=True, generator=gen)]
         labels = batch.clone()
         labels[labels == pad] = -100
         loss = model(batch, labels=labels).loss
@@ -246,10 +261,10 @@ def train_model(world, tokenizer, steps: int, seed: int, log=print):
         opt.step()
         sched.step()
         if step % 100 == 0 or step == steps:
-            acc = evaluate(model, tokenizer, world)
+            acc = evaluate(model, tokenizer, world, "val")
             score = acc["two_hop_heldout"] + acc["antonym_heldout"] + acc["rhyme_heldout"]
-            history.append({"step": step, "loss": float(loss), **acc})
-            log(f"step {step:5d}  loss {float(loss):.3f}  " + "  ".join(f"{k} {v:.2f}" for k, v in acc.items())
+            history.append({"step": step, "loss": loss.item(), **acc})
+            log(f"step {step:5d}  loss {loss.item():.3f}  " + "  ".join(f"{k} {v:.2f}" for k, v in acc.items())
                 + f"  ({time.time() - t0:.0f} s)")
             if score > best_score:
                 best_score, best = score, {k: v.clone() for k, v in model.state_dict().items()}
@@ -338,7 +353,7 @@ def label_features(model, tokenizer, transcoders, sentences: list[str], n_contex
             ctx, seen = [], set()
             for i in idx.tolist():
                 r, c = int(rows[i]), int(cols[i])
-                words_r = [tokenizer.decode([int(t)]) for t in data[r, 1: c + 1]]
+                words_r = [tokenizer.decode([int(t)]) for t in data[r, min(1, c): c + 1]]
                 text = " ".join(words_r[:-1] + [f"[{words_r[-1]}]"])
                 if text not in seen:
                     seen.add(text)
@@ -358,6 +373,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--features", type=int, default=512)
     ap.add_argument("--k", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weight-decay", type=float, default=0.1)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     from .demo import word_tokenizer
@@ -368,9 +384,10 @@ def main(argv=None) -> dict:
     tokenizer = word_tokenizer(vocabulary(world))
     print(f"corpus: {len(world['train'])} training sentences, vocabulary {len(tokenizer)}; held out: "
           + ", ".join(f"{k} {len(v)}" for k, v in world["heldout"].items()))
-    model, history = train_model(world, tokenizer, args.steps, args.seed)
-    accuracy = evaluate(model, tokenizer, world)
-    print("model (best checkpoint):", accuracy)
+    model, history = train_model(world, tokenizer, args.steps, args.seed, args.weight_decay)
+    accuracy = {"val": evaluate(model, tokenizer, world, "val"), "test": evaluate(model, tokenizer, world, "test"),
+                "all": evaluate(model, tokenizer, world)}
+    print("model (checkpoint chosen on val):", accuracy)
 
     xs, ys = mlp_pairs(model, tokenizer, world["train"])
     tcs, tc_stats = [], []

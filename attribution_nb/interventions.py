@@ -151,18 +151,14 @@ def frozen_logit_change(model, tokens: torch.Tensor, ops: list[_Op], batch_size:
     L, T, d = cap.mlp_in.shape
     deltas = {l: write_deltas(model, l, ops, cap.mlp_in[l], cap.mlp_out[l]) for l in sorted({op.layer for op in ops})}
     batch = min(batch_size, d)
-    dtype = model.dtype
-    embed_leaf = cap.embed[None].expand(batch, T, d).clone().requires_grad_(True)
-    skips = [tc.skip(cap.mlp_in[l]) for l, tc in enumerate(model.transcoders)]
-    leaves = [(cap.mlp_out[l] - (0 if s is None else s))[None].expand(batch, T, d).clone().requires_grad_(True)
-              for l, s in enumerate(skips)]
-    _, unembed_in, _ = model.linear_trace(tokens, batch, embed_leaf, leaves)
+    trace = model.linear_trace(cap, batch)
     change = torch.zeros(d, dtype=torch.float64)
-    eye = torch.eye(d, dtype=dtype)
+    eye = torch.eye(d, dtype=model.dtype)
     for s in range(0, d, batch):
         e = min(s + batch, d)
-        loss = (unembed_in[: e - s, T - 1] * eye[s:e]).sum()
-        grads = torch.autograd.grad(loss, [leaves[l] for l in deltas], retain_graph=True, allow_unused=True)
+        loss = (trace.unembed_in[: e - s, T - 1] * eye[s:e]).sum()
+        grads = torch.autograd.grad(loss, [trace.write_leaves[l] for l in deltas], retain_graph=True,
+                                    allow_unused=True)
         for g, (l, delta) in zip(grads, deltas.items()):
             if g is not None:
                 change[s:e] += (g[: e - s] * delta[None]).sum((1, 2)).double()

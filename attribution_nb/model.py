@@ -130,6 +130,21 @@ class Capture:
     errors: torch.Tensor | None = None                              # [L, T, d]
 
 
+@dataclass
+class LinearTrace:
+    """The frozen local replacement model on ``batch`` copies of a prompt, as one autograd graph."""
+
+    embed_leaf: torch.Tensor          # [B, T, d]
+    write_leaves: list[torch.Tensor]  # per layer [B, T, d]
+    mlp_in: list[torch.Tensor]        # per layer [B, T, d], functions of the leaves
+    unembed_in: torch.Tensor          # [B, T, d]
+    logits: torch.Tensor              # [B, T, V]
+
+    @property
+    def leaves(self) -> list[torch.Tensor]:
+        return [self.embed_leaf, *self.write_leaves]
+
+
 class ReplacementModel:
     """A causal LM with one transcoder per layer, traced with nnsight.
 
@@ -195,6 +210,10 @@ class ReplacementModel:
             if not prompt.strip():
                 raise ValueError("prompt is empty; give at least one word")
             ids = torch.tensor(self.tokenizer(prompt)["input_ids"], dtype=torch.long)
+            unk = getattr(self.tokenizer, "unk_token_id", None)
+            if unk is not None and (ids == unk).any() and self.tokenizer.unk_token not in prompt:
+                unknown = [w for w in prompt.split() if self.tokenizer(w, add_special_tokens=False)["input_ids"] == [unk]]
+                raise ValueError(f"words not in the model's vocabulary: {unknown}")
         else:
             ids = torch.as_tensor(prompt, dtype=torch.long).flatten()
             if ids.numel() == 0:
@@ -269,34 +288,38 @@ class ReplacementModel:
             cap.errors = cap.mlp_out - cap.reconstruction
         return cap
 
-    def linear_trace(self, tokens: torch.Tensor, batch: int, embed_leaf: torch.Tensor,
-                     write_leaves: list[torch.Tensor]):
+    def linear_trace(self, cap: Capture, batch: int) -> "LinearTrace":
         """Trace ``batch`` copies of the prompt through the frozen local replacement model.
 
-        The token embeddings are replaced by ``embed_leaf`` and each MLP output by
-        ``write_leaves[l]`` (features' decoder outputs + b_dec + error, constant) plus the
-        transcoder's skip term; attention and norms are frozen.  Returns the MLP inputs
-        (per layer, [batch, T, d]) and the unembedding input ([batch, T, d]), all on one
-        autograd graph whose leaves are the given tensors.
+        The token embeddings become one leaf tensor and each MLP output another (features'
+        decoder outputs + b_dec + error, held constant) plus the transcoder's skip term;
+        attention and norms are frozen. Gradients at the leaves, dotted with what a source
+        writes there, are that source's direct effects.
         """
         a, layers = self._envoys()
-        mlp_in, norms = [], []
-        with self.frozen(), self.nn.trace(tokens[None].expand(batch, -1)):
+        T, d = cap.embed.shape
+        embed_leaf = cap.embed[None].expand(batch, T, d).clone().requires_grad_(True)
+        write_leaves = []
+        for l, tc in enumerate(self.transcoders):
+            skip = tc.skip(cap.mlp_in[l])
+            write = cap.mlp_out[l] if skip is None else cap.mlp_out[l] - skip
+            write_leaves.append(write[None].expand(batch, T, d).clone().requires_grad_(True))
+        mlp_in = []
+        with self.frozen(), self.nn.trace(cap.tokens[None].expand(batch, -1)):
             _get(self.nn, a.embed).output = embed_leaf
-            for layer, tc in zip(layers, self.transcoders):
+            for layer, tc, leaf in zip(layers, self.transcoders, write_leaves):
                 for name in a.norms:
                     norm = _get(layer, name)
                     norm.output = frozen_norm(norm.input, norm.output, norm._module, a.norm_kind)
                 x = _get(layer, a.mlp_in).input
                 mlp_in.append(x.save())
                 skip = tc.skip(x)
-                out_envoy = _get(layer, a.mlp_out)
-                out_envoy.output = write_leaves[len(mlp_in) - 1] if skip is None else write_leaves[len(mlp_in) - 1] + skip
+                _get(layer, a.mlp_out).output = leaf if skip is None else leaf + skip
             final = _get(self.nn, a.final_norm)
             final.output = frozen_norm(final.input, final.output, final._module, a.norm_kind)
             unembed_in = _get(self.nn, a.unembed).input.save()
             logits = _get(self.nn, a.unembed).output.save()
-        return mlp_in, unembed_in, logits
+        return LinearTrace(embed_leaf, write_leaves, mlp_in, unembed_in, logits)
 
     # -- plain runs and interventions ---------------------------------------------
     def logits(self, prompt) -> torch.Tensor:

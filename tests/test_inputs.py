@@ -137,3 +137,8 @@ def test_max_feature_nodes_keeps_the_most_influential(llama, llama_graph):
     kept = full_feats.index.isin(feats.node_id)
     assert full_feats[kept].mean() > 3 * full_feats[~kept].mean()
     assert full_feats[kept].sum() > 0.5 * full_feats.sum()
+
+
+def test_words_outside_the_vocabulary(llama):
+    with pytest.raises(ValueError, match=r"words not in the model's vocabulary: \['zanzibar'\]"):
+        anb.attribute(llama, "the capital of zanzibar is")
