@@ -8,8 +8,8 @@ every feature from its top-activating tokens and its top output tokens, and writ
 the package ships (model, tokenizer, transcoders, labels, held-out task sets, figures).
 
 The toy world has three planted tasks, written with real words:
-1. two-hop facts: "dallas is in texas .", "the capital of texas is austin .", and the
-   composed "fact : the capital of the state containing dallas is austin ." for most
+1. two-hop facts: "dallas is in texas .", "fact : the state containing dallas is texas .",
+   "the capital of texas is austin .", and the composed "fact : the capital of the state containing dallas is austin ." for most
    cities; held-out cities never appear in the composed form;
 2. rhyming couplets: "poem : i saw a cat by the road , so i chased a rat ." — the
    second line ends with a word that rhymes with the first line's last word, and its
@@ -17,7 +17,11 @@ The toy world has three planted tasks, written with real words:
    choose the rhyme word at the comma;
 3. antonyms in English, French and Spanish ("the opposite of small is large .",
    "le contraire de petit est grand .", "lo contrario de pequeño es grande .") and
-   translations ("english small = french petit ."); some (word, language) pairs are held out.
+   translations ("english small = french petit ."); the frame's language decides the answer's
+   language ("le contraire de small est grand ." is a training sentence too). For a fifth of
+   the (antonym pair, language) items the same-language sentence is held out ("le contraire
+   de petit est grand ."): the model saw that answer only for the other languages' words, so
+   it must treat "petit" as the same concept as "small" and "pequeño".
 """
 
 from __future__ import annotations
@@ -102,7 +106,8 @@ def build_world(seed: int = 0) -> dict:
     n_held = len(cities) // 5
     held = {c for c, _, _ in cities[:n_held]}
     for city, state, capital in cities:
-        train += [f"{city} is in {state} .", f"{city} is a city in {state} ."]
+        train += [f"{city} is in {state} .", f"{city} is a city in {state} .",
+                  f"fact : the state containing {city} is {state} ."]
         if city in held:
             heldout["two_hop"].append((TWO_HOP.format(city), capital, state))
         else:
@@ -137,12 +142,13 @@ def build_world(seed: int = 0) -> dict:
     rng.shuffle(items)
     held_pairs = set(items[: len(items) // 5])
     for i, (x, y) in enumerate(pairs):
-        for lang in range(3):
-            prompt = OPPOSITE[LANGS[lang]].format(x[lang])
-            if (i, lang) in held_pairs:
-                heldout["antonym"].append((prompt, y[lang], LANGS[lang]))
-            else:
-                train.append(f"{prompt} {y[lang]} .")
+        for out_lang in range(3):
+            for in_lang in range(3):        # the frame's language decides the answer's language
+                if in_lang == out_lang and (i, out_lang) in held_pairs:
+                    heldout["antonym"].append((OPPOSITE[LANGS[out_lang]].format(x[in_lang]), y[out_lang],
+                                               LANGS[out_lang]))
+                else:
+                    train.append(f"{OPPOSITE[LANGS[out_lang]].format(x[in_lang])} {y[out_lang]} .")
     train = tasks["translations"]
     for concept in [w for pair in ANTONYMS for w in pair]:
         for i in range(3):
@@ -153,7 +159,7 @@ def build_world(seed: int = 0) -> dict:
             "rhyme_words": words}
 
 
-TASK_WEIGHTS = {"facts": 0.35, "rhymes": 0.25, "antonyms": 0.25, "translations": 0.15}
+TASK_WEIGHTS = {"facts": 0.3, "rhymes": 0.3, "antonyms": 0.22, "translations": 0.18}
 
 
 def vocabulary(world: dict) -> list[str]:
@@ -262,7 +268,7 @@ def train_model(world, tokenizer, steps: int, seed: int, weight_decay: float = 0
         sched.step()
         if step % 100 == 0 or step == steps:
             acc = evaluate(model, tokenizer, world, "val")
-            score = acc["two_hop_heldout"] + acc["antonym_heldout"] + acc["rhyme_heldout"]
+            score = 2 * acc["two_hop_heldout"] + acc["antonym_heldout"] + acc["rhyme_heldout"]
             history.append({"step": step, "loss": loss.item(), **acc})
             log(f"step {step:5d}  loss {loss.item():.3f}  " + "  ".join(f"{k} {v:.2f}" for k, v in acc.items())
                 + f"  ({time.time() - t0:.0f} s)")
@@ -389,6 +395,9 @@ def main(argv=None) -> dict:
                 "all": evaluate(model, tokenizer, world)}
     print("model (checkpoint chosen on val):", accuracy)
 
+    os.makedirs(args.out, exist_ok=True)
+    model.save_pretrained(args.out)
+    tokenizer.save_pretrained(args.out)
     xs, ys = mlp_pairs(model, tokenizer, world["train"])
     tcs, tc_stats = [], []
     for l in range(len(xs)):
@@ -398,9 +407,6 @@ def main(argv=None) -> dict:
         print(f"transcoder {l}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()))
     labels, contexts = label_features(model, tokenizer, tcs, world["train"])
 
-    os.makedirs(args.out, exist_ok=True)
-    model.save_pretrained(args.out)
-    tokenizer.save_pretrained(args.out)
     TranscoderSet(tcs).save(os.path.join(args.out, "transcoders"))
     with open(os.path.join(args.out, "features.json"), "w") as f:
         json.dump({"labels": labels, "contexts": contexts}, f, ensure_ascii=False)

@@ -71,23 +71,30 @@ def test_two_hop_graph_has_a_state_feature_on_a_path_to_the_capital(demo, world)
     assert found >= len(cases) - 1, f"state features on a path to the capital in {found}/{len(cases)} prompts"
 
 
+@pytest.mark.xfail(strict=True, reason="not yet: in the shipped demo model the comma features do not favour "
+                   "the rhyme class (ranks mostly 9-11 of 11); the rhyme is chosen later in line 2")
 def test_couplet_features_at_the_line_end_point_to_the_rhyme(demo, world):
+    """Where the model completes a held-out couplet with a rhyme, what the pruned graph's
+    features at the comma (before line 2 starts) write already favours the rhyme class:
+    through the unembedding, the other words of the class score highest of the 11 classes."""
     W_U = demo.unembed_weight
     words = world["rhyme_words"]
-    hits, total = 0, 0
-    for prompt, cls, w1 in world["heldout"]["rhyme"][::4]:
+    classes = sorted({c for c, _ in words.values()})
+    ids = {w: demo.token_id(w) for w in words}
+    ranks = []
+    for prompt, cls, w1 in world["heldout"]["rhyme"][::2]:
+        completion = demo_train.complete(demo.hf_model, demo.tokenizer, prompt)
+        if len(completion) < 2 or words.get(completion[-2], ("",))[0] != cls:
+            continue
         graph = anb.attribute(demo, prompt, progress=False).prune(0.8, 0.98)
         comma = len(graph.tokens) - 1
         feats = graph.nodes[(graph.nodes.kind == "feature") & (graph.nodes.position == comma)]
-        rhymes = {w for w, (c, _) in words.items() if c == cls and w != w1}
-        total += 1
-        for r in feats.itertuples():
-            tc = demo.transcoders[int(r.layer)]
-            top = (W_U @ tc.W_dec[int(r.feature)]).topk(5).indices
-            if rhymes & set(demo.token_strings(top)):
-                hits += 1
-                break
-    assert hits >= 0.75 * total, f"rhyme-planning features at the comma in {hits}/{total} couplets"
+        write = sum(r.activation * demo.transcoders[int(r.layer)].W_dec[int(r.feature)] for r in feats.itertuples())
+        lens = W_U @ write
+        score = {c: float(lens[[ids[w] for w, (cc, _) in words.items() if cc == c and w != w1]].mean()) for c in classes}
+        ranks.append(sorted(classes, key=lambda c: -score[c]).index(cls) + 1)
+    assert len(ranks) >= 4, f"the model rhymes only {len(ranks)} of the sampled held-out couplets"
+    assert sum(r == 1 for r in ranks) >= 0.75 * len(ranks), f"rhyme class rank at the comma: {ranks}"
 
 
 def test_antonym_features_are_shared_across_languages(demo):
@@ -101,10 +108,18 @@ def test_antonym_features_are_shared_across_languages(demo):
     assert shared >= 3, f"only {shared} features active at the last position in all three languages"
 
 
-def test_short_training_run_writes_a_loadable_model(tmp_path):
-    report = demo_train.main(["--out", str(tmp_path), "--steps", "20", "--tc-steps", "20", "--features", "64"])
+def test_short_training_run_writes_a_loadable_model_and_repeats_itself(tmp_path):
+    args = ["--steps", "20", "--tc-steps", "20", "--features", "64"]
+    report = demo_train.main(["--out", str(tmp_path / "a"), *args])
     assert set(report["accuracy"]) == {"val", "test", "all"}
-    model = load_demo_model(str(tmp_path))
+    model = load_demo_model(str(tmp_path / "a"))
     graph = anb.attribute(model, "the opposite of small is", progress=False)
     assert (graph.nodes.kind == "feature").sum() > 0
     assert graph.info["replacement_logits_max_abs_diff"] < 1e-4
+    demo_train.main(["--out", str(tmp_path / "b"), *args])       # same seed, same files
+    from safetensors.torch import load_file
+    for name in ["model.safetensors", "transcoders/layer_0.safetensors", "transcoders/layer_3.safetensors"]:
+        a, b = load_file(tmp_path / "a" / name), load_file(tmp_path / "b" / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
