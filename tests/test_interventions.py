@@ -156,3 +156,20 @@ def test_swap_with_itself_changes_nothing_and_equals_explicit_clamps(setup):
         clamps[(int(n.layer), last, int(n.feature))] = float(n.activation)
     explicit = model.intervene(PROMPT, clamps)
     assert swapped.equals(explicit)
+
+
+def test_free_ablating_all_features_and_errors_zeroes_the_mlp_when_the_transcoder_has_no_bias():
+    model = tiny_model("llama", seed=6, d_features=64)
+    layer = 2
+    model.transcoders[layer].b_dec.data.zero_()
+    tokens = model.tokenize(PROMPT)
+    clamps = {(layer, None, f): "ablate" for f in range(64)}
+    clamps.update({f"e:L{layer}:P{p}": 0 for p in range(len(tokens))})
+    _, after = model.intervened_logits(PROMPT, clamps, mode="free")
+    handle = model.hf_model.model.layers[layer].mlp.register_forward_hook(lambda m, a, out: torch.zeros_like(out))
+    try:
+        with torch.no_grad():
+            expected = model.hf_model(tokens[None]).logits[0, -1]
+    finally:
+        handle.remove()
+    torch.testing.assert_close(after, expected, rtol=0, atol=1e-4)
