@@ -70,22 +70,28 @@ def test_free_ablating_all_features_and_errors_equals_replacing_the_mlp(setup):
     model, graph = setup
     layer = 1
     tc = model.transcoders[layer]
-    tokens = model.tokenize(PROMPT)
-    clamps = {(layer, None, f): 0.0 for f in range(tc.d_features)}
-    clamps.update({f"e:L{layer}:P{p}": "ablate" for p in range(len(tokens))})
-    _, after = model.intervened_logits(PROMPT, clamps, mode="free")
+    after = _ablate_layer(model, layer)
     # independently: a plain PyTorch hook makes the MLP output only the transcoder's constant
     # part (b_dec, plus the skip term where there is one)
-    def hook(mod, args, out):
-        x = args[0]
-        return tc.b_dec.expand_as(out) + (0 if tc.W_skip is None else x @ tc.W_skip)
+    expected = _hf_logits_with_mlp_hook(
+        model, layer, lambda mod, args, out: tc.b_dec.expand_as(out) + (0 if tc.W_skip is None else args[0] @ tc.W_skip))
+    torch.testing.assert_close(after, expected, rtol=0, atol=1e-4)
+
+
+def _ablate_layer(model, layer):
+    """Last-position logits with every feature and every error node of ``layer`` ablated (free mode)."""
+    clamps = {(layer, None, f): "ablate" for f in range(model.transcoders[layer].d_features)}
+    clamps.update({f"e:L{layer}:P{p}": 0 for p in range(len(model.tokenize(PROMPT)))})
+    return model.intervened_logits(PROMPT, clamps, mode="free")[1]
+
+
+def _hf_logits_with_mlp_hook(model, layer, hook):
     handle = model.hf_model.model.layers[layer].mlp.register_forward_hook(hook)
     try:
         with torch.no_grad():
-            expected = model.hf_model(tokens[None]).logits[0, -1]
+            return model.hf_model(model.tokenize(PROMPT)[None]).logits[0, -1]
     finally:
         handle.remove()
-    torch.testing.assert_close(after, expected, rtol=0, atol=1e-4)
 
 
 def test_intervene_table(setup):
@@ -162,14 +168,5 @@ def test_free_ablating_all_features_and_errors_zeroes_the_mlp_when_the_transcode
     model = tiny_model("llama", seed=6, d_features=64)
     layer = 2
     model.transcoders[layer].b_dec.data.zero_()
-    tokens = model.tokenize(PROMPT)
-    clamps = {(layer, None, f): "ablate" for f in range(64)}
-    clamps.update({f"e:L{layer}:P{p}": 0 for p in range(len(tokens))})
-    _, after = model.intervened_logits(PROMPT, clamps, mode="free")
-    handle = model.hf_model.model.layers[layer].mlp.register_forward_hook(lambda m, a, out: torch.zeros_like(out))
-    try:
-        with torch.no_grad():
-            expected = model.hf_model(tokens[None]).logits[0, -1]
-    finally:
-        handle.remove()
-    torch.testing.assert_close(after, expected, rtol=0, atol=1e-4)
+    expected = _hf_logits_with_mlp_hook(model, layer, lambda m, a, out: torch.zeros_like(out))
+    torch.testing.assert_close(_ablate_layer(model, layer), expected, rtol=0, atol=1e-4)
