@@ -62,7 +62,7 @@ class _Rows:
     """Computes rows of the adjacency (direct effects on a batch of targets) by backward passes."""
 
     def __init__(self, model: ReplacementModel, cap, feat_layer, feat_pos, feat_idx, feat_act, batch: int):
-        self.model, self.cap, self.batch = model, cap, batch
+        self.cap = cap
         L, T, d = cap.mlp_in.shape
         self.L, self.T = L, T
         self.trace = model.linear_trace(cap, batch)
@@ -178,7 +178,8 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
     t3 = time.perf_counter()
     feature_rows = torch.zeros(n_keep, rows.n_sources)
     visited = torch.empty(0, dtype=torch.long)
-    probs = torch.softmax(cap.logits[-1].double(), -1)[target_ids]
+    probs_all = torch.softmax(cap.logits[-1].double(), -1)
+    probs = probs_all[target_ids]
     while len(visited) < n_keep:
         n_next = min(batch, n_keep - len(visited))
         if n_keep == n_active:
@@ -203,7 +204,6 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
     adjacency[:n_keep, : n_keep + L * T + T] = feature_rows[:, source_cols]
     adjacency[n_nodes - len(target_ids):, : n_keep + L * T + T] = logit_rows[:, source_cols]
 
-    probs_all = torch.softmax(cap.logits[-1].double(), -1)
     logits_df = pd.DataFrame({"token": model.token_strings(target_ids), "token_id": target_ids,
                               "probability": probs_all[target_ids].numpy(),
                               "logit": cap.logits[-1, target_ids].double().numpy()})
