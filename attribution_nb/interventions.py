@@ -145,8 +145,9 @@ def free_logits(model, tokens: torch.Tensor, ops: list[_Op]) -> torch.Tensor:
     return logits[0]
 
 
-def frozen_logit_change(model, tokens: torch.Tensor, ops: list[_Op], batch_size: int = 64) -> torch.Tensor:
-    """Δlogits [V] at the last position in the frozen model (direct effects only)."""
+def frozen_logits(model, tokens: torch.Tensor, ops: list[_Op], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Last-position logits [V] before, and after the interventions in the frozen model
+    (direct effects only: before + W_U · J · Δwrites)."""
     cap = model.capture(tokens)
     L, T, d = cap.mlp_in.shape
     deltas = {l: write_deltas(model, l, ops, cap.mlp_in[l], cap.mlp_out[l]) for l in sorted({op.layer for op in ops})}
@@ -162,7 +163,8 @@ def frozen_logit_change(model, tokens: torch.Tensor, ops: list[_Op], batch_size:
         for g, (l, delta) in zip(grads, deltas.items()):
             if g is not None:
                 change[s:e] += (g[: e - s] * delta[None]).sum((1, 2)).double()
-    return (model.unembed_weight.double() @ change).to(cap.logits.dtype)
+    before = cap.logits[-1]
+    return before, before + (model.unembed_weight.double() @ change).to(before.dtype)
 
 
 def intervention_table(model, before: torch.Tensor, after: torch.Tensor, top_k: int) -> pd.DataFrame:

@@ -330,15 +330,14 @@ class ReplacementModel:
 
     def intervened_logits(self, prompt, interventions, mode: str = "free") -> tuple[torch.Tensor, torch.Tensor]:
         """Last-position logits [V] before and after ``interventions`` (see :mod:`.interventions`)."""
-        from .interventions import free_logits, frozen_logit_change, parse_interventions
+        from .interventions import free_logits, frozen_logits, parse_interventions
         if mode not in ("free", "frozen"):
             raise ValueError(f"mode must be 'free' or 'frozen', got {mode!r}")
         tokens = self.tokenize(prompt)
         ops = parse_interventions(self, interventions, len(tokens))
-        before = self.logits(tokens)
-        if mode == "free":
-            return before, free_logits(self, tokens, ops)[-1]
-        return before, before + frozen_logit_change(self, tokens, ops)
+        if mode == "frozen":   # its clean capture already holds the logits before
+            return frozen_logits(self, tokens, ops)
+        return self.logits(tokens), free_logits(self, tokens, ops)[-1]
 
     def intervene(self, prompt, interventions, mode: str = "free", top_k: int = 10):
         """Clamp, scale, ablate or steer features and re-run the model.
