@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
@@ -59,7 +60,13 @@ def _logit_targets(model: ReplacementModel, logits: torch.Tensor, targets, max_n
 
 
 class _Rows:
-    """Computes rows of the adjacency (direct effects on a batch of targets) by backward passes."""
+    """Computes rows of the adjacency (direct effects on a batch of targets) by backward passes.
+
+    Sources are numbered in "active order": features sorted by (layer, position, index),
+    then error nodes (layer-major), then token nodes.  A target at layer ``l`` and position
+    ``p`` can only see sources below ``l`` at positions ``≤ p``: only those are computed
+    and stored, one small matmul per (layer, position) block of features.
+    """
 
     def __init__(self, model: ReplacementModel, cap, feat_layer, feat_pos, feat_idx, feat_act, batch: int):
         self.cap = cap
@@ -67,43 +74,52 @@ class _Rows:
         self.L, self.T = L, T
         self.trace = model.linear_trace(cap, batch)
         dtype = model.dtype
-        # what each source writes (per layer, features sorted by layer)
-        self.layer_slices = []
-        self.decoder_out = []
+        self.layer_slices, self.decoder_out, self.pos_bounds = [], [], []
         start = 0
         for l, tc in enumerate(model.transcoders):
             n_l = int((feat_layer == l).sum())
             sl = slice(start, start + n_l)
             self.layer_slices.append(sl)
-            self.decoder_out.append(tc.W_dec[feat_idx[sl]] * feat_act[sl, None].to(dtype))
+            self.decoder_out.append((tc.W_dec[feat_idx[sl]] * feat_act[sl, None].to(dtype)).detach())
+            # features of layer l at position p are columns pos_bounds[l][p]:pos_bounds[l][p + 1]
+            self.pos_bounds.append((start + torch.searchsorted(feat_pos[sl], torch.arange(T + 1))).tolist())
             start += n_l
-        self.feat_pos = feat_pos
         self.n_features = start
         self.n_sources = start + L * T + T
+        self.src_layer = torch.cat([feat_layer, torch.arange(L).repeat_interleave(T), torch.full((T,), -1)])
+        self.src_pos = torch.cat([feat_pos, torch.arange(T).repeat(L), torch.arange(T)])
 
     @torch.no_grad()
-    def _edges_from_grads(self, grads, n: int) -> torch.Tensor:
+    def _edges_from_grads(self, grads, layers, positions) -> torch.Tensor:
+        n = len(layers)
         g_embed, g_writes = grads[0], grads[1:]
         out = torch.zeros(n, self.n_sources, dtype=torch.float32)
+        top_layer, top_pos = int(layers.max()), int(positions.max())
         errors = self.cap.errors
-        chunk = max(1, 2 ** 24 // max(1, n * self.cap.mlp_in.shape[-1]))
-        for l, g in enumerate(g_writes):
+        for l in range(min(top_layer, self.L)):
+            g = g_writes[l]
             if g is None:
                 continue
-            g = g[:n]
-            sl = self.layer_slices[l]
-            for s in range(sl.start, sl.stop, chunk):
-                e = min(s + chunk, sl.stop)
-                out[:, s:e] = (g[:, self.feat_pos[s:e]] * self.decoder_out[l][s - sl.start:e - sl.start]).sum(-1).float()
+            g = g[:n, : top_pos + 1]
+            bounds, dec, off = self.pos_bounds[l], self.decoder_out[l], self.layer_slices[l].start
+            for p in range(top_pos + 1):
+                a, b = bounds[p], bounds[p + 1]
+                if a < b:
+                    out[:, a:b] = (g[:, p] @ dec[a - off:b - off].T).float()
             base = self.n_features + l * self.T
-            out[:, base:base + self.T] = (g * errors[l][None]).sum(-1).float()
+            out[:, base:base + top_pos + 1] = torch.einsum("ntd,td->nt", g, errors[l, : top_pos + 1]).float()
         if g_embed is not None:
-            out[:, self.n_features + self.L * self.T:] = (g_embed[:n] * self.cap.embed[None]).sum(-1).float()
+            base = self.n_features + self.L * self.T
+            out[:, base:base + top_pos + 1] = torch.einsum("ntd,td->nt", g_embed[:n, : top_pos + 1],
+                                                           self.cap.embed[: top_pos + 1]).float()
         return out
 
-    def __call__(self, layers: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        """Rows for ≤ batch targets: target b reads ``vectors[b]`` at ``positions[b]`` of
-        layer ``layers[b]``'s MLP input (``layers[b] == L`` means the unembedding input)."""
+    def __call__(self, layers: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor):
+        """Sparse rows for ≤ batch targets: target b reads ``vectors[b]`` at ``positions[b]``
+        of layer ``layers[b]``'s MLP input (``layers[b] == L`` means the unembedding input).
+
+        Returns ``(counts, columns, values)``: entries per row, then the rows' source
+        columns (ascending, int32) and direct effects (float32), row after row."""
         n = len(layers)
         batch_idx = torch.arange(n)
         loss = 0.0
@@ -112,7 +128,55 @@ class _Rows:
             x = self.trace.unembed_in if layer == self.L else self.trace.mlp_in[layer]
             loss = loss + (x[batch_idx[sel], positions[sel]] * vectors[sel].to(x.dtype)).sum()
         grads = torch.autograd.grad(loss, self.trace.leaves, retain_graph=True, allow_unused=True)
-        return self._edges_from_grads(grads, n)
+        out = self._edges_from_grads(grads, layers, positions)
+        mask = (self.src_layer[None] < layers[:, None]) & (self.src_pos[None] <= positions[:, None]) & (out != 0)
+        cols = mask.nonzero()[:, 1].to(torch.int32).numpy()
+        return mask.sum(1).numpy(), cols, out[mask].numpy()
+
+
+class _RowStore:
+    """Sparse rows as they arrive (in any order), assembled into CSR at the end."""
+
+    def __init__(self):
+        self.pieces = []          # (counts, cols, vals)
+        self.where = {}           # row key -> (piece, start, stop)
+
+    def add(self, keys, piece) -> None:
+        counts, cols, vals = piece
+        ends = np.cumsum(counts)
+        k = len(self.pieces)
+        self.pieces.append(piece)
+        for key, stop, c in zip(keys, ends.tolist(), counts.tolist()):
+            self.where[key] = (k, stop - c, stop)
+
+    def csr(self, row_keys, n_cols: int, col_map: np.ndarray | None = None, dtype=np.float32) -> sp.csr_array:
+        """Rows ``row_keys`` (None = an empty row) over ``n_cols`` columns; ``col_map`` renumbers
+        columns (−1 drops one) and must keep their order."""
+        counts = np.zeros(len(row_keys), dtype=np.int64)
+        spans = []                      # (piece, start, stop), consecutive rows merged
+        for i, key in enumerate(row_keys):
+            if key is None:
+                continue
+            k, a, b = self.where[key]
+            counts[i] = b - a
+            if spans and spans[-1][0] == k and spans[-1][2] == a:
+                spans[-1][2] = b
+            else:
+                spans.append([k, a, b])
+        cols = [self.pieces[k][1][a:b] for k, a, b in spans]
+        vals = [self.pieces[k][2][a:b] for k, a, b in spans]
+        indices = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int32)
+        data = np.concatenate(vals).astype(dtype, copy=False) if vals else np.zeros(0, dtype=dtype)
+        if col_map is not None:
+            indices = col_map[indices]
+            keep = indices >= 0
+            if not keep.all():
+                ends = np.cumsum(counts)
+                kept_before_end = np.concatenate([[0], np.cumsum(keep)])[ends]
+                counts = np.diff(np.concatenate([[0], kept_before_end]))
+                indices, data = indices[keep], data[keep]
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32 if len(indices) < 2**31 else np.int64)
+        return sp.csr_array((data, indices, indptr), shape=(len(row_keys), n_cols))
 
 
 def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: int = 10,
@@ -164,51 +228,59 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
 
     # logit rows: demeaned unembedding directions at the last position
     t2 = time.perf_counter()
+    store = _RowStore()
     W_U = model.unembed_weight
     logit_vecs = W_U[target_ids] - W_U.mean(0, keepdim=True)
-    logit_rows = []
-    for s in range(0, len(target_ids), batch):
-        e = min(s + batch, len(target_ids))
-        logit_rows.append(rows(torch.full((e - s,), L), torch.full((e - s,), T - 1), logit_vecs[s:e]))
+    n_logits = len(target_ids)
+    for s in range(0, n_logits, batch):
+        e = min(s + batch, n_logits)
+        store.add([("logit", i) for i in range(s, e)],
+                  rows(torch.full((e - s,), L), torch.full((e - s,), T - 1), logit_vecs[s:e]))
         bar.update(e - s)
-    logit_rows = torch.cat(logit_rows)
     timings["logit_rows"] = time.perf_counter() - t2
 
     # feature rows, most influential first when only some are kept
     t3 = time.perf_counter()
-    feature_rows = torch.zeros(n_keep, rows.n_sources)
-    visited = torch.empty(0, dtype=torch.long)
     probs_all = torch.softmax(cap.logits[-1].double(), -1)
-    probs = probs_all[target_ids]
+    probs = probs_all[target_ids].numpy()
+    visited = np.zeros(0, dtype=np.int64)
+    score, refreshed = None, -1
     while len(visited) < n_keep:
         n_next = min(batch, n_keep - len(visited))
         if n_keep == n_active:
-            chosen = torch.arange(len(visited), len(visited) + n_next)
+            chosen = np.arange(len(visited), len(visited) + n_next)
         else:
-            score = _feature_influence(logit_rows, probs, feature_rows[: len(visited)], visited, n_active)
+            # re-estimate influences while few rows are known, then each time they grow by a quarter
+            if len(visited) < 4 * batch or len(visited) >= 1.25 * refreshed:
+                score = _feature_influence(store, probs, visited, n_active, rows.n_sources)
+                refreshed = len(visited)
             score[visited] = -1.0
-            chosen = score.argsort(descending=True, stable=True)[:n_next]
-        enc = torch.stack([model.transcoders[int(l)].W_enc[:, int(f)] for l, f in zip(feat_layer[chosen], feat_idx[chosen])])
-        feature_rows[len(visited):len(visited) + n_next] = rows(feat_layer[chosen], feat_pos[chosen], enc)
-        visited = torch.cat([visited, chosen])
+            chosen = np.argsort(-score, kind="stable")[:n_next]
+        c = torch.from_numpy(chosen)
+        enc = torch.stack([model.transcoders[int(l)].W_enc[:, int(f)] for l, f in zip(feat_layer[c], feat_idx[c])])
+        store.add(chosen.tolist(), rows(feat_layer[c], feat_pos[c], enc))
+        visited = np.concatenate([visited, chosen])
         bar.update(n_next)
     bar.close()
     timings["feature_rows"] = time.perf_counter() - t3
 
-    # assemble: nodes = kept features (sorted) + errors + tokens + logits
-    order = visited.sort().values
-    feature_rows = feature_rows[visited.argsort()]
-    n_nodes = n_keep + L * T + T + len(target_ids)
-    source_cols = torch.cat([order, torch.arange(n_active, rows.n_sources)])
-    adjacency = torch.zeros(n_nodes, n_nodes)
-    adjacency[:n_keep, : n_keep + L * T + T] = feature_rows[:, source_cols]
-    adjacency[n_nodes - len(target_ids):, : n_keep + L * T + T] = logit_rows[:, source_cols]
+    # assemble: nodes = kept features (in active order) + errors + tokens + logits
+    t4 = time.perf_counter()
+    order = np.sort(visited)
+    n_nodes = n_keep + L * T + T + n_logits
+    col_map = np.full(rows.n_sources, -1, dtype=np.int32)
+    col_map[order] = np.arange(n_keep)
+    col_map[n_active:] = np.arange(n_keep, n_keep + L * T + T)
+    row_keys = order.tolist() + [None] * (L * T + T) + [("logit", i) for i in range(n_logits)]
+    adjacency = store.csr(row_keys, n_nodes, col_map)
+    del store
+    order = torch.from_numpy(order)
+    timings["assemble"] = time.perf_counter() - t4
 
     logits_df = pd.DataFrame({"token": model.token_strings(target_ids), "token_id": target_ids,
                               "probability": probs_all[target_ids].numpy(),
                               "logit": cap.logits[-1, target_ids].double().numpy()})
     nodes = _node_table(model, cap, feat_layer[order], feat_pos[order], feat_idx[order], feat_act[order], logits_df)
-    timings["total"] = time.perf_counter() - t0
     graph = AttributionGraph(
         prompt=prompt if isinstance(prompt, str) else model.tokenizer.decode(tokens.tolist()),
         tokens=model.token_strings(tokens), token_ids=tokens.tolist(), nodes=nodes, adjacency=adjacency,
@@ -217,23 +289,27 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
               "timings": timings,
               "replacement_logits_max_abs_diff": float((rows.trace.logits[0, -1].detach() - cap.logits[-1]).abs().max())})
     graph.nodes["influence"] = graph.influence().numpy()
+    timings["total"] = time.perf_counter() - t0
     return graph
 
 
-def _feature_influence(logit_rows, probs, feature_rows, visited, n_active) -> torch.Tensor:
+def _feature_influence(store: _RowStore, probs: np.ndarray, visited: np.ndarray, n_active: int,
+                       n_sources: int) -> np.ndarray:
     """Influence of every active feature on the logits, from the rows computed so far."""
-    n_l = len(logit_rows)
-    rows = normalize_rows(torch.cat([logit_rows, feature_rows]).double())[:, :n_active]
-    row_of = torch.full((n_active,), -1, dtype=torch.long)
-    row_of[visited] = torch.arange(len(visited)) + n_l
-    x = torch.zeros(len(rows), dtype=torch.float64)
+    n_l = len(probs)
+    keys = [("logit", i) for i in range(n_l)] + visited.tolist()
+    rows = normalize_rows(store.csr(keys, n_sources, dtype=np.float64))[:, :n_active].tocsr()
+    row_of = np.full(n_active, -1, dtype=np.int64)
+    row_of[visited] = np.arange(len(visited)) + n_l
+    known = row_of >= 0
+    x = np.zeros(len(keys))
     x[:n_l] = probs
-    total = torch.zeros(n_active, dtype=torch.float64)
-    for _ in range(len(rows) + 1):
-        src = x @ rows
+    total = np.zeros(n_active)
+    rows_t = rows.T
+    for _ in range(len(keys) + 1):
+        src = rows_t @ x
         total += src
-        x = torch.zeros_like(x)
-        known = row_of >= 0
+        x = np.zeros(len(keys))
         x[row_of[known]] = src[known]
         if not x.any():
             break

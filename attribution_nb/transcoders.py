@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -182,6 +183,46 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
         size = os.path.getsize(path)
         raise ValueError(f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {err}") from None
     return tensors, meta
+
+
+_NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+                 "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def read_safetensors_numpy(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Like :func:`read_safetensors`, as numpy arrays read straight from the file (no memory
+    map, no second copy: peak memory is the arrays themselves)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    size = os.path.getsize(path)
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {why}")
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < n <= min(size - 8, 1 << 28):
+            raise bad("bad header length")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise bad(f"header is not JSON ({err})") from None
+        meta = header.pop("__metadata__", None) or {}
+        arrays = {}
+        for key, info in header.items():
+            dtype = _NUMPY_DTYPES.get(info.get("dtype"))
+            if dtype is None:
+                raise bad(f"tensor {key!r} has dtype {info.get('dtype')!r}, which this reader does not handle")
+            shape = [int(x) for x in info["shape"]]
+            begin, end = info["data_offsets"]
+            count = int(np.prod(shape, dtype=np.int64))
+            if end - begin != count * np.dtype(dtype).itemsize or 8 + n + end > size:
+                raise bad(f"tensor {key!r} runs past the end of the file")
+            f.seek(8 + n + begin)
+            arrays[key] = np.fromfile(f, dtype=dtype, count=count).reshape(shape)
+    return arrays, meta
 
 
 @dataclass

@@ -159,3 +159,57 @@ def test_unknown_node_id_raises(llama_graph):
         llama_graph.node("f:L9:P0:1")
     with pytest.raises(KeyError, match="nonsense"):
         llama_graph.edge("nonsense", "t:P0")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_binned_fewest_holding_equals_the_full_sort(seed):
+    from attribution_nb.graph import _fewest_holding
+    rng = np.random.default_rng(seed)
+    scores = np.exp(rng.normal(0, 3, 20_000)).astype(np.float32)
+    scores[rng.integers(0, len(scores), 3_000)] = scores[5]          # many exact ties
+    scores[rng.integers(0, len(scores), 500)] = 0.0
+    for t in [0.0, 0.1, 0.5, 0.8, 0.98, 0.999, 1.0]:
+        sorted_mask = _fewest_holding(scores, t, sort_below=len(scores))
+        binned_mask = _fewest_holding(scores, t, sort_below=0)
+        np.testing.assert_array_equal(binned_mask, sorted_mask)
+        # and it is the fewest: dropping the smallest kept entry falls below the target
+        kept = np.sort(scores[sorted_mask].astype(np.float64))
+        assert kept.sum() >= t * scores.sum(dtype=np.float64) * (1 - 1e-12)
+        if t > 0:
+            assert kept[1:].sum() < t * scores.sum(dtype=np.float64)
+
+
+def test_pruning_with_the_binned_search_gives_the_same_graph(llama_graph, monkeypatch):
+    from attribution_nb import graph as graph_module
+    expected = llama_graph.prune_masks(0.8, 0.95)
+    monkeypatch.setattr(graph_module, "SORT_BELOW", 0)
+    got = llama_graph.prune_masks(0.8, 0.95)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+def test_storage_is_sparse(llama_graph, monkeypatch):
+    g = llama_graph
+    m = g.sparse_adjacency
+    assert m.nnz == len(g.edges) == g.n_edges == int((g.adjacency != 0).sum())
+    # every stored edge is structurally possible: source below the target, not after it
+    src = g.nodes.iloc[m.indices]
+    tgt = g.nodes.iloc[np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))]
+    assert (src.layer.to_numpy() < tgt.layer.to_numpy()).all()
+    assert (src.position.to_numpy() <= tgt.position.to_numpy()).all()
+    monkeypatch.setattr(anb.AttributionGraph, "max_dense_bytes", 1000)
+    with pytest.raises(MemoryError, match="sparse_adjacency"):
+        g.adjacency
+
+
+def test_loading_an_inconsistent_sparse_matrix_raises(llama_graph, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    path = tmp_path / "x.graph"
+    llama_graph.save(path)
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(path)
+    tensors["indices"][0] = len(llama_graph.nodes) + 5
+    save_file(tensors, path, metadata=meta)
+    with pytest.raises(ValueError, match="inconsistent sparse adjacency"):
+        anb.AttributionGraph.load(path)
