@@ -287,7 +287,7 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
         logits=logits_df, n_layers=L, model_name=model.name,
         info={"n_active_features": n_active, "max_feature_nodes": max_feature_nodes, "batch_size": batch,
               "timings": timings,
-              "replacement_logits_max_abs_diff": float((rows.trace.logits[0, -1].detach() - cap.logits[-1]).abs().max())})
+              "replacement_logits_max_abs_diff": float((model.softcap(rows.trace.logits[0, -1].detach()) - cap.logits[-1]).abs().max())})
     graph.nodes["influence"] = graph.influence().numpy()
     timings["total"] = time.perf_counter() - t0
     return graph

@@ -45,7 +45,7 @@ def word_tokenizer(words: list[str] = WORDS):
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>", pad_token="<pad>")
 
 
-FAMILIES = ("llama", "qwen2", "qwen3")
+FAMILIES = ("llama", "qwen2", "qwen3", "gemma2")
 
 
 def tiny_config(family: str = "llama", *, vocab_size: int, d_model: int = 64, n_layers: int = 4,
@@ -64,6 +64,12 @@ def tiny_config(family: str = "llama", *, vocab_size: int, d_model: int = 64, n_
     if family == "qwen3":
         from transformers import Qwen3Config
         return Qwen3Config(head_dim=d_model // n_heads, **common)   # q/k norms
+    if family == "gemma2":
+        from transformers import Gemma2Config
+        # soft-capped attention and logits, post-norms, and a sliding window short enough to matter
+        return Gemma2Config(head_dim=d_model // n_heads, query_pre_attn_scalar=d_model // n_heads,
+                            attn_logit_softcapping=50.0, final_logit_softcapping=30.0, sliding_window=6,
+                            hidden_activation="gelu_pytorch_tanh", **common)
     raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
 
 
@@ -76,7 +82,7 @@ def tiny_model(family: str = "llama", *, seed: int = 0, d_model: int = 64, n_lay
 
     tokenizer = word_tokenizer(words)
     config = tiny_config(family, vocab_size=len(tokenizer), d_model=d_model, n_layers=n_layers)
-    config._attn_implementation = attn_implementation
+    config._attn_implementation = "eager" if family == "gemma2" else attn_implementation   # soft-capping needs eager
     torch.manual_seed(seed)
     hf_model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # Random init has tiny weights everywhere; larger ones make the toy model's residual

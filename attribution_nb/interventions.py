@@ -142,12 +142,12 @@ def free_logits(model, tokens: torch.Tensor, ops: list[_Op]) -> torch.Tensor:
             out = out_env.output
             out_env.output = out + write_deltas(model, l, ops, x[0], out[0])[None]
         logits = _get(model.nn, a.unembed).output.save()
-    return logits[0]
+    return model.softcap(logits[0])
 
 
 def frozen_logits(model, tokens: torch.Tensor, ops: list[_Op], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Last-position logits [V] before, and after the interventions in the frozen model
-    (direct effects only: before + W_U · J · Δwrites)."""
+    (direct effects only: before + W_U · J · Δwrites, then the model's soft-cap if any)."""
     cap = model.capture(tokens)
     L, T, d = cap.mlp_in.shape
     deltas = {l: write_deltas(model, l, ops, cap.mlp_in[l], cap.mlp_out[l]) for l in sorted({op.layer for op in ops})}
@@ -164,7 +164,8 @@ def frozen_logits(model, tokens: torch.Tensor, ops: list[_Op], batch_size: int =
             if g is not None:
                 change[s:e] += (g[: e - s] * delta[None]).sum((1, 2)).double()
     before = cap.logits[-1]
-    return before, before + (model.unembed_weight.double() @ change).to(before.dtype)
+    raw_after = cap.raw_logits + (model.unembed_weight.double() @ change).to(before.dtype)
+    return before, model.softcap(raw_after)
 
 
 def intervention_table(model, before: torch.Tensor, after: torch.Tensor, top_k: int) -> pd.DataFrame:

@@ -48,6 +48,14 @@ class Adapter:
     final_norm: str = "model.norm"
     unembed: str = "lm_head"
     norm_kind: str = "rms"
+    logit_softcap: str | None = None     # config attribute of a final tanh soft-cap on the logits
+
+
+#: Gemma-2: norms before and after attention and MLP; the transcoder reads the MLP's
+#: input and replaces the MLP *and* its post-norm (GemmaScope's layout); logits soft-capped.
+GEMMA2 = Adapter("gemma2", norms=("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm"),
+                 mlp_in="mlp", mlp_out="post_feedforward_layernorm", norm_kind="rms_plus_one",
+                 logit_softcap="final_logit_softcapping")
 
 
 LLAMA = Adapter("llama")
@@ -56,6 +64,7 @@ ADAPTERS: dict[str, Adapter] = {
     "mistral": LLAMA,
     "qwen2": LLAMA,
     "qwen3": LLAMA,  # q/k norms act on queries and keys, which are detached anyway
+    "gemma2": GEMMA2,
 }
 
 
@@ -123,8 +132,9 @@ class Capture:
     embed: torch.Tensor           # [T, d] what the token embeddings write to the residual stream
     mlp_in: torch.Tensor          # [L, T, d] transcoder inputs
     mlp_out: torch.Tensor         # [L, T, d] true MLP outputs
-    logits: torch.Tensor          # [T, V]
+    logits: torch.Tensor          # [T, V] the model's output (after a soft-cap, if any)
     unembed_in: torch.Tensor      # [T, d] input of the unembedding (after the final norm)
+    raw_logits: torch.Tensor | None = None   # [V] last position before the soft-cap (linear in the sources)
     activations: list[torch.Tensor] = field(default_factory=list)   # per layer [T, F]
     reconstruction: torch.Tensor | None = None                      # [L, T, d] decoder + skip
     errors: torch.Tensor | None = None                              # [L, T, d]
@@ -240,6 +250,11 @@ class ReplacementModel:
             raise ValueError(f"target token {token!r} is not in the vocabulary (it encodes as the unknown token)")
         return int(ids[0])
 
+    def softcap(self, logits: torch.Tensor) -> torch.Tensor:
+        """The model's final logit soft-cap ``c·tanh(x / c)`` (identity for most models)."""
+        cap = getattr(self.hf_model.config, self.adapter.logit_softcap, None) if self.adapter.logit_softcap else None
+        return logits if cap is None else torch.tanh(logits / cap) * cap
+
     # -- tracing -----------------------------------------------------------------
     def _envoys(self):
         a = self.adapter
@@ -272,7 +287,8 @@ class ReplacementModel:
             unembed_in = _get(self.nn, a.unembed).input.save()
             logits = _get(self.nn, a.unembed).output.save()
         cap = Capture(tokens=tokens, embed=embed[0], mlp_in=torch.stack([x[0] for x in ins]),
-                      mlp_out=torch.stack([x[0] for x in outs]), logits=logits[0], unembed_in=unembed_in[0])
+                      mlp_out=torch.stack([x[0] for x in outs]), logits=self.softcap(logits[0]),
+                      unembed_in=unembed_in[0], raw_logits=logits[0, -1])
         with torch.no_grad():
             recon = []
             for layer, tc in enumerate(self.transcoders):

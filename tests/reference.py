@@ -1,6 +1,6 @@
 """An independent reference for the local replacement model, in plain torch (float64).
 
-It re-implements the Llama-family forward pass by hand from the Hugging Face weights,
+It re-implements the Llama-family and Gemma-2 forward passes by hand from the Hugging Face weights,
 without nnsight and without the package's attribution code.  Attention patterns are the
 only thing taken from Hugging Face (its eager attention with ``output_attentions``); the
 value path, the norms, the MLP replacement and the unembedding are computed here.  In
@@ -32,22 +32,29 @@ class Reference:
         cfg = self.hf.config
         self.n_heads = cfg.num_attention_heads
         self.n_kv = cfg.num_key_value_heads
+        self.gemma = cfg.model_type == "gemma2"     # (1 + w) norms, norms after attention and MLP, soft-caps
+        self.softcap = getattr(cfg, "final_logit_softcapping", None)
         saved = cfg._attn_implementation
         cfg._attn_implementation = "eager"
         with torch.no_grad():
             out = self.hf(tokens[None], output_attentions=True)
         cfg._attn_implementation = saved
-        self.hf_logits = out.logits[0]
+        self.hf_logits = out.logits[0]             # after the final soft-cap, if any
         self.patterns = [a[0] for a in out.attentions]          # [H, T, T] per layer
         self.scales = None
         with torch.no_grad():
             self.clean_logits, self.clean_sources, self.mlp_in = self.run(None, record=True)
 
+    def capped(self, logits):
+        """The model's output logits: Gemma-2 soft-caps them with tanh."""
+        return logits if self.softcap is None else torch.tanh(logits / self.softcap) * self.softcap
+
     def _norm(self, h, module, key, record):
         var = h.pow(2).mean(-1, keepdim=True)
+        eps = getattr(module, "variance_epsilon", None) or module.eps
         if record:
-            self.scales[key] = torch.rsqrt(var + module.variance_epsilon)
-        return h * self.scales[key] * module.weight
+            self.scales[key] = torch.rsqrt(var + eps)
+        return h * self.scales[key] * (1 + module.weight if self.gemma else module.weight)
 
     def run(self, sources: Sources | None, record: bool = False):
         """Forward pass. ``sources=None``: the real model (true MLPs), recording sources and
@@ -57,6 +64,8 @@ class Reference:
         layers = self.hf.model.layers
         T = len(self.tokens)
         embed = self.hf.model.embed_tokens.weight[self.tokens]
+        if self.gemma:
+            embed = embed * cfg_scale(self.hf.config)
         h = embed if sources is None else sources.embed
         acts, errors, mlp_ins = [], [], []
         for l, layer in enumerate(layers):
@@ -64,13 +73,19 @@ class Reference:
             x = self._norm(h, layer.input_layernorm, (l, 0), record)
             v = attn.v_proj(x).view(T, self.n_kv, -1).repeat_interleave(self.n_heads // self.n_kv, dim=1)
             heads = torch.einsum("hqk,khd->qhd", self.patterns[l], v).reshape(T, -1)
-            h = h + attn.o_proj(heads)
-            x2 = self._norm(h, layer.post_attention_layernorm, (l, 1), record)
+            if self.gemma:
+                h = h + self._norm(attn.o_proj(heads), layer.post_attention_layernorm, (l, 1), record)
+                x2 = self._norm(h, layer.pre_feedforward_layernorm, (l, 2), record)
+            else:
+                h = h + attn.o_proj(heads)
+                x2 = self._norm(h, layer.post_attention_layernorm, (l, 1), record)
             mlp_ins.append(x2)
             tc = self.tcs[l]
             if sources is None:
                 a = tc.encode(x2)
                 out = layer.mlp(x2)
+                if self.gemma:   # the transcoder replaces the MLP and its post-norm (GemmaScope's layout)
+                    out = layer.post_feedforward_layernorm(out)
                 acts.append(a)
                 errors.append(out - tc(x2))
             else:
@@ -104,3 +119,8 @@ class Reference:
         s = self.clean_sources
         return Sources(s.embed.clone().requires_grad_(True), [a.clone().requires_grad_(True) for a in s.acts],
                        s.errors.clone().requires_grad_(True))
+
+
+def cfg_scale(cfg) -> float:
+    """Gemma scales token embeddings by sqrt(d_model)."""
+    return cfg.hidden_size ** 0.5

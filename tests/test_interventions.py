@@ -10,7 +10,7 @@ from attribution_nb.demo import tiny_model
 from conftest import PROMPT
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen3-skip"])
+@pytest.fixture(scope="module", params=["llama", "qwen3-skip", "gemma2"])
 def setup(request):
     family = request.param.split("-")[0]
     model = tiny_model(family, seed=5, d_features=128, skip=request.param.endswith("skip"))
@@ -18,8 +18,11 @@ def setup(request):
     return model, graph
 
 
-def _demeaned(logits, ids):
-    return logits[ids].double() - logits.double().mean()
+def _demeaned(logits, ids, model=None):
+    """Demeaned logits before any soft-cap (Gemma-2's is undone: x = c·atanh(y / c))."""
+    cap = getattr(model.hf_model.config, "final_logit_softcapping", None) if model is not None else None
+    x = logits.double() if cap is None else cap * torch.atanh(logits.double() / cap)
+    return x[ids] - x.mean()
 
 
 def _strong_features(graph, n=4):
@@ -35,7 +38,7 @@ def test_frozen_ablation_changes_logits_by_the_graph_edges(setup):
     logit_ids = [f"l:{t}" for t in graph.logits.token]
     for node in _strong_features(graph):
         before, after = model.intervened_logits(PROMPT, {node: 0.0}, mode="frozen")
-        change = _demeaned(after, ids) - _demeaned(before, ids)
+        change = _demeaned(after, ids, model) - _demeaned(before, ids, model)
         expected = -torch.tensor([graph.edge(node, l) for l in logit_ids], dtype=torch.float64)
         torch.testing.assert_close(change, expected, rtol=1e-4, atol=1e-5)
 
@@ -46,12 +49,12 @@ def test_frozen_supernode_multiply_and_steer_are_linear(setup):
     top = f"l:{graph.logits.token[0]}"
     a, b = _strong_features(graph, 2)
     before, after = model.intervened_logits(PROMPT, {(a, b): anb.Multiply(-2)}, mode="frozen")
-    change = float(_demeaned(after, ids)[0] - _demeaned(before, ids)[0])
+    change = float(_demeaned(after, ids, model)[0] - _demeaned(before, ids, model)[0])
     assert change == pytest.approx(-3 * (graph.edge(a, top) + graph.edge(b, top)), rel=1e-4, abs=1e-5)
     n = graph.node(a)
     before, after = model.intervened_logits(PROMPT, {(int(n.layer), int(n.position), int(n.feature)): anb.Steer(2.5)},
                                             mode="frozen")
-    change = float(_demeaned(after, ids)[0] - _demeaned(before, ids)[0])
+    change = float(_demeaned(after, ids, model)[0] - _demeaned(before, ids, model)[0])
     assert change == pytest.approx(2.5 * graph.edge(a, top) / n.activation, rel=1e-4, abs=1e-5)
 
 
@@ -86,7 +89,8 @@ def _ablate_layer(model, layer):
 
 
 def _hf_logits_with_mlp_hook(model, layer, hook):
-    handle = model.hf_model.model.layers[layer].mlp.register_forward_hook(hook)
+    module = model.hf_model.model.layers[layer].get_submodule(model.adapter.mlp_out)
+    handle = module.register_forward_hook(hook)
     try:
         with torch.no_grad():
             return model.hf_model(model.tokenize(PROMPT)[None]).logits[0, -1]

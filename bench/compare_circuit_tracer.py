@@ -1,0 +1,234 @@
+"""attribution_nb against circuit-tracer 0.5.0 on the same model, transcoders and prompt.
+
+    python bench/compare_circuit_tracer.py                      # every case below
+    python bench/compare_circuit_tracer.py --arch llama --tokens 11 32 --features 512
+
+For each case (architecture × prompt length × transcoder features per layer) it
+
+1. builds one tiny random model (4 layers, d_model 64; saved as a local Hugging Face
+   folder with a WordLevel tokenizer whose ``<bos>`` id is 1, since circuit-tracer drops
+   a BOS id of 0) and one set of seeded random JumpReLU transcoders;
+2. runs ``attribution_nb.attribute`` in a fresh process (wall time, peak memory) and
+   saves its graph;
+3. runs circuit-tracer's ``attribute`` (nnsight backend, float32, all features) in a fresh
+   process of its own virtual environment (created here on first use: circuit-tracer
+   0.5.0 needs ``nnsight==0.7.0`` and transformers ≤ 4.57.3), then compares every edge
+   both graphs have: sources are features, tokens and error nodes, except error nodes
+   at position 0, because circuit-tracer leaves the features at the BOS position out of
+   its graph and so folds them into that error;
+
+and prints both wall times, their ratio, both peak memories (ru_maxrss of each process,
+which includes the model and the Python runtime), the number of active features and the
+largest edge difference relative to the largest edge.  circuit-tracer runs under a
+memory cap (``--ct-memory-gb``, default 20) so that running out shows as "out of memory"
+instead of stalling the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VENV = os.path.join(HERE, ".ct-venv")
+WORK = os.path.join(HERE, ".work")
+CT_REQUIREMENTS = ["circuit-tracer==0.5.0", "nnsight==0.7.0", "transformers<=4.57.3", "scipy"]  # scipy: to read our graph
+
+
+# -- circuit-tracer's side (runs inside its own virtual environment) ------------------
+def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int) -> dict:
+    import numpy as np
+    import torch
+    from safetensors import safe_open
+    from circuit_tracer import attribute
+    from circuit_tracer.replacement_model.replacement_model_nnsight import NNSightReplacementModel
+    from circuit_tracer.transcoder.activation_functions import JumpReLU
+    from circuit_tracer.transcoder.single_layer_transcoder import SingleLayerTranscoder, TranscoderSet
+
+    torch.set_num_threads(2)
+    arch = json.load(open(os.path.join(folder, "config.json")))["model_type"]
+    hooks = {"llama": ("mlp.hook_in", "mlp.hook_out"), "gemma2": ("ln2.hook_normalized", "hook_mlp_out")}[arch]
+    tcs = {}
+    n_layers = json.load(open(os.path.join(folder, "transcoders", "index.json")))["n_layers"]
+    for layer in range(n_layers):
+        with safe_open(os.path.join(folder, "transcoders", f"layer_{layer}.safetensors"), "pt") as f:
+            w = {k: f.get_tensor(k) for k in f.keys()}
+        d_model, d_tc = w["W_enc"].shape
+        tc = SingleLayerTranscoder(d_model, d_tc, JumpReLU(w["threshold"].float()), layer, device="cpu",
+                                   dtype=torch.float32)
+        with torch.no_grad():
+            tc.W_enc.copy_(w["W_enc"].T)       # circuit-tracer keeps W_enc as [features, d_model]
+            tc.W_dec.copy_(w["W_dec"])
+            tc.b_enc.copy_(w["b_enc"])
+            tc.b_dec.copy_(w["b_dec"])
+        tcs[layer] = tc
+    model = NNSightReplacementModel.from_pretrained_and_transcoders(
+        folder, TranscoderSet(tcs, feature_input_hook=hooks[0], feature_output_hook=hooks[1]),
+        device="cpu", dtype=torch.float32)
+    attribute(prompt, model, max_feature_nodes=None, batch_size=batch_size)     # warm-up on the same prompt
+    t = time.perf_counter()
+    graph = attribute(prompt, model, max_feature_nodes=None, batch_size=batch_size)
+    seconds = time.perf_counter() - t
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    # compare with our graph, edge by edge, row block by row block
+    import scipy.sparse as sp
+    with safe_open(our_graph, "np") as f:
+        meta = json.loads(f.metadata()["attribution_nb.graph"])
+        ours = sp.csr_array((f.get_tensor("data"), f.get_tensor("indices"), f.get_tensor("indptr")),
+                            shape=(meta["n_nodes"],) * 2)
+    index = {nid: i for i, nid in enumerate(meta["nodes"]["node_id"])}
+    logit_index = {tid: index[nid] for tid, nid in zip(meta["logits"]["token_id"],
+                   [n for n, k in zip(meta["nodes"]["node_id"], meta["nodes"]["kind"]) if k == "logit"])}
+    feats = graph.active_features[graph.selected_features].tolist()
+    n_pos, L = graph.n_pos, n_layers
+    ct_ids = ([f"f:L{l}:P{p}:{f}" for l, p, f in feats] + [f"e:L{l}:P{p}" for l in range(L) for p in range(n_pos)]
+              + [f"t:P{p}" for p in range(n_pos)])
+    to_ours = np.array([index.get(nid, -1) for nid in ct_ids]
+                       + [logit_index.get(int(t.vocab_idx), -1)
+                          for t in graph.logit_targets])
+    comparable_source = (to_ours >= 0) & ~np.array([nid.startswith("e:") and nid.endswith(":P0") for nid in ct_ids]
+                                                   + [False] * len(graph.logit_targets))
+    A = graph.adjacency_matrix
+    cols = np.flatnonzero(comparable_source)
+    rows = np.flatnonzero(to_ours >= 0)
+    max_edge = max_diff = 0.0
+    n_compared = 0
+    for s in range(0, len(rows), 512):
+        r = rows[s:s + 512]
+        theirs = A[torch.from_numpy(r)][:, torch.from_numpy(cols)].double().numpy()
+        mine = ours[to_ours[r]][:, to_ours[cols]].toarray().astype(np.float64)
+        max_edge = max(max_edge, float(np.abs(theirs).max()), float(np.abs(mine).max()))
+        max_diff = max(max_diff, float(np.abs(theirs - mine).max()))
+        n_compared += theirs.size
+    missing_logits = int((to_ours[len(ct_ids):] < 0).sum())
+    return {"seconds": seconds, "peak_mb": peak_mb, "features": len(feats), "edges": int((A != 0).sum()),
+            "max_rel_diff": max_diff / max_edge if max_edge else float("nan"), "compared": n_compared,
+            "missing_logits": missing_logits}
+
+
+# -- our side --------------------------------------------------------------------------
+def build_case(arch: str, features: int, seed: int = 0) -> str:
+    """Write a tiny random model of ``arch`` and its transcoders to a folder (once)."""
+    folder = os.path.join(WORK, f"{arch}-{features}-{seed}")
+    if os.path.exists(os.path.join(folder, "done")):
+        return folder
+    from attribution_nb.demo import tiny_model
+    model = tiny_model(arch, seed=seed, d_features=features, attn_implementation="eager")
+    model.hf_model.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    # transformers 5 names the class TokenizersBackend; circuit-tracer's transformers 4 needs the old name
+    cfg_path = os.path.join(folder, "tokenizer_config.json")
+    cfg = json.load(open(cfg_path))
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    json.dump(cfg, open(cfg_path, "w"), indent=1)
+    model.transcoders.save(os.path.join(folder, "transcoders"))
+    open(os.path.join(folder, "done"), "w").close()
+    return folder
+
+
+def prompt_of(n_tokens: int) -> str:
+    from attribution_nb.demo import WORDS
+    words = [w for w in WORDS if w.isalpha()]
+    return " ".join(words[(7 * i) % len(words)] for i in range(n_tokens - 1))   # + <bos>
+
+
+def run_ours(folder: str, prompt: str, out: str, batch_size: int) -> dict:
+    import torch
+    import attribution_nb as anb
+    torch.set_num_threads(2)
+    model = anb.load_model(folder, transcoders=os.path.join(folder, "transcoders"))
+    anb.attribute(model, prompt, max_feature_nodes=None, batch_size=batch_size, progress=False)   # warm-up
+    t = time.perf_counter()
+    graph = anb.attribute(model, prompt, max_feature_nodes=None, batch_size=batch_size, progress=False)
+    seconds = time.perf_counter() - t
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    graph.save(out)
+    return {"seconds": seconds, "peak_mb": peak_mb, "features": int((graph.nodes.kind == "feature").sum()),
+            "edges": graph.n_edges, "timings": graph.info["timings"]}
+
+
+def ensure_venv() -> str:
+    python = os.path.join(VENV, "bin", "python")
+    if not os.path.exists(python):
+        print(f"creating circuit-tracer's environment in {VENV} (about a minute) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+        import torch
+        torch_req = "torch==" + torch.__version__.split("+")[0]   # the same torch as ours
+        subprocess.run([python, "-m", "pip", "install", "-q", torch_req, *CT_REQUIREMENTS], check=True)
+    return python
+
+
+def subprocess_json(cmd: list[str], memory_gb: float | None = None) -> dict:
+    def cap():
+        if memory_gb:
+            limit = int(memory_gb * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cap)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        oom = "MemoryError" in proc.stderr or "out of memory" in proc.stderr or proc.returncode in (-9, 137)
+        return {"error": "out of memory" if oom else tail[0][:200]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--arch", nargs="+", default=["llama", "gemma2"])
+    ap.add_argument("--tokens", type=int, nargs="+", default=[11, 32, 64])
+    ap.add_argument("--features", type=int, nargs="+", default=[512, 4096])
+    ap.add_argument("--batch-size", type=int, default=None, help="both tools' batch size (default: each its own)")
+    ap.add_argument("--ct-memory-gb", type=float, default=20.0)
+    ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--_ours", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--_ct", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._ours:
+        print(json.dumps(run_ours(*args._ours, batch_size=args.batch_size or 32)))
+        return
+    if args._ct:
+        print(json.dumps(run_circuit_tracer(*args._ct, batch_size=args.batch_size or 512)))
+        return
+
+    python_ct = ensure_venv()
+    os.makedirs(WORK, exist_ok=True)
+    print("tiny random models: 4 layers, d_model 64, seeded JumpReLU transcoders; 2 threads; float32; all features")
+    print(f"{'case':<22} {'features':>8} {'edges':>11} {'ours s':>8} {'ct s':>8} {'speed-up':>8} "
+          f"{'ours MB':>8} {'ct MB':>8} {'max |Δedge|/max|edge|':>22}")
+    results = []
+    for arch in args.arch:
+        for features in args.features:
+            folder = build_case(arch, features)
+            for n_tokens in args.tokens:
+                prompt = prompt_of(n_tokens)
+                graph_path = os.path.join(WORK, f"{arch}-{features}-{n_tokens}.graph")
+                ours = subprocess_json([sys.executable, __file__, "--_ours", folder, prompt, graph_path])
+                theirs = (subprocess_json([python_ct, __file__, "--_ct", folder, prompt, graph_path],
+                                          memory_gb=args.ct_memory_gb)
+                          if "error" not in ours else {"error": "skipped"})
+                case = f"{arch} {n_tokens} tok {features} F"
+                r = {"arch": arch, "tokens": n_tokens, "features_per_layer": features, "ours": ours, "ct": theirs}
+                results.append(r)
+                if "error" in ours:
+                    print(f"{case:<22} ours failed: {ours['error']}")
+                    continue
+                if "error" in theirs:
+                    print(f"{case:<22} {ours['features']:>8} {ours['edges']:>11} {ours['seconds']:>8.2f} "
+                          f"{'—':>8} {'—':>8} {ours['peak_mb']:>8.0f} {'—':>8}   circuit-tracer: {theirs['error']}")
+                    continue
+                r["speedup"] = theirs["seconds"] / ours["seconds"]
+                print(f"{case:<22} {ours['features']:>8} {ours['edges']:>11} {ours['seconds']:>8.2f} "
+                      f"{theirs['seconds']:>8.2f} {r['speedup']:>7.1f}x {ours['peak_mb']:>8.0f} "
+                      f"{theirs['peak_mb']:>8.0f} {theirs['max_rel_diff']:>22.1e}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
