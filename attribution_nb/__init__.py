@@ -5,6 +5,7 @@
     graph = anb.attribute(model, "Fact: the capital of the state containing Dallas is")
     graph.nodes, graph.edges, graph.logits         # pandas DataFrames
     graph.prune(node_threshold=0.8, edge_threshold=0.98).scores()
+    anb.GraphWidget(graph, model)                  # the interactive view, in JupyterLab
 """
 
 from .attribution import attribute
@@ -13,6 +14,15 @@ from .interventions import Multiply, Steer
 from .model import ADAPTERS, Adapter, ReplacementModel, load_model
 from .transcoders import Transcoder, TranscoderSet
 
-__all__ = ["attribute", "AttributionGraph", "ReplacementModel", "Adapter", "ADAPTERS", "load_model",
+
+
+def __getattr__(name):
+    if name == "GraphWidget":   # needs the notebook extras (plotly, ipywidgets)
+        from .widget import GraphWidget
+        return GraphWidget
+    raise AttributeError(f"module 'attribution_nb' has no attribute {name!r}")
+
+
+__all__ = ["GraphWidget", "attribute", "AttributionGraph", "ReplacementModel", "Adapter", "ADAPTERS", "load_model",
            "Transcoder", "TranscoderSet", "Multiply", "Steer"]
 __version__ = "0.1.0"

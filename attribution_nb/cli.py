@@ -12,7 +12,7 @@ DEMO_PROMPT = "fact : the capital of the state containing dallas is"
 
 def _write(graph, out: str, tables: str | None) -> list[str]:
     if out.endswith(".html"):
-        raise SystemExit("error: --out must be a .graph file (HTML export is not available yet)")
+        raise ValueError(f"--out {out!r} must be a .graph file; use --html {out!r} for the standalone page")
     written = []
     folder = os.path.dirname(out)
     if folder:
@@ -57,6 +57,10 @@ def _attribute(args) -> int:
     print(_summary(graph, pruned, time.perf_counter() - t0))
     for path in _write(pruned, args.out, args.tables):
         print(f"wrote {path}")
+    if args.html:
+        graph.to_html(args.html, node_threshold=min(args.node_threshold, 0.95),
+                      edge_threshold=min(args.edge_threshold, 0.99))
+        print(f"wrote {args.html} (open it in a browser; its sliders re-prune the full graph)")
     return 0
 
 
@@ -69,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--edge-threshold", type=float, default=0.98, help="share of influence the kept edges hold")
         p.add_argument("--out", default=out_default, help="where to write the pruned graph (.graph)")
         p.add_argument("--tables", choices=["csv", "parquet"], help="also write nodes/edges/logits tables")
+        p.add_argument("--html", default=None, help="also write a standalone HTML page of the graph with sliders")
         p.add_argument("--max-feature-nodes", type=int, default=None)
         p.add_argument("--batch-size", type=int, default=32)
 

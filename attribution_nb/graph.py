@@ -182,6 +182,32 @@ def _fewest_holding(scores: np.ndarray, threshold: float, sort_below: int | None
     return mask
 
 
+def edge_scores(adjacency, influence, logit_weights) -> np.ndarray:
+    """Per stored edge: its share of the target's input × (target's influence + logit weight)."""
+    m = as_csr(adjacency)
+    w = np.asarray(logit_weights, dtype=np.float64)
+    sums = _abs_row_sums(m)
+    factor = np.divide(np.asarray(influence, dtype=np.float64) + w, sums, out=np.zeros(m.shape[0]), where=sums > 0)
+    dtype = _work_dtype(m)
+    scores = np.empty(m.nnz, dtype=dtype)
+    for start, stop, a, b in _row_blocks(m):
+        scores[a:b] = np.abs(m.data[a:b]).astype(dtype) * factor[_entry_rows(m, start, stop)].astype(dtype)
+    return scores
+
+
+def mass_before(scores: np.ndarray) -> np.ndarray:
+    """For each entry, the share of the total held by the entries ranked before it (largest
+    first, earlier index first among equals): ``_fewest_holding(scores, t)`` keeps exactly the
+    entries with ``mass_before < t`` (for 0 < t < 1 and a positive total)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    cum = np.cumsum(scores[order])
+    total = cum[-1] if len(cum) else 0.0
+    out = np.empty(len(scores))
+    out[order] = np.concatenate([[-np.inf], cum[:-1] / total]) if total > 0 else -np.inf
+    return out
+
+
 def prune_masks(adjacency, logit_weights, kinds: np.ndarray, node_threshold: float = 0.8,
                 edge_threshold: float = 0.98, influence=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Node and edge masks of the pruned graph (see the module docstring).
@@ -205,13 +231,7 @@ def prune_masks(adjacency, logit_weights, kinds: np.ndarray, node_threshold: flo
     node_mask = always.copy()
     node_mask[~always] = _fewest_holding(influence[~always], node_threshold)
 
-    # edge score = share of the target's input × (target's influence + its logit weight)
-    sums = _abs_row_sums(m)
-    factor = np.divide(influence + w, sums, out=np.zeros(n), where=sums > 0)
-    dtype = _work_dtype(m)
-    scores = np.empty(m.nnz, dtype=dtype)
-    for start, stop, a, b in _row_blocks(m):
-        scores[a:b] = np.abs(m.data[a:b]).astype(dtype) * factor[_entry_rows(m, start, stop)].astype(dtype)
+    scores = edge_scores(m, influence, w)
     edge_mask = _fewest_holding(scores, edge_threshold)
     del scores
 
@@ -413,6 +433,12 @@ class AttributionGraph:
                 "completeness": completeness_score(self.sparse_adjacency, self.logit_weights, self.kinds, infl)}
 
     # -- files -------------------------------------------------------------------
+    def to_html(self, path: str | os.PathLike, **kwargs) -> str:
+        """Write a standalone HTML page (plotly bundled, no Python needed) whose sliders prune
+        this graph exactly as :meth:`prune` does; see :func:`attribution_nb.html_export.graph_to_html`."""
+        from .html_export import graph_to_html
+        return graph_to_html(self, path, **kwargs)
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the graph to one safetensors file (tensors) with its tables as JSON metadata."""
         m = self.sparse_adjacency

@@ -250,6 +250,19 @@ class ReplacementModel:
             raise ValueError(f"target token {token!r} is not in the vocabulary (it encodes as the unknown token)")
         return int(ids[0])
 
+    def feature_top_tokens(self, layer: int, feature: int, k: int = 10):
+        """The tokens a feature's decoder direction promotes most through the unembedding
+        (the direct path, ignoring later layers and the final norm's scale)."""
+        import pandas as pd
+        n_features = self.transcoders[layer].d_features if 0 <= layer < self.n_layers else 0
+        if not 0 <= feature < n_features:
+            raise ValueError(f"no feature {feature} at layer {layer} (layers 0..{self.n_layers - 1}, "
+                             f"{n_features} features at that layer)")
+        with torch.no_grad():
+            scores = self.unembed_weight.float() @ self.transcoders[layer].W_dec[feature].float()
+            top = scores.topk(min(k, len(scores)))
+        return pd.DataFrame({"token": self.token_strings(top.indices.tolist()), "weight": top.values.double().numpy()})
+
     def softcap(self, logits: torch.Tensor) -> torch.Tensor:
         """The model's final logit soft-cap ``c·tanh(x / c)`` (identity for most models)."""
         cap = getattr(self.hf_model.config, self.adapter.logit_softcap, None) if self.adapter.logit_softcap else None

@@ -1,0 +1,207 @@
+"""The widget and the standalone page in a real browser: Debian's chromium driven by
+Playwright, against a real JupyterLab server on localhost.  Screenshots go to
+``$ANB_SCREENSHOTS`` (default: the test's tmp folder).
+
+Skipped when chromium or Playwright is missing, except under CI=true, where they must
+be there (``.ci/run`` installs them).
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+import attribution_nb as anb
+
+CHROMIUM = "/usr/bin/chromium"
+PROMPT = "fact : the capital of the state containing dallas is"
+pytestmark = pytest.mark.browser
+
+
+def _need_browser():
+    missing = []
+    if not os.path.exists(CHROMIUM):
+        missing.append(CHROMIUM)
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        missing.append("playwright (pip)")
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser tests need {missing}; .ci/run installs them")
+        pytest.skip(f"browser tests need {missing}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                    "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    folder = os.environ.get("ANB_SCREENSHOTS") or str(tmp_path_factory.mktemp("screenshots"))
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def demo_graph():
+    model = anb.load_model()
+    return model, anb.attribute(model, PROMPT, progress=False)
+
+
+def _counts(text: str) -> tuple[int, int]:
+    words = text.replace(",", "").split()
+    return int(words[0]), int(words[2])
+
+
+def test_standalone_page_prunes_like_python(browser, demo_graph, tmp_path, shots):
+    _, graph = demo_graph
+    path = graph.to_html(tmp_path / "graph.html", node_threshold=0.8, edge_threshold=0.98)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"file://{path}")
+    page.wait_for_function("document.getElementById('anb-counts').textContent.includes('drawn')")
+    seen = {}
+    for nt, et in [(0.8, 0.98), (0.8, 0.5), (0.5, 0.9), (0.95, 0.99), (0.3, 0.3)]:
+        page.eval_on_selector("#anb-node", f"e => {{ e.value = {nt}; e.dispatchEvent(new Event('input')); }}")
+        page.eval_on_selector("#anb-edge", f"e => {{ e.value = {et}; e.dispatchEvent(new Event('input')); }}")
+        got = _counts(page.inner_text("#anb-counts"))
+        node_mask, edge_mask = graph.prune_masks(nt, et)
+        assert got == (int(node_mask.sum()), int(edge_mask.sum())), f"page and Python disagree at {nt, et}"
+        seen[nt, et] = got
+    assert seen[0.8, 0.5][1] < seen[0.8, 0.98][1]
+    # the plot is there, drawn with WebGL, and clicking a node fills the panel
+    assert page.locator("#anb-plot .js-plotly-plot canvas, #anb-plot canvas").count() > 0
+    page.eval_on_selector("#anb-node", "e => { e.value = 0.8; e.dispatchEvent(new Event('input')); }")
+    page.eval_on_selector("#anb-edge", "e => { e.value = 0.98; e.dispatchEvent(new Event('input')); }")
+    x, y = page.evaluate(_NODE_PIXEL_JS, {"plot": "#anb-plot", "trace": -1})
+    page.mouse.click(x, y)
+    page.wait_for_function("document.querySelector('#anb-panel h4') !== null", timeout=10_000)
+    assert page.inner_text("#anb-panel h4").startswith("f:")
+    page.screenshot(path=os.path.join(shots, "standalone.png"))
+    assert errors == []
+
+
+# pixel position of the largest circle (a feature) of a plotly node trace
+_NODE_PIXEL_JS = """
+({plot, trace}) => {
+  const gd = document.querySelector(plot + " .js-plotly-plot") || document.querySelector(plot);
+  const data = gd._fullData[trace < 0 ? gd._fullData.length + trace : trace];
+  let best = -1;
+  data.marker.symbol.forEach((s, i) => {
+    if (s === "circle" && (best < 0 || data.marker.size[i] > data.marker.size[best])) best = i;
+  });
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  const box = gd.querySelector(".nsewdrag").getBoundingClientRect();
+  return [box.left + xa.l2p(data.x[best]), box.top + ya.l2p(data.y[best])];
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def jupyterlab(tmp_path_factory):
+    _need_browser()
+    root = tmp_path_factory.mktemp("lab")
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": [
+        "import attribution_nb as anb\n",
+        "model = anb.load_model()\n",
+        f"graph = anb.attribute(model, {PROMPT!r}, progress=False)\n",
+        "widget = anb.GraphWidget(graph, model)\n",
+        "widget"]}],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5}
+    (root / "widget.ipynb").write_text(json.dumps(nb))
+    port = _free_port()
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+           "--ServerApp.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}",
+           "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=True"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / ".jupyter"))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/api", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.terminate()
+        pytest.fail("JupyterLab did not start within 90 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_widget_in_jupyterlab(browser, jupyterlab, shots):
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{jupyterlab}/lab/tree/widget.ipynb")
+    page.wait_for_selector(".jp-Notebook .jp-Cell .jp-InputArea-editor", timeout=60_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-KernelStatus", timeout=60_000)
+    page.click(".jp-Cell .jp-InputArea-editor")
+    page.keyboard.press("Shift+Enter")
+    # the plot renders (WebGL canvas inside the plotly div) with its counts line
+    page.wait_for_selector(".anb-graph-widget .js-plotly-plot", timeout=120_000)
+    page.wait_for_function("document.querySelector('.anb-counts') !== null", timeout=60_000)
+    assert page.locator(".anb-graph-widget .js-plotly-plot canvas").count() > 0
+    before = _counts(page.inner_text(".anb-counts"))
+    assert before[0] > 0 and before[1] > 0
+    page.screenshot(path=os.path.join(shots, "lab-1-rendered.png"))
+
+    # move the edge-threshold slider: click at 40% of its track
+    slider = page.locator(".widget-slider", has_text="edge threshold").locator(".slider-container, .noUi-target").first
+    box = slider.bounding_box()
+    page.mouse.click(box["x"] + 0.4 * box["width"], box["y"] + box["height"] / 2)
+    page.wait_for_function(f"!document.querySelector('.anb-counts').textContent.startsWith('{before[0]} nodes, {before[1]} edges')",
+                           timeout=30_000)
+    after = _counts(page.inner_text(".anb-counts"))
+    assert after[1] < before[1], (before, after)
+    page.screenshot(path=os.path.join(shots, "lab-2-slider.png"))
+
+    # click the largest feature node: its panel opens
+    x, y = page.evaluate(_NODE_PIXEL_JS, {"plot": ".anb-graph-widget", "trace": -1})
+    page.mouse.click(x, y)
+    page.wait_for_selector(".anb-panel .anb-node-title", timeout=30_000)
+    title = page.inner_text(".anb-panel .anb-node-title")
+    assert title.startswith("f:L")
+    assert "incoming +" in page.inner_text(".anb-panel")
+    page.screenshot(path=os.path.join(shots, "lab-3-panel.png"))
+
+    # ablate it and run: the before/after table and a continuation appear
+    page.get_by_role("button", name="ablate", exact=True).click()
+    page.get_by_role("button", name="run", exact=True).click()
+    page.wait_for_selector(".anb-result table.anb-before-after", timeout=60_000)
+    text = page.inner_text(".anb-result")
+    assert title in text and "p_before" in text and "after: …" in text
+    page.screenshot(path=os.path.join(shots, "lab-4-intervention.png"), full_page=True)
+    assert errors == []
