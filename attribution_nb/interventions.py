@@ -137,7 +137,7 @@ def free_logits(model, tokens: torch.Tensor, ops: list[_Op]) -> torch.Tensor:
     layers = _get(model.nn, a.layers)
     with model.nn.trace(tokens[None]):
         for l in layers_hit:
-            x = _get(layers[l], a.mlp_in).input
+            x = model.transcoder_input(l, _get(layers[l], a.mlp_in).input)
             out_env = _get(layers[l], a.mlp_out)
             out = out_env.output
             out_env.output = out + write_deltas(model, l, ops, x[0], out[0])[None]

@@ -33,8 +33,9 @@ from .transcoders import Transcoder, TranscoderSet
 class Adapter:
     """Where an architecture keeps its parts (dotted paths from the HF model object).
 
-    ``mlp_in`` is the module whose *input* the transcoder reads; ``mlp_out`` the module whose
-    *output* the transcoder replaces (for Llama both are the MLP itself).  ``norms`` are the
+    ``mlp_in`` is the module whose *input* the transcoder reads (with ``mlp_in_normalized``,
+    that input divided by its rms: a norm's output without its weight); ``mlp_out`` the module
+    whose *output* the transcoder replaces (for Llama both are the MLP itself).  ``norms`` are the
     per-layer norms, in execution order, whose scales are frozen; ``norm_kind`` says how they
     compute: ``"rms"`` (x·w/rms), ``"rms_plus_one"`` (Gemma: x·(1+w)/rms), ``"layernorm"``.
     """
@@ -49,13 +50,16 @@ class Adapter:
     unembed: str = "lm_head"
     norm_kind: str = "rms"
     logit_softcap: str | None = None     # config attribute of a final tanh soft-cap on the logits
+    mlp_in_normalized: bool = False      # the transcoder reads x/rms of norm ``mlp_in``'s input (no weight)
 
 
-#: Gemma-2: norms before and after attention and MLP; the transcoder reads the MLP's
-#: input and replaces the MLP *and* its post-norm (GemmaScope's layout); logits soft-capped.
+#: Gemma-2: norms before and after attention and MLP; logits soft-capped.  As in GemmaScope
+#: and circuit-tracer, the transcoder reads the pre-MLP norm's normalized input *before*
+#: its (1 + w) weight (TransformerLens's ``ln2.hook_normalized``) and replaces the MLP
+#: *and* its post-norm (``hook_mlp_out``).
 GEMMA2 = Adapter("gemma2", norms=("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm"),
-                 mlp_in="mlp", mlp_out="post_feedforward_layernorm", norm_kind="rms_plus_one",
-                 logit_softcap="final_logit_softcapping")
+                 mlp_in="pre_feedforward_layernorm", mlp_out="post_feedforward_layernorm", norm_kind="rms_plus_one",
+                 logit_softcap="final_logit_softcapping", mlp_in_normalized=True)
 
 
 LLAMA = Adapter("llama")
@@ -106,6 +110,15 @@ def _frozen_attention_name(base: str) -> str:
     AttentionInterface.register(name, frozen_attention)
     AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
     return name
+
+
+def rms_normalize(x: torch.Tensor, module, frozen: bool = False) -> torch.Tensor:
+    """``x / rms(x)`` with the norm module's epsilon (its weight left out); ``frozen``: the
+    scale passes no gradient."""
+    eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
+    xf = x.float()
+    scale = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return (xf * (scale.detach() if frozen else scale)).to(x.dtype)
 
 
 def frozen_norm(x: torch.Tensor, y: torch.Tensor, module, kind: str) -> torch.Tensor:
@@ -268,6 +281,12 @@ class ReplacementModel:
         cap = getattr(self.hf_model.config, self.adapter.logit_softcap, None) if self.adapter.logit_softcap else None
         return logits if cap is None else torch.tanh(logits / cap) * cap
 
+    def transcoder_input(self, layer: int, x):
+        """What transcoder ``layer`` reads, given the input of the adapter's ``mlp_in`` module."""
+        if not self.adapter.mlp_in_normalized:
+            return x
+        return rms_normalize(x, _get(_get(self.hf_model, self.adapter.layers)[layer], self.adapter.mlp_in))
+
     # -- tracing -----------------------------------------------------------------
     def _envoys(self):
         a = self.adapter
@@ -299,6 +318,10 @@ class ReplacementModel:
                 outs.append(_get(layer, a.mlp_out).output.save())
             unembed_in = _get(self.nn, a.unembed).input.save()
             logits = _get(self.nn, a.unembed).output.save()
+        if a.mlp_in_normalized:
+            hf_layers = _get(self.hf_model, a.layers)
+            with torch.no_grad():
+                ins = [rms_normalize(x, _get(layer, a.mlp_in)) for x, layer in zip(ins, hf_layers)]
         cap = Capture(tokens=tokens, embed=embed[0], mlp_in=torch.stack([x[0] for x in ins]),
                       mlp_out=torch.stack([x[0] for x in outs]), logits=self.softcap(logits[0]),
                       unembed_in=unembed_in[0], raw_logits=logits[0, -1])
@@ -339,8 +362,12 @@ class ReplacementModel:
             for layer, tc, leaf in zip(layers, self.transcoders, write_leaves):
                 for name in a.norms:
                     norm = _get(layer, name)
-                    norm.output = frozen_norm(norm.input, norm.output, norm._module, a.norm_kind)
-                x = _get(layer, a.mlp_in).input
+                    inp = norm.input
+                    if a.mlp_in_normalized and name == a.mlp_in:
+                        x = rms_normalize(inp, norm._module, frozen=True)
+                    norm.output = frozen_norm(inp, norm.output, norm._module, a.norm_kind)
+                if not a.mlp_in_normalized:
+                    x = _get(layer, a.mlp_in).input
                 mlp_in.append(x.save())
                 skip = tc.skip(x)
                 _get(layer, a.mlp_out).output = leaf if skip is None else leaf + skip

@@ -49,11 +49,13 @@ class Reference:
         """The model's output logits: Gemma-2 soft-caps them with tanh."""
         return logits if self.softcap is None else torch.tanh(logits / self.softcap) * self.softcap
 
-    def _norm(self, h, module, key, record):
+    def _norm(self, h, module, key, record, weight=True):
         var = h.pow(2).mean(-1, keepdim=True)
         eps = getattr(module, "variance_epsilon", None) or module.eps
         if record:
             self.scales[key] = torch.rsqrt(var + eps)
+        if not weight:
+            return h * self.scales[key]
         return h * self.scales[key] * (1 + module.weight if self.gemma else module.weight)
 
     def run(self, sources: Sources | None, record: bool = False):
@@ -75,7 +77,8 @@ class Reference:
             heads = torch.einsum("hqk,khd->qhd", self.patterns[l], v).reshape(T, -1)
             if self.gemma:
                 h = h + self._norm(attn.o_proj(heads), layer.post_attention_layernorm, (l, 1), record)
-                x2 = self._norm(h, layer.pre_feedforward_layernorm, (l, 2), record)
+                # GemmaScope transcoders read x / rms(x), before the norm's (1 + w)
+                x2 = self._norm(h, layer.pre_feedforward_layernorm, (l, 2), record, weight=False)
             else:
                 h = h + attn.o_proj(heads)
                 x2 = self._norm(h, layer.post_attention_layernorm, (l, 1), record)
@@ -83,7 +86,7 @@ class Reference:
             tc = self.tcs[l]
             if sources is None:
                 a = tc.encode(x2)
-                out = layer.mlp(x2)
+                out = layer.mlp(x2 * (1 + layer.pre_feedforward_layernorm.weight) if self.gemma else x2)
                 if self.gemma:   # the transcoder replaces the MLP and its post-norm (GemmaScope's layout)
                     out = layer.post_feedforward_layernorm(out)
                 acts.append(a)
