@@ -45,7 +45,7 @@ def word_tokenizer(words: list[str] = WORDS):
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>", pad_token="<pad>")
 
 
-FAMILIES = ("llama", "qwen2", "qwen3", "gemma2")
+FAMILIES = ("llama", "qwen2", "qwen3", "gemma2", "gpt2")
 
 
 def tiny_config(family: str = "llama", *, vocab_size: int, d_model: int = 64, n_layers: int = 4,
@@ -64,6 +64,10 @@ def tiny_config(family: str = "llama", *, vocab_size: int, d_model: int = 64, n_
     if family == "qwen3":
         from transformers import Qwen3Config
         return Qwen3Config(head_dim=d_model // n_heads, **common)   # q/k norms
+    if family == "gpt2":
+        from transformers import GPT2Config
+        return GPT2Config(vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_inner=d_mlp,
+                          n_positions=max_length, bos_token_id=1, eos_token_id=2, pad_token_id=2)
     if family == "gemma2":
         from transformers import Gemma2Config
         # soft-capped attention and logits, post-norms, and a sliding window short enough to matter
@@ -92,7 +96,7 @@ def tiny_model(family: str = "llama", *, seed: int = 0, d_model: int = 64, n_lay
         for name, p in hf_model.named_parameters():
             if p.ndim == 2:
                 p.copy_(torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5)
-            elif "norm" in name:
+            elif ("norm" in name or ".ln_" in name) and name.endswith("weight"):
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
             else:
                 p.copy_(0.02 * torch.randn(p.shape, generator=gen))

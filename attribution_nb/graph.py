@@ -433,6 +433,13 @@ class AttributionGraph:
                 "completeness": completeness_score(self.sparse_adjacency, self.logit_weights, self.kinds, infl)}
 
     # -- files -------------------------------------------------------------------
+    def to_neuronpedia(self, folder: str | os.PathLike | None = None, **kwargs):
+        """The pruned graph in Neuronpedia's / circuit-tracer's graph JSON (a dict); with
+        ``folder``, also write ``{slug}.json`` and ``graph-metadata.json`` there and return the
+        file's path.  Keywords: ``slug``, ``scan``, ``node_threshold``, ``edge_threshold``."""
+        from .export import graph_json, write_graph_files
+        return graph_json(self, **kwargs) if folder is None else write_graph_files(self, folder, **kwargs)
+
     def to_html(self, path: str | os.PathLike, **kwargs) -> str:
         """Write a standalone HTML page (plotly bundled, no Python needed) whose sliders prune
         this graph exactly as :meth:`prune` does; see :func:`attribution_nb.html_export.graph_to_html`."""

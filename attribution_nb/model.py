@@ -63,12 +63,19 @@ GEMMA2 = Adapter("gemma2", norms=("input_layernorm", "post_attention_layernorm",
 
 
 LLAMA = Adapter("llama")
+#: GPT-2: LayerNorms with bias (the bias is a constant of the frozen norm), Conv1D weights
+#: (nothing to adapt: only module inputs and outputs are read), learned positions: a token
+#: node writes its token embedding plus its position embedding, read after their sum.
+GPT2 = Adapter("gpt2", layers="transformer.h", norms=("ln_1", "ln_2"), embed="transformer.drop",
+               final_norm="transformer.ln_f", norm_kind="layernorm")
+
 ADAPTERS: dict[str, Adapter] = {
     "llama": LLAMA,
     "mistral": LLAMA,
     "qwen2": LLAMA,
     "qwen3": LLAMA,  # q/k norms act on queries and keys, which are detached anyway
     "gemma2": GEMMA2,
+    "gpt2": GPT2,
 }
 
 
@@ -468,24 +475,38 @@ class ReplacementModel:
 
 
 def load_model(name: str | None = None, *, transcoders=None, device: str = "cpu",
-               dtype: torch.dtype = torch.float32) -> ReplacementModel:
+               dtype: torch.dtype = torch.float32, gguf_file: str | None = None) -> ReplacementModel:
     """Load a replacement model.
 
     * ``load_model()`` (or ``"demo"``): the embedded demo model, offline, on the CPU.
-    * ``load_model(folder, transcoders=tc_folder)``: a local Hugging Face model folder and a
-      folder of transcoders written by :meth:`TranscoderSet.save`.
+    * ``load_model(folder, transcoders=...)``: a local Hugging Face model folder (or a GGUF
+      file's folder with ``gguf_file=``) and its transcoders: a folder written by
+      :meth:`TranscoderSet.save`, a circuit-tracer ``config.yaml`` folder, a list of per-layer
+      files (GemmaScope ``.npz``, circuit-tracer or attribution_nb safetensors, sae-lens
+      folders), a preset name, or ``Transcoder`` objects (see :mod:`attribution_nb.loaders`).
+    * ``load_model(preset)`` with a name from ``loaders.PRESETS`` (``"gemma-2-2b"``,
+      ``"llama-3.2-1b"``, ``"qwen3-4b"``): the model and its published transcoders from the
+      Hugging Face hub (network needed the first time; a GPU advised: ``device="cuda"``,
+      ``dtype=torch.bfloat16``).
     """
+    from .loaders import PRESETS, load_transcoders
     if name in (None, "demo"):
         from .demo import load_demo_model
         return load_demo_model()
+    model_id = name
+    if name in PRESETS:
+        model_id = PRESETS[name]["model"]
+        transcoders = transcoders if transcoders is not None else PRESETS[name]["transcoders"]
+    elif not os.path.isdir(name):
+        raise ValueError(f"model {name!r} is neither a local folder nor a preset ({sorted(PRESETS)})")
     if transcoders is None:
-        raise ValueError(f"model {name!r} needs transcoders= (a folder written by TranscoderSet.save "
-                         "or a list of Transcoder objects)")
+        raise ValueError(f"model {name!r} needs transcoders= (a folder, a config.yaml, per-layer files, "
+                         "a preset name or Transcoder objects)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    if not os.path.isdir(name):
-        raise ValueError(f"model {name!r} is not a local folder; hub presets are not available offline")
-    hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    if isinstance(transcoders, (str, os.PathLike)):
-        transcoders = TranscoderSet.load(transcoders, device=device, dtype=dtype)
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    hf_model = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype, **extra).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(model_id, **extra)
+    if isinstance(transcoders, (str, os.PathLike)) or (
+            isinstance(transcoders, (list, tuple)) and transcoders and isinstance(transcoders[0], (str, os.PathLike))):
+        transcoders = load_transcoders(transcoders, device=device, dtype=dtype)
     return ReplacementModel(hf_model, tokenizer, transcoders, name=os.path.basename(os.path.normpath(name)))

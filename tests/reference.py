@@ -31,8 +31,9 @@ class Reference:
         self.tokens = tokens
         cfg = self.hf.config
         self.n_heads = cfg.num_attention_heads
-        self.n_kv = cfg.num_key_value_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         self.gemma = cfg.model_type == "gemma2"     # (1 + w) norms, norms after attention and MLP, soft-caps
+        self.gpt2 = cfg.model_type == "gpt2"        # LayerNorm with bias, Conv1D, learned positions
         self.softcap = getattr(cfg, "final_logit_softcapping", None)
         saved = cfg._attn_implementation
         cfg._attn_implementation = "eager"
@@ -63,6 +64,8 @@ class Reference:
         norm scales. Otherwise: the frozen replacement model driven by ``sources``."""
         if record:
             self.scales = {}
+        if self.gpt2:
+            return self._run_gpt2(sources, record)
         layers = self.hf.model.layers
         T = len(self.tokens)
         embed = self.hf.model.embed_tokens.weight[self.tokens]
@@ -98,6 +101,44 @@ class Reference:
             h = h + out
         xf = self._norm(h, self.hf.model.norm, "final", record)
         logits = self.hf.lm_head(xf)
+        if sources is None:
+            return logits, Sources(embed, acts, torch.stack(errors)), mlp_ins
+        return logits, mlp_ins
+
+    def _layernorm(self, h, module, key, record):
+        centred = h - h.mean(-1, keepdim=True)
+        if record:
+            self.scales[key] = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + module.eps)
+        return centred * self.scales[key] * module.weight + module.bias
+
+    def _run_gpt2(self, sources, record):
+        """GPT-2: token + learned position embeddings, LayerNorms with bias, Conv1D weights
+        ([in, out]: x @ W + b), fused q/k/v projection."""
+        t = self.hf.transformer
+        T = len(self.tokens)
+        embed = t.wte.weight[self.tokens] + t.wpe.weight[torch.arange(T)]
+        h = embed if sources is None else sources.embed
+        acts, errors, mlp_ins = [], [], []
+        d = h.shape[-1]
+        for l, block in enumerate(t.h):
+            x = self._layernorm(h, block.ln_1, (l, 0), record)
+            qkv = x @ block.attn.c_attn.weight + block.attn.c_attn.bias
+            v = qkv[:, 2 * d:].view(T, self.n_heads, -1)
+            heads = torch.einsum("hqk,khd->qhd", self.patterns[l], v).reshape(T, -1)
+            h = h + heads @ block.attn.c_proj.weight + block.attn.c_proj.bias
+            x2 = self._layernorm(h, block.ln_2, (l, 1), record)
+            mlp_ins.append(x2)
+            tc = self.tcs[l]
+            if sources is None:
+                out = block.mlp(x2)
+                acts.append(tc.encode(x2))
+                errors.append(out - tc(x2))
+            else:
+                out = sources.acts[l] @ tc.W_dec + tc.b_dec + sources.errors[l]
+                if tc.W_skip is not None:
+                    out = out + x2 @ tc.W_skip
+            h = h + out
+        logits = self.hf.lm_head(self._layernorm(h, t.ln_f, "final", record))
         if sources is None:
             return logits, Sources(embed, acts, torch.stack(errors)), mlp_ins
         return logits, mlp_ins

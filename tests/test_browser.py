@@ -125,7 +125,7 @@ def _free_port() -> int:
 def jupyterlab(tmp_path_factory):
     _need_browser()
     root = tmp_path_factory.mktemp("lab")
-    nb = {"cells": [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": [
+    nb = {"cells": [{"cell_type": "code", "id": "widget", "metadata": {}, "execution_count": None, "outputs": [], "source": [
         "import attribution_nb as anb\n",
         "model = anb.load_model()\n",
         f"graph = anb.attribute(model, {PROMPT!r}, progress=False)\n",

@@ -10,7 +10,7 @@ from attribution_nb.demo import tiny_model
 from conftest import PROMPT
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen3-skip", "gemma2"])
+@pytest.fixture(scope="module", params=["llama", "qwen3-skip", "gemma2", "gpt2"])
 def setup(request):
     family = request.param.split("-")[0]
     model = tiny_model(family, seed=5, d_features=128, skip=request.param.endswith("skip"))
@@ -89,7 +89,7 @@ def _ablate_layer(model, layer):
 
 
 def _hf_logits_with_mlp_hook(model, layer, hook):
-    module = model.hf_model.model.layers[layer].get_submodule(model.adapter.mlp_out)
+    module = model.hf_model.get_submodule(model.adapter.layers)[layer].get_submodule(model.adapter.mlp_out)
     handle = module.register_forward_hook(hook)
     try:
         with torch.no_grad():

@@ -24,6 +24,7 @@ CASES = [
     ("qwen2", "jumprelu", False),
     ("qwen3", "jumprelu", True),
     ("gemma2", "jumprelu", False),    # (1 + w) norms, post-norms, scaled embeddings, soft-caps, sliding window
+    ("gpt2", "jumprelu", True),       # LayerNorm with bias, Conv1D, learned positions
 ]
 
 

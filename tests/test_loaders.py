@@ -1,0 +1,215 @@
+"""Public transcoder layouts, written here in each layout and read back by the loaders."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import attribution_nb as anb
+from attribution_nb import loaders
+from attribution_nb.demo import tiny_model
+from attribution_nb.loaders import load_transcoder, load_transcoders
+from conftest import PROMPT
+
+D, F = 8, 24
+
+
+def _reference_tc(skip=True, seed=0) -> anb.Transcoder:
+    g = torch.Generator().manual_seed(seed)
+    return anb.Transcoder(torch.randn(D, F, generator=g), 0.1 * torch.randn(F, generator=g),
+                          torch.randn(F, D, generator=g), 0.1 * torch.randn(D, generator=g), "jumprelu",
+                          threshold=0.5 + torch.rand(F, generator=g),
+                          W_skip=0.1 * torch.randn(D, D, generator=g) if skip else None)
+
+
+def _same(a: anb.Transcoder, b: anb.Transcoder):
+    x = torch.randn(50, a.d_model, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(a.encode(x), b.encode(x))
+    torch.testing.assert_close(a(x), b(x))
+    assert a.activation == b.activation
+
+
+def test_gemmascope_npz(tmp_path):
+    tc = _reference_tc(skip=False)
+    path = tmp_path / "params.npz"
+    np.savez(path, W_enc=tc.W_enc.numpy(), W_dec=tc.W_dec.numpy(), b_enc=tc.b_enc.numpy(), b_dec=tc.b_dec.numpy(),
+             threshold=tc.threshold.numpy())
+    _same(load_transcoder(path), tc)
+
+
+def test_circuit_tracer_safetensors(tmp_path):
+    tc = _reference_tc()
+    path = tmp_path / "layer_0.safetensors"
+    save_file({"W_enc": tc.W_enc.T.contiguous(), "W_dec": tc.W_dec.contiguous(), "b_enc": tc.b_enc.contiguous(),
+               "b_dec": tc.b_dec.contiguous(), "activation_function.threshold": tc.threshold.contiguous(),
+               "W_skip": tc.W_skip.T.contiguous()}, path)
+    _same(load_transcoder(path), tc)
+    # a ReLU one without a threshold, recognised by W_enc's orientation
+    relu = anb.Transcoder(tc.W_enc, tc.b_enc, tc.W_dec, tc.b_dec, "relu")
+    save_file({"W_enc": tc.W_enc.T.contiguous(), "W_dec": tc.W_dec.contiguous(), "b_enc": tc.b_enc.contiguous(),
+               "b_dec": tc.b_dec.contiguous()}, tmp_path / "relu.safetensors")
+    _same(load_transcoder(tmp_path / "relu.safetensors"), relu)
+
+
+def test_gemmascope_2_safetensors(tmp_path):
+    tc = _reference_tc()
+    path = tmp_path / "gs2.safetensors"
+    save_file({"w_enc": tc.W_enc.contiguous(), "w_dec": tc.W_dec.contiguous(), "b_enc": tc.b_enc.contiguous(),
+               "b_dec": tc.b_dec.contiguous(), "threshold": tc.threshold.contiguous(),
+               "affine_skip_connection": tc.W_skip.T.contiguous()}, path)
+    _same(load_transcoder(path), tc)
+
+
+def test_saelens_folder_with_input_centering(tmp_path):
+    tc = _reference_tc(skip=False)
+    folder = tmp_path / "sae"
+    folder.mkdir()
+    (folder / "cfg.json").write_text(json.dumps({"architecture": "jumprelu", "d_in": D, "d_sae": F,
+                                                 "apply_b_dec_to_input": True, "hook_name": "blocks.0.hook_mlp_in"}))
+    save_file({"W_enc": tc.W_enc.contiguous(), "W_dec": tc.W_dec.contiguous(), "b_enc": tc.b_enc.contiguous(),
+               "b_dec": tc.b_dec.contiguous(), "threshold": tc.threshold.contiguous()},
+              folder / "sae_weights.safetensors")
+    loaded = load_transcoder(folder)
+    x = torch.randn(40, D, generator=torch.Generator().manual_seed(2))
+    pre = (x - tc.b_dec) @ tc.W_enc + tc.b_enc                   # sae-lens: the input is centred by b_dec
+    acts = pre * (pre > tc.threshold)
+    torch.testing.assert_close(loaded.encode(x), acts)
+    torch.testing.assert_close(loaded(x), acts @ tc.W_dec + tc.b_dec)
+
+
+def test_saelens_topk_needs_k(tmp_path):
+    tc = _reference_tc(skip=False)
+    folder = tmp_path / "topk"
+    folder.mkdir()
+    save_file({k: getattr(tc, k).contiguous() for k in ("W_enc", "W_dec", "b_enc", "b_dec")},
+              folder / "sae_weights.safetensors")
+    (folder / "cfg.json").write_text(json.dumps({"architecture": "topk", "d_in": D, "d_sae": F}))
+    with pytest.raises(ValueError, match="activation_fn_kwargs.k"):
+        load_transcoder(folder)
+    (folder / "cfg.json").write_text(json.dumps({"architecture": "topk", "d_in": D, "d_sae": F,
+                                                 "activation_fn_kwargs": {"k": 4}}))
+    loaded = load_transcoder(folder)
+    assert loaded.activation == "topk" and loaded.k == 4
+    x = torch.randn(5, D)
+    assert ((loaded.encode(x) > 0).sum(-1) <= 4).all()
+    (folder / "cfg.json").write_text(json.dumps({"architecture": "topk", "d_in": D + 1, "d_sae": F,
+                                                 "activation_fn_kwargs": {"k": 4}}))
+    with pytest.raises(ValueError, match="d_in=9"):
+        load_transcoder(folder)
+
+
+def test_bad_files_say_what_is_wrong(tmp_path):
+    tc = _reference_tc(skip=False)
+    path = tmp_path / "bad.safetensors"
+    save_file({"W_enc": tc.W_enc.T.contiguous(), "b_enc": tc.b_enc.contiguous(), "b_dec": tc.b_dec.contiguous(),
+               "activation_function.threshold": tc.threshold.contiguous()}, path)
+    with pytest.raises(ValueError, match=r"bad.safetensors.*missing \['W_dec'\]"):
+        load_transcoder(path)
+    save_file({"W_enc": tc.W_enc.T.contiguous(), "W_dec": torch.zeros(F, D + 1), "b_enc": tc.b_enc.contiguous(),
+               "b_dec": tc.b_dec.contiguous(), "activation_function.threshold": tc.threshold.contiguous()}, path)
+    with pytest.raises(ValueError, match=r"bad.safetensors.*W_dec has shape \(24, 9\)"):
+        load_transcoder(path)
+    save_file({"W_enc": torch.zeros(5, 7), "W_dec": torch.zeros(F, D), "b_enc": tc.b_enc.contiguous(),
+               "b_dec": tc.b_dec.contiguous()}, path)
+    with pytest.raises(ValueError, match=r"W_enc has shape \(5, 7\), which fits neither"):
+        load_transcoder(path)
+    save_file({"weights": torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match="unknown transcoder layout"):
+        load_transcoder(path)
+    np.savez(tmp_path / "params.npz", W_enc=np.zeros((D, F)), W_dec=np.zeros((F, D)))
+    with pytest.raises(ValueError, match=r"params.npz.*missing \['b_enc', 'b_dec', 'threshold'\]"):
+        load_transcoder(tmp_path / "params.npz")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    os.replace(tmp_path / "obj.npy", tmp_path / "evil.npz")
+    with pytest.raises(ValueError, match="evil.npz"):       # never unpickled
+        load_transcoder(tmp_path / "evil.npz")
+    with pytest.raises(ValueError, match="layout 'nope'"):
+        load_transcoder(tmp_path / "params.npz", layout="nope")
+
+
+def _write_hub_like(tmp_path, model):
+    """A circuit-tracer style repository: config.yaml listing hf:// per-layer files."""
+    hub = tmp_path / "hub" / "someone" / "tiny-transcoders"
+    hub.mkdir(parents=True)
+    lines = ["model_name: tiny", "feature_input_hook: mlp.hook_in", "feature_output_hook: mlp.hook_out",
+             "transcoders:"]
+    for i, tc in enumerate(model.transcoders):
+        save_file({"W_enc": tc.W_enc.T.contiguous(), "W_dec": tc.W_dec.contiguous(), "b_enc": tc.b_enc.contiguous(),
+                   "b_dec": tc.b_dec.contiguous(), "activation_function.threshold": tc.threshold.contiguous()},
+                  hub / f"layer_{i}.safetensors")
+        lines.append(f"  - hf://someone/tiny-transcoders/layer_{i}.safetensors   # layer {i}")
+    (hub / "config.yaml").write_text("\n".join(lines) + "\n")
+    downloads = []
+
+    def download(repo_id, filename):
+        downloads.append((repo_id, filename))
+        return str(tmp_path / "hub" / repo_id / filename)
+    return hub, download, downloads
+
+
+def test_config_yaml_set_from_hf_paths_and_a_preset(tmp_path, monkeypatch):
+    model = tiny_model("llama", seed=4, d_features=32)
+    hub, download, downloads = _write_hub_like(tmp_path, model)
+    tcs = load_transcoders("hf://someone/tiny-transcoders/config.yaml", download=download)
+    assert downloads[0] == ("someone/tiny-transcoders", "config.yaml") and len(downloads) == 1 + len(model.transcoders)
+    for a, b in zip(tcs, model.transcoders):
+        _same(a, b)
+    # a preset goes through the same code, with huggingface_hub's download replaced
+    monkeypatch.setitem(loaders.PRESETS, "tiny", {"model": "someone/tiny",
+                                                  "transcoders": "hf://someone/tiny-transcoders/config.yaml"})
+    monkeypatch.setattr(loaders, "_hub_download", download)
+    assert len(load_transcoders("tiny")) == len(model.transcoders)
+
+
+def test_load_model_from_a_folder_with_config_yaml(tmp_path):
+    model = tiny_model("llama", seed=4, d_features=32)
+    folder = tmp_path / "model"
+    model.hf_model.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    hub, download, _ = _write_hub_like(tmp_path, model)
+    # the same repository, with local relative paths instead of hf://
+    text = (hub / "config.yaml").read_text().replace("hf://someone/tiny-transcoders/", "")
+    (hub / "config.yaml").write_text(text)
+    loaded = anb.load_model(str(folder), transcoders=str(hub))
+    a = anb.attribute(model, PROMPT, progress=False)
+    b = anb.attribute(loaded, PROMPT, progress=False)
+    np.testing.assert_allclose(b.logits.logit, a.logits.logit, rtol=1e-5)
+    assert b.n_edges == a.n_edges
+    np.testing.assert_allclose(b.sparse_adjacency.data, a.sparse_adjacency.data, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="neither a local folder nor a preset"):
+        anb.load_model("no/such-model", transcoders=str(hub))
+
+
+def test_neuronpedia_export_matches_the_pruned_graph(llama_graph, tmp_path):
+    g = llama_graph.subgraph(np.ones(len(llama_graph.nodes), dtype=bool))    # a copy we may label
+    g.supernodes["top two"] = list(g.top_features(2).node_id)
+    data = g.to_neuronpedia(node_threshold=0.8, edge_threshold=0.98, slug="dallas")
+    pruned = g.prune(0.8, 0.98)
+    assert set(data) == {"metadata", "qParams", "nodes", "links"}
+    assert {"slug", "scan", "prompt_tokens", "prompt", "node_threshold"} <= set(data["metadata"])
+    assert data["metadata"]["prompt_tokens"] == g.tokens and data["metadata"]["slug"] == "dallas"
+    node_keys = {"node_id", "feature", "layer", "ctx_idx", "feature_type", "token_prob", "is_target_logit",
+                 "jsNodeId", "clerp", "influence", "activation"}
+    assert all(node_keys <= set(n) for n in data["nodes"])
+    assert len(data["nodes"]) == len(pruned.nodes) and len(data["links"]) == pruned.n_edges
+    ids = [n["node_id"] for n in data["nodes"]]
+    assert len(set(ids)) == len(ids)
+    assert all(link["source"] in ids and link["target"] in ids for link in data["links"])
+    kinds = pruned.nodes.kind.value_counts()
+    types = pd.Series([n["feature_type"] for n in data["nodes"]]).value_counts()
+    assert types["cross layer transcoder"] == kinds["feature"] and types["logit"] == kinds["logit"]
+    assert sum(n["is_target_logit"] for n in data["nodes"]) == 1
+    # a feature keeps its (layer, index, position) in its id, and its edges' weights
+    f = pruned.top_features(1).iloc[0]
+    fid = f"{f.layer}_{f.feature}_{f.position}"
+    out = {l["target"]: l["weight"] for l in data["links"] if l["source"] == fid}
+    assert len(out) == (pruned.edges.source == f.node_id).sum()
+    assert data["qParams"]["supernodes"][0][0] == "top two"
+    path = g.to_neuronpedia(tmp_path / "graphs", slug="dallas")
+    assert json.load(open(path))["metadata"]["slug"] == "dallas"
+    listing = json.load(open(tmp_path / "graphs" / "graph-metadata.json"))
+    assert [x["slug"] for x in listing["graphs"]] == ["dallas"]
