@@ -78,7 +78,7 @@ def tiny_config(family: str = "llama", *, vocab_size: int, d_model: int = 64, n_
 
 
 def tiny_model(family: str = "llama", *, seed: int = 0, d_model: int = 64, n_layers: int = 4,
-               d_features: int = 256, activation: str = "jumprelu", skip: bool = False,
+               d_features: int = 256, activation: str = "jumprelu", skip: bool = False, cross_layer: bool = False,
                words: list[str] = WORDS, attn_implementation: str = "sdpa"):
     """A tiny random ``ReplacementModel`` of ``family`` with random transcoders."""
     from transformers import AutoModelForCausalLM
@@ -100,7 +100,8 @@ def tiny_model(family: str = "llama", *, seed: int = 0, d_model: int = 64, n_lay
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
             else:
                 p.copy_(0.02 * torch.randn(p.shape, generator=gen))
-    tcs = random_transcoders(d_model, n_layers, d_features, activation=activation, skip=skip, seed=seed + 1)
+    tcs = random_transcoders(d_model, n_layers, d_features, activation=activation, skip=skip, seed=seed + 1,
+                             cross_layer=cross_layer)
     return ReplacementModel(hf_model, tokenizer, tcs, name=f"tiny-{family}")
 
 

@@ -100,32 +100,50 @@ def parse_interventions(model, interventions, n_positions: int) -> list[_Op]:
     return ops
 
 
-def write_deltas(model, layer: int, ops: list[_Op], x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Change [T, d] to layer ``layer``'s MLP output for MLP input ``x`` [T, d] and output ``out``.
+def write_deltas(model, layer: int, ops: list[_Op], x: torch.Tensor, out: torch.Tensor,
+                 error: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
+    """Changes [T, d] to MLP outputs caused by the operations on layer ``layer``, given its MLP
+    input ``x`` [T, d] and output ``out``: ``{layer: Δ}``, plus ``{later layer: Δ}`` for a
+    cross-layer transcoder, whose features also write to later layers.
 
     Operations apply in order to a working copy of the activations (a later clamp of the same
     feature overrides an earlier one); the change is ``(new − old activations) @ W_dec``.
+    ``error`` is the layer's error node (default ``out − reconstruction``, which is exact
+    only for per-layer transcoders).
     """
     tc = model.transcoders[layer]
     acts = tc.encode(x)
     new = acts.clone()
     delta = torch.zeros_like(out)
+    result = {layer: delta}
     for op in ops:
         if op.layer != layer:
             continue
         pos = slice(None) if op.position is None else op.position
         if op.kind == "error":
-            delta[pos] -= (out - tc(x))[pos]
+            if error is None:
+                if any(t.n_later for t in model.transcoders):
+                    raise ValueError(f"ablating error node(s) of layer {layer} in free mode is not supported with "
+                                     "cross-layer transcoders (the error depends on earlier layers' features); "
+                                     "use mode='frozen'")
+                error = out - tc(x)
+            delta[pos] -= error[pos]
         elif isinstance(op.how, Steer):
             delta[pos] += op.how.scale * tc.W_dec[op.feature]
+            for j in range(tc.n_later):
+                later = result.setdefault(layer + 1 + j, torch.zeros_like(out))
+                later[pos] += op.how.scale * tc.W_dec_later[op.feature, j]
         elif isinstance(op.how, Multiply):
             new[pos, op.feature] = new[pos, op.feature] * op.how.factor
         else:
             new[pos, op.feature] = op.how
     changed = (new != acts).any(0).nonzero().flatten()
     if len(changed):
-        delta += (new - acts)[:, changed] @ tc.W_dec[changed]
-    return delta
+        diff = (new - acts)[:, changed]
+        delta += diff @ tc.W_dec[changed]
+        for j in range(tc.n_later):
+            result[layer + 1 + j] = result.get(layer + 1 + j, 0) + diff @ tc.W_dec_later[changed, j]
+    return result
 
 
 @torch.no_grad()
@@ -136,11 +154,21 @@ def free_logits(model, tokens: torch.Tensor, ops: list[_Op]) -> torch.Tensor:
     from .model import _get
     layers = _get(model.nn, a.layers)
     with model.nn.trace(tokens[None]):
-        for l in layers_hit:
-            x = model.transcoder_input(l, _get(layers[l], a.mlp_in).input)
+        pending = {}                    # cross-layer writes waiting for their layer
+        for l in range(layers_hit[0], model.n_layers) if layers_hit else []:
+            if l not in layers_hit and l not in pending:
+                continue
+            x = model.transcoder_input(l, _get(layers[l], a.mlp_in).input) if l in layers_hit else None
             out_env = _get(layers[l], a.mlp_out)
             out = out_env.output
-            out_env.output = out + write_deltas(model, l, ops, x[0], out[0])[None]
+            delta = pending.pop(l, None)
+            if l in layers_hit:
+                deltas = write_deltas(model, l, ops, x[0], out[0])
+                own = deltas.pop(l)
+                delta = own if delta is None else delta + own
+                for later, d in deltas.items():
+                    pending[later] = d if later not in pending else pending[later] + d
+            out_env.output = out + delta[None]
         logits = _get(model.nn, a.unembed).output.save()
     return model.softcap(logits[0])
 
@@ -150,7 +178,10 @@ def frozen_logits(model, tokens: torch.Tensor, ops: list[_Op], batch_size: int =
     (direct effects only: before + W_U · J · Δwrites, then the model's soft-cap if any)."""
     cap = model.capture(tokens)
     L, T, d = cap.mlp_in.shape
-    deltas = {l: write_deltas(model, l, ops, cap.mlp_in[l], cap.mlp_out[l]) for l in sorted({op.layer for op in ops})}
+    deltas = {}
+    for layer in sorted({op.layer for op in ops}):
+        for l, change in write_deltas(model, layer, ops, cap.mlp_in[layer], cap.mlp_out[layer], cap.errors[layer]).items():
+            deltas[l] = change if l not in deltas else deltas[l] + change
     batch = min(batch_size, d)
     trace = model.linear_trace(cap, batch)
     change = torch.zeros(d, dtype=torch.float64)

@@ -11,6 +11,8 @@ Per file (``load_transcoder``):
 * **GemmaScope 2** safetensors: ``w_enc`` [d_model, F], ``w_dec``, ``b_enc``, ``b_dec``,
   ``threshold``, optional ``affine_skip_connection`` [d_model, d_model] (``x @ A.T``).
 * **attribution_nb** safetensors (:meth:`Transcoder.save`).
+* **circuit-tracer cross-layer** folders: ``W_enc_{i}.safetensors`` and ``W_dec_{i}.safetensors``
+  per layer (``load_circuit_tracer_clt``).
 * **sae-lens** folders: ``cfg.json`` (``architecture``, ``d_in``, ``d_sae``, optional
   ``apply_b_dec_to_input``, ``activation_fn_kwargs.k``) and ``sae_weights.safetensors``.
 
@@ -122,6 +124,44 @@ def load_transcoder(path, *, layout: str | None = None) -> Transcoder:
                        tensors["threshold"], None if skip is None else skip.T)
 
 
+def load_circuit_tracer_clt(folder) -> list[Transcoder]:
+    """circuit-tracer's cross-layer transcoder folder: per layer ``i``, ``W_enc_{i}.safetensors``
+    (``W_enc_{i}`` [F, d_model], ``b_enc_{i}``, ``b_dec_{i}``, optional ``threshold_{i}``) and
+    ``W_dec_{i}.safetensors`` (``W_dec_{i}`` [F, n_layers − i, d_model]: layer ``i`` and every later one)."""
+    folder = os.fspath(folder)
+    n = 0
+    while os.path.isfile(os.path.join(folder, f"W_enc_{n}.safetensors")):
+        n += 1
+    if n == 0:
+        raise FileNotFoundError(f"{folder}: no W_enc_0.safetensors (circuit-tracer cross-layer layout)")
+    out = []
+    for i in range(n):
+        enc_path = os.path.join(folder, f"W_enc_{i}.safetensors")
+        dec_path = os.path.join(folder, f"W_dec_{i}.safetensors")
+        if not os.path.isfile(dec_path):
+            raise FileNotFoundError(f"{folder}: W_enc_{i}.safetensors has no W_dec_{i}.safetensors beside it")
+        enc, _ = read_safetensors(enc_path)
+        dec, _ = read_safetensors(dec_path)
+        missing = [k for k in (f"W_enc_{i}", f"b_enc_{i}", f"b_dec_{i}") if k not in enc]
+        if missing:
+            raise _fail(enc_path, f"missing tensors {missing}; found {sorted(enc)}")
+        if f"W_dec_{i}" not in dec:
+            raise _fail(dec_path, f"missing tensor 'W_dec_{i}'; found {sorted(dec)}")
+        W_enc, W_dec = enc[f"W_enc_{i}"], dec[f"W_dec_{i}"]
+        _check_2d(enc_path, f"W_enc_{i}", W_enc)
+        F, d = W_enc.shape
+        if tuple(W_dec.shape) != (F, n - i, d):
+            raise _fail(dec_path, f"W_dec_{i} has shape {tuple(W_dec.shape)}, expected ({F}, {n - i}, {d}): "
+                                  f"[features, layers {i}..{n - 1}, d_model]")
+        out.append(_from_parts(enc_path, W_enc.T, enc[f"b_enc_{i}"], W_dec[:, 0], enc[f"b_dec_{i}"],
+                               enc.get(f"threshold_{i}")))
+        if n - i > 1:   # rebuild with the later decoders (the checks above ran on the per-layer part)
+            tc = out[-1]
+            out[-1] = Transcoder(tc.W_enc, tc.b_enc, tc.W_dec, tc.b_dec, tc.activation,
+                                 threshold=tc.threshold, W_dec_later=W_dec[:, 1:])
+    return out
+
+
 def load_saelens(folder) -> Transcoder:
     """A sae-lens style folder: ``cfg.json`` + ``sae_weights.safetensors`` (``W_enc`` [d_in, d_sae])."""
     folder = os.fspath(folder)
@@ -216,6 +256,9 @@ def load_transcoders(source, *, device: str | torch.device = "cpu", dtype: torch
             source = _hf_path(source, download)
         if os.path.isdir(source) and os.path.isfile(os.path.join(source, "index.json")):
             return TranscoderSet.load(source, device=device, dtype=dtype)
+        if os.path.isdir(source) and os.path.isfile(os.path.join(source, "W_enc_0.safetensors")):
+            tcs = load_circuit_tracer_clt(source)
+            return TranscoderSet([tc.to(device=device, dtype=dtype) if dtype is not None else tc.to(device) for tc in tcs])
         if os.path.isdir(source) and os.path.isfile(os.path.join(source, "config.yaml")):
             source = os.path.join(source, "config.yaml")
         if not (os.path.isfile(source) and source.endswith((".yaml", ".yml"))):

@@ -207,6 +207,9 @@ class ReplacementModel:
                 raise TypeError(f"transcoder {i} is a {type(tc).__name__}, expected attribution_nb.Transcoder")
             if tc.d_model != self.d_model:
                 raise ValueError(f"transcoder {i} has d_model {tc.d_model}, but the model's d_model is {self.d_model}")
+            if tc.n_later > self.n_layers - i - 1:
+                raise ValueError(f"transcoder {i} writes to {tc.n_later} later layers, but the model has only "
+                                 f"{self.n_layers - i - 1} layers after layer {i}")
             tc.to(device=param.device, dtype=param.dtype)
         self.transcoders = TranscoderSet(tcs)
         self.feature_labels = feature_labels or {}      # (layer, feature) -> label
@@ -343,6 +346,10 @@ class ReplacementModel:
                                      "check the transcoder weights and the model's dtype")
                 cap.activations.append(acts)
                 recon.append(tc(x))
+            for layer, tc in enumerate(self.transcoders):      # cross-layer transcoders write later too
+                if tc.n_later:
+                    for j, write in enumerate(tc.decode_later(cap.activations[layer])):
+                        recon[layer + 1 + j] = recon[layer + 1 + j] + write
             cap.reconstruction = torch.stack(recon)
             cap.errors = cap.mlp_out - cap.reconstruction
         return cap

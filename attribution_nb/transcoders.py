@@ -46,10 +46,13 @@ class Transcoder(torch.nn.Module):
         threshold: JumpReLU thresholds, a scalar or [d_features].
         k: number of features kept per token for TopK.
         W_skip: optional linear skip term, [d_model, d_model]; ``out += x @ W_skip``.
+        W_dec_later: for a cross-layer transcoder, the decoders into the *later* layers,
+            [d_features, n_later, d_model]: feature ``f`` of layer ``l`` also writes
+            ``act · W_dec_later[f, j]`` to the MLP output of layer ``l + 1 + j``.
     """
 
     def __init__(self, W_enc, b_enc, W_dec, b_dec, activation: str = "relu", *,
-                 threshold=None, k: int | None = None, W_skip=None):
+                 threshold=None, k: int | None = None, W_skip=None, W_dec_later=None):
         super().__init__()
         W_enc, b_enc = _as_tensor("W_enc", W_enc), _as_tensor("b_enc", b_enc)
         W_dec, b_dec = _as_tensor("W_dec", W_dec), _as_tensor("b_dec", b_dec)
@@ -80,12 +83,18 @@ class Transcoder(torch.nn.Module):
             W_skip = _as_tensor("W_skip", W_skip)
             if tuple(W_skip.shape) != (d_model, d_model):
                 raise ValueError(f"W_skip has shape {tuple(W_skip.shape)}, expected {(d_model, d_model)}")
+        if W_dec_later is not None:
+            W_dec_later = _as_tensor("W_dec_later", W_dec_later)
+            if W_dec_later.ndim != 3 or W_dec_later.shape[0] != d_features or W_dec_later.shape[2] != d_model:
+                raise ValueError(f"W_dec_later has shape {tuple(W_dec_later.shape)}, expected "
+                                 f"({d_features}, n_later, {d_model}) ([d_features, later layers, d_model])")
         self.W_enc = torch.nn.Parameter(W_enc, requires_grad=False)
         self.b_enc = torch.nn.Parameter(b_enc, requires_grad=False)
         self.W_dec = torch.nn.Parameter(W_dec, requires_grad=False)
         self.b_dec = torch.nn.Parameter(b_dec, requires_grad=False)
         self.threshold = None if threshold is None else torch.nn.Parameter(threshold, requires_grad=False)
         self.W_skip = None if W_skip is None else torch.nn.Parameter(W_skip, requires_grad=False)
+        self.W_dec_later = None if W_dec_later is None else torch.nn.Parameter(W_dec_later, requires_grad=False)
         self.activation = activation
         self.k = k
 
@@ -100,7 +109,17 @@ class Transcoder(torch.nn.Module):
     def extra_repr(self) -> str:
         extra = {"jumprelu": "", "topk": f", k={self.k}", "relu": ""}[self.activation]
         skip = ", skip" if self.W_skip is not None else ""
-        return f"d_model={self.d_model}, d_features={self.d_features}, activation={self.activation!r}{extra}{skip}"
+        cross = f", writes to {self.n_later} later layers" if self.n_later else ""
+        return f"d_model={self.d_model}, d_features={self.d_features}, activation={self.activation!r}{extra}{skip}{cross}"
+
+    @property
+    def n_later(self) -> int:
+        """How many later layers a cross-layer transcoder's features also write to (0: per-layer)."""
+        return 0 if self.W_dec_later is None else self.W_dec_later.shape[1]
+
+    def decode_later(self, acts: torch.Tensor) -> torch.Tensor:
+        """What the features write to each later layer: [n_later, ..., d_model]."""
+        return torch.einsum("...f,fjd->j...d", acts, self.W_dec_later)
 
     # -- the maths -------------------------------------------------------------
     def preactivation(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,6 +161,8 @@ class Transcoder(torch.nn.Module):
             tensors["threshold"] = self.threshold
         if self.W_skip is not None:
             tensors["W_skip"] = self.W_skip
+        if self.W_dec_later is not None:
+            tensors["W_dec_later"] = self.W_dec_later
         return {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
 
     def save(self, path: str | os.PathLike) -> None:
@@ -164,7 +185,8 @@ class Transcoder(torch.nn.Module):
             tensors = {name: t.to(dtype) for name, t in tensors.items()}
         try:
             tc = cls(tensors["W_enc"], tensors["b_enc"], tensors["W_dec"], tensors["b_dec"], activation,
-                     threshold=tensors.get("threshold"), k=k, W_skip=tensors.get("W_skip"))
+                     threshold=tensors.get("threshold"), k=k, W_skip=tensors.get("W_skip"),
+                     W_dec_later=tensors.get("W_dec_later"))
         except (ValueError, TypeError) as err:
             raise ValueError(f"{os.fspath(path)}: {err}") from None
         return tc.to(device)
@@ -260,15 +282,17 @@ class TranscoderSet:
 
 
 def random_transcoders(d_model: int, n_layers: int, d_features: int, *, activation: str = "jumprelu",
-                       skip: bool = False, seed: int = 0, k: int | None = None) -> TranscoderSet:
-    """Random transcoders of the given sizes (for tests and the tiny built-in model).
+                       skip: bool = False, seed: int = 0, k: int | None = None,
+                       cross_layer: bool = False) -> TranscoderSet:
+    """Random transcoders of the given sizes (for tests and the tiny built-in model);
+    ``cross_layer``: each layer's features also write to every later layer.
 
     JumpReLU thresholds and biases are set so that roughly 3% of the features fire on
     a unit-norm-per-dimension input, which keeps graphs sparse but not empty.
     """
     gen = torch.Generator().manual_seed(seed)
     out = []
-    for _ in range(n_layers):
+    for layer in range(n_layers):
         W_enc = torch.randn(d_model, d_features, generator=gen) / d_model ** 0.5
         b_enc = 0.1 * torch.randn(d_features, generator=gen)
         W_dec = torch.randn(d_features, d_model, generator=gen) / d_features ** 0.5
@@ -280,5 +304,8 @@ def random_transcoders(d_model: int, n_layers: int, d_features: int, *, activati
             kwargs["k"] = k or max(1, d_features // 16)
         if skip:
             kwargs["W_skip"] = 0.1 * torch.randn(d_model, d_model, generator=gen) / d_model ** 0.5
+        if cross_layer and layer < n_layers - 1:
+            n_later = n_layers - layer - 1
+            kwargs["W_dec_later"] = 0.5 * torch.randn(d_features, n_later, d_model, generator=gen) / d_features ** 0.5
         out.append(Transcoder(W_enc, b_enc, W_dec, b_dec, activation, **kwargs))
     return TranscoderSet(out)

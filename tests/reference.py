@@ -93,9 +93,9 @@ class Reference:
                 if self.gemma:   # the transcoder replaces the MLP and its post-norm (GemmaScope's layout)
                     out = layer.post_feedforward_layernorm(out)
                 acts.append(a)
-                errors.append(out - tc(x2))
+                errors.append(out - tc(x2) - self._cross(acts, l))
             else:
-                out = sources.acts[l] @ tc.W_dec + tc.b_dec + sources.errors[l]
+                out = sources.acts[l] @ tc.W_dec + tc.b_dec + sources.errors[l] + self._cross(sources.acts, l)
                 if tc.W_skip is not None:
                     out = out + x2 @ tc.W_skip
             h = h + out
@@ -104,6 +104,15 @@ class Reference:
         if sources is None:
             return logits, Sources(embed, acts, torch.stack(errors)), mlp_ins
         return logits, mlp_ins
+
+    def _cross(self, acts, l):
+        """What cross-layer transcoders of layers before ``l`` write to layer ``l``."""
+        total = 0.0
+        for l0 in range(l):
+            tc = self.tcs[l0]
+            if tc.W_dec_later is not None and l - l0 - 1 < tc.W_dec_later.shape[1]:
+                total = total + acts[l0] @ tc.W_dec_later[:, l - l0 - 1]
+        return total
 
     def _layernorm(self, h, module, key, record):
         centred = h - h.mean(-1, keepdim=True)
@@ -132,9 +141,9 @@ class Reference:
             if sources is None:
                 out = block.mlp(x2)
                 acts.append(tc.encode(x2))
-                errors.append(out - tc(x2))
+                errors.append(out - tc(x2) - self._cross(acts, l))
             else:
-                out = sources.acts[l] @ tc.W_dec + tc.b_dec + sources.errors[l]
+                out = sources.acts[l] @ tc.W_dec + tc.b_dec + sources.errors[l] + self._cross(sources.acts, l)
                 if tc.W_skip is not None:
                     out = out + x2 @ tc.W_skip
             h = h + out

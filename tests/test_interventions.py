@@ -10,10 +10,11 @@ from attribution_nb.demo import tiny_model
 from conftest import PROMPT
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen3-skip", "gemma2", "gpt2"])
+@pytest.fixture(scope="module", params=["llama", "qwen3-skip", "gemma2", "gpt2", "llama-clt"])
 def setup(request):
     family = request.param.split("-")[0]
-    model = tiny_model(family, seed=5, d_features=128, skip=request.param.endswith("skip"))
+    model = tiny_model(family, seed=5, d_features=128, skip=request.param.endswith("skip"),
+                       cross_layer=request.param.endswith("clt"))
     graph = anb.attribute(model, PROMPT, progress=False)
     return model, graph
 
@@ -71,6 +72,10 @@ def test_free_clamp_to_own_activation_changes_nothing(setup):
 
 def test_free_ablating_all_features_and_errors_equals_replacing_the_mlp(setup):
     model, graph = setup
+    if any(tc.n_later for tc in model.transcoders):
+        with pytest.raises(ValueError, match="not supported with cross-layer transcoders"):
+            _ablate_layer(model, 1)
+        return
     layer = 1
     tc = model.transcoders[layer]
     after = _ablate_layer(model, layer)
@@ -174,3 +179,41 @@ def test_free_ablating_all_features_and_errors_zeroes_the_mlp_when_the_transcode
     model.transcoders[layer].b_dec.data.zero_()
     expected = _hf_logits_with_mlp_hook(model, layer, lambda m, a, out: torch.zeros_like(out))
     torch.testing.assert_close(_ablate_layer(model, layer), expected, rtol=0, atol=1e-4)
+
+
+def test_free_clamp_of_a_cross_layer_feature_reaches_later_layers():
+    """A cross-layer feature clamped in free mode changes its own layer and every later layer
+    by its decoders; checked against plain PyTorch hooks on the MLP outputs."""
+    model = tiny_model("llama", seed=5, d_features=128, cross_layer=True)
+    graph = anb.attribute(model, PROMPT, progress=False)
+    feats = graph.nodes[(graph.nodes.kind == "feature") & (graph.nodes.layer == 0)]
+    node = feats.sort_values("influence").node_id.iloc[-1]
+    n = graph.node(node)
+    l, p, f, act = int(n.layer), int(n.position), int(n.feature), float(n.activation)
+    tc = model.transcoders[l]
+    assert tc.n_later == model.n_layers - 1
+    handles = []
+    for target in range(l, model.n_layers):
+        direction = tc.W_dec[f] if target == l else tc.W_dec_later[f, target - l - 1]
+
+        def hook(mod, args, out, direction=direction):
+            out = out.clone()
+            out[0, p] -= act * direction           # the feature's write, removed
+            return out
+        module = model.hf_model.get_submodule(model.adapter.layers)[target].get_submodule(model.adapter.mlp_out)
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            expected = model.hf_model(model.tokenize(PROMPT)[None]).logits[0, -1]
+    finally:
+        for h in handles:
+            h.remove()
+    # frozen mode: the logits move by exactly the graph's edges (which include the later writes)
+    before, after = model.intervened_logits(PROMPT, {node: 0.0}, mode="frozen")
+    ids = torch.tensor(graph.logits.token_id.to_numpy())
+    change = _demeaned(after, ids) - _demeaned(before, ids)
+    edges = torch.tensor([graph.edge(node, f"l:{t}") for t in graph.logits.token], dtype=torch.float64)
+    torch.testing.assert_close(change, -edges, rtol=1e-4, atol=1e-5)
+    # free mode: each MLP output from the feature's layer on loses the feature's write there
+    _, free_after = model.intervened_logits(PROMPT, {node: 0.0}, mode="free")
+    torch.testing.assert_close(free_after, expected, rtol=0, atol=1e-4)

@@ -25,13 +25,17 @@ CASES = [
     ("qwen3", "jumprelu", True),
     ("gemma2", "jumprelu", False),    # (1 + w) norms, post-norms, scaled embeddings, soft-caps, sliding window
     ("gpt2", "jumprelu", True),       # LayerNorm with bias, Conv1D, learned positions
+    ("llama", "jumprelu", "clt"),     # cross-layer transcoders: features write to every later layer
+    ("gemma2", "relu", "clt"),
 ]
 
 
-@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{c[1]}{'-skip' if c[2] else ''}")
+@pytest.fixture(scope="module", params=CASES,
+                ids=lambda c: f"{c[0]}-{c[1]}{'' if not c[2] else '-skip' if c[2] is True else '-' + c[2]}")
 def case(request):
     family, activation, skip = request.param
-    model = tiny_model(family, seed=3, activation=activation, skip=skip, d_features=128)
+    model = tiny_model(family, seed=3, activation=activation, skip=skip is True, cross_layer=skip == "clt",
+                       d_features=128)
     graph = anb.attribute(model, PROMPT, progress=False, batch_size=16)
     ref = Reference(model, model.tokenize(PROMPT))
     return model, graph, ref

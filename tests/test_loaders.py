@@ -213,3 +213,34 @@ def test_neuronpedia_export_matches_the_pruned_graph(llama_graph, tmp_path):
     assert json.load(open(path))["metadata"]["slug"] == "dallas"
     listing = json.load(open(tmp_path / "graphs" / "graph-metadata.json"))
     assert [x["slug"] for x in listing["graphs"]] == ["dallas"]
+
+
+def test_circuit_tracer_cross_layer_folder(tmp_path):
+    model = tiny_model("llama", seed=4, d_features=32, cross_layer=True)
+    L = model.n_layers
+    folder = tmp_path / "clt"
+    folder.mkdir()
+    for i, tc in enumerate(model.transcoders):
+        enc = {f"W_enc_{i}": tc.W_enc.T.contiguous(), f"b_enc_{i}": tc.b_enc.contiguous(),
+               f"b_dec_{i}": tc.b_dec.contiguous(), f"threshold_{i}": tc.threshold.contiguous()}
+        save_file(enc, folder / f"W_enc_{i}.safetensors")
+        dec = tc.W_dec[:, None] if tc.W_dec_later is None else torch.cat([tc.W_dec[:, None], tc.W_dec_later], 1)
+        assert dec.shape[1] == L - i
+        save_file({f"W_dec_{i}": dec.contiguous()}, folder / f"W_dec_{i}.safetensors")
+    tcs = load_transcoders(folder)
+    for a, b in zip(tcs, model.transcoders):
+        _same(a, b)
+        assert a.n_later == b.n_later
+        if b.n_later:
+            torch.testing.assert_close(a.W_dec_later, b.W_dec_later)
+    loaded = anb.ReplacementModel(model.hf_model, model.tokenizer, tcs)
+    g1, g2 = anb.attribute(model, PROMPT, progress=False), anb.attribute(loaded, PROMPT, progress=False)
+    np.testing.assert_allclose(g2.sparse_adjacency.data, g1.sparse_adjacency.data, rtol=1e-5, atol=1e-7)
+    save_file({"W_dec_2": torch.zeros(32, 3, 64)}, folder / "W_dec_2.safetensors")
+    with pytest.raises(ValueError, match=r"W_dec_2 has shape \(32, 3, 64\), expected \(32, 2, 64\)"):
+        load_transcoders(folder)
+    # and our own folder layout keeps the later decoders
+    model.transcoders.save(tmp_path / "ours")
+    back = anb.TranscoderSet.load(tmp_path / "ours")
+    assert [tc.n_later for tc in back] == [tc.n_later for tc in model.transcoders]
+    torch.testing.assert_close(back[0].W_dec_later, model.transcoders[0].W_dec_later)
