@@ -73,17 +73,17 @@ class _Rows:
         L, T, d = cap.mlp_in.shape
         self.L, self.T = L, T
         self.trace = model.linear_trace(cap, batch)
-        dtype = model.dtype
         self.layer_slices, self.decoder_out, self.pos_bounds, self.decoder_later = [], [], [], []
         start = 0
         for l, tc in enumerate(model.transcoders):
             n_l = int((feat_layer == l).sum())
             sl = slice(start, start + n_l)
             self.layer_slices.append(sl)
-            self.decoder_out.append((tc.W_dec[feat_idx[sl]] * feat_act[sl, None].to(dtype)).detach())
+            # float32 products whatever the model's dtype (half precision loses too much in the sums)
+            self.decoder_out.append((tc.W_dec[feat_idx[sl]].float() * feat_act[sl, None]).detach())
             # cross-layer transcoders: what each feature writes to each later layer, [n_l, n_later, d]
             self.decoder_later.append(None if not tc.n_later else
-                                      (tc.W_dec_later[feat_idx[sl]] * feat_act[sl, None, None].to(dtype)).detach())
+                                      (tc.W_dec_later[feat_idx[sl]].float() * feat_act[sl, None, None]).detach())
             # features of layer l at position p are columns pos_bounds[l][p]:pos_bounds[l][p + 1]
             self.pos_bounds.append((start + torch.searchsorted(feat_pos[sl], torch.arange(T + 1))).tolist())
             start += n_l
@@ -103,12 +103,12 @@ class _Rows:
             g = g_writes[l]
             if g is None:
                 continue
-            g = g[:n, : top_pos + 1]
+            g = g[:n, : top_pos + 1].float()
             bounds, dec, off = self.pos_bounds[l], self.decoder_out[l], self.layer_slices[l].start
             later = self.decoder_later[l]
             # later layers this layer's features write to that a target in the batch can see
             later_layers = [] if later is None else [
-                (j, g_writes[l + 1 + j][:n, : top_pos + 1]) for j in range(later.shape[1])
+                (j, g_writes[l + 1 + j][:n, : top_pos + 1].float()) for j in range(later.shape[1])
                 if l + 1 + j < top_layer and g_writes[l + 1 + j] is not None]
             for p in range(top_pos + 1):
                 a, b = bounds[p], bounds[p + 1]
@@ -118,11 +118,11 @@ class _Rows:
                         block = block + g_later[:, p] @ later[a - off:b - off, j].T
                     out[:, a:b] = block.float()
             base = self.n_features + l * self.T
-            out[:, base:base + top_pos + 1] = torch.einsum("ntd,td->nt", g, errors[l, : top_pos + 1]).float()
+            out[:, base:base + top_pos + 1] = torch.einsum("ntd,td->nt", g, errors[l, : top_pos + 1].float())
         if g_embed is not None:
             base = self.n_features + self.L * self.T
-            out[:, base:base + top_pos + 1] = torch.einsum("ntd,td->nt", g_embed[:n, : top_pos + 1],
-                                                           self.cap.embed[: top_pos + 1]).float()
+            out[:, base:base + top_pos + 1] = torch.einsum("ntd,td->nt", g_embed[:n, : top_pos + 1].float(),
+                                                           self.cap.embed[: top_pos + 1].float())
         return out
 
     def __call__(self, layers: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor):

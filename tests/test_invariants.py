@@ -162,3 +162,29 @@ def test_no_edges_from_later_layers_or_positions(llama_graph):
     assert (layer[src][is_error_src] < layer[tgt][is_error_src]).all()
     # token and error nodes have no incoming edges
     assert not g.adjacency[torch.from_numpy(np.isin(kinds, ("token", "error")))].any()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_graph_is_close_to_float32(dtype, tmp_path):
+    """The same model in bfloat16 / float16 (as on a GPU): same predictions, and the edges
+    they share with the float32 graph agree to half precision.  Edges from error nodes are
+    looser: an error is a difference of two large vectors, which half precision rounds."""
+    full = tiny_model("llama", seed=3, d_features=128)
+    g32 = anb.attribute(full, PROMPT, progress=False)
+    folder = tmp_path / "m"
+    full.hf_model.save_pretrained(folder)
+    full.tokenizer.save_pretrained(folder)
+    full.transcoders.save(folder / "tc")
+    half = anb.load_model(str(folder), transcoders=str(folder / "tc"), dtype=dtype)
+    assert next(half.hf_model.parameters()).dtype == dtype and half.transcoders[0].W_enc.dtype == dtype
+    g = anb.attribute(half, PROMPT, progress=False)
+    assert list(g.logits.token[:3]) == list(g32.logits.token[:3])
+    e32 = g32.edges.set_index(["source", "target"]).weight
+    e = g.edges.set_index(["source", "target"]).weight
+    common = e32.index.intersection(e.index)
+    assert len(common) > 0.9 * len(e32)
+    scale = float(e32.abs().max())
+    diff = (e.loc[common] - e32.loc[common]).abs() / scale
+    from_errors = np.array([s.startswith("e:") for s, _ in common])
+    assert diff[~from_errors].max() < 0.05 and diff[from_errors].max() < 0.25
+    assert diff.quantile(0.99) < 0.02
