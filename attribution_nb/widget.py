@@ -427,6 +427,10 @@ class GraphWidget:
         if n.kind == "feature" and self.model is not None:
             top = self.model.feature_top_tokens(int(n.layer), int(n.feature), k=6)
             parts.append(_table_html(top, "promotes (decoder · unembedding)"))
+            contexts = self.model.feature_contexts.get((int(n.layer), int(n.feature)), [])[:5]
+            if contexts:
+                parts.append(_table_html(pd.DataFrame(contexts, columns=["top-activating context", "activation"]),
+                                         "where it fires most"))
         return "".join(parts)
 
     # -- labels and supernodes -------------------------------------------------------------

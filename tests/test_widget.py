@@ -179,3 +179,14 @@ def test_standalone_html_holds_the_graph(llama_graph, tmp_path):
         llama_graph.to_html(tmp_path / "x.html", edge_threshold=1.5)
     with pytest.raises(ValueError, match="max_node_threshold"):
         llama_graph.to_html(tmp_path / "x.html", max_node_threshold=1.0)
+
+
+def test_panel_shows_top_activating_contexts():
+    model = anb.load_model()
+    graph = anb.attribute(model, PROMPT, progress=False)
+    w = GraphWidget(graph, model)
+    node = next(n for n in graph.top_features(20).itertuples() if (n.layer, n.feature) in model.feature_contexts)
+    w.select(node.node_id)
+    text, act = model.feature_contexts[(node.layer, node.feature)][0]
+    import html
+    assert "where it fires most" in w.panel.value and html.escape(text, quote=False) in w.panel.value
