@@ -86,24 +86,30 @@ class Reference:
                 h = h + attn.o_proj(heads)
                 x2 = self._norm(h, layer.post_attention_layernorm, (l, 1), record)
             mlp_ins.append(x2)
-            tc = self.tcs[l]
-            if sources is None:
-                a = tc.encode(x2)
-                out = layer.mlp(x2 * (1 + layer.pre_feedforward_layernorm.weight) if self.gemma else x2)
-                if self.gemma:   # the transcoder replaces the MLP and its post-norm (GemmaScope's layout)
-                    out = layer.post_feedforward_layernorm(out)
-                acts.append(a)
-                errors.append(out - tc(x2) - self._cross(acts, l))
-            else:
-                out = sources.acts[l] @ tc.W_dec + tc.b_dec + sources.errors[l] + self._cross(sources.acts, l)
-                if tc.W_skip is not None:
-                    out = out + x2 @ tc.W_skip
-            h = h + out
+            def true_mlp(layer=layer, x2=x2):
+                if not self.gemma:
+                    return layer.mlp(x2)
+                # the transcoder replaces the MLP and its post-norm (GemmaScope's layout)
+                return layer.post_feedforward_layernorm(layer.mlp(x2 * (1 + layer.pre_feedforward_layernorm.weight)))
+            h = h + self._mlp_out(l, x2, true_mlp, sources, acts, errors)
         xf = self._norm(h, self.hf.model.norm, "final", record)
         logits = self.hf.lm_head(xf)
         if sources is None:
             return logits, Sources(embed, acts, torch.stack(errors)), mlp_ins
         return logits, mlp_ins
+
+    def _mlp_out(self, l, x2, true_mlp, sources, acts, errors):
+        """Layer ``l``'s MLP output: the true one (recording activations and errors) or, driven
+        by ``sources``, the replacement's: decoders (this layer's and earlier cross-layer ones)
+        + b_dec + error + skip."""
+        tc = self.tcs[l]
+        if sources is None:
+            out = true_mlp()
+            acts.append(tc.encode(x2))
+            errors.append(out - tc(x2) - self._cross(acts, l))
+            return out
+        out = sources.acts[l] @ tc.W_dec + tc.b_dec + sources.errors[l] + self._cross(sources.acts, l)
+        return out if tc.W_skip is None else out + x2 @ tc.W_skip
 
     def _cross(self, acts, l):
         """What cross-layer transcoders of layers before ``l`` write to layer ``l``."""
@@ -137,16 +143,7 @@ class Reference:
             h = h + heads @ block.attn.c_proj.weight + block.attn.c_proj.bias
             x2 = self._layernorm(h, block.ln_2, (l, 1), record)
             mlp_ins.append(x2)
-            tc = self.tcs[l]
-            if sources is None:
-                out = block.mlp(x2)
-                acts.append(tc.encode(x2))
-                errors.append(out - tc(x2) - self._cross(acts, l))
-            else:
-                out = sources.acts[l] @ tc.W_dec + tc.b_dec + sources.errors[l] + self._cross(sources.acts, l)
-                if tc.W_skip is not None:
-                    out = out + x2 @ tc.W_skip
-            h = h + out
+            h = h + self._mlp_out(l, x2, lambda block=block, x2=x2: block.mlp(x2), sources, acts, errors)
         logits = self.hf.lm_head(self._layernorm(h, t.ln_f, "final", record))
         if sources is None:
             return logits, Sources(embed, acts, torch.stack(errors)), mlp_ins
