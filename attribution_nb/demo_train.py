@@ -11,10 +11,12 @@ The toy world has three planted tasks, written with real words:
 1. two-hop facts: "dallas is in texas .", "fact : the state containing dallas is texas .",
    "the capital of texas is austin .", and the composed "fact : the capital of the state containing dallas is austin ." for most
    cities; held-out cities never appear in the composed form;
-2. rhyming couplets: "poem : i saw a cat by the road , so i chased a rat ." — the
-   second line ends with a word that rhymes with the first line's last word, and its
-   verb (chased for animals, grabbed for things) depends on that word, so the model must
-   choose the rhyme word at the comma;
+2. rhyming couplets: "poem : i saw a cat by the road , grey as a rat ." — the second
+   line ends with a word that rhymes with the first line's last word, and it opens with
+   an adjective proper to that word (grey rat, sleek cat, green frog), so the model must
+   choose the rhyme word already at the comma, before writing the line: it plans. Which
+   words rhyme is taught by "cat rhymes with rat ." for every word; some first-line words
+   never start a couplet, so the model must compose the two;
 3. antonyms in English, French and Spanish ("the opposite of small is large .",
    "le contraire de petit est grand .", "lo contrario de pequeño es grande .") and
    translations ("english small = french petit ."); the frame's language decides the answer's
@@ -65,8 +67,20 @@ RHYMES = {  # rhyme class: (animals, things)
     "ail": ("snail quail", "pail mail nail"),
     "ee": ("bee flea", "tree key"),
 }
+ADJECTIVES = {  # each rhyme word's own adjective, which opens line 2: "grey as a rat"
+    "cat": "sleek", "rat": "grey", "bat": "blind", "hat": "tall", "mat": "flat",
+    "dog": "loyal", "frog": "green", "hog": "fat", "log": "heavy", "fog": "misty",
+    "snake": "sly", "drake": "proud", "cake": "sweet", "rake": "sharp", "lake": "deep",
+    "bear": "brown", "hare": "quick", "chair": "sturdy", "stair": "steep",
+    "fox": "clever", "ox": "mighty", "box": "square",
+    "mouse": "timid", "grouse": "plump", "house": "cosy", "blouse": "silky",
+    "goat": "stubborn", "stoat": "swift", "boat": "steady", "coat": "warm",
+    "pig": "pink", "twig": "brittle", "wig": "curly", "fig": "ripe",
+    "bug": "tiny", "pug": "wrinkled", "rug": "woolly", "mug": "chipped", "jug": "round",
+    "snail": "shelled", "quail": "speckled", "pail": "rusty", "mail": "urgent", "nail": "pointed",
+    "bee": "busy", "flea": "itchy", "tree": "leafy", "key": "golden",
+}
 PLACES = "road sea hill door".split()
-VERBS = {"animal": "chased", "thing": "grabbed"}
 ANTONYMS = [  # (english, french, spanish) pairs of opposite concepts
     (("small", "petit", "pequeño"), ("large", "grand", "grande")),
     (("hot", "chaud", "caliente"), ("cold", "froid", "frío")),
@@ -122,6 +136,10 @@ def build_world(seed: int = 0) -> dict:
             words[w] = (cls, "animal")
         for w in things.split():
             words[w] = (cls, "thing")
+    for w1, (cls, _) in sorted(words.items()):      # which words rhyme: known for every word, like
+        for w2, (cls2, _) in sorted(words.items()):  # "dallas is in texas" for every city
+            if cls2 == cls and w2 != w1:
+                train.append(f"{w1} rhymes with {w2} .")
     first = sorted(words)
     rng.shuffle(first)
     held_first = set(first[: len(first) // 6])
@@ -130,9 +148,9 @@ def build_world(seed: int = 0) -> dict:
             if w1 in held_first:
                 heldout["rhyme"].append((COUPLET.format(w1, place), cls, w1))
                 continue
-            for w2, (cls2, kind2) in sorted(words.items()):
+            for w2, (cls2, _) in sorted(words.items()):
                 if cls2 == cls and w2 != w1:
-                    train.append(f"{COUPLET.format(w1, place)} so i {VERBS[kind2]} a {w2} .")
+                    train.append(f"{COUPLET.format(w1, place)} {ADJECTIVES[w2]} as a {w2} .")
     # 3. antonyms and translations
     train = tasks["antonyms"]
     pairs = []

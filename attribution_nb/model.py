@@ -429,7 +429,15 @@ class ReplacementModel:
 
         ``add`` are feature node ids of ``source_prompt``'s graph; each is clamped at ``position``
         of ``prompt`` (default: the position of the ``remove`` features, which must share one).
+        Returns the before/after table; :meth:`swap_interventions` gives the clamps themselves
+        (for :meth:`generate`).
         """
+        return self.intervene(prompt, self.swap_interventions(remove, source_prompt, add, position=position),
+                              mode=mode, top_k=top_k)
+
+    def swap_interventions(self, remove, source_prompt, add, *, position: int | None = None) -> dict:
+        """The clamps of :meth:`swap`: ``remove`` ablated, ``add`` set to their activations on
+        ``source_prompt``, at ``position`` (default: where the ``remove`` features sit)."""
         from .interventions import _parse_key
         removed = [p for key in remove for p in _parse_key(key)]
         if position is None:
@@ -445,7 +453,7 @@ class ReplacementModel:
                 if kind != "feature" or pos is None or not 0 <= pos < len(src_tokens):
                     raise ValueError(f"cannot take {key!r} from the source prompt: give feature node ids of its graph")
                 clamps[(layer, position, feat)] = float(cap.activations[layer][pos, feat])
-        return self.intervene(prompt, clamps, mode=mode, top_k=top_k)
+        return clamps
 
     @torch.no_grad()
     def generate(self, prompt, interventions=None, max_new_tokens: int = 20, *, every_position: bool = False,
