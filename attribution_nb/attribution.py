@@ -80,10 +80,11 @@ class _Rows:
             sl = slice(start, start + n_l)
             self.layer_slices.append(sl)
             # float32 products whatever the model's dtype (half precision loses too much in the sums)
-            self.decoder_out.append((tc.W_dec[feat_idx[sl]].float() * feat_act[sl, None]).detach())
+            act = feat_act[sl].to(tc.W_dec.device)
+            self.decoder_out.append((tc.W_dec[feat_idx[sl]].float() * act[:, None]).detach())
             # cross-layer transcoders: what each feature writes to each later layer, [n_l, n_later, d]
             self.decoder_later.append(None if not tc.n_later else
-                                      (tc.W_dec_later[feat_idx[sl]].float() * feat_act[sl, None, None]).detach())
+                                      (tc.W_dec_later[feat_idx[sl]].float() * act[:, None, None]).detach())
             # features of layer l at position p are columns pos_bounds[l][p]:pos_bounds[l][p + 1]
             self.pos_bounds.append((start + torch.searchsorted(feat_pos[sl], torch.arange(T + 1))).tolist())
             start += n_l
@@ -219,10 +220,11 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
 
     # active features, ordered by (layer, position, feature)
     found = [(l, *acts.nonzero().T) for l, acts in enumerate(cap.activations)]
-    feat_layer = torch.cat([torch.full_like(p, l) for l, p, _ in found])
-    feat_pos = torch.cat([p for _, p, _ in found])
-    feat_idx = torch.cat([f for _, _, f in found])
-    feat_act = torch.cat([cap.activations[l][p, f] for l, p, f in found]).float()
+    # bookkeeping lives on the CPU whatever the model's device; the products run on the model's
+    feat_layer = torch.cat([torch.full_like(p, l) for l, p, _ in found]).cpu()
+    feat_pos = torch.cat([p for _, p, _ in found]).cpu()
+    feat_idx = torch.cat([f for _, _, f in found]).cpu()
+    feat_act = torch.cat([cap.activations[l][p, f] for l, p, f in found]).float().cpu()
     n_active = len(feat_layer)
     n_keep = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
     timings["capture"] = time.perf_counter() - t0
@@ -252,7 +254,7 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
 
     # feature rows, most influential first when only some are kept
     t3 = time.perf_counter()
-    probs_all = torch.softmax(cap.logits[-1].double(), -1)
+    probs_all = torch.softmax(cap.logits[-1].double(), -1).cpu()
     probs = probs_all[target_ids].numpy()
     visited = np.zeros(0, dtype=np.int64)
     score, refreshed = None, -1
@@ -290,7 +292,7 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
 
     logits_df = pd.DataFrame({"token": model.token_strings(target_ids), "token_id": target_ids,
                               "probability": probs_all[target_ids].numpy(),
-                              "logit": cap.logits[-1, target_ids].double().numpy()})
+                              "logit": cap.logits[-1, target_ids].double().cpu().numpy()})
     nodes = _node_table(model, cap, feat_layer[order], feat_pos[order], feat_idx[order], feat_act[order], logits_df)
     graph = AttributionGraph(
         prompt=prompt if isinstance(prompt, str) else model.tokenizer.decode(tokens.tolist()),

@@ -184,8 +184,8 @@ def frozen_logits(model, tokens: torch.Tensor, ops: list[_Op], batch_size: int =
             deltas[l] = change if l not in deltas else deltas[l] + change
     batch = min(batch_size, d)
     trace = model.linear_trace(cap, batch)
-    change = torch.zeros(d, dtype=torch.float64)
-    eye = torch.eye(d, dtype=model.dtype)
+    change = torch.zeros(d, dtype=torch.float64, device=cap.embed.device)
+    eye = torch.eye(d, dtype=model.dtype, device=cap.embed.device)
     for s in range(0, d, batch):
         e = min(s + batch, d)
         loss = (trace.unembed_in[: e - s, T - 1] * eye[s:e]).sum()
