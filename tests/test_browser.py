@@ -167,11 +167,22 @@ def test_widget_in_jupyterlab(browser, jupyterlab, shots):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{jupyterlab}/lab/tree/widget.ipynb")
     page.wait_for_selector(".jp-Notebook .jp-Cell .jp-InputArea-editor", timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-KernelStatus", timeout=60_000)
-    page.click(".jp-Cell .jp-InputArea-editor")
-    page.keyboard.press("Shift+Enter")
+    # wait until the kernel is idle, then run the cell; on a busy machine a keypress can land
+    # before the notebook is ready, so run it again while its prompt still shows "[ ]"
+    page.wait_for_function("document.querySelector('.jp-StatusBar-Widget, #jp-main-statusbar')"
+                           " && document.body.innerText.includes('Idle')", timeout=120_000)
+    prompt = page.locator(".jp-Cell .jp-InputPrompt").first
+    for _ in range(4):
+        page.click(".jp-Cell .jp-InputArea-editor")
+        page.keyboard.press("Shift+Enter")
+        try:
+            page.wait_for_function("(el) => !/\\[\\s*\\]/.test(el.textContent)", arg=prompt.element_handle(),
+                                   timeout=15_000)
+            break
+        except Exception:
+            continue
     # the plot renders (WebGL canvas inside the plotly div) with its counts line
-    page.wait_for_selector(".anb-graph-widget .js-plotly-plot", timeout=120_000)
+    page.wait_for_selector(".anb-graph-widget .js-plotly-plot", timeout=180_000)
     page.wait_for_function("document.querySelector('.anb-counts') !== null", timeout=60_000)
     assert page.locator(".anb-graph-widget .js-plotly-plot canvas").count() > 0
     before = _counts(page.inner_text(".anb-counts"))
