@@ -59,6 +59,10 @@ def _logit_targets(model: ReplacementModel, logits: torch.Tensor, targets, max_n
     return top.indices[: min(n, max_n_logits)].tolist()
 
 
+#: prompts at least this long run feature rows on prefix traces (eight prefix lengths)
+PREFIX_MIN_TOKENS = 32
+
+
 class _Rows:
     """Computes rows of the adjacency (direct effects on a batch of targets) by backward passes.
 
@@ -72,7 +76,11 @@ class _Rows:
         self.cap = cap
         L, T, d = cap.mlp_in.shape
         self.L, self.T = L, T
+        self.model, self.batch = model, batch
         self.trace = model.linear_trace(cap, batch)
+        self.length = T
+        # prefix lengths a batch may run on: a target at position p only needs positions ≤ p
+        self.buckets = sorted({math.ceil(T * k / 8) for k in range(1, 9)}) if T >= PREFIX_MIN_TOKENS else [T]
         self.layer_slices, self.decoder_out, self.pos_bounds, self.decoder_later = [], [], [], []
         start = 0
         for l, tc in enumerate(model.transcoders):
@@ -133,6 +141,11 @@ class _Rows:
         Returns ``(counts, columns, values)``: entries per row, then the rows' source
         columns (ascending, int32) and direct effects (float32), row after row."""
         n = len(layers)
+        need = int(positions.max()) + 1
+        length = next(b for b in self.buckets if b >= need)
+        if length != self.length:               # a shorter (or the full) prefix: cheaper backward passes
+            self.trace = self.model.linear_trace(self.cap, self.batch, length)
+            self.length = length
         batch_idx = torch.arange(n)
         loss = 0.0
         for layer in layers.unique().tolist():
@@ -251,6 +264,7 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
                   rows(torch.full((e - s,), L), torch.full((e - s,), T - 1), logit_vecs[s:e]))
         bar.update(e - s)
     timings["logit_rows"] = time.perf_counter() - t2
+    replacement_diff = float((model.softcap(rows.trace.logits[0, -1].detach()) - cap.logits[-1]).abs().max())
 
     # feature rows, most influential first when only some are kept
     t3 = time.perf_counter()
@@ -258,10 +272,16 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
     probs = probs_all[target_ids].numpy()
     visited = np.zeros(0, dtype=np.int64)
     score, refreshed = None, -1
+    # all features: by prefix bucket, then layer, then position, so prefix traces only grow;
+    # the greedy order jumps between positions, so it keeps the full trace
+    if n_keep < n_active:
+        rows.buckets = [T]
+    bucket_of = np.searchsorted(np.array(rows.buckets), feat_pos.numpy() + 1)
+    sweep = np.lexsort((feat_pos.numpy(), feat_layer.numpy(), bucket_of))
     while len(visited) < n_keep:
         n_next = min(batch, n_keep - len(visited))
         if n_keep == n_active:
-            chosen = np.arange(len(visited), len(visited) + n_next)
+            chosen = sweep[len(visited):len(visited) + n_next]
         else:
             # re-estimate influences while few rows are known, then each time they grow by a quarter
             if len(visited) < 4 * batch or len(visited) >= 1.25 * refreshed:
@@ -300,7 +320,7 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
         logits=logits_df, n_layers=L, model_name=model.name,
         info={"n_active_features": n_active, "max_feature_nodes": max_feature_nodes, "batch_size": batch,
               "timings": timings,
-              "replacement_logits_max_abs_diff": float((model.softcap(rows.trace.logits[0, -1].detach()) - cap.logits[-1]).abs().max())})
+              "replacement_logits_max_abs_diff": replacement_diff})
     graph.nodes["influence"] = graph.influence().numpy()
     timings["total"] = time.perf_counter() - t0
     return graph

@@ -354,8 +354,10 @@ class ReplacementModel:
             cap.errors = cap.mlp_out - cap.reconstruction
         return cap
 
-    def linear_trace(self, cap: Capture, batch: int) -> "LinearTrace":
-        """Trace ``batch`` copies of the prompt through the frozen local replacement model.
+    def linear_trace(self, cap: Capture, batch: int, length: int | None = None) -> "LinearTrace":
+        """Trace ``batch`` copies of the prompt (or of its first ``length`` tokens: attention is
+        causal, so a prefix's trace is exact for targets inside it) through the frozen local
+        replacement model.
 
         The token embeddings become one leaf tensor and each MLP output another (features'
         decoder outputs + b_dec + error, held constant) plus the transcoder's skip term;
@@ -364,14 +366,15 @@ class ReplacementModel:
         """
         a, layers = self._envoys()
         T, d = cap.embed.shape
-        embed_leaf = cap.embed[None].expand(batch, T, d).clone().requires_grad_(True)
+        T = T if length is None else int(length)
+        embed_leaf = cap.embed[None, :T].expand(batch, T, d).clone().requires_grad_(True)
         write_leaves = []
         for l, tc in enumerate(self.transcoders):
-            skip = tc.skip(cap.mlp_in[l])
-            write = cap.mlp_out[l] if skip is None else cap.mlp_out[l] - skip
+            skip = tc.skip(cap.mlp_in[l, :T])
+            write = cap.mlp_out[l, :T] if skip is None else cap.mlp_out[l, :T] - skip
             write_leaves.append(write[None].expand(batch, T, d).clone().requires_grad_(True))
         mlp_in = []
-        with self.frozen(), self.nn.trace(cap.tokens[None].expand(batch, -1)):
+        with self.frozen(), self.nn.trace(cap.tokens[None, :T].expand(batch, -1)):
             _get(self.nn, a.embed).output = embed_leaf
             for layer, tc, leaf in zip(layers, self.transcoders, write_leaves):
                 for name in a.norms:

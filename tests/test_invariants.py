@@ -188,3 +188,17 @@ def test_half_precision_graph_is_close_to_float32(dtype, tmp_path):
     from_errors = np.array([s.startswith("e:") for s, _ in common])
     assert diff[~from_errors].max() < 0.05 and diff[from_errors].max() < 0.25
     assert diff.quantile(0.99) < 0.02
+
+
+def test_prefix_traces_give_the_same_graph(monkeypatch):
+    """Long prompts run feature rows on prefix traces (attention is causal): forcing them on a
+    short prompt gives the same edges as the full trace."""
+    from attribution_nb import attribution
+    model = tiny_model("llama", seed=3, d_features=128, skip=True)
+    full = anb.attribute(model, PROMPT, progress=False, batch_size=8, max_feature_nodes=None)
+    monkeypatch.setattr(attribution, "PREFIX_MIN_TOKENS", 1)
+    prefixed = anb.attribute(model, PROMPT, progress=False, batch_size=8, max_feature_nodes=None)
+    a, b = full.sparse_adjacency, prefixed.sparse_adjacency
+    assert a.nnz == b.nnz and (a.indices == b.indices).all() and (a.indptr == b.indptr).all()
+    np.testing.assert_allclose(b.data, a.data, rtol=1e-4, atol=1e-6 * float(np.abs(a.data).max()))
+    assert prefixed.info["replacement_logits_max_abs_diff"] < 1e-4
