@@ -60,7 +60,7 @@ def _logit_targets(model: ReplacementModel, logits: torch.Tensor, targets, max_n
 
 
 #: prompts at least this long run feature rows on prefix traces (eight prefix lengths)
-PREFIX_MIN_TOKENS = 32
+PREFIX_MIN_TOKENS = 64
 
 
 class _Rows:
