@@ -69,9 +69,9 @@ def draw_data(graph: AttributionGraph, node_threshold: float, edge_threshold: fl
     ys = layer.astype(np.float64)
     ids = nodes["node_id"].to_numpy().astype(object)
     labels = nodes["label"].fillna("").to_numpy().astype(object)
-    pos_of = {int(i): j for j, i in enumerate(keep)}
-    src = np.array([pos_of[int(c)] for c in cols], dtype=np.int64)
-    tgt = np.array([pos_of[int(r)] for r in rows], dtype=np.int64)
+    drawn_index = np.full(len(node_mask), -1, dtype=np.int64)
+    drawn_index[keep] = np.arange(len(keep))
+    src, tgt = drawn_index[cols], drawn_index[rows]
 
     if collapse and graph.supernodes:
         group = np.arange(len(ids))
