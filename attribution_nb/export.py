@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from .graph import AttributionGraph
+from .graph import AttributionGraph, entry_rows
 
 FEATURE_TYPES = {"feature": "cross layer transcoder", "error": "mlp reconstruction error", "token": "embedding",
                  "logit": "logit"}
@@ -59,7 +59,7 @@ def graph_json(graph: AttributionGraph, *, slug: str | None = None, scan: str | 
         ids.append(node["node_id"])
         nodes.append(node)
     m = g.sparse_adjacency
-    targets = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    targets = entry_rows(m)
     links = [{"source": ids[s], "target": ids[t], "weight": float(w)} for s, t, w in zip(m.indices, targets, m.data)]
     index = dict(zip(g.nodes.node_id, ids))
     supernodes = [[name, *[index[i] for i in members if i in index]] for name, members in g.supernodes.items()]

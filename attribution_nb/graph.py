@@ -59,8 +59,9 @@ def _work_dtype(m: sp.csr_array):
     return np.float64 if m.dtype == np.float64 or m.nnz <= (1 << 25) else np.float32
 
 
-def _entry_rows(m: sp.csr_array, start: int, stop: int) -> np.ndarray:
-    """Row of each stored entry of rows ``start:stop`` (one small block at a time)."""
+def entry_rows(m: sp.csr_array, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Row (target) of each stored entry of rows ``start:stop`` (default: all of them)."""
+    stop = m.shape[0] if stop is None else stop
     return np.repeat(np.arange(start, stop, dtype=np.int32), np.diff(m.indptr[start:stop + 1]))
 
 
@@ -191,7 +192,7 @@ def edge_scores(adjacency, influence, logit_weights) -> np.ndarray:
     dtype = _work_dtype(m)
     scores = np.empty(m.nnz, dtype=dtype)
     for start, stop, a, b in _row_blocks(m):
-        scores[a:b] = np.abs(m.data[a:b]).astype(dtype) * factor[_entry_rows(m, start, stop)].astype(dtype)
+        scores[a:b] = np.abs(m.data[a:b]).astype(dtype) * factor[entry_rows(m, start, stop)].astype(dtype)
     return scores
 
 
@@ -374,7 +375,7 @@ class AttributionGraph:
         """One row per non-zero edge: ``source``, ``target``, ``weight`` (signed direct effect)."""
         if self._edges is None:
             m = self.sparse_adjacency
-            tgt = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+            tgt = entry_rows(m)
             ids = self.nodes["node_id"].to_numpy()
             self._edges = pd.DataFrame({"source": ids[m.indices], "target": ids[tgt],
                                         "weight": m.data.astype(np.float64)})

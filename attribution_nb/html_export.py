@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from .graph import AttributionGraph, edge_scores, mass_before
+from .graph import AttributionGraph, edge_scores, entry_rows, mass_before
 
 _JS = r"""
 (function () {
@@ -182,7 +182,7 @@ def page_data(graph: AttributionGraph, max_node_threshold: float = 0.95, max_edg
     embedded = always | (node_mb < max_node_threshold)
     m = graph.sparse_adjacency
     edge_mb = mass_before(edge_scores(m, influence, graph.logit_weights))
-    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    rows = entry_rows(m)
     keep_e = (edge_mb < max_edge_threshold) & embedded[rows] & embedded[m.indices]
     new_index = np.full(len(kinds), -1)
     new_index[embedded] = np.arange(int(embedded.sum()))

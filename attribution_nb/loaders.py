@@ -51,10 +51,12 @@ def _check_2d(path, name: str, t: torch.Tensor) -> None:
         raise _fail(path, f"{name} must be 2-D, got shape {tuple(t.shape)}")
 
 
-def _from_parts(path, W_enc, b_enc, W_dec, b_dec, threshold=None, W_skip=None, activation=None, k=None):
+def _from_parts(path, W_enc, b_enc, W_dec, b_dec, threshold=None, W_skip=None, activation=None, k=None,
+                W_dec_later=None):
     activation = activation or ("jumprelu" if threshold is not None else "relu")
     try:
-        return Transcoder(W_enc, b_enc, W_dec, b_dec, activation, threshold=threshold, k=k, W_skip=W_skip)
+        return Transcoder(W_enc, b_enc, W_dec, b_dec, activation, threshold=threshold, k=k, W_skip=W_skip,
+                          W_dec_later=W_dec_later)
     except (ValueError, TypeError) as err:
         raise _fail(path, str(err)) from None
 
@@ -154,11 +156,7 @@ def load_circuit_tracer_clt(folder) -> list[Transcoder]:
             raise _fail(dec_path, f"W_dec_{i} has shape {tuple(W_dec.shape)}, expected ({F}, {n - i}, {d}): "
                                   f"[features, layers {i}..{n - 1}, d_model]")
         out.append(_from_parts(enc_path, W_enc.T, enc[f"b_enc_{i}"], W_dec[:, 0], enc[f"b_dec_{i}"],
-                               enc.get(f"threshold_{i}")))
-        if n - i > 1:   # rebuild with the later decoders (the checks above ran on the per-layer part)
-            tc = out[-1]
-            out[-1] = Transcoder(tc.W_enc, tc.b_enc, tc.W_dec, tc.b_dec, tc.activation,
-                                 threshold=tc.threshold, W_dec_later=W_dec[:, 1:])
+                               enc.get(f"threshold_{i}"), W_dec_later=W_dec[:, 1:] if n - i > 1 else None))
     return out
 
 
@@ -237,6 +235,21 @@ def _read_config_yaml(path: str) -> dict:
     return out
 
 
+def _load_config_yaml_set(source: str, download) -> list[Transcoder]:
+    """The per-layer transcoders a circuit-tracer ``config.yaml`` (or its folder) lists."""
+    if os.path.isdir(source) and os.path.isfile(os.path.join(source, "config.yaml")):
+        source = os.path.join(source, "config.yaml")
+    if not (os.path.isfile(source) and source.endswith((".yaml", ".yml"))):
+        raise ValueError(f"{source!r} is not a preset ({sorted(PRESETS)}), a TranscoderSet folder (index.json), "
+                         f"a circuit-tracer config.yaml, or a list of per-layer files")
+    cfg = _read_config_yaml(source)
+    if not cfg["transcoders"]:
+        raise _fail(source, "no 'transcoders:' list of per-layer paths")
+    base = os.path.dirname(source)
+    return [load_transcoder(_hf_path(p, download) if p.startswith("hf://") else os.path.join(base, p))
+            for p in cfg["transcoders"]]
+
+
 def load_transcoders(source, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                      download=None) -> TranscoderSet:
     """A :class:`TranscoderSet` from a folder, a list of per-layer paths, a circuit-tracer
@@ -258,18 +271,8 @@ def load_transcoders(source, *, device: str | torch.device = "cpu", dtype: torch
             return TranscoderSet.load(source, device=device, dtype=dtype)
         if os.path.isdir(source) and os.path.isfile(os.path.join(source, "W_enc_0.safetensors")):
             tcs = load_circuit_tracer_clt(source)
-            return TranscoderSet([tc.to(device=device, dtype=dtype) if dtype is not None else tc.to(device) for tc in tcs])
-        if os.path.isdir(source) and os.path.isfile(os.path.join(source, "config.yaml")):
-            source = os.path.join(source, "config.yaml")
-        if not (os.path.isfile(source) and source.endswith((".yaml", ".yml"))):
-            raise ValueError(f"{source!r} is not a preset ({sorted(PRESETS)}), a TranscoderSet folder (index.json), "
-                             f"a circuit-tracer config.yaml, or a list of per-layer files")
-        cfg = _read_config_yaml(source)
-        if not cfg["transcoders"]:
-            raise _fail(source, "no 'transcoders:' list of per-layer paths")
-        base = os.path.dirname(source)
-        paths = [_hf_path(p, download) if p.startswith("hf://") else os.path.join(base, p) for p in cfg["transcoders"]]
-        tcs = [load_transcoder(p) for p in paths]
+        else:
+            tcs = _load_config_yaml_set(source, download)
     d = {tc.d_model for tc in tcs}
     if len(d) != 1:
         raise ValueError(f"the transcoders disagree on d_model: {sorted(d)}")

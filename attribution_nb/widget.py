@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from .graph import AttributionGraph
+from .graph import AttributionGraph, entry_rows
 
 KIND_STYLE = {   # colour, marker symbol
     "feature": ("#4c78a8", "circle"),
@@ -57,7 +57,7 @@ def draw_data(graph: AttributionGraph, node_threshold: float, edge_threshold: fl
     keep = np.flatnonzero(node_mask)
     nodes = graph.nodes.iloc[keep]
     m = graph.sparse_adjacency
-    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))[edge_mask]
+    rows = entry_rows(m)[edge_mask]
     cols = m.indices[edge_mask]
     weights = m.data[edge_mask].astype(np.float64)
     influence = nodes["influence"].to_numpy(dtype=np.float64)
