@@ -6,21 +6,21 @@ attribution (see ``attribution.py``):
 
 * ``capture(tokens)`` runs the model once and returns every MLP's true input and output,
   so that ``error = true MLP output − transcoder reconstruction`` can be held fixed.
-* ``frozen()`` is a context manager inside which attention patterns and norm scales keep
-  their forward values but pass no gradient, so the residual stream becomes linear in
+* ``linear_trace(...)`` traces the model with attention patterns and norm scales keeping
+  their forward values but passing no gradient, so the residual stream becomes linear in
   its sources (token embeddings, feature decoder outputs, error nodes).  Attention is
-  frozen by detaching queries and keys (the pattern is a function of them only), norms by
-  a value-preserving rewrite ``y.detach() + lin(x) − lin(x).detach()`` whose gradient is
-  that of ``x ↦ (x − mean) · w / frozen_scale``.
+  frozen by detaching the query and key projections' outputs (the pattern is a function
+  of them only; this works with any attention kernel and needs no change to the model,
+  so it runs on a remote server too), norms by a value-preserving rewrite
+  ``y.detach() + lin(x) − lin(x).detach()`` whose gradient is that of
+  ``x ↦ (x − mean) · w / frozen_scale``.
 
 Adding an architecture means adding one ``Adapter`` (a few strings) to ``ADAPTERS``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -38,6 +38,10 @@ class Adapter:
     whose *output* the transcoder replaces (for Llama both are the MLP itself).  ``norms`` are the
     per-layer norms, in execution order, whose scales are frozen; ``norm_kind`` says how they
     compute: ``"rms"`` (x·w/rms), ``"rms_plus_one"`` (Gemma: x·(1+w)/rms), ``"layernorm"``.
+    ``queries_keys`` are the modules (relative to a layer) whose outputs are the attention's
+    queries and keys, detached to freeze the pattern; with ``qk_fused`` one module outputs
+    queries, keys and values side by side and its first two thirds are detached.  They run
+    between the first norm of ``norms`` and the second.
     """
 
     family: str
@@ -51,6 +55,8 @@ class Adapter:
     norm_kind: str = "rms"
     logit_softcap: str | None = None     # config attribute of a final tanh soft-cap on the logits
     mlp_in_normalized: bool = False      # the transcoder reads x/rms of norm ``mlp_in``'s input (no weight)
+    queries_keys: tuple[str, ...] = ("self_attn.q_proj", "self_attn.k_proj")
+    qk_fused: bool = False
 
 
 #: Gemma-2: norms before and after attention and MLP; logits soft-capped.  As in GemmaScope
@@ -67,13 +73,13 @@ LLAMA = Adapter("llama")
 #: (nothing to adapt: only module inputs and outputs are read), learned positions: a token
 #: node writes its token embedding plus its position embedding, read after their sum.
 GPT2 = Adapter("gpt2", layers="transformer.h", norms=("ln_1", "ln_2"), embed="transformer.drop",
-               final_norm="transformer.ln_f", norm_kind="layernorm")
+               final_norm="transformer.ln_f", norm_kind="layernorm", queries_keys=("attn.c_attn",), qk_fused=True)
 
 ADAPTERS: dict[str, Adapter] = {
     "llama": LLAMA,
     "mistral": LLAMA,
     "qwen2": LLAMA,
-    "qwen3": LLAMA,  # q/k norms act on queries and keys, which are detached anyway
+    "qwen3": LLAMA,  # q/k norms act on the projections' outputs, which are detached
     "gemma2": GEMMA2,
     "gpt2": GPT2,
 }
@@ -93,32 +99,7 @@ def _get(obj, path: str):
     return obj
 
 
-# -- freezing attention patterns and norm scales ----------------------------------------
-_FROZEN_PREFIX = "anb_frozen_"
-
-
-def _frozen_attention_name(base: str) -> str:
-    """Register (once) an attention function that detaches queries and keys, then calls ``base``."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    name = _FROZEN_PREFIX + base
-    if name in ALL_ATTENTION_FUNCTIONS:
-        return name
-
-    def frozen_attention(module, query, key, value, attention_mask, **kwargs):
-        if base == "eager":
-            impl = sys.modules[type(module).__module__].eager_attention_forward
-        else:
-            impl = ALL_ATTENTION_FUNCTIONS[base]
-        return impl(module, query.detach(), key.detach(), value, attention_mask, **kwargs)
-
-    AttentionInterface.register(name, frozen_attention)
-    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
-    return name
-
-
+# -- freezing norm scales ---------------------------------------------------------------
 def rms_normalize(x: torch.Tensor, module, frozen: bool = False) -> torch.Tensor:
     """``x / rms(x)`` with the norm module's epsilon (its weight left out); ``frozen``: the
     scale passes no gradient."""
@@ -173,6 +154,57 @@ class LinearTrace:
     @property
     def leaves(self) -> list[torch.Tensor]:
         return [self.embed_leaf, *self.write_leaves]
+
+def linear_trace(envoy, adapter: Adapter, skips: list, cap: Capture, batch: int,
+                 length: int | None = None) -> LinearTrace:
+    """Trace ``batch`` copies of the prompt's first ``length`` tokens through the frozen local
+    replacement model, as one autograd graph.
+
+    The token embeddings become one leaf tensor and each MLP output another (features'
+    decoder outputs + b_dec + error, held constant) plus the transcoder's skip term
+    ``x @ skips[l]``; attention patterns (detached queries and keys) and norm scales are
+    frozen.  Gradients at the leaves, dotted with what a source writes there, are that
+    source's direct effects.
+
+    It reads nothing but ``envoy`` (an nnsight model), the adapter, the skip matrices and
+    the capture, so it runs unchanged inside a remote nnsight session.
+    """
+    layers = _get(envoy, adapter.layers)
+    T, d = cap.embed.shape
+    T = T if length is None else int(length)
+    embed_leaf = cap.embed[None, :T].expand(batch, T, d).clone().requires_grad_(True)
+    write_leaves = []
+    for l, W_skip in enumerate(skips):
+        write = cap.mlp_out[l, :T] if W_skip is None else cap.mlp_out[l, :T] - cap.mlp_in[l, :T] @ W_skip
+        write_leaves.append(write[None].expand(batch, T, d).clone().requires_grad_(True))
+    mlp_in = []
+    with envoy.trace(cap.tokens[None, :T].expand(batch, -1)):
+        _get(envoy, adapter.embed).output = embed_leaf
+        for layer, W_skip, leaf in zip(layers, skips, write_leaves):
+            for i, name in enumerate(adapter.norms):
+                norm = _get(layer, name)
+                inp = norm.input
+                if adapter.mlp_in_normalized and name == adapter.mlp_in:
+                    x = rms_normalize(inp, norm._module, frozen=True)
+                norm.output = frozen_norm(inp, norm.output, norm._module, adapter.norm_kind)
+                if i == 0:                       # the attention runs after the first norm
+                    for qk_name in adapter.queries_keys:
+                        qk = _get(layer, qk_name)
+                        out = qk.output
+                        if adapter.qk_fused:     # [queries | keys | values]
+                            split = 2 * (out.shape[-1] // 3)
+                            qk.output = torch.cat([out[..., :split].detach(), out[..., split:]], -1)
+                        else:
+                            qk.output = out.detach()
+            if not adapter.mlp_in_normalized:
+                x = _get(layer, adapter.mlp_in).input
+            mlp_in.append(x.save())
+            _get(layer, adapter.mlp_out).output = leaf if W_skip is None else leaf + x @ W_skip
+        final = _get(envoy, adapter.final_norm)
+        final.output = frozen_norm(final.input, final.output, final._module, adapter.norm_kind)
+        unembed_in = _get(envoy, adapter.unembed).input.save()
+        logits = _get(envoy, adapter.unembed).output.save()
+    return LinearTrace(embed_leaf, write_leaves, mlp_in, unembed_in, logits)
 
 
 class ReplacementModel:
@@ -303,20 +335,6 @@ class ReplacementModel:
         layers = _get(self.nn, a.layers)
         return a, layers
 
-    @contextlib.contextmanager
-    def frozen(self):
-        """Inside: attention patterns pass no gradient (norms are frozen inside traces)."""
-        config = self.hf_model.config
-        base = config._attn_implementation or "eager"
-        if base.startswith(_FROZEN_PREFIX):
-            yield
-            return
-        config._attn_implementation = _frozen_attention_name(base)
-        try:
-            yield
-        finally:
-            config._attn_implementation = base
-
     def capture(self, tokens: torch.Tensor) -> Capture:
         """One clean forward pass recording MLP inputs and outputs and the transcoders' view of them."""
         a, layers = self._envoys()
@@ -357,42 +375,12 @@ class ReplacementModel:
     def linear_trace(self, cap: Capture, batch: int, length: int | None = None) -> "LinearTrace":
         """Trace ``batch`` copies of the prompt (or of its first ``length`` tokens: attention is
         causal, so a prefix's trace is exact for targets inside it) through the frozen local
-        replacement model.
+        replacement model (see :func:`linear_trace`)."""
+        return linear_trace(self.nn, self.adapter, self.skip_weights(), cap, batch, length)
 
-        The token embeddings become one leaf tensor and each MLP output another (features'
-        decoder outputs + b_dec + error, held constant) plus the transcoder's skip term;
-        attention and norms are frozen. Gradients at the leaves, dotted with what a source
-        writes there, are that source's direct effects.
-        """
-        a, layers = self._envoys()
-        T, d = cap.embed.shape
-        T = T if length is None else int(length)
-        embed_leaf = cap.embed[None, :T].expand(batch, T, d).clone().requires_grad_(True)
-        write_leaves = []
-        for l, tc in enumerate(self.transcoders):
-            skip = tc.skip(cap.mlp_in[l, :T])
-            write = cap.mlp_out[l, :T] if skip is None else cap.mlp_out[l, :T] - skip
-            write_leaves.append(write[None].expand(batch, T, d).clone().requires_grad_(True))
-        mlp_in = []
-        with self.frozen(), self.nn.trace(cap.tokens[None, :T].expand(batch, -1)):
-            _get(self.nn, a.embed).output = embed_leaf
-            for layer, tc, leaf in zip(layers, self.transcoders, write_leaves):
-                for name in a.norms:
-                    norm = _get(layer, name)
-                    inp = norm.input
-                    if a.mlp_in_normalized and name == a.mlp_in:
-                        x = rms_normalize(inp, norm._module, frozen=True)
-                    norm.output = frozen_norm(inp, norm.output, norm._module, a.norm_kind)
-                if not a.mlp_in_normalized:
-                    x = _get(layer, a.mlp_in).input
-                mlp_in.append(x.save())
-                skip = tc.skip(x)
-                _get(layer, a.mlp_out).output = leaf if skip is None else leaf + skip
-            final = _get(self.nn, a.final_norm)
-            final.output = frozen_norm(final.input, final.output, final._module, a.norm_kind)
-            unembed_in = _get(self.nn, a.unembed).input.save()
-            logits = _get(self.nn, a.unembed).output.save()
-        return LinearTrace(embed_leaf, write_leaves, mlp_in, unembed_in, logits)
+    def skip_weights(self) -> list[torch.Tensor | None]:
+        """Each layer's skip matrix ``W_skip`` [d, d] (None where its transcoder has none)."""
+        return [None if tc.W_skip is None else tc.W_skip.detach() for tc in self.transcoders]
 
     # -- plain runs and interventions ---------------------------------------------
     def logits(self, prompt) -> torch.Tensor:
