@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .graph import AttributionGraph, normalize_rows
-from .model import ReplacementModel
+from .model import Capture, ReplacementModel, linear_trace
 
 
 def _logit_targets(model: ReplacementModel, logits: torch.Tensor, targets, max_n_logits: int,
@@ -73,12 +73,14 @@ class _Rows:
     """
 
     def __init__(self, model: ReplacementModel, cap, feat_layer, feat_pos, feat_idx, feat_act, batch: int):
-        self.cap = cap
         L, T, d = cap.mlp_in.shape
         self.L, self.T = L, T
-        self.model, self.batch = model, batch
-        self.trace = model.linear_trace(cap, batch)
-        self.length = T
+        self.batch = batch
+        # what the linear trace needs, and nothing more (a remote request carries this object)
+        self.envoy, self.adapter, self.skips = model.nn, model.adapter, model.skip_weights()
+        self.cap = Capture(tokens=cap.tokens, embed=cap.embed, mlp_in=cap.mlp_in, mlp_out=cap.mlp_out,
+                           logits=None, unembed_in=None, errors=cap.errors)
+        self.trace, self.length = None, None     # traced on first use (on the server, for a remote model)
         # prefix lengths a batch may run on: a target at position p only needs positions ≤ p
         self.buckets = sorted({math.ceil(T * k / 8) for k in range(1, 9)}) if T >= PREFIX_MIN_TOKENS else [T]
         self.layer_slices, self.decoder_out, self.pos_bounds, self.decoder_later = [], [], [], []
@@ -101,11 +103,40 @@ class _Rows:
         self.src_layer = torch.cat([feat_layer, torch.arange(L).repeat_interleave(T), torch.full((T,), -1)])
         self.src_pos = torch.cat([feat_pos, torch.arange(T).repeat(L), torch.arange(T)])
 
+    def _move_to_model(self) -> None:
+        """Put the products' operands where the model is (a remote server's GPU, say)."""
+        device = next(self.envoy._module.parameters()).device
+        if self.cap.embed.device == device:
+            return
+        to = lambda x: None if x is None else x.to(device)
+        self.cap = Capture(tokens=to(self.cap.tokens), embed=to(self.cap.embed), mlp_in=to(self.cap.mlp_in),
+                           mlp_out=to(self.cap.mlp_out), logits=None, unembed_in=None, errors=to(self.cap.errors))
+        self.skips = [to(w) for w in self.skips]
+        self.decoder_out = [to(x) for x in self.decoder_out]
+        self.decoder_later = [to(x) for x in self.decoder_later]
+
+    def retrace(self, length: int) -> None:
+        """The frozen model on the prompt's first ``length`` tokens, ``batch`` copies."""
+        self.trace = linear_trace(self.envoy, self.adapter, self.skips, self.cap, self.batch, length)
+        self.length = length
+
+    def run(self, batches) -> tuple[list, torch.Tensor | None]:
+        """Every batch's rows (see ``__call__``) and, if the full-length trace was used, the
+        replacement model's last-position logits.  A remote model runs this inside one
+        nnsight session on the server, so only the sparse rows travel back."""
+        self._move_to_model()
+        pieces, last_logits = [], None
+        for layers, positions, vectors in batches:
+            pieces.append(self(layers, positions, vectors))
+            if self.length == self.T and last_logits is None:
+                last_logits = self.trace.logits[0, -1].detach().cpu()
+        return pieces, last_logits
+
     @torch.no_grad()
     def _edges_from_grads(self, grads, layers, positions) -> torch.Tensor:
         n = len(layers)
         g_embed, g_writes = grads[0], grads[1:]
-        out = torch.zeros(n, self.n_sources, dtype=torch.float32)
+        out = torch.zeros(n, self.n_sources, dtype=torch.float32)      # on the CPU
         top_layer, top_pos = int(layers.max()), int(positions.max())
         errors = self.cap.errors
         for l in range(min(top_layer, self.L)):
@@ -144,14 +175,13 @@ class _Rows:
         need = int(positions.max()) + 1
         length = next(b for b in self.buckets if b >= need)
         if length != self.length:               # a shorter (or the full) prefix: cheaper backward passes
-            self.trace = self.model.linear_trace(self.cap, self.batch, length)
-            self.length = length
+            self.retrace(length)
         batch_idx = torch.arange(n)
         loss = 0.0
         for layer in layers.unique().tolist():
             sel = layers == layer
             x = self.trace.unembed_in if layer == self.L else self.trace.mlp_in[layer]
-            loss = loss + (x[batch_idx[sel], positions[sel]] * vectors[sel].to(x.dtype)).sum()
+            loss = loss + (x[batch_idx[sel], positions[sel]] * vectors[sel].to(x.device, x.dtype)).sum()
         grads = torch.autograd.grad(loss, self.trace.leaves, retain_graph=True, allow_unused=True)
         out = self._edges_from_grads(grads, layers, positions)
         mask = (self.src_layer[None] < layers[:, None]) & (self.src_pos[None] <= positions[:, None]) & (out != 0)
@@ -250,21 +280,46 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
 
     t1 = time.perf_counter()
     rows = _Rows(model, cap, feat_layer, feat_pos, feat_idx, feat_act, batch)
+    store = _RowStore()
+    replacement_logits = []
+
+    def run(keys, layers, positions, vectors) -> None:
+        """Rows for these targets, ``batch`` at a time: here one backward pass after another,
+        or, for a remote model, all of them in one request."""
+        jobs = [(keys[s:s + batch], (layers[s:s + batch], positions[s:s + batch], vectors[s:s + batch]))
+                for s in range(0, len(keys), batch)]
+        if model.remote:
+            import nnsight
+            todo = [job for _, job in jobs]
+            with model.session():
+                result = nnsight.save(rows.run(todo))
+            pieces, last = result
+            rows.trace = rows.length = None     # (nnsight's local simulation runs on this very object)
+            replacement_logits.append(last)
+        else:
+            pieces = []
+            for _, job in jobs:
+                piece, last = rows.run([job])
+                pieces += piece
+                replacement_logits.append(last)
+                bar.update(len(job[0]))
+        for (k, _), piece in zip(jobs, pieces):
+            store.add(k, piece)
+        if model.remote:
+            bar.update(len(keys))
+
+    if not model.remote:      # (a remote model traces on the server, inside each request)
+        rows.retrace(T)
     timings["linear_trace"] = time.perf_counter() - t1
 
     # logit rows: demeaned unembedding directions at the last position
     t2 = time.perf_counter()
-    store = _RowStore()
-    W_U = model.unembed_weight
-    logit_vecs = W_U[target_ids] - W_U.mean(0, keepdim=True)
     n_logits = len(target_ids)
-    for s in range(0, n_logits, batch):
-        e = min(s + batch, n_logits)
-        store.add([("logit", i) for i in range(s, e)],
-                  rows(torch.full((e - s,), L), torch.full((e - s,), T - 1), logit_vecs[s:e]))
-        bar.update(e - s)
+    run([("logit", i) for i in range(n_logits)], torch.full((n_logits,), L), torch.full((n_logits,), T - 1),
+        model.demeaned_unembedding(target_ids))
     timings["logit_rows"] = time.perf_counter() - t2
-    replacement_diff = float((model.softcap(rows.trace.logits[0, -1].detach()) - cap.logits[-1]).abs().max())
+    last = next(x for x in replacement_logits if x is not None)
+    replacement_diff = float((model.softcap(last.to(cap.logits.device)) - cap.logits[-1]).abs().max())
 
     # feature rows, most influential first when only some are kept
     t3 = time.perf_counter()
@@ -279,21 +334,23 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
     bucket_of = np.searchsorted(np.array(rows.buckets), feat_pos.numpy() + 1)
     sweep = np.lexsort((feat_pos.numpy(), feat_layer.numpy(), bucket_of))
     while len(visited) < n_keep:
-        n_next = min(batch, n_keep - len(visited))
         if n_keep == n_active:
-            chosen = sweep[len(visited):len(visited) + n_next]
+            chosen = sweep[len(visited):]
         else:
-            # re-estimate influences while few rows are known, then each time they grow by a quarter
+            # re-estimate influences while few rows are known, then each time they grow by a
+            # quarter; in between the ranking stands, so the rows up to the next refresh are
+            # chosen (and, remotely, computed) together
             if len(visited) < 4 * batch or len(visited) >= 1.25 * refreshed:
                 score = _feature_influence(store, probs, visited, n_active, rows.n_sources)
                 refreshed = len(visited)
             score[visited] = -1.0
-            chosen = np.argsort(-score, kind="stable")[:n_next]
+            n_round = batch if len(visited) < 4 * batch else \
+                batch * math.ceil((1.25 * refreshed - len(visited)) / batch)
+            chosen = np.argsort(-score, kind="stable")[:min(n_round, n_keep - len(visited))]
         c = torch.from_numpy(chosen)
         enc = torch.stack([model.transcoders[int(l)].W_enc[:, int(f)] for l, f in zip(feat_layer[c], feat_idx[c])])
-        store.add(chosen.tolist(), rows(feat_layer[c], feat_pos[c], enc))
+        run(chosen.tolist(), feat_layer[c], feat_pos[c], enc)
         visited = np.concatenate([visited, chosen])
-        bar.update(n_next)
     bar.close()
     timings["feature_rows"] = time.perf_counter() - t3
 

@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from nnsight import NNsight
+from nnsight import Envoy, NNsight
 
 from .transcoders import Transcoder, TranscoderSet
 
@@ -207,33 +207,56 @@ def linear_trace(envoy, adapter: Adapter, skips: list, cap: Capture, batch: int,
     return LinearTrace(embed_leaf, write_leaves, mlp_in, unembed_in, logits)
 
 
+def ship_code() -> None:
+    """Have nnsight send this package's code with remote requests (by value: a server runs
+    the functions a trace calls, and has numpy, torch and nnsight but not attribution_nb)."""
+    import nnsight
+    nnsight.register(__name__.rpartition(".")[0])
+
+
 class ReplacementModel:
     """A causal LM with one transcoder per layer, traced with nnsight.
 
     Args:
-        hf_model: a Hugging Face ``*ForCausalLM`` (Llama, Mistral, Qwen2, Qwen3 families).
+        hf_model: a Hugging Face ``*ForCausalLM`` (Llama, Mistral, Qwen2, Qwen3, Gemma-2,
+            GPT-2 families), or an nnsight ``TransformersModel`` wrapping one (for remote
+            runs its weights may stay on the meta device: only the server holds them).
         tokenizer: its tokenizer; prompts are encoded with special tokens (BOS) as it adds them.
         transcoders: one :class:`Transcoder` per layer (a list or a :class:`TranscoderSet`).
         adapter: where the parts are; found from ``hf_model.config.model_type`` when omitted.
         name: a short name shown in graphs.
+        remote: nnsight's remote execution for :func:`~attribution_nb.attribute` and
+            :meth:`logits`: ``True`` runs the model's traces on NDIF (``nnsight.CONFIG`` holds the
+            API key), a URL another server, ``"local"`` nnsight's local simulation (the request
+            is serialized and run here exactly as a server would).  The transcoders stay here.
     """
 
     def __init__(self, hf_model, tokenizer, transcoders, *, adapter: Adapter | None = None,
-                 name: str | None = None, feature_labels: dict | None = None):
-        self.adapter = adapter or adapter_for(hf_model)
-        hf_model.eval()
-        for p in hf_model.parameters():
-            p.requires_grad_(False)
-        self.hf_model = hf_model
+                 name: str | None = None, feature_labels: dict | None = None, remote: bool | str = False):
+        if not (remote is False or remote is True or isinstance(remote, str)):
+            raise ValueError(f"remote must be False, True, 'local' or a server URL, got {remote!r}")
+        if isinstance(hf_model, Envoy):
+            envoy, module = hf_model, hf_model._module
+        else:
+            envoy, module = None, hf_model
+        if remote and envoy is None:
+            from nnsight.modeling.transformers import TransformersModel
+            envoy = TransformersModel(module, tokenizer=tokenizer)
+        if remote and not hasattr(envoy, "_remote_backend"):
+            raise ValueError(f"remote={remote!r} needs a model nnsight can run remotely (a TransformersModel), "
+                             f"got {type(envoy).__name__}")
+        self.adapter = adapter or adapter_for(module)
+        module.eval()
+        self.remote = remote
         self.tokenizer = tokenizer
-        self.nn = NNsight(hf_model)
-        self.name = name or getattr(hf_model.config, "_name_or_path", "") or self.adapter.family
-        self.n_layers = len(_get(hf_model, self.adapter.layers))
-        self.d_model = _get(hf_model, self.adapter.unembed).weight.shape[1]
+        self.nn = envoy if envoy is not None else NNsight(module)
+        self._no_weight_grads()
+        self.name = name or getattr(module.config, "_name_or_path", "") or self.adapter.family
+        self.n_layers = len(_get(module, self.adapter.layers))
+        self.d_model = _get(module, self.adapter.unembed).weight.shape[1]
         tcs = list(transcoders)
         if len(tcs) != self.n_layers:
             raise ValueError(f"got {len(tcs)} transcoders for a model with {self.n_layers} layers; need one per layer")
-        param = next(hf_model.parameters())
         for i, tc in enumerate(tcs):
             if not isinstance(tc, Transcoder):
                 raise TypeError(f"transcoder {i} is a {type(tc).__name__}, expected attribution_nb.Transcoder")
@@ -242,19 +265,31 @@ class ReplacementModel:
             if tc.n_later > self.n_layers - i - 1:
                 raise ValueError(f"transcoder {i} writes to {tc.n_later} later layers, but the model has only "
                                  f"{self.n_layers - i - 1} layers after layer {i}")
-            tc.to(device=param.device, dtype=param.dtype)
+            tc.to(device=self.device, dtype=self.dtype)
         self.transcoders = TranscoderSet(tcs)
         self.feature_labels = feature_labels or {}      # (layer, feature) -> label
         self.feature_contexts: dict = {}                 # (layer, feature) -> [[text, activation], ...]
-        self.max_length = getattr(hf_model.config, "max_position_embeddings", None)
+        self.max_length = getattr(module.config, "max_position_embeddings", None)
 
     def __repr__(self) -> str:
         return (f"ReplacementModel({self.name!r}, family={self.adapter.family!r}, layers={self.n_layers}, "
                 f"d_model={self.d_model}, features/layer={[tc.d_features for tc in self.transcoders]})")
 
     @property
+    def hf_model(self):
+        """The Hugging Face model (nnsight's, which may swap in real weights on first use)."""
+        return self.nn._module
+
+    @property
+    def weights_here(self) -> bool:
+        """False when the weights live only on a remote server (meta tensors here)."""
+        return next(self.hf_model.parameters()).device.type != "meta"
+
+    @property
     def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
+        """Where this side's tensors live: the model's device (the CPU for a remote model)."""
+        d = next(self.hf_model.parameters()).device
+        return torch.device("cpu") if d.type == "meta" else d
 
     @property
     def dtype(self) -> torch.dtype:
@@ -262,7 +297,58 @@ class ReplacementModel:
 
     @property
     def unembed_weight(self) -> torch.Tensor:
+        self._need_weights("the unembedding")
         return _get(self.hf_model, self.adapter.unembed).weight
+
+    def _no_weight_grads(self) -> None:
+        """The weights take no gradients (again, after nnsight swapped in real weights)."""
+        module = self.hf_model
+        if getattr(self, "_frozen_module", None) is not module:
+            for p in module.parameters():
+                p.requires_grad_(False)
+            self._frozen_module = module
+
+    def _need_weights(self, what: str) -> None:
+        if not self.weights_here:
+            raise RuntimeError(f"{what} needs the model's weights, which are only on the remote server "
+                               "(meta tensors here); load the model locally for this")
+
+    def _local_only(self, what: str) -> None:
+        if self.remote:
+            raise NotImplementedError(f"{what} runs locally only, and this model has remote={self.remote!r}; "
+                                      "use a local model (remote=False) for interventions and generation")
+
+    def _trace(self, *inputs):
+        """``self.nn.trace`` on this model's remote setting."""
+        if not self.remote:
+            return self.nn.trace(*inputs)
+        ship_code()
+        return self.nn.trace(*inputs, remote=self.remote)
+
+    def session(self):
+        """An nnsight session on this model's remote setting (one request for all it holds)."""
+        if not self.remote:
+            return self.nn.session()
+        ship_code()
+        return self.nn.session(remote=self.remote)
+
+    def demeaned_unembedding(self, token_ids: list[int]) -> torch.Tensor:
+        """Rows of the unembedding minus its mean row, [n, d]: the direction each target's
+        demeaned logit reads from the final residual stream (fetched from the server when the
+        weights are only there)."""
+        if self.weights_here:
+            W_U = self.unembed_weight
+            return W_U[token_ids] - W_U.mean(0, keepdim=True)
+        return self._remote_demeaned_unembedding(token_ids)
+
+    def _remote_demeaned_unembedding(self, token_ids: list[int]) -> torch.Tensor:
+        import nnsight
+        ids = torch.as_tensor(token_ids, dtype=torch.long)
+        unembed = _get(self.nn, self.adapter.unembed)
+        with self.session():
+            W_U = unembed.weight
+            rows = nnsight.save((W_U[ids.to(W_U.device)] - W_U.mean(0, keepdim=True)).cpu())
+        return rows.to(self.device)
 
     @property
     def unembed_bias(self) -> torch.Tensor | None:
@@ -337,15 +423,19 @@ class ReplacementModel:
 
     def capture(self, tokens: torch.Tensor) -> Capture:
         """One clean forward pass recording MLP inputs and outputs and the transcoders' view of them."""
+        import nnsight
         a, layers = self._envoys()
-        ins, outs = [], []
-        with torch.no_grad(), self.nn.trace(tokens[None]):
-            embed = _get(self.nn, a.embed).output.save()
+        envoy = self.nn          # the block names no `self`: a remote request would carry it all
+        with torch.no_grad(), self._trace(tokens[None]):
+            # lists made and saved inside the block, so that a remote run sends them back too
+            ins, outs = nnsight.save([]), nnsight.save([])
+            embed = _get(envoy, a.embed).output.save()
             for layer in layers:
-                ins.append(_get(layer, a.mlp_in).input.save())
-                outs.append(_get(layer, a.mlp_out).output.save())
-            unembed_in = _get(self.nn, a.unembed).input.save()
-            logits = _get(self.nn, a.unembed).output.save()
+                ins.append(_get(layer, a.mlp_in).input)
+                outs.append(_get(layer, a.mlp_out).output)
+            unembed_in = _get(envoy, a.unembed).input.save()
+            logits = _get(envoy, a.unembed).output.save()
+        self._no_weight_grads()
         if a.mlp_in_normalized:
             hf_layers = _get(self.hf_model, a.layers)
             with torch.no_grad():
@@ -386,12 +476,18 @@ class ReplacementModel:
     def logits(self, prompt) -> torch.Tensor:
         """Next-token logits [V] of the unmodified model at the prompt's last position."""
         tokens = self.tokenize(prompt)
+        if self.remote:
+            unembed = _get(self.nn, self.adapter.unembed)
+            with torch.no_grad(), self._trace(tokens[None]):
+                logits = unembed.output[0, -1].cpu().save()
+            return self.softcap(logits)
         with torch.no_grad():
             return self.hf_model(tokens[None]).logits[0, -1]
 
     def intervened_logits(self, prompt, interventions, mode: str = "free") -> tuple[torch.Tensor, torch.Tensor]:
         """Last-position logits [V] before and after ``interventions`` (see :mod:`.interventions`)."""
         from .interventions import free_logits, frozen_logits, parse_interventions
+        self._local_only("intervened_logits")
         if mode not in ("free", "frozen"):
             raise ValueError(f"mode must be 'free' or 'frozen', got {mode!r}")
         tokens = self.tokenize(prompt)
@@ -456,6 +552,7 @@ class ReplacementModel:
         Greedy when ``temperature`` is 0. Returns ``{"before": text, "after": text}``.
         """
         from .interventions import _Op, free_logits, parse_interventions
+        self._local_only("generate")
         tokens = self.tokenize(prompt)
         ops = parse_interventions(self, interventions or {}, len(tokens))
         if not every_position:   # "every position" clamps stop at the prompt's end
@@ -481,7 +578,8 @@ class ReplacementModel:
 
 
 def load_model(name: str | None = None, *, transcoders=None, device: str = "cpu",
-               dtype: torch.dtype = torch.float32, gguf_file: str | None = None) -> ReplacementModel:
+               dtype: torch.dtype = torch.float32, gguf_file: str | None = None,
+               remote: bool | str = False) -> ReplacementModel:
     """Load a replacement model.
 
     * ``load_model()`` (or ``"demo"``): the embedded demo model, offline, on the CPU.
@@ -494,6 +592,9 @@ def load_model(name: str | None = None, *, transcoders=None, device: str = "cpu"
       ``"llama-3.2-1b"``, ``"qwen3-4b"``): the model and its published transcoders from the
       Hugging Face hub (network needed the first time; a GPU advised: ``device="cuda"``,
       ``dtype=torch.bfloat16``).
+    * ``remote=True`` (or a server URL, or ``"local"`` to simulate one): the model's weights are
+      not loaded here (nnsight builds it on the meta device); its traces run on NDIF, which
+      must host that model.  Transcoders are loaded here, on the CPU.
     """
     from .loaders import PRESETS, load_transcoders
     if name in (None, "demo"):
@@ -510,9 +611,17 @@ def load_model(name: str | None = None, *, transcoders=None, device: str = "cpu"
                          "a preset name or Transcoder objects)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
     extra = {"gguf_file": gguf_file} if gguf_file else {}
-    hf_model = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype, **extra).to(device)
     tokenizer = AutoTokenizer.from_pretrained(model_id, **extra)
+    if remote:
+        if device != "cpu":
+            raise ValueError(f"device={device!r} with remote={remote!r}: the server places the model; "
+                             "this side (the transcoders) stays on the CPU, so leave device='cpu'")
+        from nnsight.modeling.transformers import TransformersModel
+        hf_model = TransformersModel(model_id, task="text-generation", tokenizer=tokenizer, dtype=dtype, **extra)
+    else:
+        hf_model = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype, **extra).to(device)
     if isinstance(transcoders, (str, os.PathLike)) or (
             isinstance(transcoders, (list, tuple)) and transcoders and isinstance(transcoders[0], (str, os.PathLike))):
         transcoders = load_transcoders(transcoders, device=device, dtype=dtype)
-    return ReplacementModel(hf_model, tokenizer, transcoders, name=os.path.basename(os.path.normpath(name)))
+    return ReplacementModel(hf_model, tokenizer, transcoders, name=os.path.basename(os.path.normpath(name)),
+                            remote=remote)

@@ -1,0 +1,144 @@
+"""nnsight remote execution, through nnsight's own local simulation of a server.
+
+``remote="local"`` serializes every request exactly as for NDIF, deserializes it with this
+project's modules hidden (as on a server that has torch, numpy and nnsight but not
+attribution_nb), and runs it.  So these tests check that attribution's requests carry all
+the code they call, that they carry neither the model's weights nor the transcoders, and
+that the graph is the one a local run builds.  (No test reaches NDIF itself: no network.)
+"""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import attribution_nb as anb
+from attribution_nb.demo import tiny_model
+from conftest import PROMPT
+
+
+class _NotOnTheServer:
+    """An import hook: attribution_nb cannot be imported (it is installed here, not on NDIF)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "attribution_nb":
+            raise ModuleNotFoundError(f"No module named {name!r} (not on the simulated server)")
+        return None
+
+
+@pytest.fixture(autouse=True)
+def server_without_this_package(monkeypatch):
+    """nnsight's simulation hides this package's loaded modules while it deserializes a request;
+    also block re-importing it, so any code a request does not carry by value fails."""
+    from nnsight.intervention.backends.local import LocalSimulationBackend
+    hide, restore = LocalSimulationBackend._hide_local_modules, LocalSimulationBackend._restore
+    blocker = _NotOnTheServer()
+
+    def hide_and_block(self):
+        hidden = hide(self)
+        sys.meta_path.insert(0, blocker)
+        return hidden
+
+    def unblock_and_restore(self, hidden):
+        sys.meta_path.remove(blocker)
+        restore(self, hidden)
+
+    monkeypatch.setattr(LocalSimulationBackend, "_hide_local_modules", hide_and_block)
+    monkeypatch.setattr(LocalSimulationBackend, "_restore", unblock_and_restore)
+
+
+def _remote_copy(model, remote="local"):
+    return anb.ReplacementModel(model.hf_model, model.tokenizer, list(model.transcoders), remote=remote,
+                                name=model.name)
+
+
+@pytest.fixture
+def requests(monkeypatch):
+    """The size in bytes of every request nnsight serializes."""
+    from nnsight.schema.request import RequestModel
+    sizes = []
+    serialize = RequestModel.serialize
+
+    def spy(tracer, *args, **kwargs):
+        blob = serialize(tracer, *args, **kwargs)
+        sizes.append(len(blob))
+        return blob
+
+    monkeypatch.setattr(RequestModel, "serialize", spy)
+    return sizes
+
+
+def _assert_same_graph(local, remote):
+    assert list(local.nodes.node_id) == list(remote.nodes.node_id)
+    A, B = local.sparse_adjacency, remote.sparse_adjacency
+    assert A.nnz == B.nnz and (A.indptr == B.indptr).all() and (A.indices == B.indices).all()
+    np.testing.assert_array_equal(A.data, B.data)
+    np.testing.assert_array_equal(local.logits.probability, remote.logits.probability)
+
+
+@pytest.mark.parametrize("family,kind", [("llama", "skip"), ("gemma2", "clt"), ("gpt2", "")])
+@pytest.mark.parametrize("max_feature_nodes", [None, 60])
+def test_remote_graph_equals_local_graph(family, kind, max_feature_nodes, requests):
+    """All features (one request for all feature rows) and the greedy most-influential-first
+    order (a request per influence refresh) give the local graph, bit for bit."""
+    model = tiny_model(family, seed=3, d_features=128, skip=kind == "skip", cross_layer=kind == "clt")
+    local = anb.attribute(model, PROMPT, progress=False, batch_size=8, max_feature_nodes=max_feature_nodes)
+    assert requests == []
+    remote = anb.attribute(_remote_copy(model), PROMPT, progress=False, batch_size=8,
+                           max_feature_nodes=max_feature_nodes)
+    _assert_same_graph(local, remote)
+    assert remote.info["replacement_logits_max_abs_diff"] < 1e-4
+    # capture, logit rows, then feature rows: one request if all, several if greedy
+    assert len(requests) == 3 if max_feature_nodes is None else len(requests) > 3
+
+
+def test_requests_carry_neither_weights_nor_transcoders(requests):
+    """Many features, few of them active: each request holds the capture, the active
+    features' decoder rows and the targets, far less than the transcoders (or the model)."""
+    model = tiny_model("llama", seed=3, d_features=4096)
+    tc_bytes = sum(p.numel() * p.element_size() for tc in model.transcoders for p in tc.parameters())
+    model_bytes = sum(p.numel() * p.element_size() for p in model.hf_model.parameters())
+    graph = anb.attribute(_remote_copy(model), PROMPT, progress=False, max_feature_nodes=200)
+    n_active = graph.info["n_active_features"]
+    assert n_active < 0.5 * 4 * 4096
+    capture, *rows = requests
+    assert capture < 0.1 * model_bytes
+    # the active decoder rows in float32, plus small change
+    assert max(rows) < 1.5 * n_active * model.d_model * 4 + 200_000 < 0.5 * tc_bytes
+
+
+def test_meta_model_from_a_folder(tmp_path):
+    """``load_model(folder, remote=...)`` builds the model on the meta device (no weights
+    here); the simulated server loads them, and the graph is the local one."""
+    model = tiny_model("llama", seed=3, d_features=128, skip=True)
+    model.hf_model.save_pretrained(tmp_path)
+    model.tokenizer.save_pretrained(tmp_path)
+    model.transcoders.save(tmp_path / "tc")
+    remote = anb.load_model(str(tmp_path), transcoders=str(tmp_path / "tc"), remote="local")
+    assert not remote.weights_here and remote.device.type == "cpu"
+    assert remote.transcoders[0].W_enc.device.type == "cpu"
+    _assert_same_graph(anb.attribute(model, PROMPT, progress=False), anb.attribute(remote, PROMPT, progress=False))
+    with pytest.raises(ValueError, match="device='cuda' with remote='local'"):
+        anb.load_model(str(tmp_path), transcoders=str(tmp_path / "tc"), remote="local", device="cuda")
+
+
+def test_remote_logits_and_unembedding():
+    model = tiny_model("gemma2", seed=3, d_features=128)          # soft-capped logits
+    remote = _remote_copy(model)
+    torch.testing.assert_close(remote.logits(PROMPT), model.logits(PROMPT), rtol=1e-5, atol=1e-5)
+    # the server-side read used when the weights are not here
+    ids = [3, 7, 11]
+    W_U = model.unembed_weight
+    torch.testing.assert_close(remote._remote_demeaned_unembedding(ids), W_U[ids] - W_U.mean(0, keepdim=True))
+
+
+def test_remote_errors():
+    model = tiny_model("llama", seed=3, d_features=128)
+    remote = _remote_copy(model)
+    with pytest.raises(NotImplementedError, match="intervened_logits runs locally only"):
+        remote.intervene(PROMPT, {(0, 1, 0): 0.0})
+    with pytest.raises(NotImplementedError, match="generate runs locally only"):
+        remote.generate(PROMPT, max_new_tokens=2)
+    with pytest.raises(ValueError, match="remote must be False, True, 'local' or a server URL, got 1"):
+        _remote_copy(model, remote=1)
