@@ -100,8 +100,8 @@ def parse_interventions(model, interventions, n_positions: int) -> list[_Op]:
     return ops
 
 
-def write_deltas(model, layer: int, ops: list[_Op], x: torch.Tensor, out: torch.Tensor,
-                 error: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
+def write_deltas(transcoders, layer: int, ops: list[_Op], x: torch.Tensor, out: torch.Tensor,
+                 error: torch.Tensor | None = None, cross_layer: bool = False) -> dict[int, torch.Tensor]:
     """Changes [T, d] to MLP outputs caused by the operations on layer ``layer``, given its MLP
     input ``x`` [T, d] and output ``out``: ``{layer: Δ}``, plus ``{later layer: Δ}`` for a
     cross-layer transcoder, whose features also write to later layers.
@@ -109,9 +109,11 @@ def write_deltas(model, layer: int, ops: list[_Op], x: torch.Tensor, out: torch.
     Operations apply in order to a working copy of the activations (a later clamp of the same
     feature overrides an earlier one); the change is ``(new − old activations) @ W_dec``.
     ``error`` is the layer's error node (default ``out − reconstruction``, which is exact
-    only for per-layer transcoders).
+    only for per-layer transcoders; ``cross_layer`` says whether any transcoder of the set
+    writes to later layers).  ``transcoders`` maps layers to transcoders (a
+    :class:`TranscoderSet`, or a dict of the layers that matter).
     """
-    tc = model.transcoders[layer]
+    tc = transcoders[layer]
     acts = tc.encode(x)
     new = acts.clone()
     delta = torch.zeros_like(out)
@@ -122,7 +124,7 @@ def write_deltas(model, layer: int, ops: list[_Op], x: torch.Tensor, out: torch.
         pos = slice(None) if op.position is None else op.position
         if op.kind == "error":
             if error is None:
-                if any(t.n_later for t in model.transcoders):
+                if cross_layer:
                     raise ValueError(f"ablating error node(s) of layer {layer} in free mode is not supported with "
                                      "cross-layer transcoders (the error depends on earlier layers' features); "
                                      "use mode='frozen'")
@@ -149,43 +151,80 @@ def write_deltas(model, layer: int, ops: list[_Op], x: torch.Tensor, out: torch.
 @torch.no_grad()
 def free_logits(model, tokens: torch.Tensor, ops: list[_Op]) -> torch.Tensor:
     """Logits [T, V] of a normal forward pass with the interventions in place."""
+    import nnsight
+    from .model import _get, rms_normalize
     a = model.adapter
     layers_hit = sorted({op.layer for op in ops})
-    from .model import _get
-    layers = _get(model.nn, a.layers)
-    with model.nn.trace(tokens[None]):
+    # the block names only these (not ``model``): a remote request carries what it names
+    tcs = {l: model.transcoders[l] for l in layers_hit}
+    cross_layer = any(tc.n_later for tc in model.transcoders)
+    layers, unembed, n_layers = _get(model.nn, a.layers), _get(model.nn, a.unembed), model.n_layers
+    with model._trace(tokens[None]):
         pending = {}                    # cross-layer writes waiting for their layer
-        for l in range(layers_hit[0], model.n_layers) if layers_hit else []:
+        for l in range(layers_hit[0], n_layers) if layers_hit else []:
             if l not in layers_hit and l not in pending:
                 continue
-            x = model.transcoder_input(l, _get(layers[l], a.mlp_in).input) if l in layers_hit else None
+            if l in layers_hit:
+                mlp_in = _get(layers[l], a.mlp_in)
+                x = rms_normalize(mlp_in.input, mlp_in._module) if a.mlp_in_normalized else mlp_in.input
             out_env = _get(layers[l], a.mlp_out)
             out = out_env.output
             delta = pending.pop(l, None)
             if l in layers_hit:
-                deltas = write_deltas(model, l, ops, x[0], out[0])
+                deltas = write_deltas(tcs, l, ops, x[0], out[0], cross_layer=cross_layer)
                 own = deltas.pop(l)
                 delta = own if delta is None else delta + own
                 for later, d in deltas.items():
                     pending[later] = d if later not in pending else pending[later] + d
             out_env.output = out + delta[None]
-        logits = _get(model.nn, a.unembed).output.save()
-    return model.softcap(logits[0])
+        logits = nnsight.save(unembed.output[0].cpu())
+    return model.softcap(logits.to(model.device))
 
 
 def frozen_logits(model, tokens: torch.Tensor, ops: list[_Op], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Last-position logits [V] before, and after the interventions in the frozen model
     (direct effects only: before + W_U · J · Δwrites, then the model's soft-cap if any)."""
+    import nnsight
+    from .model import Capture
     cap = model.capture(tokens)
-    L, T, d = cap.mlp_in.shape
+    d = cap.mlp_in.shape[-1]
     deltas = {}
     for layer in sorted({op.layer for op in ops}):
-        for l, change in write_deltas(model, layer, ops, cap.mlp_in[layer], cap.mlp_out[layer], cap.errors[layer]).items():
+        for l, change in write_deltas(model.transcoders, layer, ops, cap.mlp_in[layer], cap.mlp_out[layer],
+                                      cap.errors[layer]).items():
             deltas[l] = change if l not in deltas else deltas[l] + change
-    batch = min(batch_size, d)
-    trace = model.linear_trace(cap, batch)
-    change = torch.zeros(d, dtype=torch.float64, device=cap.embed.device)
-    eye = torch.eye(d, dtype=model.dtype, device=cap.embed.device)
+    # what the linear trace needs (a remote request carries exactly this)
+    slim = Capture(tokens=cap.tokens, embed=cap.embed, mlp_in=cap.mlp_in, mlp_out=cap.mlp_out, logits=None,
+                   unembed_in=None)
+    envoy, adapter, skips, batch = model.nn, model.adapter, model.skip_weights(), min(batch_size, d)
+    if model.remote:
+        with model.session():
+            logit_change = nnsight.save(frozen_logit_change(envoy, adapter, skips, slim, deltas, batch))
+    else:
+        logit_change = frozen_logit_change(envoy, adapter, skips, slim, deltas, batch)
+    before = cap.logits[-1]
+    raw_after = cap.raw_logits + logit_change.to(cap.raw_logits.device, before.dtype)
+    return before, model.softcap(raw_after)
+
+
+def frozen_logit_change(envoy, adapter, skips, cap, deltas: dict, batch: int) -> torch.Tensor:
+    """``W_U · J · Δwrites`` [V] (float64, on the CPU): the last position's change of logits when
+    the MLP outputs change by ``deltas`` ({layer: [T, d]}) in the frozen model, J from
+    backward passes through :func:`~attribution_nb.model.linear_trace` (``batch`` rows of J
+    per pass).  Names only its arguments, so it also runs inside a remote session."""
+    from .model import Capture, _get, linear_trace
+    W_U = _get(envoy, adapter.unembed).weight
+    device = W_U.device
+    if cap.embed.device != device:
+        to = lambda x: x.to(device)
+        cap = Capture(tokens=to(cap.tokens), embed=to(cap.embed), mlp_in=to(cap.mlp_in), mlp_out=to(cap.mlp_out),
+                      logits=None, unembed_in=None)
+        skips = [None if w is None else to(w) for w in skips]
+        deltas = {l: to(x) for l, x in deltas.items()}
+    T, d = cap.embed.shape
+    trace = linear_trace(envoy, adapter, skips, cap, batch)
+    change = torch.zeros(d, dtype=torch.float64, device=device)
+    eye = torch.eye(d, dtype=cap.embed.dtype, device=device)
     for s in range(0, d, batch):
         e = min(s + batch, d)
         loss = (trace.unembed_in[: e - s, T - 1] * eye[s:e]).sum()
@@ -194,9 +233,7 @@ def frozen_logits(model, tokens: torch.Tensor, ops: list[_Op], batch_size: int =
         for g, (l, delta) in zip(grads, deltas.items()):
             if g is not None:
                 change[s:e] += (g[: e - s] * delta[None]).sum((1, 2)).double()
-    before = cap.logits[-1]
-    raw_after = cap.raw_logits + (model.unembed_weight.double() @ change).to(before.dtype)
-    return before, model.softcap(raw_after)
+    return (W_U.double() @ change).cpu()
 
 
 def intervention_table(model, before: torch.Tensor, after: torch.Tensor, top_k: int) -> pd.DataFrame:

@@ -225,10 +225,11 @@ class ReplacementModel:
         transcoders: one :class:`Transcoder` per layer (a list or a :class:`TranscoderSet`).
         adapter: where the parts are; found from ``hf_model.config.model_type`` when omitted.
         name: a short name shown in graphs.
-        remote: nnsight's remote execution for :func:`~attribution_nb.attribute` and
-            :meth:`logits`: ``True`` runs the model's traces on NDIF (``nnsight.CONFIG`` holds the
-            API key), a URL another server, ``"local"`` nnsight's local simulation (the request
-            is serialized and run here exactly as a server would).  The transcoders stay here.
+        remote: nnsight's remote execution for :func:`~attribution_nb.attribute`, :meth:`logits`,
+            interventions and generation: ``True`` runs the model's traces on NDIF
+            (``nnsight.CONFIG`` holds the API key), a URL another server, ``"local"`` nnsight's
+            local simulation (each request is serialized and run here as a server would run it).
+            The transcoders stay here; requests carry the active features' decoder rows.
     """
 
     def __init__(self, hf_model, tokenizer, transcoders, *, adapter: Adapter | None = None,
@@ -313,11 +314,6 @@ class ReplacementModel:
             raise RuntimeError(f"{what} needs the model's weights, which are only on the remote server "
                                "(meta tensors here); load the model locally for this")
 
-    def _local_only(self, what: str) -> None:
-        if self.remote:
-            raise NotImplementedError(f"{what} runs locally only, and this model has remote={self.remote!r}; "
-                                      "use a local model (remote=False) for interventions and generation")
-
     def _trace(self, *inputs):
         """``self.nn.trace`` on this model's remote setting."""
         if not self.remote:
@@ -369,7 +365,7 @@ class ReplacementModel:
             ids = torch.as_tensor(prompt, dtype=torch.long).flatten()
             if ids.numel() == 0:
                 raise ValueError("prompt is empty; give at least one token id")
-            vocab = self.unembed_weight.shape[0]
+            vocab = _get(self.hf_model, self.adapter.unembed).weight.shape[0]     # (a shape: meta is fine)
             bad = ids[(ids < 0) | (ids >= vocab)]
             if bad.numel():
                 raise ValueError(f"token id {int(bad[0])} is outside the vocabulary [0, {vocab})")
@@ -399,10 +395,20 @@ class ReplacementModel:
         if not 0 <= feature < n_features:
             raise ValueError(f"no feature {feature} at layer {layer} (layers 0..{self.n_layers - 1}, "
                              f"{n_features} features at that layer)")
-        with torch.no_grad():
-            scores = self.unembed_weight.float() @ self.transcoders[layer].W_dec[feature].float()
-            top = scores.topk(min(k, len(scores)))
-        return pd.DataFrame({"token": self.token_strings(top.indices.tolist()), "weight": top.values.double().numpy()})
+        direction = self.transcoders[layer].W_dec[feature].float()
+        if self.weights_here:
+            with torch.no_grad():
+                scores = self.unembed_weight.float() @ direction
+                values, indices = scores.topk(min(k, len(scores)))
+        else:                                  # the unembedding is on the server
+            import nnsight
+            unembed = _get(self.nn, self.adapter.unembed)
+            with self.session():
+                W_U = unembed.weight
+                top = (W_U.float() @ direction.to(W_U.device)).topk(min(k, W_U.shape[0]))
+                found = nnsight.save((top.values.cpu(), top.indices.cpu()))
+            values, indices = found
+        return pd.DataFrame({"token": self.token_strings(indices.tolist()), "weight": values.double().numpy()})
 
     def softcap(self, logits: torch.Tensor) -> torch.Tensor:
         """The model's final logit soft-cap ``c·tanh(x / c)`` (identity for most models)."""
@@ -487,7 +493,6 @@ class ReplacementModel:
     def intervened_logits(self, prompt, interventions, mode: str = "free") -> tuple[torch.Tensor, torch.Tensor]:
         """Last-position logits [V] before and after ``interventions`` (see :mod:`.interventions`)."""
         from .interventions import free_logits, frozen_logits, parse_interventions
-        self._local_only("intervened_logits")
         if mode not in ("free", "frozen"):
             raise ValueError(f"mode must be 'free' or 'frozen', got {mode!r}")
         tokens = self.tokenize(prompt)
@@ -552,7 +557,6 @@ class ReplacementModel:
         Greedy when ``temperature`` is 0. Returns ``{"before": text, "after": text}``.
         """
         from .interventions import _Op, free_logits, parse_interventions
-        self._local_only("generate")
         tokens = self.tokenize(prompt)
         ops = parse_interventions(self, interventions or {}, len(tokens))
         if not every_position:   # "every position" clamps stop at the prompt's end
@@ -565,7 +569,7 @@ class ReplacementModel:
             for _ in range(max_new_tokens):
                 if self.max_length is not None and len(ids) >= self.max_length:
                     break
-                logits = free_logits(self, ids, use)[-1] if use else self.hf_model(ids[None]).logits[0, -1]
+                logits = free_logits(self, ids, use)[-1] if use else self.logits(ids)
                 if temperature > 0:
                     nxt = torch.multinomial(torch.softmax(logits.double() / temperature, -1), 1, generator=gen)
                 else:

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 ACTIVATIONS = ("relu", "jumprelu", "topk")
 
@@ -168,6 +166,7 @@ class Transcoder(torch.nn.Module):
     def save(self, path: str | os.PathLike) -> None:
         """Write the transcoder as one safetensors file (activation and k in its metadata)."""
         meta = {"activation": self.activation, "k": "" if self.k is None else str(self.k)}
+        from safetensors.torch import save_file    # (imported here: see read_safetensors)
         save_file(self.state(), os.fspath(path), metadata=meta)
 
     @classmethod
@@ -197,6 +196,9 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
+    # imported here, not at the top: remote requests carry Transcoder objects by value, and
+    # the Rust extension must not become one of the module globals they pull along
+    from safetensors import SafetensorError, safe_open
     try:
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}

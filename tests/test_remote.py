@@ -123,22 +123,43 @@ def test_meta_model_from_a_folder(tmp_path):
         anb.load_model(str(tmp_path), transcoders=str(tmp_path / "tc"), remote="local", device="cuda")
 
 
-def test_remote_logits_and_unembedding():
+def test_remote_logits_and_unembedding_reads(monkeypatch):
     model = tiny_model("gemma2", seed=3, d_features=128)          # soft-capped logits
     remote = _remote_copy(model)
     torch.testing.assert_close(remote.logits(PROMPT), model.logits(PROMPT), rtol=1e-5, atol=1e-5)
-    # the server-side read used when the weights are not here
+    # with the weights only on the server, the unembedding is read there
+    monkeypatch.setattr(anb.ReplacementModel, "weights_here", property(lambda self: False))
+    with pytest.raises(RuntimeError, match="the unembedding needs the model's weights"):
+        remote.unembed_weight
     ids = [3, 7, 11]
-    W_U = model.unembed_weight
-    torch.testing.assert_close(remote._remote_demeaned_unembedding(ids), W_U[ids] - W_U.mean(0, keepdim=True))
+    W_U = model.hf_model.lm_head.weight
+    torch.testing.assert_close(remote.demeaned_unembedding(ids), W_U[ids] - W_U.mean(0, keepdim=True))
+    top = remote.feature_top_tokens(1, 5, k=4)
+    expected = (W_U @ model.transcoders[1].W_dec[5]).topk(4)
+    assert list(top.token) == model.token_strings(expected.indices.tolist())
+    np.testing.assert_allclose(top.weight, expected.values.double().numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("family,kind", [("llama", "clt"), ("gemma2", "skip")])
+def test_remote_interventions_and_generation_equal_local(family, kind, requests):
+    model = tiny_model(family, seed=5, d_features=128, skip=kind == "skip", cross_layer=kind == "clt")
+    remote = _remote_copy(model)
+    graph = anb.attribute(model, PROMPT, progress=False)
+    feats = graph.nodes[graph.nodes.kind == "feature"].sort_values("influence", ascending=False)
+    clamps = {feats.node_id.iloc[0]: 0.0, feats.node_id.iloc[1]: anb.Multiply(-2),
+              (int(feats.layer.iloc[2]), None, int(feats.feature.iloc[2])): anb.Steer(3.0)}
+    for mode in ("free", "frozen"):
+        before, after = model.intervened_logits(PROMPT, clamps, mode=mode)
+        r_before, r_after = remote.intervened_logits(PROMPT, clamps, mode=mode)
+        torch.testing.assert_close(r_before, before, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(r_after, after, rtol=1e-6, atol=1e-6)
+        assert (after - before).abs().max() > 1e-2            # the clamps did something
+    n = len(requests)
+    assert remote.generate(PROMPT, clamps, max_new_tokens=3) == model.generate(PROMPT, clamps, max_new_tokens=3)
+    assert len(requests) == n + 6                               # one request per new token, before and after
 
 
 def test_remote_errors():
     model = tiny_model("llama", seed=3, d_features=128)
-    remote = _remote_copy(model)
-    with pytest.raises(NotImplementedError, match="intervened_logits runs locally only"):
-        remote.intervene(PROMPT, {(0, 1, 0): 0.0})
-    with pytest.raises(NotImplementedError, match="generate runs locally only"):
-        remote.generate(PROMPT, max_new_tokens=2)
     with pytest.raises(ValueError, match="remote must be False, True, 'local' or a server URL, got 1"):
         _remote_copy(model, remote=1)
