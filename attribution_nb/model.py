@@ -596,9 +596,10 @@ def load_model(name: str | None = None, *, transcoders=None, device: str = "cpu"
       ``"llama-3.2-1b"``, ``"qwen3-4b"``): the model and its published transcoders from the
       Hugging Face hub (network needed the first time; a GPU advised: ``device="cuda"``,
       ``dtype=torch.bfloat16``).
-    * ``remote=True`` (or a server URL, or ``"local"`` to simulate one): the model's weights are
-      not loaded here (nnsight builds it on the meta device); its traces run on NDIF, which
-      must host that model.  Transcoders are loaded here, on the CPU.
+    * ``remote=True`` (or a server URL, or ``"local"`` to simulate one): ``name`` may also be a
+      hub id; the model's weights are not loaded here (nnsight builds it on the meta device,
+      from its config); its traces run on NDIF, which must host that model.  Transcoders are
+      loaded here, on the CPU.
     """
     from .loaders import PRESETS, load_transcoders
     if name in (None, "demo"):
@@ -608,8 +609,9 @@ def load_model(name: str | None = None, *, transcoders=None, device: str = "cpu"
     if name in PRESETS:
         model_id = PRESETS[name]["model"]
         transcoders = transcoders if transcoders is not None else PRESETS[name]["transcoders"]
-    elif not os.path.isdir(name):
-        raise ValueError(f"model {name!r} is neither a local folder nor a preset ({sorted(PRESETS)})")
+    elif not os.path.isdir(name) and not remote:
+        raise ValueError(f"model {name!r} is neither a local folder nor a preset ({sorted(PRESETS)}); "
+                         "a hub id is accepted with remote=True")
     if transcoders is None:
         raise ValueError(f"model {name!r} needs transcoders= (a folder, a config.yaml, per-layer files, "
                          "a preset name or Transcoder objects)")
