@@ -334,8 +334,8 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
     bucket_of = np.searchsorted(np.array(rows.buckets), feat_pos.numpy() + 1)
     sweep = np.lexsort((feat_pos.numpy(), feat_layer.numpy(), bucket_of))
     while len(visited) < n_keep:
-        if n_keep == n_active:
-            chosen = sweep[len(visited):]
+        if n_keep == n_active:      # in sweep order: a batch at a time here, all in one request remotely
+            chosen = sweep[len(visited):] if model.remote else sweep[len(visited):len(visited) + batch]
         else:
             # re-estimate influences while few rows are known, then each time they grow by a
             # quarter; in between the ranking stands, so the rows up to the next refresh are

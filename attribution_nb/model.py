@@ -248,7 +248,7 @@ class ReplacementModel:
                              f"got {type(envoy).__name__}")
         self.adapter = adapter or adapter_for(module)
         module.eval()
-        self.remote = remote
+        self._remote = remote
         self.tokenizer = tokenizer
         self.nn = envoy if envoy is not None else NNsight(module)
         self._no_weight_grads()
@@ -275,6 +275,11 @@ class ReplacementModel:
     def __repr__(self) -> str:
         return (f"ReplacementModel({self.name!r}, family={self.adapter.family!r}, layers={self.n_layers}, "
                 f"d_model={self.d_model}, features/layer={[tc.d_features for tc in self.transcoders]})")
+
+    @property
+    def remote(self) -> bool | str:
+        """The remote setting (fixed at construction: it decides nnsight's wrapper)."""
+        return self._remote
 
     @property
     def hf_model(self):
