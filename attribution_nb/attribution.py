@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .graph import AttributionGraph, normalize_rows
-from .model import Capture, ReplacementModel, linear_trace
+from .model import ReplacementModel, linear_trace
 
 
 def _logit_targets(model: ReplacementModel, logits: torch.Tensor, targets, max_n_logits: int,
@@ -78,8 +78,7 @@ class _Rows:
         self.batch = batch
         # what the linear trace needs, and nothing more (a remote request carries this object)
         self.envoy, self.adapter, self.skips = model.nn, model.adapter, model.skip_weights()
-        self.cap = Capture(tokens=cap.tokens, embed=cap.embed, mlp_in=cap.mlp_in, mlp_out=cap.mlp_out,
-                           logits=None, unembed_in=None, errors=cap.errors)
+        self.cap = cap.for_linear_trace()
         self.trace, self.length = None, None     # traced on first use (on the server, for a remote model)
         # prefix lengths a batch may run on: a target at position p only needs positions ≤ p
         self.buckets = sorted({math.ceil(T * k / 8) for k in range(1, 9)}) if T >= PREFIX_MIN_TOKENS else [T]
@@ -109,8 +108,7 @@ class _Rows:
         if self.cap.embed.device == device:
             return
         to = lambda x: None if x is None else x.to(device)
-        self.cap = Capture(tokens=to(self.cap.tokens), embed=to(self.cap.embed), mlp_in=to(self.cap.mlp_in),
-                           mlp_out=to(self.cap.mlp_out), logits=None, unembed_in=None, errors=to(self.cap.errors))
+        self.cap = self.cap.for_linear_trace(device)
         self.skips = [to(w) for w in self.skips]
         self.decoder_out = [to(x) for x in self.decoder_out]
         self.decoder_later = [to(x) for x in self.decoder_later]

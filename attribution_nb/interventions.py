@@ -185,7 +185,6 @@ def frozen_logits(model, tokens: torch.Tensor, ops: list[_Op], batch_size: int =
     """Last-position logits [V] before, and after the interventions in the frozen model
     (direct effects only: before + W_U · J · Δwrites, then the model's soft-cap if any)."""
     import nnsight
-    from .model import Capture
     cap = model.capture(tokens)
     d = cap.mlp_in.shape[-1]
     deltas = {}
@@ -194,8 +193,7 @@ def frozen_logits(model, tokens: torch.Tensor, ops: list[_Op], batch_size: int =
                                       cap.errors[layer]).items():
             deltas[l] = change if l not in deltas else deltas[l] + change
     # what the linear trace needs (a remote request carries exactly this)
-    slim = Capture(tokens=cap.tokens, embed=cap.embed, mlp_in=cap.mlp_in, mlp_out=cap.mlp_out, logits=None,
-                   unembed_in=None)
+    slim = cap.for_linear_trace()
     envoy, adapter, skips, batch = model.nn, model.adapter, model.skip_weights(), min(batch_size, d)
     if model.remote:
         with model.session():
@@ -212,15 +210,13 @@ def frozen_logit_change(envoy, adapter, skips, cap, deltas: dict, batch: int) ->
     the MLP outputs change by ``deltas`` ({layer: [T, d]}) in the frozen model, J from
     backward passes through :func:`~attribution_nb.model.linear_trace` (``batch`` rows of J
     per pass).  Names only its arguments, so it also runs inside a remote session."""
-    from .model import Capture, _get, linear_trace
+    from .model import _get, linear_trace
     W_U = _get(envoy, adapter.unembed).weight
     device = W_U.device
     if cap.embed.device != device:
-        to = lambda x: x.to(device)
-        cap = Capture(tokens=to(cap.tokens), embed=to(cap.embed), mlp_in=to(cap.mlp_in), mlp_out=to(cap.mlp_out),
-                      logits=None, unembed_in=None)
-        skips = [None if w is None else to(w) for w in skips]
-        deltas = {l: to(x) for l, x in deltas.items()}
+        cap = cap.for_linear_trace(device)
+        skips = [None if w is None else w.to(device) for w in skips]
+        deltas = {l: x.to(device) for l, x in deltas.items()}
     T, d = cap.embed.shape
     trace = linear_trace(envoy, adapter, skips, cap, batch)
     change = torch.zeros(d, dtype=torch.float64, device=device)

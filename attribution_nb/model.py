@@ -140,6 +140,13 @@ class Capture:
     reconstruction: torch.Tensor | None = None                      # [L, T, d] decoder + skip
     errors: torch.Tensor | None = None                              # [L, T, d]
 
+    def for_linear_trace(self, device=None) -> "Capture":
+        """Only what :func:`linear_trace` and the edge products read (what a remote request
+        carries), on ``device`` (default: where it is)."""
+        to = (lambda x: x) if device is None else (lambda x: None if x is None else x.to(device))
+        return Capture(tokens=to(self.tokens), embed=to(self.embed), mlp_in=to(self.mlp_in),
+                       mlp_out=to(self.mlp_out), logits=None, unembed_in=None, errors=to(self.errors))
+
 
 @dataclass
 class LinearTrace:
@@ -419,12 +426,6 @@ class ReplacementModel:
         """The model's final logit soft-cap ``c·tanh(x / c)`` (identity for most models)."""
         cap = getattr(self.hf_model.config, self.adapter.logit_softcap, None) if self.adapter.logit_softcap else None
         return logits if cap is None else torch.tanh(logits / cap) * cap
-
-    def transcoder_input(self, layer: int, x):
-        """What transcoder ``layer`` reads, given the input of the adapter's ``mlp_in`` module."""
-        if not self.adapter.mlp_in_normalized:
-            return x
-        return rms_normalize(x, _get(_get(self.hf_model, self.adapter.layers)[layer], self.adapter.mlp_in))
 
     # -- tracing -----------------------------------------------------------------
     def _envoys(self):
