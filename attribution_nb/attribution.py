@@ -118,17 +118,17 @@ class _Rows:
         self.trace = linear_trace(self.envoy, self.adapter, self.skips, self.cap, self.batch, length)
         self.length = length
 
-    def run(self, batches) -> tuple[list, torch.Tensor | None]:
-        """Every batch's rows (see ``__call__``) and, if the full-length trace was used, the
-        replacement model's last-position logits.  A remote model runs this inside one
+    def run(self, batches, logits: bool = False) -> tuple[list, torch.Tensor | None]:
+        """Every batch's rows (see ``__call__``) and, with ``logits``, the replacement model's
+        last-position logits (from the full-length trace).  A remote model runs this inside one
         nnsight session on the server, so only the sparse rows travel back."""
         self._move_to_model()
-        pieces, last_logits = [], None
-        for layers, positions, vectors in batches:
-            pieces.append(self(layers, positions, vectors))
-            if self.length == self.T and last_logits is None:
-                last_logits = self.trace.logits[0, -1].detach().cpu()
-        return pieces, last_logits
+        pieces = [self(layers, positions, vectors) for layers, positions, vectors in batches]
+        if not logits:
+            return pieces, None
+        if self.length != self.T:
+            self.retrace(self.T)
+        return pieces, self.trace.logits[0, -1].detach().cpu()
 
     @torch.no_grad()
     def _edges_from_grads(self, grads, layers, positions) -> torch.Tensor:
@@ -279,32 +279,30 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
     t1 = time.perf_counter()
     rows = _Rows(model, cap, feat_layer, feat_pos, feat_idx, feat_act, batch)
     store = _RowStore()
-    replacement_logits = []
 
-    def run(keys, layers, positions, vectors) -> None:
+    def run(keys, layers, positions, vectors, logits: bool = False):
         """Rows for these targets, ``batch`` at a time: here one backward pass after another,
-        or, for a remote model, all of them in one request."""
+        or, for a remote model, all of them in one request.  With ``logits``, also returns the
+        replacement model's last-position logits."""
         jobs = [(keys[s:s + batch], (layers[s:s + batch], positions[s:s + batch], vectors[s:s + batch]))
                 for s in range(0, len(keys), batch)]
         if model.remote:
             import nnsight
             todo = [job for _, job in jobs]
             with model.session():
-                result = nnsight.save(rows.run(todo))
+                result = nnsight.save(rows.run(todo, logits))
             pieces, last = result
             rows.trace = rows.length = None     # (nnsight's local simulation runs on this very object)
-            replacement_logits.append(last)
+            bar.update(len(keys))
         else:
-            pieces = []
-            for _, job in jobs:
-                piece, last = rows.run([job])
+            pieces, last = [], None
+            for i, (_, job) in enumerate(jobs):
+                piece, last = rows.run([job], logits and i == len(jobs) - 1)
                 pieces += piece
-                replacement_logits.append(last)
                 bar.update(len(job[0]))
         for (k, _), piece in zip(jobs, pieces):
             store.add(k, piece)
-        if model.remote:
-            bar.update(len(keys))
+        return last
 
     if not model.remote:      # (a remote model traces on the server, inside each request)
         rows.retrace(T)
@@ -313,10 +311,9 @@ def attribute(model: ReplacementModel, prompt, *, targets=None, max_n_logits: in
     # logit rows: demeaned unembedding directions at the last position
     t2 = time.perf_counter()
     n_logits = len(target_ids)
-    run([("logit", i) for i in range(n_logits)], torch.full((n_logits,), L), torch.full((n_logits,), T - 1),
-        model.demeaned_unembedding(target_ids))
+    last = run([("logit", i) for i in range(n_logits)], torch.full((n_logits,), L), torch.full((n_logits,), T - 1),
+               model.demeaned_unembedding(target_ids), logits=True)
     timings["logit_rows"] = time.perf_counter() - t2
-    last = next(x for x in replacement_logits if x is not None)
     replacement_diff = float((model.softcap(last.to(cap.logits.device)) - cap.logits[-1]).abs().max())
 
     # feature rows, most influential first when only some are kept
