@@ -2,27 +2,31 @@
 
     import attribution_nb as anb
     model = anb.load_model()                       # embedded demo model, CPU, offline
-    graph = anb.attribute(model, "Fact: the capital of the state containing Dallas is")
+    graph = anb.attribute(model, "fact : the capital of the state containing dallas is")
     graph.nodes, graph.edges, graph.logits         # pandas DataFrames
     graph.prune(node_threshold=0.8, edge_threshold=0.98).scores()
     anb.GraphWidget(graph, model)                  # the interactive view, in JupyterLab
+
+The package, in the order data flows (each a module or a small package):
+``architectures`` (where each model family reads and writes) → ``backend`` (local or remote
+execution) → ``tracing`` (capture and the frozen linear trace) → ``replacement`` / ``model``
+(the replacement model) → ``attribution`` (targets, rows, schedule, assembly) → ``graph``
+(tables, maths, files, export) → ``views`` (widget, standalone page) and ``interventions``.
+``transcoders`` (the transcoder, activations, sets, file formats), ``ids`` (node ids) and
+``io`` (safetensors, atomic writes) serve them all; ``demo`` holds the embedded demo model,
+tiny models of every family and the demo's training script.
 """
 
+from .architectures import ARCHITECTURES, Architecture
 from .attribution import attribute
 from .graph import AttributionGraph
+from .ids import NodeId
 from .interventions import Multiply, Steer
-from .model import ADAPTERS, Adapter, ReplacementModel, load_model
+from .loading import load_model
+from .model import ReplacementModel
 from .transcoders import Transcoder, TranscoderSet
+from .views.widget import GraphWidget
 
-
-
-def __getattr__(name):
-    if name == "GraphWidget":   # needs the notebook extras (plotly, ipywidgets)
-        from .widget import GraphWidget
-        return GraphWidget
-    raise AttributeError(f"module 'attribution_nb' has no attribute {name!r}")
-
-
-__all__ = ["GraphWidget", "attribute", "AttributionGraph", "ReplacementModel", "Adapter", "ADAPTERS", "load_model",
-           "Transcoder", "TranscoderSet", "Multiply", "Steer"]
+__all__ = ["ARCHITECTURES", "Architecture", "AttributionGraph", "GraphWidget", "Multiply", "NodeId", "ReplacementModel",
+           "Steer", "Transcoder", "TranscoderSet", "attribute", "load_model"]
 __version__ = "0.1.0"

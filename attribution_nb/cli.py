@@ -7,6 +7,9 @@ import os
 import sys
 import time
 
+from .attribution import attribute
+from .loading import load_model
+
 DEMO_PROMPT = "fact : the capital of the state containing dallas is"
 
 
@@ -47,10 +50,9 @@ def _summary(graph, pruned, seconds: float) -> str:
 
 
 def _attribute(args) -> int:
-    import attribution_nb as anb
     t0 = time.perf_counter()
-    model = anb.load_model(None if args.model == "demo" else args.model, transcoders=args.transcoders)
-    graph = anb.attribute(model, args.prompt, max_feature_nodes=args.max_feature_nodes,
+    model = load_model(None if args.model == "demo" else args.model, transcoders=args.transcoders)
+    graph = attribute(model, args.prompt, max_feature_nodes=args.max_feature_nodes,
                           batch_size=args.batch_size, progress=True)
     pruned = graph.prune(args.node_threshold, args.edge_threshold)
     print(f"model: {model!r}")

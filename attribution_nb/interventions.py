@@ -12,19 +12,25 @@ Two modes.  **free**: a normal forward pass in which each clamped MLP output bec
 **frozen**: attention patterns and norm scales stay as on the prompt and feature
 activations are held fixed, so only direct effects propagate (what the graph claims);
 computed exactly as ``Δlogits = W_U · J · Δwrites`` from the frozen model's Jacobian.
+
+These are functions of a :class:`~attribution_nb.replacement.ReplacementCore`;
+:class:`attribution_nb.ReplacementModel` offers them as methods (``model.intervene`` …).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
+import nnsight
 import pandas as pd
 import torch
 
-_FEATURE_ID = re.compile(r"^f:L(\d+):P(\d+):(\d+)$")
-_ERROR_ID = re.compile(r"^e:L(\d+):P(\d+)$")
+from .architectures import get_module
+from .backend import model_device, to_device
+from .ids import NodeId
+from .replacement import ReplacementCore
+from .tracing import TraceInputs, linear_trace, transcoder_reads
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,9 @@ class Steer:
 
 
 @dataclass(frozen=True)
-class _Op:
+class Op:
+    """One normalised intervention (see :func:`parse_interventions`)."""
+
     kind: str          # "feature" or "error"
     layer: int
     position: int | None   # None: every position
@@ -48,28 +56,28 @@ class _Op:
     how: object        # float (set), Multiply, Steer, or "ablate" for errors
 
 
-def _parse_key(key) -> list[tuple[str, int, int | None, int | None]]:
+def parse_key(key) -> list[tuple[str, int, int | None, int | None]]:
+    """``(kind, layer, position, feature)`` of each node an intervention target names."""
     if isinstance(key, str):
-        m = _FEATURE_ID.match(key)
-        if m:
-            return [("feature", int(m[1]), int(m[2]), int(m[3]))]
-        m = _ERROR_ID.match(key)
-        if m:
-            return [("error", int(m[1]), int(m[2]), None)]
-        if key.startswith(("t:", "l:")):
-            kind = "token" if key.startswith("t:") else "logit"
-            raise ValueError(f"cannot clamp {key!r}: it is a {kind} node; only features and error nodes can be clamped")
-        raise ValueError(f"unknown node id {key!r}; expected 'f:L<layer>:P<pos>:<feature>' or 'e:L<layer>:P<pos>'")
+        try:
+            node = NodeId.parse(key)
+        except ValueError:
+            raise ValueError(f"unknown node id {key!r}; expected 'f:L<layer>:P<pos>:<feature>' or "
+                             "'e:L<layer>:P<pos>'") from None
+        if node.kind in ("token", "logit"):
+            raise ValueError(f"cannot clamp {key!r}: it is a {node.kind} node; only features and error nodes "
+                             "can be clamped")
+        return [(node.kind, node.layer, node.position, node.feature)]  # type: ignore[list-item]
     if isinstance(key, tuple) and len(key) == 3 and all(k is None or isinstance(k, int) for k in key):
         layer, pos, feat = key
         return [("feature", layer, pos, feat)]
     if isinstance(key, (tuple, list, frozenset)):   # a supernode: a group of node ids
-        return [p for k in key for p in _parse_key(k)]
+        return [p for k in key for p in parse_key(k)]
     raise ValueError(f"cannot read intervention target {key!r}: give a node id, a (layer, position, feature) "
                      "tuple (position None for every position), or a tuple of node ids (a supernode)")
 
 
-def parse_interventions(model, interventions, n_positions: int) -> list[_Op]:
+def parse_interventions(model, interventions, n_positions: int) -> list[Op]:
     """Validate and normalise ``{target: value}`` (or a list of pairs) into operations."""
     items = interventions.items() if isinstance(interventions, dict) else list(interventions or [])
     ops = []
@@ -85,7 +93,7 @@ def parse_interventions(model, interventions, n_positions: int) -> list[_Op]:
         value = how if isinstance(how, float) else getattr(how, "factor", getattr(how, "scale", None))
         if not math.isfinite(value):
             raise ValueError(f"intervention value for {key!r} must be finite, got {value}")
-        for kind, layer, pos, feat in _parse_key(key):
+        for kind, layer, pos, feat in parse_key(key):
             if not 0 <= layer < model.n_layers:
                 raise ValueError(f"layer {layer} in {key!r} is out of range: the model has {model.n_layers} layers")
             if pos is not None and not 0 <= pos < n_positions:
@@ -96,11 +104,11 @@ def parse_interventions(model, interventions, n_positions: int) -> list[_Op]:
                     raise ValueError(f"feature {feat} in {key!r} is out of range: layer {layer} has {n_feat} features")
             elif how != 0.0:
                 raise ValueError(f"error node {key!r} can only be ablated (0 or 'ablate'), got {how!r}")
-            ops.append(_Op(kind, layer, pos, feat, how))
+            ops.append(Op(kind, layer, pos, feat, how))
     return ops
 
 
-def write_deltas(transcoders, layer: int, ops: list[_Op], x: torch.Tensor, out: torch.Tensor,
+def write_deltas(transcoders, layer: int, ops: list[Op], x: torch.Tensor, out: torch.Tensor,
                  error: torch.Tensor | None = None, cross_layer: bool = False) -> dict[int, torch.Tensor]:
     """Changes [T, d] to MLP outputs caused by the operations on layer ``layer``, given its MLP
     input ``x`` [T, d] and output ``out``: ``{layer: Δ}``, plus ``{later layer: Δ}`` for a
@@ -131,43 +139,40 @@ def write_deltas(transcoders, layer: int, ops: list[_Op], x: torch.Tensor, out: 
                 error = out - tc(x)
             delta[pos] -= error[pos]
         elif isinstance(op.how, Steer):
-            delta[pos] += op.how.scale * tc.W_dec[op.feature]
-            for j in range(tc.n_later):
-                later = result.setdefault(layer + 1 + j, torch.zeros_like(out))
-                later[pos] += op.how.scale * tc.W_dec_later[op.feature, j]
+            for j, direction in enumerate(tc.direction_writes(op.feature)):
+                target = result.setdefault(layer + j, torch.zeros_like(out))
+                target[pos] += op.how.scale * direction
         elif isinstance(op.how, Multiply):
             new[pos, op.feature] = new[pos, op.feature] * op.how.factor
         else:
             new[pos, op.feature] = op.how
     changed = (new != acts).any(0).nonzero().flatten()
     if len(changed):
-        diff = (new - acts)[:, changed]
-        delta += diff @ tc.W_dec[changed]
-        for j in range(tc.n_later):
-            result[layer + 1 + j] = result.get(layer + 1 + j, 0) + diff @ tc.W_dec_later[changed, j]
+        writes = tc.change_writes(changed, (new - acts)[:, changed])
+        delta += writes[0]
+        for j, write in enumerate(writes[1:], start=1):
+            result[layer + j] = result.get(layer + j, 0) + write
     return result
 
 
 @torch.no_grad()
-def free_logits(model, tokens: torch.Tensor, ops: list[_Op]) -> torch.Tensor:
+def free_logits(model: ReplacementCore, tokens: torch.Tensor, ops: list[Op]) -> torch.Tensor:
     """Logits [T, V] of a normal forward pass with the interventions in place."""
-    import nnsight
-    from .model import _get, rms_normalize
-    a = model.adapter
+    arch = model.architecture
     layers_hit = sorted({op.layer for op in ops})
     # the block names only these (not ``model``): a remote request carries what it names
     tcs = {l: model.transcoders[l] for l in layers_hit}
-    cross_layer = any(tc.n_later for tc in model.transcoders)
-    layers, unembed, n_layers = _get(model.nn, a.layers), _get(model.nn, a.unembed), model.n_layers
-    with model._trace(tokens[None]):
+    cross_layer = model.transcoders.cross_layer
+    layers, unembed, n_layers = get_module(model.nn, arch.layers), get_module(model.nn, arch.unembed), model.n_layers
+    with model.trace(tokens[None]):
         pending = {}                    # cross-layer writes waiting for their layer
         for l in range(layers_hit[0], n_layers) if layers_hit else []:
             if l not in layers_hit and l not in pending:
                 continue
             if l in layers_hit:
-                mlp_in = _get(layers[l], a.mlp_in)
-                x = rms_normalize(mlp_in.input, mlp_in._module) if a.mlp_in_normalized else mlp_in.input
-            out_env = _get(layers[l], a.mlp_out)
+                mlp_in = get_module(layers[l], arch.mlp_in)
+                x = transcoder_reads(arch, mlp_in._module, mlp_in.input)
+            out_env = get_module(layers[l], arch.mlp_out)
             out = out_env.output
             delta = pending.pop(l, None)
             if l in layers_hit:
@@ -181,44 +186,36 @@ def free_logits(model, tokens: torch.Tensor, ops: list[_Op]) -> torch.Tensor:
     return model.softcap(logits.to(model.device))
 
 
-def frozen_logits(model, tokens: torch.Tensor, ops: list[_Op], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def frozen_logits(model: ReplacementCore, tokens: torch.Tensor, ops: list[Op],
+                  batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Last-position logits [V] before, and after the interventions in the frozen model
     (direct effects only: before + W_U · J · Δwrites, then the model's soft-cap if any)."""
-    import nnsight
     cap = model.capture(tokens)
     d = cap.mlp_in.shape[-1]
-    deltas = {}
+    deltas: dict[int, torch.Tensor] = {}
     for layer in sorted({op.layer for op in ops}):
         for l, change in write_deltas(model.transcoders, layer, ops, cap.mlp_in[layer], cap.mlp_out[layer],
                                       cap.errors[layer]).items():
             deltas[l] = change if l not in deltas else deltas[l] + change
     # what the linear trace needs (a remote request carries exactly this)
-    slim = cap.for_linear_trace()
-    envoy, adapter, skips, batch = model.nn, model.adapter, model.skip_weights(), min(batch_size, d)
-    if model.remote:
-        with model.session():
-            logit_change = nnsight.save(frozen_logit_change(envoy, adapter, skips, slim, deltas, batch))
-    else:
-        logit_change = frozen_logit_change(envoy, adapter, skips, slim, deltas, batch)
+    args = (model.nn, model.architecture, model.transcoders.skip_weights(), cap.trace_inputs(), deltas,
+            min(batch_size, d))
+    logit_change = model.backend.run(model.nn, frozen_logit_change, *args)
     before = cap.logits[-1]
     raw_after = cap.raw_logits + logit_change.to(cap.raw_logits.device, before.dtype)
     return before, model.softcap(raw_after)
 
 
-def frozen_logit_change(envoy, adapter, skips, cap, deltas: dict, batch: int) -> torch.Tensor:
+def frozen_logit_change(envoy, arch, skips, cap: TraceInputs, deltas: dict, batch: int) -> torch.Tensor:
     """``W_U · J · Δwrites`` [V] (float64, on the CPU): the last position's change of logits when
     the MLP outputs change by ``deltas`` ({layer: [T, d]}) in the frozen model, J from
-    backward passes through :func:`~attribution_nb.model.linear_trace` (``batch`` rows of J
+    backward passes through :func:`~attribution_nb.tracing.linear_trace` (``batch`` rows of J
     per pass).  Names only its arguments, so it also runs inside a remote session."""
-    from .model import _get, linear_trace
-    W_U = _get(envoy, adapter.unembed).weight
-    device = W_U.device
-    if cap.embed.device != device:
-        cap = cap.for_linear_trace(device)
-        skips = [None if w is None else w.to(device) for w in skips]
-        deltas = {l: x.to(device) for l, x in deltas.items()}
+    W_U = get_module(envoy, arch.unembed).weight
+    device = model_device(envoy)
+    cap, skips, deltas = cap.to(device), to_device(skips, device), to_device(deltas, device)
     T, d = cap.embed.shape
-    trace = linear_trace(envoy, adapter, skips, cap, batch)
+    trace = linear_trace(envoy, arch, skips, cap, batch)
     change = torch.zeros(d, dtype=torch.float64, device=device)
     eye = torch.eye(d, dtype=cap.embed.dtype, device=device)
     for s in range(0, d, batch):
@@ -232,7 +229,8 @@ def frozen_logit_change(envoy, adapter, skips, cap, deltas: dict, batch: int) ->
     return (W_U.double() @ change).cpu()
 
 
-def intervention_table(model, before: torch.Tensor, after: torch.Tensor, top_k: int) -> pd.DataFrame:
+def intervention_table(model: ReplacementCore, before: torch.Tensor, after: torch.Tensor,
+                       top_k: int) -> pd.DataFrame:
     """Top tokens before and after, sorted by the change in probability."""
     p0, p1 = torch.softmax(before.double(), -1), torch.softmax(after.double(), -1)
     ids = torch.cat([p0.topk(top_k).indices, p1.topk(top_k).indices]).unique()
@@ -241,3 +239,71 @@ def intervention_table(model, before: torch.Tensor, after: torch.Tensor, top_k: 
                        "logit_before": before[ids].double().numpy(), "logit_after": after[ids].double().numpy()})
     df["p_change"] = df.p_after - df.p_before
     return df.sort_values("p_change", key=abs, ascending=False).reset_index(drop=True)
+
+
+# -- what ReplacementModel offers as methods ------------------------------------------------
+def intervened_logits(model: ReplacementCore, prompt, interventions, mode: str = "free"):
+    """Last-position logits [V] before and after ``interventions``."""
+    if mode not in ("free", "frozen"):
+        raise ValueError(f"mode must be 'free' or 'frozen', got {mode!r}")
+    tokens = model.tokenize(prompt)
+    ops = parse_interventions(model, interventions, len(tokens))
+    if mode == "frozen":   # its clean capture already holds the logits before
+        return frozen_logits(model, tokens, ops)
+    return model.logits(tokens), free_logits(model, tokens, ops)[-1]
+
+
+def intervene(model: ReplacementCore, prompt, interventions, mode: str = "free", top_k: int = 10) -> pd.DataFrame:
+    """The top tokens before and after the interventions (see ``ReplacementModel.intervene``)."""
+    before, after = intervened_logits(model, prompt, interventions, mode)
+    return intervention_table(model, before, after, top_k)
+
+
+def swap_interventions(model: ReplacementCore, remove, source_prompt, add, *, position: int | None = None) -> dict:
+    """The clamps of a supernode swap: ``remove`` ablated, ``add`` set to their activations on
+    ``source_prompt``, at ``position`` (default: where the ``remove`` features sit)."""
+    removed = [p for key in remove for p in parse_key(key)]
+    if position is None:
+        positions = {p[2] for p in removed}
+        if len(positions) != 1:
+            raise ValueError(f"the removed features sit at positions {sorted(positions)}; give position=")
+        position = positions.pop()
+    src_tokens = model.tokenize(source_prompt)
+    cap = model.capture(src_tokens)
+    clamps: dict = {key: 0.0 for key in remove}
+    for key in add:
+        for kind, layer, pos, feat in parse_key(key):
+            if kind != "feature" or pos is None or not 0 <= pos < len(src_tokens):
+                raise ValueError(f"cannot take {key!r} from the source prompt: give feature node ids of its graph")
+            clamps[(layer, position, feat)] = float(cap.activations[layer][pos, feat])
+    return clamps
+
+
+@torch.no_grad()
+def generate(model: ReplacementCore, prompt, interventions=None, max_new_tokens: int = 20, *,
+             every_position: bool = False, temperature: float = 0.0, seed: int = 0, stop: str | None = None) -> dict:
+    """Continuations of ``prompt`` with and without ``interventions`` (free mode)."""
+    tokens = model.tokenize(prompt)
+    ops = parse_interventions(model, interventions or {}, len(tokens))
+    if not every_position:   # "every position" clamps stop at the prompt's end
+        ops = [o for o in ops if o.position is not None] + [
+            Op(o.kind, o.layer, p, o.feature, o.how) for o in ops if o.position is None for p in range(len(tokens))]
+    return {name: _continue(model, tokens, use, max_new_tokens, temperature, seed, stop)
+            for name, use in (("before", []), ("after", ops))}
+
+
+def _continue(model, tokens, ops, max_new_tokens, temperature, seed, stop) -> str:
+    gen = torch.Generator().manual_seed(seed)
+    ids = tokens.clone()
+    for _ in range(max_new_tokens):
+        if model.max_length is not None and len(ids) >= model.max_length:
+            break
+        logits = free_logits(model, ids, ops)[-1] if ops else model.logits(ids)
+        if temperature > 0:
+            nxt = torch.multinomial(torch.softmax(logits.double() / temperature, -1), 1, generator=gen)
+        else:
+            nxt = logits.argmax()[None]
+        ids = torch.cat([ids, nxt.to(ids.device)])
+        if stop is not None and model.tokenizer.decode([int(nxt)]) == stop:
+            break
+    return model.tokenizer.decode(ids[len(tokens):].tolist())

@@ -26,7 +26,7 @@ def main() -> None:
 
     import torch
     import attribution_nb as anb
-    from attribution_nb.widget import GraphWidget
+    from attribution_nb.views.widget import GraphWidget
     torch.set_num_threads(2)
 
     model = anb.load_model()

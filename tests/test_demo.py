@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import attribution_nb as anb
-from attribution_nb import demo_train
+from attribution_nb.demo import train as demo_train
 from attribution_nb.demo import DEMO_DIR, load_demo_model
 
 pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(DEMO_DIR, "config.json")),

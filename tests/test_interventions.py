@@ -94,7 +94,7 @@ def _ablate_layer(model, layer):
 
 
 def _hf_logits_with_mlp_hook(model, layer, hook):
-    module = model.hf_model.get_submodule(model.adapter.layers)[layer].get_submodule(model.adapter.mlp_out)
+    module = model.hf_model.get_submodule(model.architecture.layers)[layer].get_submodule(model.architecture.mlp_out)
     handle = module.register_forward_hook(hook)
     try:
         with torch.no_grad():
@@ -200,7 +200,7 @@ def test_free_clamp_of_a_cross_layer_feature_reaches_later_layers():
             out = out.clone()
             out[0, p] -= act * direction           # the feature's write, removed
             return out
-        module = model.hf_model.get_submodule(model.adapter.layers)[target].get_submodule(model.adapter.mlp_out)
+        module = model.hf_model.get_submodule(model.architecture.layers)[target].get_submodule(model.architecture.mlp_out)
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():

@@ -193,10 +193,10 @@ def test_half_precision_graph_is_close_to_float32(dtype, tmp_path):
 def test_prefix_traces_give_the_same_graph(monkeypatch):
     """Long prompts run feature rows on prefix traces (attention is causal): forcing them on a
     short prompt gives the same edges as the full trace."""
-    from attribution_nb import attribution
+    from attribution_nb.attribution import rows
     model = tiny_model("llama", seed=3, d_features=128, skip=True)
     full = anb.attribute(model, PROMPT, progress=False, batch_size=8, max_feature_nodes=None)
-    monkeypatch.setattr(attribution, "PREFIX_MIN_TOKENS", 1)
+    monkeypatch.setattr(rows, "PREFIX_MIN_TOKENS", 1)
     prefixed = anb.attribute(model, PROMPT, progress=False, batch_size=8, max_feature_nodes=None)
     a, b = full.sparse_adjacency, prefixed.sparse_adjacency
     assert a.nnz == b.nnz and (a.indices == b.indices).all() and (a.indptr == b.indptr).all()

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 import attribution_nb as anb
-from attribution_nb import loaders
+from attribution_nb.transcoders import formats
 from attribution_nb.demo import tiny_model
-from attribution_nb.loaders import load_transcoder, load_transcoders
+from attribution_nb.transcoders import load_transcoder, load_transcoders
 from conftest import PROMPT
 
 D, F = 8, 24
@@ -159,9 +159,9 @@ def test_config_yaml_set_from_hf_paths_and_a_preset(tmp_path, monkeypatch):
     for a, b in zip(tcs, model.transcoders):
         _same(a, b)
     # a preset goes through the same code, with huggingface_hub's download replaced
-    monkeypatch.setitem(loaders.PRESETS, "tiny", {"model": "someone/tiny",
+    monkeypatch.setitem(formats.PRESETS, "tiny", {"model": "someone/tiny",
                                                   "transcoders": "hf://someone/tiny-transcoders/config.yaml"})
-    monkeypatch.setattr(loaders, "_hub_download", download)
+    monkeypatch.setattr(formats, "hub_download", download)
     assert len(load_transcoders("tiny")) == len(model.transcoders)
 
 
@@ -235,7 +235,9 @@ def test_circuit_tracer_cross_layer_folder(tmp_path):
             torch.testing.assert_close(a.W_dec_later, b.W_dec_later)
     loaded = anb.ReplacementModel(model.hf_model, model.tokenizer, tcs)
     g1, g2 = anb.attribute(model, PROMPT, progress=False), anb.attribute(loaded, PROMPT, progress=False)
-    np.testing.assert_allclose(g2.sparse_adjacency.data, g1.sparse_adjacency.data, rtol=1e-5, atol=1e-7)
+    # (the loaded decoders are views of one file tensor: float32 sums may round differently)
+    scale = float(np.abs(g1.sparse_adjacency.data).max())
+    np.testing.assert_allclose(g2.sparse_adjacency.data, g1.sparse_adjacency.data, rtol=1e-5, atol=1e-6 * scale)
     save_file({"W_dec_2": torch.zeros(32, 3, 64)}, folder / "W_dec_2.safetensors")
     with pytest.raises(ValueError, match=r"W_dec_2 has shape \(32, 3, 64\), expected \(32, 2, 64\)"):
         load_transcoders(folder)

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 import attribution_nb as anb
-from attribution_nb.widget import HIGHLIGHT_TRACE, N_EDGE_TRACES, NODE_TRACE, GraphWidget, draw_data
+from attribution_nb.views.drawing import draw_data
+from attribution_nb.views.widget import HIGHLIGHT_TRACE, N_EDGE_TRACES, NODE_TRACE, GraphWidget
 from conftest import PROMPT
 
 pytest.importorskip("plotly")
@@ -173,7 +174,7 @@ def test_standalone_html_holds_the_graph(llama_graph, tmp_path):
     # every node and edge that a slider position can show is in the page
     nm, em = llama_graph.prune_masks(0.95, 0.99)
     ids = set(data["nodes"]["id"])
-    assert set(llama_graph.nodes.node_id[nm.numpy()]) <= ids
+    assert set(llama_graph.nodes.node_id[nm]) <= ids
     assert len(data["edges"]["w"]) >= int(em.sum())
     with pytest.raises(ValueError, match="edge_threshold must be in"):
         llama_graph.to_html(tmp_path / "x.html", edge_threshold=1.5)

@@ -1,6 +1,6 @@
 """Train the embedded demo model: a tiny Llama over a "toy world", with transcoders.
 
-    python -m attribution_nb.demo_train [--out attribution_nb/demo_model] [--steps 2000]
+    python -m attribution_nb.demo.train [--out attribution_nb/demo_model] [--steps 2000]
 
 Seeded, CPU only, a few minutes on 2 cores. It writes the corpus, trains the model,
 trains one TopK transcoder per layer on the model's own MLP inputs and outputs, labels
@@ -36,6 +36,9 @@ import random
 import time
 
 import torch
+
+from ..transcoders import Transcoder, TranscoderSet
+from .tiny import word_tokenizer
 
 STATES = {  # state: (capital, cities)
     "texas": ("austin", "dallas houston arlington plano lubbock laredo"),
@@ -321,7 +324,6 @@ def mlp_pairs(model, tokenizer, sentences: list[str]):
 
 def train_transcoder(x: torch.Tensor, y: torch.Tensor, d_features: int, k: int, steps: int, seed: int):
     """A TopK transcoder x → y (decoder rows kept at unit norm)."""
-    from .transcoders import Transcoder
     gen = torch.Generator().manual_seed(seed)
     d = x.shape[1]
     W_enc = torch.nn.Parameter(torch.randn(d, d_features, generator=gen) / d ** 0.5)
@@ -389,7 +391,7 @@ def label_features(model, tokenizer, transcoders, sentences: list[str], n_contex
 
 
 def main(argv=None) -> dict:
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description="Train the embedded demo model and its transcoders.")
     ap.add_argument("--out", default=os.path.join(here, "demo_model"))
     ap.add_argument("--steps", type=int, default=2000)
@@ -400,8 +402,6 @@ def main(argv=None) -> dict:
     ap.add_argument("--weight-decay", type=float, default=0.1)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
-    from .demo import word_tokenizer
-    from .transcoders import TranscoderSet
 
     t0 = time.time()
     world = build_world(args.seed)

@@ -12,9 +12,8 @@ import json
 import os
 import re
 
-import numpy as np
-
-from .graph import AttributionGraph, entry_rows
+from ..io import write_text
+from .maths import entry_rows
 
 FEATURE_TYPES = {"feature": "cross layer transcoder", "error": "mlp reconstruction error", "token": "embedding",
                  "logit": "logit"}
@@ -24,7 +23,7 @@ def _cantor(x: int, y: int) -> int:
     return (x + y) * (x + y + 1) // 2 + y
 
 
-def graph_json(graph: AttributionGraph, *, slug: str | None = None, scan: str | None = None,
+def graph_json(graph, *, slug: str | None = None, scan: str | None = None,
                node_threshold: float = 0.8, edge_threshold: float = 0.98, prune: bool = True) -> dict:
     """The graph (pruned at the thresholds unless ``prune=False``) as a Neuronpedia graph dict."""
     g = graph.prune(node_threshold, edge_threshold) if prune else graph
@@ -73,16 +72,14 @@ def graph_json(graph: AttributionGraph, *, slug: str | None = None, scan: str | 
     }
 
 
-def write_graph_files(graph: AttributionGraph, folder: str | os.PathLike, **kwargs) -> str:
+def write_graph_files(graph, folder: str | os.PathLike, **kwargs) -> str:
     """Write ``{slug}.json`` and update ``graph-metadata.json`` in ``folder`` (the layout
     circuit-tracer's local server serves); returns the graph file's path."""
     data = graph_json(graph, **kwargs)
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{data['metadata']['slug']}.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f)
-    os.replace(path + ".tmp", path)
+    write_text(path, json.dumps(data))
     meta_path = os.path.join(folder, "graph-metadata.json")
     listing = {"graphs": []}
     if os.path.exists(meta_path):
@@ -90,7 +87,5 @@ def write_graph_files(graph: AttributionGraph, folder: str | os.PathLike, **kwar
             listing = json.load(f)
     listing["graphs"] = [g for g in listing.get("graphs", []) if g.get("slug") != data["metadata"]["slug"]]
     listing["graphs"].append(data["metadata"])
-    with open(meta_path + ".tmp", "w") as f:
-        json.dump(listing, f, indent=1)
-    os.replace(meta_path + ".tmp", meta_path)
+    write_text(meta_path, json.dumps(listing, indent=1))
     return path

@@ -3,25 +3,25 @@
 A transcoder reads the MLP's input ``x`` and writes an approximation of its output:
 
     pre  = x @ W_enc + b_enc                  (pre-activations, one per feature)
-    act  = σ(pre)                             (ReLU, JumpReLU or TopK: sparse)
+    act  = σ(pre)                             (ReLU, JumpReLU or TopK: sparse; see activations.py)
     out  = act @ W_dec + b_dec [+ x @ W_skip]  (decoder, optional linear skip term)
 
 Shapes follow GemmaScope: ``W_enc`` is [d_model, d_features], ``W_dec`` is
 [d_features, d_model], ``W_skip`` is [d_model, d_model].  The features' pre-activations
 are the attribution targets; ``act * W_dec[f]`` is what a feature writes to the residual
-stream.  Files are safetensors, so loading never unpickles anything.
+stream.  A cross-layer transcoder's features also write to every later layer
+(``W_dec_later``); the ``*_writes`` methods give those writes layer by layer, so nothing
+else in the package looks at ``W_dec_later``.  Files are safetensors: loading never unpickles.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-ACTIVATIONS = ("relu", "jumprelu", "topk")
+from ..io import read_safetensors, save_safetensors
+from .activations import ACTIVATIONS
 
 
 def _as_tensor(name: str, value) -> torch.Tensor:
@@ -64,7 +64,7 @@ class Transcoder(torch.nn.Module):
                     f"{name} has shape {tuple(tensor.shape)}, expected {expected[name]} "
                     f"for W_enc of shape {tuple(W_enc.shape)} ([d_model, d_features])")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
         if activation == "jumprelu":
             if threshold is None:
                 raise ValueError("activation 'jumprelu' needs threshold=")
@@ -119,17 +119,31 @@ class Transcoder(torch.nn.Module):
         """What the features write to each later layer: [n_later, ..., d_model]."""
         return torch.einsum("...f,fjd->j...d", acts, self.W_dec_later)
 
+    # -- what features write, layer by layer (own layer first, then the later ones) --------
+    def feature_writes(self, features: torch.Tensor, acts: torch.Tensor) -> list[torch.Tensor]:
+        """``act · decoder`` of the given features [n] with activations [n], in float32:
+        ``[own layer [n, d], first later layer [n, d], …]``."""
+        own = (self.W_dec[features].float() * acts[:, None]).detach()
+        if not self.n_later:
+            return [own]
+        later = (self.W_dec_later[features].float() * acts[:, None, None]).detach()
+        return [own] + [later[:, j] for j in range(self.n_later)]
+
+    def direction_writes(self, feature: int) -> list[torch.Tensor]:
+        """Feature ``feature``'s decoder direction into its own layer and each later one."""
+        return [self.W_dec[feature]] + [self.W_dec_later[feature, j] for j in range(self.n_later)]
+
+    def change_writes(self, features: torch.Tensor, diff: torch.Tensor) -> list[torch.Tensor]:
+        """What a change ``diff`` [T, n] of the activations of ``features`` writes to its own
+        layer and each later one: ``[[T, d], …]``."""
+        return [diff @ self.W_dec[features]] + [diff @ self.W_dec_later[features, j] for j in range(self.n_later)]
+
     # -- the maths -------------------------------------------------------------
     def preactivation(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.W_enc + self.b_enc
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
-        if self.activation == "relu":
-            return torch.relu(pre)
-        if self.activation == "jumprelu":
-            return pre * (pre > self.threshold)
-        top = pre.topk(self.k, dim=-1)
-        return torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))
+        return ACTIVATIONS[self.activation].apply(pre, self)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Feature activations for MLP inputs ``x`` [..., d_model] → [..., d_features]."""
@@ -138,9 +152,6 @@ class Transcoder(torch.nn.Module):
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
         """The features' contribution ``acts @ W_dec + b_dec`` (without the skip term)."""
         return acts @ self.W_dec + self.b_dec
-
-    def skip(self, x: torch.Tensor) -> torch.Tensor | None:
-        return None if self.W_skip is None else x @ self.W_skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.decode(self.encode(x))
@@ -166,8 +177,7 @@ class Transcoder(torch.nn.Module):
     def save(self, path: str | os.PathLike) -> None:
         """Write the transcoder as one safetensors file (activation and k in its metadata)."""
         meta = {"activation": self.activation, "k": "" if self.k is None else str(self.k)}
-        from safetensors.torch import save_file    # (imported here: see read_safetensors)
-        save_file(self.state(), os.fspath(path), metadata=meta)
+        save_safetensors(self.state(), path, metadata=meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, activation: str | None = None, k: int | None = None,
@@ -189,125 +199,3 @@ class Transcoder(torch.nn.Module):
         except (ValueError, TypeError) as err:
             raise ValueError(f"{os.fspath(path)}: {err}") from None
         return tc.to(device)
-
-
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors and the metadata of a safetensors file, with a clear error for a bad file."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    # imported here, not at the top: remote requests carry Transcoder objects by value, and
-    # the Rust extension must not become one of the module globals they pull along
-    from safetensors import SafetensorError, safe_open
-    try:
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        size = os.path.getsize(path)
-        raise ValueError(f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {err}") from None
-    return tensors, meta
-
-
-_NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
-                 "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
-
-
-def read_safetensors_numpy(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Like :func:`read_safetensors`, as numpy arrays read straight from the file (no memory
-    map, no second copy: peak memory is the arrays themselves)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    size = os.path.getsize(path)
-
-    def bad(why: str) -> ValueError:
-        return ValueError(f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {why}")
-
-    with open(path, "rb") as f:
-        head = f.read(8)
-        n = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if not 0 < n <= min(size - 8, 1 << 28):
-            raise bad("bad header length")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise bad(f"header is not JSON ({err})") from None
-        meta = header.pop("__metadata__", None) or {}
-        arrays = {}
-        for key, info in header.items():
-            dtype = _NUMPY_DTYPES.get(info.get("dtype"))
-            if dtype is None:
-                raise bad(f"tensor {key!r} has dtype {info.get('dtype')!r}, which this reader does not handle")
-            shape = [int(x) for x in info["shape"]]
-            begin, end = info["data_offsets"]
-            count = int(np.prod(shape, dtype=np.int64))
-            if end - begin != count * np.dtype(dtype).itemsize or 8 + n + end > size:
-                raise bad(f"tensor {key!r} runs past the end of the file")
-            f.seek(8 + n + begin)
-            arrays[key] = np.fromfile(f, dtype=dtype, count=count).reshape(shape)
-    return arrays, meta
-
-
-@dataclass
-class TranscoderSet:
-    """One transcoder per layer, in layer order."""
-
-    transcoders: list[Transcoder]
-
-    def __len__(self) -> int:
-        return len(self.transcoders)
-
-    def __getitem__(self, layer: int) -> Transcoder:
-        return self.transcoders[layer]
-
-    def __iter__(self):
-        return iter(self.transcoders)
-
-    def save(self, folder: str | os.PathLike) -> None:
-        """Write ``layer_{i}.safetensors`` per layer and an ``index.json`` to ``folder``."""
-        os.makedirs(folder, exist_ok=True)
-        for i, tc in enumerate(self.transcoders):
-            tc.save(os.path.join(folder, f"layer_{i}.safetensors"))
-        with open(os.path.join(folder, "index.json"), "w") as f:
-            json.dump({"format": "attribution_nb.transcoders", "n_layers": len(self.transcoders)}, f)
-
-    @classmethod
-    def load(cls, folder: str | os.PathLike, **kwargs) -> "TranscoderSet":
-        folder = os.fspath(folder)
-        index = os.path.join(folder, "index.json")
-        if not os.path.isfile(index):
-            raise FileNotFoundError(f"{folder} has no index.json; expected a folder written by TranscoderSet.save")
-        with open(index) as f:
-            n_layers = int(json.load(f)["n_layers"])
-        return cls([Transcoder.load(os.path.join(folder, f"layer_{i}.safetensors"), **kwargs) for i in range(n_layers)])
-
-
-def random_transcoders(d_model: int, n_layers: int, d_features: int, *, activation: str = "jumprelu",
-                       skip: bool = False, seed: int = 0, k: int | None = None,
-                       cross_layer: bool = False) -> TranscoderSet:
-    """Random transcoders of the given sizes (for tests and the tiny built-in model);
-    ``cross_layer``: each layer's features also write to every later layer.
-
-    JumpReLU thresholds and biases are set so that roughly 3% of the features fire on
-    a unit-norm-per-dimension input, which keeps graphs sparse but not empty.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for layer in range(n_layers):
-        W_enc = torch.randn(d_model, d_features, generator=gen) / d_model ** 0.5
-        b_enc = 0.1 * torch.randn(d_features, generator=gen)
-        W_dec = torch.randn(d_features, d_model, generator=gen) / d_features ** 0.5
-        b_dec = 0.05 * torch.randn(d_model, generator=gen)
-        kwargs = {}
-        if activation == "jumprelu":
-            kwargs["threshold"] = 1.8 + 0.2 * torch.rand(d_features, generator=gen)
-        if activation == "topk":
-            kwargs["k"] = k or max(1, d_features // 16)
-        if skip:
-            kwargs["W_skip"] = 0.1 * torch.randn(d_model, d_model, generator=gen) / d_model ** 0.5
-        if cross_layer and layer < n_layers - 1:
-            n_later = n_layers - layer - 1
-            kwargs["W_dec_later"] = 0.5 * torch.randn(d_features, n_later, d_model, generator=gen) / d_features ** 0.5
-        out.append(Transcoder(W_enc, b_enc, W_dec, b_dec, activation, **kwargs))
-    return TranscoderSet(out)

@@ -1,0 +1,148 @@
+"""What an architecture family looks like to attribution: its read and write points.
+
+An :class:`Architecture` names (as dotted paths from the Hugging Face model object) where the
+transcoders read and write, which norms are frozen and how they compute, where the attention
+pattern comes from (the query and key projections, detached to freeze it), and where the
+embedding and the unembedding are.  Each family module (``llama.py``, ``gemma2.py`` …) builds
+one and gives a tiny config for tests; :mod:`attribution_nb.architectures` registers them.
+
+Two facts about the freezing (used by :mod:`attribution_nb.tracing`):
+
+* norms are frozen by a value-preserving rewrite ``y.detach() + lin(x) − lin(x).detach()``
+  whose gradient is that of ``x ↦ (x − mean) · w / frozen_scale`` (:func:`frozen_norm`);
+* attention is frozen by detaching the query and key projections' outputs: the pattern is a
+  function of them only, so this works with any attention kernel and on a remote server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+NORM_KINDS = ("rms", "rms_plus_one", "layernorm")
+#: block layouts the reference model of the tests knows: pre-norm (Llama), pre- and post-norms
+#: around attention and MLP (Gemma), GPT-2 (LayerNorm with bias, Conv1D, learned positions)
+BLOCKS = ("pre_norm", "sandwich", "gpt2")
+
+
+def get_module(root: Any, path: str) -> Any:
+    """``root.a.b.c`` for ``path = "a.b.c"`` (modules or nnsight envoys)."""
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root
+
+
+def _never(config) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Where a family keeps its parts, and what of its config it handles.
+
+    ``mlp_in`` is the module whose *input* the transcoder reads (with ``mlp_in_normalized``,
+    that input divided by its rms: a norm's output without its weight); ``mlp_out`` the module
+    whose *output* the transcoder replaces.  ``norms`` are the per-layer norms, in execution
+    order, whose scales are frozen; ``norm_kind`` says how they compute (``"rms"``: x·w/rms,
+    ``"rms_plus_one"``: x·(1+w)/rms, ``"layernorm"``).  ``queries_keys`` are the modules
+    (relative to a layer) whose outputs are the attention's queries and keys; with
+    ``qk_fused`` one module outputs queries, keys and values side by side.  They run between
+    the first norm of ``norms`` and the second.  ``refuse(config)`` lists what of a config
+    this family does not handle (empty: fine).
+    """
+
+    family: str
+    model_types: tuple[str, ...]
+    block: str = "pre_norm"
+    layers: str = "model.layers"
+    norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")
+    mlp_in: str = "mlp"
+    mlp_out: str = "mlp"
+    embed: str = "model.embed_tokens"
+    final_norm: str = "model.norm"
+    unembed: str = "lm_head"
+    norm_kind: str = "rms"
+    logit_softcap: str | None = None     # config attribute of a final tanh soft-cap on the logits
+    mlp_in_normalized: bool = False      # the transcoder reads x/rms of norm ``mlp_in``'s input (no weight)
+    queries_keys: tuple[str, ...] = ("self_attn.q_proj", "self_attn.k_proj")
+    qk_fused: bool = False
+    refuse: Callable[[Any], list[str]] = field(default=_never, compare=False)
+    tiny_config: Callable[..., Any] | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if self.norm_kind not in NORM_KINDS:
+            raise ValueError(f"norm_kind must be one of {NORM_KINDS}, got {self.norm_kind!r}")
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
+
+    def check(self, hf_model) -> None:
+        """Refuse a model this family cannot trace exactly, naming what is wrong."""
+        config = hf_model.config
+        problems = list(self.refuse(config)) + common_refusals(config)
+        if problems:
+            raise ValueError(f"{self.family} architecture cannot handle this {config.model_type!r} model: "
+                             + "; ".join(problems))
+        for path in (self.layers, self.embed, self.final_norm, self.unembed):
+            _need(hf_model, path, self.family)
+        first = get_module(hf_model, self.layers)[0]
+        for path in (*self.norms, self.mlp_in, self.mlp_out, *self.queries_keys):
+            _need(first, path, self.family, prefix=f"{self.layers}.0.")
+
+    def softcap_value(self, config) -> float | None:
+        return getattr(config, self.logit_softcap, None) if self.logit_softcap else None
+
+
+def _need(root, path: str, family: str, prefix: str = "") -> None:
+    try:
+        get_module(root, path)
+    except AttributeError:
+        raise ValueError(f"the {family} architecture expects a module at {prefix + path!r}, which this model "
+                         "does not have; describe its layout with architecture=Architecture(...)") from None
+
+
+def common_refusals(config) -> list[str]:
+    """What no family handles: encoder-decoders, cross-attention, mixtures of experts,
+    bidirectional attention (prefix traces and causal edges assume causal attention)."""
+    out = []
+    if getattr(config, "is_encoder_decoder", False):
+        out.append("is_encoder_decoder=True (only decoder-only models)")
+    if getattr(config, "add_cross_attention", False):
+        out.append("add_cross_attention=True (cross-attention is not frozen)")
+    for key in ("num_experts", "num_local_experts", "n_routed_experts"):
+        if (getattr(config, key, 0) or 0) > 0:
+            out.append(f"{key}={getattr(config, key)} (a mixture of experts; transcoders replace one dense MLP)")
+    if getattr(config, "use_bidirectional_attention", False):
+        out.append("use_bidirectional_attention=True (attribution assumes causal attention)")
+    return out
+
+
+# -- freezing norm scales ---------------------------------------------------------------
+def _eps(module) -> float:
+    return getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
+
+
+def rms_normalize(x: torch.Tensor, module, frozen: bool = False) -> torch.Tensor:
+    """``x / rms(x)`` with the norm module's epsilon (its weight left out); ``frozen``: the
+    scale passes no gradient."""
+    xf = x.float()
+    scale = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + _eps(module))
+    return (xf * (scale.detach() if frozen else scale)).to(x.dtype)
+
+
+def frozen_norm(x: torch.Tensor, y: torch.Tensor, module, kind: str) -> torch.Tensor:
+    """``y`` (the norm's output for input ``x``) with the gradient of the frozen-scale map."""
+    eps = _eps(module)
+    xf = x.float()
+    if kind == "layernorm":
+        centred = xf - xf.mean(-1, keepdim=True)
+        scale = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + eps).detach()
+        lin = centred * scale * module.weight.float()
+    else:
+        scale = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps).detach()
+        weight = module.weight.float() + (1.0 if kind == "rms_plus_one" else 0.0)
+        lin = xf * scale * weight
+    lin = lin.to(y.dtype)
+    return y.detach() + (lin - lin.detach())

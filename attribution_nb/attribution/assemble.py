@@ -1,0 +1,75 @@
+"""Graph assembly: the kept rows as one CSR adjacency, and the node and logit tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..graph import AttributionGraph
+from ..ids import NodeId
+from .rows import ActiveFeatures
+
+
+def assemble(model, prompt, cap, active: ActiveFeatures, visited: np.ndarray, store, n_sources: int,
+             target_ids: list[int], info: dict) -> AttributionGraph:
+    """Nodes = kept features (in active order) + error nodes + token nodes + logit nodes."""
+    L, T, _ = cap.mlp_in.shape
+    n_active, n_keep, n_logits = len(active), len(visited), len(target_ids)
+    order = np.sort(visited)
+    col_map = np.full(n_sources, -1, dtype=np.int32)
+    col_map[order] = np.arange(n_keep)
+    col_map[n_active:] = np.arange(n_keep, n_keep + L * T + T)
+    row_keys = order.tolist() + [None] * (L * T + T) + [("logit", i) for i in range(n_logits)]
+    adjacency = store.csr(row_keys, n_keep + L * T + T + n_logits, col_map)
+    probs = torch.softmax(cap.logits[-1].double(), -1).cpu()
+    logits = pd.DataFrame({"token": model.token_strings(target_ids), "token_id": target_ids,
+                           "probability": probs[target_ids].numpy(),
+                           "logit": cap.logits[-1, target_ids].double().cpu().numpy()})
+    nodes = node_table(model, cap, active.take(torch.from_numpy(order)), logits)
+    tokens = cap.tokens
+    graph = AttributionGraph(
+        prompt=prompt if isinstance(prompt, str) else model.tokenizer.decode(tokens.tolist()),
+        tokens=model.token_strings(tokens), token_ids=tokens.tolist(), nodes=nodes, adjacency=adjacency,
+        logits=logits, n_layers=L, model_name=model.name, info=info)
+    graph.nodes["influence"] = graph.influence()
+    return graph
+
+
+def node_table(model, cap, kept: ActiveFeatures, logits_df: pd.DataFrame) -> pd.DataFrame:
+    """One row per node, in adjacency order (columns as in ``graph.NODE_COLUMNS``)."""
+    L, T, _ = cap.mlp_in.shape
+    toks = model.token_strings(cap.tokens)
+    labels = model.feature_labels
+    layer_l, pos_l, feat_l = kept.layer.tolist(), kept.position.tolist(), kept.index.tolist()
+    feature_rows = {
+        "node_id": [NodeId.for_feature(l, p, f) for l, p, f in zip(layer_l, pos_l, feat_l)],
+        "kind": ["feature"] * len(layer_l), "layer": layer_l, "position": pos_l,
+        "token": [toks[p] for p in pos_l], "feature": feat_l, "activation": kept.activation.double().tolist(),
+        "label": [labels.get((l, f), "") for l, f in zip(layer_l, feat_l)],
+    }
+    err_l = [l for l in range(L) for _ in range(T)]
+    err_p = [p for _ in range(L) for p in range(T)]
+    error_rows = {
+        "node_id": [NodeId.for_error(l, p) for l, p in zip(err_l, err_p)], "kind": ["error"] * (L * T),
+        "layer": err_l, "position": err_p, "token": [toks[p] for p in err_p], "feature": [None] * (L * T),
+        "activation": cap.errors.norm(dim=-1).flatten().double().tolist(), "label": [""] * (L * T),
+    }
+    token_rows = {
+        "node_id": [NodeId.for_token(p) for p in range(T)], "kind": ["token"] * T, "layer": [-1] * T,
+        "position": list(range(T)), "token": toks, "feature": [None] * T,
+        "activation": cap.embed.norm(dim=-1).double().tolist(), "label": [""] * T,
+    }
+    n_log = len(logits_df)
+    logit_rows = {
+        "node_id": [NodeId.for_logit(t) for t in logits_df["token"]], "kind": ["logit"] * n_log,
+        "layer": [L] * n_log, "position": [T - 1] * n_log, "token": logits_df["token"].tolist(),
+        "feature": [None] * n_log, "activation": logits_df["logit"].tolist(), "label": [""] * n_log,
+    }
+    nodes = pd.concat([pd.DataFrame(d) for d in (feature_rows, error_rows, token_rows, logit_rows)],
+                      ignore_index=True)
+    nodes["feature"] = nodes["feature"].astype("Int64")
+    nodes["layer"] = nodes["layer"].astype(np.int64)
+    nodes["position"] = nodes["position"].astype(np.int64)
+    nodes.insert(7, "influence", 0.0)
+    return nodes[["node_id", "kind", "layer", "position", "token", "feature", "activation", "influence", "label"]]

@@ -1,0 +1,187 @@
+"""The row engine: rows of the adjacency (direct effects on a batch of targets) by backward
+passes through the frozen linear trace, and the runner that feeds it batches.
+
+Sources are numbered in "active order": features sorted by (layer, position, index), then
+error nodes (layer-major), then token nodes.  A target at layer ``l`` and position ``p`` can
+only see sources below ``l`` at positions ``≤ p``: only those are computed and stored, one
+small matmul per (layer, position) block of features.
+
+A :class:`RowEngine` is what a remote request carries (see :mod:`attribution_nb.backend`):
+the envoy, the architecture, the skip matrices, a slimmed capture and the active features'
+decoder writes, nothing more.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..backend import model_device, to_device
+from ..tracing import linear_trace
+
+#: prompts at least this long run feature rows on prefix traces (eight prefix lengths)
+PREFIX_MIN_TOKENS = 64
+#: prefix lengths are these fractions of the prompt (in eighths)
+PREFIX_STEPS = 8
+
+
+@dataclass(frozen=True)
+class ActiveFeatures:
+    """The active features of a capture in active order (on the CPU, whatever the model's device)."""
+
+    layer: torch.Tensor      # [n] int
+    position: torch.Tensor   # [n] int
+    index: torch.Tensor      # [n] int, the feature's index in its transcoder
+    activation: torch.Tensor  # [n] float32
+
+    @classmethod
+    def of(cls, activations: list[torch.Tensor]) -> ActiveFeatures:
+        found = [(l, *acts.nonzero().T) for l, acts in enumerate(activations)]
+        return cls(torch.cat([torch.full_like(p, l) for l, p, _ in found]).cpu(),
+                   torch.cat([p for _, p, _ in found]).cpu(), torch.cat([f for _, _, f in found]).cpu(),
+                   torch.cat([activations[l][p, f] for l, p, f in found]).float().cpu())
+
+    def __len__(self) -> int:
+        return len(self.layer)
+
+    def take(self, order) -> ActiveFeatures:
+        return ActiveFeatures(self.layer[order], self.position[order], self.index[order], self.activation[order])
+
+
+class RowEngine:
+    """Computes sparse rows (see the module docstring) for ≤ ``batch`` targets per backward pass."""
+
+    def __init__(self, model, cap, active: ActiveFeatures, batch: int):
+        L, T, d = cap.mlp_in.shape
+        self.L, self.T, self.batch = L, T, batch
+        # what the linear trace needs, and nothing more (a remote request carries this object)
+        self.envoy, self.arch, self.skips = model.nn, model.architecture, model.transcoders.skip_weights()
+        self.cap = cap.trace_inputs()
+        self.trace, self.length = None, None     # traced on first use (on the server, for a remote model)
+        # prefix lengths a batch may run on: a target at position p only needs positions ≤ p
+        self.buckets = sorted({math.ceil(T * k / PREFIX_STEPS) for k in range(1, PREFIX_STEPS + 1)}) \
+            if T >= PREFIX_MIN_TOKENS else [T]
+        self.layer_starts, self.writes, self.pos_bounds = [], [], []
+        start = 0
+        for l, tc in enumerate(model.transcoders):
+            n_l = int((active.layer == l).sum())
+            sl = slice(start, start + n_l)
+            self.layer_starts.append(start)
+            # float32 products whatever the model's dtype (half precision loses too much in the sums);
+            # writes[l][j]: what layer l's features write to layer l + j
+            self.writes.append(tc.feature_writes(active.index[sl], active.activation[sl].to(tc.W_dec.device)))
+            # features of layer l at position p are columns pos_bounds[l][p]:pos_bounds[l][p + 1]
+            self.pos_bounds.append((start + torch.searchsorted(active.position[sl], torch.arange(T + 1))).tolist())
+            start += n_l
+        self.n_features = start
+        self.n_sources = start + L * T + T
+        self.src_layer = torch.cat([active.layer, torch.arange(L).repeat_interleave(T), torch.full((T,), -1)])
+        self.src_pos = torch.cat([active.position, torch.arange(T).repeat(L), torch.arange(T)])
+
+    def _move_to_model(self) -> None:
+        """Put the products' operands where the model is (a remote server's GPU, say)."""
+        device = model_device(self.envoy)
+        if self.cap.embed.device != device:
+            self.cap = self.cap.to(device)
+            self.skips, self.writes = to_device(self.skips, device), to_device(self.writes, device)
+
+    def retrace(self, length: int) -> None:
+        """The frozen model on the prompt's first ``length`` tokens, ``batch`` copies."""
+        self.trace = linear_trace(self.envoy, self.arch, self.skips, self.cap, self.batch, length)
+        self.length = length
+
+    def forget_trace(self) -> None:
+        self.trace = self.length = None
+
+    def run(self, batches, logits: bool = False) -> tuple[list, torch.Tensor | None]:
+        """Every batch's rows (see ``__call__``) and, with ``logits``, the replacement model's
+        last-position logits (from the full-length trace).  A remote model runs this inside one
+        nnsight session on the server, so only the sparse rows travel back."""
+        self._move_to_model()
+        pieces = [self(layers, positions, vectors) for layers, positions, vectors in batches]
+        if not logits:
+            return pieces, None
+        if self.length != self.T:
+            self.retrace(self.T)
+        return pieces, self.trace.logits[0, -1].detach().cpu()
+
+    @torch.no_grad()
+    def _edges_from_grads(self, grads, layers, positions) -> torch.Tensor:
+        n = len(layers)
+        g_embed, g_writes = grads[0], grads[1:]
+        out = torch.zeros(n, self.n_sources, dtype=torch.float32)      # on the CPU
+        top_layer, top_pos = int(layers.max()), int(positions.max())
+        for l in range(min(top_layer, self.L)):
+            if g_writes[l] is None:
+                continue
+            # the layers this layer's features write to that a target in the batch can see
+            reach = [(self.writes[l][j], g_writes[l + j][:n, : top_pos + 1].float())
+                     for j in range(len(self.writes[l])) if l + j < top_layer and g_writes[l + j] is not None]
+            bounds, off = self.pos_bounds[l], self.layer_starts[l]
+            for p in range(top_pos + 1):
+                a, b = bounds[p], bounds[p + 1]
+                if a < b:
+                    block = reach[0][1][:, p] @ reach[0][0][a - off:b - off].T
+                    for write, g in reach[1:]:
+                        block = block + g[:, p] @ write[a - off:b - off].T
+                    out[:, a:b] = block.float()
+            base = self.n_features + l * self.T
+            out[:, base:base + top_pos + 1] = torch.einsum("ntd,td->nt", reach[0][1],
+                                                           self.cap.errors[l, : top_pos + 1].float())
+        if g_embed is not None:
+            base = self.n_features + self.L * self.T
+            out[:, base:base + top_pos + 1] = torch.einsum("ntd,td->nt", g_embed[:n, : top_pos + 1].float(),
+                                                           self.cap.embed[: top_pos + 1].float())
+        return out
+
+    def __call__(self, layers: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor):
+        """Sparse rows for ≤ batch targets: target b reads ``vectors[b]`` at ``positions[b]``
+        of layer ``layers[b]``'s MLP input (``layers[b] == L`` means the unembedding input).
+
+        Returns ``(counts, columns, values)``: entries per row, then the rows' source
+        columns (ascending, int32) and direct effects (float32), row after row."""
+        n = len(layers)
+        need = int(positions.max()) + 1
+        length = next(b for b in self.buckets if b >= need)
+        if length != self.length:               # a shorter (or the full) prefix: cheaper backward passes
+            self.retrace(length)
+        batch_idx = torch.arange(n)
+        loss = 0.0
+        for layer in layers.unique().tolist():
+            sel = layers == layer
+            x = self.trace.unembed_in if layer == self.L else self.trace.mlp_in[layer]
+            loss = loss + (x[batch_idx[sel], positions[sel]] * vectors[sel].to(x.device, x.dtype)).sum()
+        grads = torch.autograd.grad(loss, self.trace.leaves, retain_graph=True, allow_unused=True)
+        out = self._edges_from_grads(grads, layers, positions)
+        mask = (self.src_layer[None] < layers[:, None]) & (self.src_pos[None] <= positions[:, None]) & (out != 0)
+        cols = mask.nonzero()[:, 1].to(torch.int32).numpy()
+        return mask.sum(1).numpy(), cols, out[mask].numpy()
+
+
+class RowRunner:
+    """Feeds targets to a :class:`RowEngine` in jobs of ``batch``, grouped into requests as the
+    backend says (one job at a time here; all in one request remotely), and files the rows."""
+
+    def __init__(self, backend, engine: RowEngine, store, bar):
+        self.backend, self.engine, self.store, self.bar = backend, engine, store, bar
+
+    def __call__(self, keys: list, layers, positions, vectors, logits: bool = False):
+        """Rows for these targets; with ``logits``, also the replacement model's last-position logits.
+        ``vectors`` is a tensor [n, d] or a function of a slice giving those rows (built a
+        request at a time, so a long sweep never holds all its encoder vectors at once)."""
+        b = self.engine.batch
+        jobs = [slice(s, s + b) for s in range(0, len(keys), b)]
+        groups = self.backend.requests(jobs)
+        last = None
+        for i, group in enumerate(groups):
+            want = logits and i == len(groups) - 1
+            batches = [(layers[s], positions[s], vectors(s) if callable(vectors) else vectors[s]) for s in group]
+            pieces, found = self.backend.run(self.engine.envoy, self.engine.run, batches, want)
+            self.backend.request_done(self.engine)
+            last = found if want else last
+            for s, piece in zip(group, pieces):
+                self.store.add(keys[s], piece)
+            self.bar.update(sum(len(keys[s]) for s in group))
+        return last

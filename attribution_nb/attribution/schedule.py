@@ -1,0 +1,70 @@
+"""In which order feature rows are computed.
+
+With all features kept, a *sweep*: by prefix bucket, then layer, then position, so prefix
+traces only grow.  With ``max_feature_nodes`` below the number of active features, a *greedy*
+order: features by their influence on the logits estimated from the rows computed so far;
+the estimate is refreshed after every batch while few rows are known
+(``WARMUP_BATCHES``), then each time the visited rows grow by ``REFRESH_GROWTH``.  Between
+refreshes the ranking stands, so the rows up to the next refresh are chosen (and, remotely,
+computed) together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..graph.maths import normalize_rows
+
+#: re-estimate influences after every batch while fewer than this many batches are visited
+WARMUP_BATCHES = 4
+#: afterwards, re-estimate each time the number of visited features grows by this factor
+REFRESH_GROWTH = 1.25
+
+
+def sweep_order(feat_layer: np.ndarray, feat_pos: np.ndarray, buckets: list[int]) -> np.ndarray:
+    """All features by prefix bucket, then layer, then position."""
+    bucket_of = np.searchsorted(np.array(buckets), feat_pos + 1)
+    return np.lexsort((feat_pos, feat_layer, bucket_of))
+
+
+def greedy_rounds(store, probs: np.ndarray, n_active: int, n_keep: int, n_sources: int,
+                  batch: int) -> Iterator[np.ndarray]:
+    """Rounds of features to visit next, most influential first; the caller computes each
+    round's rows (into ``store``) before asking for the next."""
+    visited = np.zeros(0, dtype=np.int64)
+    score, refreshed = np.zeros(0), -1
+    while len(visited) < n_keep:
+        warm = len(visited) < WARMUP_BATCHES * batch
+        if warm or len(visited) >= REFRESH_GROWTH * refreshed:
+            score = feature_influence(store, probs, visited, n_active, n_sources)
+            refreshed = len(visited)
+        score[visited] = -1.0
+        n_round = batch if warm else batch * math.ceil((REFRESH_GROWTH * refreshed - len(visited)) / batch)
+        chosen = np.argsort(-score, kind="stable")[:min(n_round, n_keep - len(visited))]
+        yield chosen
+        visited = np.concatenate([visited, chosen])
+
+
+def feature_influence(store, probs: np.ndarray, visited: np.ndarray, n_active: int, n_sources: int) -> np.ndarray:
+    """Influence of every active feature on the logits, from the rows computed so far."""
+    n_l = len(probs)
+    keys = [("logit", i) for i in range(n_l)] + visited.tolist()
+    rows = normalize_rows(store.csr(keys, n_sources, dtype=np.float64))[:, :n_active].tocsr()
+    row_of = np.full(n_active, -1, dtype=np.int64)
+    row_of[visited] = np.arange(len(visited)) + n_l
+    known = row_of >= 0
+    x = np.zeros(len(keys))
+    x[:n_l] = probs
+    total = np.zeros(n_active)
+    rows_t = rows.T
+    for _ in range(len(keys) + 1):
+        src = rows_t @ x
+        total += src
+        x = np.zeros(len(keys))
+        x[row_of[known]] = src[known]
+        if not x.any():
+            break
+    return total

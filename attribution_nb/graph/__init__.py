@@ -1,0 +1,11 @@
+"""Attribution graphs as data: :class:`AttributionGraph` (tables, pruning, files) and the
+pure graph maths (:mod:`.maths`: influence, pruning, scores on numpy / scipy arrays)."""
+
+from __future__ import annotations
+
+from .graph import AttributionGraph
+from .maths import (as_csr, completeness_score, compute_influence, edge_scores, entry_rows, mass_before,
+                    normalize_rows, prune_masks, replacement_score)
+
+__all__ = ["AttributionGraph", "as_csr", "completeness_score", "compute_influence", "edge_scores", "entry_rows",
+           "mass_before", "normalize_rows", "prune_masks", "replacement_score"]

@@ -1,0 +1,220 @@
+"""``AttributionGraph``: one prompt's attribution graph as tidy tables and a sparse adjacency.
+
+It keeps its nodes in one order (features, error nodes, token nodes, logit nodes) and a
+sparse adjacency ``A`` (scipy CSR) with ``A[target, source]`` = the direct effect of the
+source on the target.  The maths is in :mod:`.maths` (pure functions), the file format in
+:mod:`.files`, the Neuronpedia export in :mod:`.neuronpedia`, the standalone page in
+:mod:`attribution_nb.views.page`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from ..ids import EXAMPLES, KINDS
+from ..views.page import graph_to_html
+from .files import NODE_COLUMNS, read_graph, save_graph
+from .maths import (_mask_entries, _row_sums, as_csr, completeness_score, compute_influence, entry_rows,
+                    prune_masks, replacement_score)
+from .neuronpedia import graph_json, write_graph_files
+
+
+class AttributionGraph:
+    """An attribution graph for one prompt: ``nodes``, ``edges`` and ``logits`` tables.
+
+    Build one with :func:`attribution_nb.attribute`; load one with :meth:`load`.
+    ``sparse_adjacency`` (a scipy CSR array) holds the direct effect of node ``j`` on node
+    ``i`` at ``[i, j]`` (rows: targets); memory grows with the number of edges.
+    ``adjacency`` is the same as a dense torch tensor, for small graphs.
+    """
+
+    #: ``adjacency`` refuses to build a dense matrix larger than this (bytes)
+    max_dense_bytes = 1 << 30
+
+    def __init__(self, *, prompt: str, tokens: list[str], token_ids: list[int], nodes: pd.DataFrame,
+                 adjacency: sp.sparray | np.ndarray | torch.Tensor, logits: pd.DataFrame, n_layers: int,
+                 model_name: str = "",
+                 info: dict | None = None, supernodes: dict | None = None):
+        if list(nodes.columns[: len(NODE_COLUMNS)]) != NODE_COLUMNS:
+            raise ValueError(f"nodes must have columns {NODE_COLUMNS}, got {list(nodes.columns)}")
+        n = len(nodes)
+        if tuple(adjacency.shape) != (n, n):
+            raise ValueError(f"adjacency has shape {tuple(adjacency.shape)}, expected ({n}, {n}) for {n} nodes")
+        self.sparse_adjacency = as_csr(adjacency)
+        self.prompt = prompt
+        self.tokens = list(tokens)
+        self.token_ids = [int(t) for t in token_ids]
+        self.nodes = nodes.reset_index(drop=True)
+        self.logits = logits.reset_index(drop=True)
+        self.n_layers = int(n_layers)
+        self.model_name = model_name
+        self.info = dict(info or {})
+        self.supernodes = dict(supernodes or {})
+        self._index = {nid: i for i, nid in enumerate(self.nodes["node_id"])}
+        self._edges: pd.DataFrame | None = None
+        self._influence: np.ndarray | None = None
+
+    # -- lookups -----------------------------------------------------------------
+    def __repr__(self) -> str:
+        counts = self.nodes["kind"].value_counts()
+        parts = ", ".join(f"{counts.get(k, 0)} {k}s" for k in KINDS)
+        return (f"AttributionGraph({self.prompt!r}: {parts}, {self.n_edges} edges; "
+                f"top prediction {self.logits['token'].iloc[0]!r})")
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.sparse_adjacency.nnz)
+
+    @property
+    def adjacency(self) -> torch.Tensor:
+        """The adjacency as a dense ``[target, source]`` torch tensor (small graphs only)."""
+        n = self.sparse_adjacency.shape[0]
+        size = n * n * self.sparse_adjacency.dtype.itemsize
+        if size > self.max_dense_bytes:
+            raise MemoryError(f"this graph has {n} nodes: a dense adjacency would take {size / 2**30:.1f} GiB; "
+                              f"use graph.sparse_adjacency (scipy CSR) or graph.edges")
+        return torch.from_numpy(self.sparse_adjacency.toarray())
+
+    @property
+    def kinds(self) -> np.ndarray:
+        return self.nodes["kind"].to_numpy()
+
+    @property
+    def logit_weights(self) -> np.ndarray:
+        """Probability of each logit node (zeros elsewhere), in node order."""
+        w = np.zeros(len(self.nodes))
+        w[self.kinds == "logit"] = self.logits["probability"].to_numpy(dtype=np.float64)
+        return w
+
+    def index(self, node_id: str) -> int:
+        """Row/column of ``node_id`` in the adjacency."""
+        try:
+            return self._index[node_id]
+        except KeyError:
+            raise KeyError(f"unknown node id {node_id!r}; ids look like {EXAMPLES} (see graph.nodes.node_id)") from None
+
+    def node(self, node_id: str) -> pd.Series:
+        return self.nodes.iloc[self.index(node_id)]
+
+    def edge(self, source: str, target: str) -> float:
+        """The direct effect of ``source`` on ``target``."""
+        return float(self.sparse_adjacency[self.index(target), self.index(source)])
+
+    @property
+    def edges(self) -> pd.DataFrame:
+        """One row per non-zero edge: ``source``, ``target``, ``weight`` (signed direct effect)."""
+        if self._edges is None:
+            m = self.sparse_adjacency
+            tgt = entry_rows(m)
+            ids = self.nodes["node_id"].to_numpy()
+            self._edges = pd.DataFrame({"source": ids[m.indices], "target": ids[tgt],
+                                        "weight": m.data.astype(np.float64)})
+        return self._edges
+
+    def set_label(self, node_id: str, label: str) -> None:
+        """Give ``node_id`` a label (kept by :meth:`save`)."""
+        if not isinstance(label, str):
+            raise ValueError(f"a label is a string, got {label!r}")
+        self.nodes.loc[self.index(node_id), "label"] = label
+
+    def add_supernode(self, name: str, members) -> None:
+        """Name a group of nodes (a supernode, kept by :meth:`save`); replaces a group of that name."""
+        name = (name or "").strip() if isinstance(name, str) else name
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a supernode needs a non-empty name, got {name!r}")
+        members = list(members)
+        if not members:
+            raise ValueError(f"supernode {name!r} has no members; give node ids")
+        for nid in members:
+            self.index(nid)            # raises for an unknown id
+        self.supernodes[name] = members
+
+    def edges_of(self, node_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """A node's edges in the full graph: incoming (``source``, ``weight``) and outgoing
+        (``target``, ``weight``)."""
+        i = self.index(node_id)
+        m = self.sparse_adjacency
+        ids = self.nodes["node_id"].to_numpy()
+        a, b = m.indptr[i], m.indptr[i + 1]
+        incoming = pd.DataFrame({"source": ids[m.indices[a:b]], "weight": m.data[a:b].astype(np.float64)})
+        col = m[:, [i]].tocoo()
+        outgoing = pd.DataFrame({"target": ids[col.coords[0]], "weight": col.data.astype(np.float64)})
+        return incoming, outgoing
+
+    def top_features(self, n: int = 10) -> pd.DataFrame:
+        """The ``n`` feature nodes with the largest influence on the logits."""
+        feats = self.nodes[self.nodes["kind"] == "feature"]
+        return feats.sort_values("influence", ascending=False).head(n).reset_index(drop=True)
+
+    # -- analysis ----------------------------------------------------------------
+    def influence(self) -> np.ndarray:
+        """Each node's influence on the logits (computed once per graph)."""
+        if self._influence is None:
+            self._influence = compute_influence(self.sparse_adjacency, self.logit_weights)
+        return self._influence
+
+    def prune_masks(self, node_threshold: float = 0.8, edge_threshold: float = 0.98):
+        """``(node_mask, edge_mask)`` of :meth:`prune`; ``edge_mask`` follows ``sparse_adjacency.data``."""
+        return prune_masks(self.sparse_adjacency, self.logit_weights, self.kinds, node_threshold, edge_threshold,
+                           influence=self.influence())
+
+    def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> "AttributionGraph":
+        """A new graph with the nodes and edges that carry most of the influence on the logits."""
+        node_mask, edge_mask = self.prune_masks(node_threshold, edge_threshold)
+        return self.subgraph(node_mask, edge_mask,
+                             info=dict(self.info, node_threshold=node_threshold, edge_threshold=edge_threshold))
+
+    def subgraph(self, node_mask: np.ndarray, edge_mask: np.ndarray | None = None, info: dict | None = None):
+        """The graph restricted to ``node_mask`` (and to the stored entries in ``edge_mask``)."""
+        m = self.sparse_adjacency
+        node_mask = np.asarray(node_mask, dtype=bool)
+        if node_mask.shape != (m.shape[0],):
+            raise ValueError(f"node_mask has shape {node_mask.shape}, expected ({m.shape[0]},)")
+        keep = np.flatnonzero(node_mask)
+        entries = np.ones(m.nnz, dtype=bool) if edge_mask is None else np.array(edge_mask, dtype=bool)
+        if entries.shape != (m.nnz,):
+            raise ValueError(f"edge_mask has shape {entries.shape}, expected ({m.nnz},): one per stored edge")
+        _mask_entries(m, entries, node_mask)
+        new_col = np.full(m.shape[0], -1, dtype=np.int64)
+        new_col[keep] = np.arange(len(keep))
+        per_row = _row_sums(m, lambda a, b: entries[a:b]).astype(np.int64)[keep]
+        sub = sp.csr_array((m.data[entries], new_col[m.indices[entries]].astype(np.int32),
+                            np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32)), shape=(len(keep), len(keep)))
+        keep_ids = set(self.nodes["node_id"].to_numpy()[keep])
+        supernodes = {name: [n for n in ids if n in keep_ids] for name, ids in self.supernodes.items()}
+        return AttributionGraph(prompt=self.prompt, tokens=self.tokens, token_ids=self.token_ids,
+                                nodes=self.nodes.iloc[keep], adjacency=sub, logits=self.logits,
+                                n_layers=self.n_layers, model_name=self.model_name,
+                                info=self.info if info is None else info, supernodes=supernodes)
+
+    def scores(self) -> dict[str, float]:
+        """Replacement score and completeness score (both in [0, 1]; higher is fewer errors)."""
+        infl = self.influence()
+        return {"replacement": replacement_score(self.sparse_adjacency, self.logit_weights, self.kinds, infl),
+                "completeness": completeness_score(self.sparse_adjacency, self.logit_weights, self.kinds, infl)}
+
+    # -- files -------------------------------------------------------------------
+    def to_neuronpedia(self, folder: str | os.PathLike | None = None, **kwargs):
+        """The pruned graph in Neuronpedia's / circuit-tracer's graph JSON (a dict); with
+        ``folder``, also write ``{slug}.json`` and ``graph-metadata.json`` there and return the
+        file's path.  Keywords: ``slug``, ``scan``, ``node_threshold``, ``edge_threshold``."""
+        return graph_json(self, **kwargs) if folder is None else write_graph_files(self, folder, **kwargs)
+
+    def to_html(self, path: str | os.PathLike, **kwargs) -> str:
+        """Write a standalone HTML page (plotly bundled, no Python needed) whose sliders prune
+        this graph exactly as :meth:`prune` does; see :func:`attribution_nb.views.page.graph_to_html`."""
+        return graph_to_html(self, path, **kwargs)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the graph to one safetensors file (tensors) with its tables as JSON metadata."""
+        save_graph(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> AttributionGraph:
+        """Read a graph written by :meth:`save` (safetensors + JSON; nothing is unpickled)."""
+        return cls(**read_graph(path))

@@ -1,0 +1,276 @@
+"""Graph maths as pure functions: numpy (and scipy sparse) in, numpy out.
+
+The adjacency ``A`` is a scipy CSR array with ``A[target, source]`` = the direct effect of the
+source on the target; every function works on it block by block, so memory grows with the
+number of edges, never with the square of the number of nodes:
+
+* ``normalize_rows``: |A| with each row summing to one (a node's input shares);
+* ``compute_influence``: ``w·(Â + Â² + …)`` for the logit-probability vector ``w``, i.e.
+  how much each node matters to the logits through every path (``Â`` is nilpotent: the
+  graph is acyclic, so the series ends after at most n_layers + 2 terms);
+* ``prune_masks``: the fewest nodes holding ``node_threshold`` of the influence, then the
+  fewest edges holding ``edge_threshold`` of the influence-weighted edge mass, then drop
+  features left without an incoming or an outgoing edge; tokens and logits always stay;
+* ``replacement_score`` and ``completeness_score``.
+
+Dense inputs (numpy arrays, or anything with ``.detach()`` such as a torch tensor) are accepted
+and converted once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def _as_numpy(x) -> np.ndarray:
+    """``x`` (numpy, a list, or a torch tensor) as a float64 numpy array."""
+    return np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+
+
+def as_csr(adjacency, square: bool = True) -> sp.csr_array:
+    """``adjacency`` (scipy sparse, torch or numpy, square) as a canonical CSR array of
+    float32 or float64 with explicit zeros removed.  A CSR input is shared, not copied."""
+    if sp.issparse(adjacency):
+        m = adjacency if isinstance(adjacency, sp.csr_array) else sp.csr_array(adjacency)
+    else:
+        dense = adjacency.detach().cpu().numpy() if hasattr(adjacency, "detach") else np.asarray(adjacency)
+        m = sp.csr_array(dense)
+    if m.ndim != 2 or (square and m.shape[0] != m.shape[1]):
+        raise ValueError(f"an adjacency must be square, got shape {m.shape}")
+    if m.dtype not in (np.float32, np.float64):
+        m = m.astype(np.float32)
+    if not m.has_canonical_format:
+        m.sum_duplicates()
+    if m.nnz and not m.data.all():
+        m.eliminate_zeros()
+    return m
+
+
+def _work_dtype(m: sp.csr_array):
+    """float64 for per-edge arithmetic, unless the graph is so large that float32 halves its memory."""
+    return np.float64 if m.dtype == np.float64 or m.nnz <= (1 << 25) else np.float32
+
+
+def entry_rows(m: sp.csr_array, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Row (target) of each stored entry of rows ``start:stop`` (default: all of them)."""
+    stop = m.shape[0] if stop is None else stop
+    return np.repeat(np.arange(start, stop, dtype=np.int32), np.diff(m.indptr[start:stop + 1]))
+
+
+def _row_blocks(m: sp.csr_array, entries: int = 1 << 22):
+    """Row ranges of about ``entries`` stored entries each, so per-entry work stays small."""
+    n, start = m.shape[0], 0
+    while start < n:
+        stop = int(np.searchsorted(m.indptr, m.indptr[start] + entries, side="right"))
+        stop = min(max(stop - 1, start + 1), n)
+        yield start, stop, int(m.indptr[start]), int(m.indptr[stop])
+        start = stop
+
+
+def normalize_rows(adjacency) -> sp.csr_array:
+    """|A| with every non-empty row scaled to sum to one (sparse)."""
+    m = as_csr(adjacency, square=False)
+    sums = _abs_row_sums(m)
+    scale = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
+    return sp.csr_array((np.abs(m.data) * np.repeat(scale.astype(m.dtype), np.diff(m.indptr)), m.indices, m.indptr),
+                        shape=m.shape)
+
+
+def _row_sums(m: sp.csr_array, values) -> np.ndarray:
+    """Per-row float64 sums of ``values(a, b)``, the values of stored entries ``a:b``."""
+    sums = np.zeros(m.shape[0])
+    for start, stop, a, b in _row_blocks(m):
+        starts = m.indptr[start:stop]
+        nonempty = np.diff(m.indptr[start:stop + 1]) > 0
+        if a < b:
+            sums[start:stop][nonempty] = np.add.reduceat(values(a, b).astype(np.float64), starts[nonempty] - a)
+    return sums
+
+
+def _abs_row_sums(m: sp.csr_array) -> np.ndarray:
+    """Row sums of |A| in float64."""
+    return _row_sums(m, lambda a, b: np.abs(m.data[a:b]))
+
+
+def compute_influence(adjacency, logit_weights, max_iter: int | None = None) -> np.ndarray:
+    """Influence of every node on the logits: ``w·(Â + Â² + …)`` with ``Â = normalize_rows(A)``.
+
+    Works on the sparse matrix without forming ``Â``: ``x·Â = (x / rowsums)·|A|``.
+    Each step is one sparse product in the matrix's dtype; the sum is kept in float64.
+    """
+    m = as_csr(adjacency)
+    w = _as_numpy(logit_weights)
+    if w.shape != (m.shape[0],):
+        raise ValueError(f"logit_weights has shape {w.shape}, expected ({m.shape[0]},)")
+    dtype = _work_dtype(m)
+    abs_t = sp.csr_array((np.abs(m.data).astype(dtype, copy=False), m.indices, m.indptr), shape=m.shape).T
+    sums = _abs_row_sums(m)
+    inv = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
+    x = w
+    total = np.zeros_like(w)
+    for _ in range(max_iter or m.shape[0] + 1):
+        x = np.asarray(abs_t @ (x * inv).astype(dtype), dtype=np.float64)
+        if not x.any():
+            return total
+        total += x
+    raise ValueError("the adjacency has a cycle: influence does not converge (an attribution graph is acyclic)")
+
+
+def _check_threshold(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return float(value)
+
+
+#: up to this many scores, ``_fewest_holding`` sorts them all (above it: binned search)
+SORT_BELOW = 1 << 20
+
+
+def _fewest_holding(scores: np.ndarray, threshold: float, sort_below: int | None = None) -> np.ndarray:
+    """Mask of the fewest entries (largest first, earlier index first among equals) whose
+    sum holds ``threshold`` of the total.  ``scores`` must be non-negative.
+
+    Up to ``sort_below`` entries this sorts them all.  Above that it never sorts: scores
+    are binned by the top 16 bits of their float32 pattern (monotone in the value, about
+    1/128 of an octave per bin), the bin where the running sum crosses the target is found
+    from per-bin sums, and only that bin's entries are sorted.
+    """
+    scores = np.asarray(scores)
+    mask = np.zeros(len(scores), dtype=bool)
+    if threshold == 0.0 or len(scores) == 0:
+        return mask
+    total = float(scores.sum(dtype=np.float64))
+    if total <= 0:
+        mask[:] = True
+        return mask
+    if threshold >= 1.0:            # all of it: every entry that holds anything
+        return scores > 0
+    target = threshold * total
+    if len(scores) <= (SORT_BELOW if sort_below is None else sort_below):
+        order = np.argsort(-scores, kind="stable")
+        cum = np.cumsum(scores[order], dtype=np.float64)
+        k = min(int((cum < target).sum()) + 1, len(order))
+        mask[order[:k]] = True
+        return mask
+    bits = scores.astype(np.float32, copy=False).view(np.uint32)
+    n_bins = 1 << 16
+    mass, count = np.zeros(n_bins), np.zeros(n_bins, dtype=np.int64)
+    step = 1 << 22
+    for a in range(0, len(bits), step):
+        b = (bits[a:a + step] >> 16).astype(np.int64)
+        mass += np.bincount(b, weights=scores[a:a + step], minlength=n_bins)
+        count += np.bincount(b, minlength=n_bins)
+    above = np.cumsum(mass[::-1])[::-1]            # mass in this bin and all higher ones
+    crossing = int(np.nonzero(above >= target)[0].max()) if (above >= target).any() else 0
+    held = above[crossing] - mass[crossing]        # mass strictly above the crossing bin
+    for a in range(0, len(bits), step):
+        mask[a:a + step] = (bits[a:a + step] >> 16) > crossing
+    in_bin = np.concatenate([a + np.flatnonzero((bits[a:a + step] >> 16) == crossing)
+                             for a in range(0, len(bits), step)])
+    order = in_bin[np.argsort(-scores[in_bin], kind="stable")]
+    cum = held + np.cumsum(scores[order], dtype=np.float64)
+    k = min(int((cum < target).sum()) + 1, len(order))
+    mask[order[:k]] = True
+    return mask
+
+
+def edge_scores(adjacency, influence, logit_weights) -> np.ndarray:
+    """Per stored edge: its share of the target's input × (target's influence + logit weight)."""
+    m = as_csr(adjacency)
+    w = _as_numpy(logit_weights)
+    sums = _abs_row_sums(m)
+    factor = np.divide(np.asarray(influence, dtype=np.float64) + w, sums, out=np.zeros(m.shape[0]), where=sums > 0)
+    dtype = _work_dtype(m)
+    scores = np.empty(m.nnz, dtype=dtype)
+    for start, stop, a, b in _row_blocks(m):
+        scores[a:b] = np.abs(m.data[a:b]).astype(dtype) * factor[entry_rows(m, start, stop)].astype(dtype)
+    return scores
+
+
+def mass_before(scores: np.ndarray) -> np.ndarray:
+    """For each entry, the share of the total held by the entries ranked before it (largest
+    first, earlier index first among equals): ``_fewest_holding(scores, t)`` keeps exactly the
+    entries with ``mass_before < t`` (for 0 < t < 1 and a positive total)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    cum = np.cumsum(scores[order])
+    total = cum[-1] if len(cum) else 0.0
+    out = np.empty(len(scores))
+    out[order] = np.concatenate([[-np.inf], cum[:-1] / total]) if total > 0 else -np.inf
+    return out
+
+
+def prune_masks(adjacency, logit_weights, kinds: np.ndarray, node_threshold: float = 0.8,
+                edge_threshold: float = 0.98, influence=None) -> tuple[np.ndarray, np.ndarray]:
+    """Node and edge masks of the pruned graph (see the module docstring).
+
+    Returns ``node_mask`` (bool, one per node) and ``edge_mask`` (bool, one per stored
+    entry of ``as_csr(adjacency)``, in its order).  Both shrink monotonically as either
+    threshold drops, because edge scores are ranked once on the whole graph and the final
+    clean-up keeps the largest set in which every feature has an incoming and an outgoing
+    edge.  Memory beyond the matrix: a few bytes per edge.
+    """
+    node_threshold = _check_threshold("node_threshold", node_threshold)
+    edge_threshold = _check_threshold("edge_threshold", edge_threshold)
+    m = as_csr(adjacency)
+    n = m.shape[0]
+    kinds = np.asarray(kinds)
+    w = _as_numpy(logit_weights)
+    if influence is None:
+        influence = compute_influence(m, w)
+    influence = np.asarray(influence, dtype=np.float64)
+    always = np.isin(kinds, ("token", "logit"))
+    node_mask = always.copy()
+    node_mask[~always] = _fewest_holding(influence[~always], node_threshold)
+
+    scores = edge_scores(m, influence, w)
+    edge_mask = _fewest_holding(scores, edge_threshold)
+    del scores
+
+    is_feature, is_error = kinds == "feature", kinds == "error"
+    while True:
+        _mask_entries(m, edge_mask, node_mask)
+        has_in = _row_sums(m, lambda a, b: edge_mask[a:b]) > 0
+        has_out = np.zeros(n, dtype=bool)
+        for _, _, a, b in _row_blocks(m):
+            has_out[m.indices[a:b][edge_mask[a:b]]] = True
+        keep = always | (is_feature & has_in & has_out) | (is_error & has_out)
+        new_mask = node_mask & keep
+        if np.array_equal(new_mask, node_mask):
+            return node_mask, edge_mask
+        node_mask = new_mask
+
+
+def _mask_entries(m: sp.csr_array, entry_mask: np.ndarray, node_mask: np.ndarray) -> None:
+    """``entry_mask &= (row kept) & (column kept)``, in place, block by block."""
+    for start, stop, a, b in _row_blocks(m):
+        block = entry_mask[a:b]
+        block &= np.repeat(node_mask[start:stop], np.diff(m.indptr[start:stop + 1]))
+        block &= node_mask[m.indices[a:b]]
+
+
+def replacement_score(adjacency, logit_weights, kinds: np.ndarray, influence=None) -> float:
+    """Share of the logits' influence that reaches token nodes rather than error nodes."""
+    influence = compute_influence(adjacency, logit_weights) if influence is None else np.asarray(influence)
+    kinds = np.asarray(kinds)
+    tok = float(influence[kinds == "token"].sum())
+    err = float(influence[kinds == "error"].sum())
+    return tok / (tok + err) if tok + err > 0 else float("nan")
+
+
+def completeness_score(adjacency, logit_weights, kinds: np.ndarray, influence=None) -> float:
+    """Influence-weighted share of nodes' (absolute) inputs that do not come from error nodes."""
+    m = as_csr(adjacency)
+    kinds = np.asarray(kinds)
+    incoming = _abs_row_sums(m)
+    errors = np.flatnonzero(kinds == "error")
+    from_errors = np.asarray(abs(m[:, errors]).sum(1)).ravel().astype(np.float64) if len(errors) else np.zeros(len(incoming))
+    influence = compute_influence(m, logit_weights) if influence is None else np.asarray(influence)
+    weight = influence + _as_numpy(logit_weights)
+    has_input = incoming > 0
+    if not has_input.any():
+        return float("nan")
+    share = 1.0 - from_errors[has_input] / incoming[has_input]
+    w = weight[has_input]
+    return float((w * share).sum() / w.sum()) if w.sum() > 0 else float(share.mean())

@@ -1,0 +1,115 @@
+"""Files: safetensors reading (as torch tensors or numpy arrays) and atomic writes.
+
+Every file the package reads is safetensors, JSON or ``.npz`` read with
+``allow_pickle=False``: nothing is ever unpickled.  Every file it writes goes to a temporary
+file beside the target, then replaces it in one ``os.replace``, so an interrupted write never
+leaves a half-written file under the real name.
+
+``safetensors`` is imported inside the functions on purpose: remote requests carry this
+package's code by value, and its Rust extension must not become a module global they pull.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file, with a clear error for a bad file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        size = os.path.getsize(path)
+        raise ValueError(f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {err}") from None
+    return tensors, meta
+
+
+_NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+                 "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def read_safetensors_numpy(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Like :func:`read_safetensors`, as numpy arrays read straight from the file (no memory
+    map, no second copy: peak memory is the arrays themselves)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    size = os.path.getsize(path)
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {why}")
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < n <= min(size - 8, 1 << 28):
+            raise bad("bad header length")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise bad(f"header is not JSON ({err})") from None
+        meta = header.pop("__metadata__", None) or {}
+        arrays = {}
+        for key, info in header.items():
+            dtype = _NUMPY_DTYPES.get(info.get("dtype"))
+            if dtype is None:
+                raise bad(f"tensor {key!r} has dtype {info.get('dtype')!r}, which this reader does not handle")
+            shape = [int(x) for x in info["shape"]]
+            begin, end = info["data_offsets"]
+            count = int(np.prod(shape, dtype=np.int64))
+            if end - begin != count * np.dtype(dtype).itemsize or 8 + n + end > size:
+                raise bad(f"tensor {key!r} runs past the end of the file")
+            f.seek(8 + n + begin)
+            arrays[key] = np.fromfile(f, dtype=dtype, count=count).reshape(shape)
+    return arrays, meta
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary path beside ``path`` to write to; on success it replaces ``path`` at once,
+    on failure it is removed and ``path`` is left as it was."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())          # as an ordinary new file would be
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+                     metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` (and string ``metadata``) to one safetensors file atomically."""
+    from safetensors.torch import save_file
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)

@@ -1,0 +1,49 @@
+"""``load_model``: the embedded demo model, a preset, or a local folder (or a hub id, remotely)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .demo import load_demo_model
+from .model import ReplacementModel
+from .pretrained import load_pretrained
+from .transcoders import PRESETS
+
+
+def load_model(name: str | None = None, *, transcoders=None, device: str = "cpu",
+               dtype: torch.dtype = torch.float32, gguf_file: str | None = None,
+               remote: bool | str = False) -> ReplacementModel:
+    """Load a replacement model.
+
+    * ``load_model()`` (or ``"demo"``): the embedded demo model, offline, on the CPU.
+    * ``load_model(folder, transcoders=...)``: a local Hugging Face model folder (or a GGUF
+      file's folder with ``gguf_file=``) and its transcoders: a folder written by
+      :meth:`TranscoderSet.save`, a circuit-tracer ``config.yaml`` folder, a list of per-layer
+      files (GemmaScope ``.npz``, circuit-tracer or attribution_nb safetensors, sae-lens or
+      sparsify folders), a preset name, or ``Transcoder`` objects (see
+      :mod:`attribution_nb.transcoders.formats`).
+    * ``load_model(preset)`` with a name from ``PRESETS`` (``"gemma-2-2b"``,
+      ``"llama-3.2-1b"``, ``"qwen3-4b"``): the model and its published transcoders from the
+      Hugging Face hub (network needed the first time; a GPU advised: ``device="cuda"``,
+      ``dtype=torch.bfloat16``).
+    * ``remote=True`` (or a server URL, or ``"local"`` to simulate one): ``name`` may also be a
+      hub id; the model's weights are not loaded here (nnsight builds it on the meta device,
+      from its config); its traces run on NDIF, which must host that model.  Transcoders are
+      loaded here, on the CPU.
+    """
+    if name in (None, "demo"):
+        return load_demo_model()
+    model_id = name
+    if name in PRESETS:
+        model_id = PRESETS[name]["model"]
+        transcoders = transcoders if transcoders is not None else PRESETS[name]["transcoders"]
+    elif not os.path.isdir(name) and not remote:
+        raise ValueError(f"model {name!r} is neither a local folder nor a preset ({sorted(PRESETS)}); "
+                         "a hub id is accepted with remote=True")
+    if transcoders is None:
+        raise ValueError(f"model {name!r} needs transcoders= (a folder, a config.yaml, per-layer files, "
+                         "a preset name or Transcoder objects)")
+    return load_pretrained(model_id, transcoders, name=os.path.basename(os.path.normpath(name)), device=device,
+                           dtype=dtype, gguf_file=gguf_file, remote=remote)

@@ -1,0 +1,106 @@
+"""A transcoder per layer: the set a replacement model uses, and random sets for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..io import write_text
+from .transcoder import Transcoder
+
+
+@dataclass
+class TranscoderSet:
+    """One transcoder per layer, in layer order."""
+
+    transcoders: list[Transcoder]
+
+    def __len__(self) -> int:
+        return len(self.transcoders)
+
+    def __getitem__(self, layer: int) -> Transcoder:
+        return self.transcoders[layer]
+
+    def __iter__(self):
+        return iter(self.transcoders)
+
+    @property
+    def cross_layer(self) -> bool:
+        """Whether any layer's features also write to later layers."""
+        return any(tc.n_later for tc in self.transcoders)
+
+    def skip_weights(self) -> list[torch.Tensor | None]:
+        """Each layer's skip matrix ``W_skip`` [d, d] (None where its transcoder has none)."""
+        return [None if tc.W_skip is None else tc.W_skip.detach() for tc in self.transcoders]
+
+    @torch.no_grad()
+    def encode_all(self, mlp_in: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Every layer's activations [T, F] for MLP inputs ``mlp_in`` [L, T, d], and the
+        reconstruction [L, T, d] of every MLP output (decoders + b_dec + skip, plus what
+        earlier layers' cross-layer features write there)."""
+        activations, recon = [], []
+        for layer, tc in enumerate(self.transcoders):
+            x = mlp_in[layer]
+            acts = tc.encode(x)
+            if not torch.isfinite(acts).all():
+                pos = int((~torch.isfinite(acts)).any(-1).nonzero()[0])
+                raise ValueError(f"non-finite transcoder activations at layer {layer}, position {pos}; "
+                                 "check the transcoder weights and the model's dtype")
+            activations.append(acts)
+            recon.append(tc(x))
+        for layer, tc in enumerate(self.transcoders):
+            if tc.n_later:
+                for j, write in enumerate(tc.decode_later(activations[layer])):
+                    recon[layer + 1 + j] = recon[layer + 1 + j] + write
+        return activations, torch.stack(recon)
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write ``layer_{i}.safetensors`` per layer and an ``index.json`` to ``folder``."""
+        os.makedirs(folder, exist_ok=True)
+        for i, tc in enumerate(self.transcoders):
+            tc.save(os.path.join(folder, f"layer_{i}.safetensors"))
+        write_text(os.path.join(folder, "index.json"),
+                   json.dumps({"format": "attribution_nb.transcoders", "n_layers": len(self.transcoders)}))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, **kwargs) -> "TranscoderSet":
+        folder = os.fspath(folder)
+        index = os.path.join(folder, "index.json")
+        if not os.path.isfile(index):
+            raise FileNotFoundError(f"{folder} has no index.json; expected a folder written by TranscoderSet.save")
+        with open(index) as f:
+            n_layers = int(json.load(f)["n_layers"])
+        return cls([Transcoder.load(os.path.join(folder, f"layer_{i}.safetensors"), **kwargs) for i in range(n_layers)])
+
+
+def random_transcoders(d_model: int, n_layers: int, d_features: int, *, activation: str = "jumprelu",
+                       skip: bool = False, seed: int = 0, k: int | None = None,
+                       cross_layer: bool = False) -> TranscoderSet:
+    """Random transcoders of the given sizes (for tests and the tiny built-in model);
+    ``cross_layer``: each layer's features also write to every later layer.
+
+    JumpReLU thresholds and biases are set so that roughly 3% of the features fire on
+    a unit-norm-per-dimension input, which keeps graphs sparse but not empty.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for layer in range(n_layers):
+        W_enc = torch.randn(d_model, d_features, generator=gen) / d_model ** 0.5
+        b_enc = 0.1 * torch.randn(d_features, generator=gen)
+        W_dec = torch.randn(d_features, d_model, generator=gen) / d_features ** 0.5
+        b_dec = 0.05 * torch.randn(d_model, generator=gen)
+        kwargs = {}
+        if activation == "jumprelu":
+            kwargs["threshold"] = 1.8 + 0.2 * torch.rand(d_features, generator=gen)
+        if activation == "topk":
+            kwargs["k"] = k or max(1, d_features // 16)
+        if skip:
+            kwargs["W_skip"] = 0.1 * torch.randn(d_model, d_model, generator=gen) / d_model ** 0.5
+        if cross_layer and layer < n_layers - 1:
+            n_later = n_layers - layer - 1
+            kwargs["W_dec_later"] = 0.5 * torch.randn(d_features, n_later, d_model, generator=gen) / d_features ** 0.5
+        out.append(Transcoder(W_enc, b_enc, W_dec, b_dec, activation, **kwargs))
+    return TranscoderSet(out)
