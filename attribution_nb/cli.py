@@ -37,7 +37,7 @@ def _summary(graph, pruned, seconds: float) -> str:
     top = pruned.top_features(5)
     lines = [
         f"prompt: {graph.prompt!r} ({len(graph.tokens)} tokens) in {seconds:.2f} s",
-        f"top predictions: " + ", ".join(f"{t!r} {p:.3f}" for t, p in zip(graph.logits.token, graph.logits.probability)),
+        "top predictions: " + ", ".join(f"{t!r} {p:.3f}" for t, p in zip(graph.logits.token, graph.logits.probability)),
         f"graph: {(graph.nodes.kind == 'feature').sum()} features, {len(graph.edges)} edges; "
         f"pruned: {(pruned.nodes.kind == 'feature').sum()} features, {len(pruned.edges)} edges",
         f"replacement score {s['replacement']:.3f}, completeness score {s['completeness']:.3f}",

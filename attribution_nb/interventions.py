@@ -90,17 +90,17 @@ def parse_interventions(model, interventions, n_positions: int) -> list[Op]:
             how = float(how)
         elif not isinstance(how, (Multiply, Steer)):
             raise ValueError(f"unknown intervention {how!r}; use a number, 'ablate', Multiply(m) or Steer(s)")
-        value = how if isinstance(how, float) else getattr(how, "factor", getattr(how, "scale", None))
+        value = how if isinstance(how, float) else how.factor if isinstance(how, Multiply) else how.scale
         if not math.isfinite(value):
             raise ValueError(f"intervention value for {key!r} must be finite, got {value}")
         for kind, layer, pos, feat in parse_key(key):
-            if not 0 <= layer < model.n_layers:
+            if layer is None or not 0 <= layer < model.n_layers:
                 raise ValueError(f"layer {layer} in {key!r} is out of range: the model has {model.n_layers} layers")
             if pos is not None and not 0 <= pos < n_positions:
                 raise ValueError(f"position {pos} in {key!r} is out of range: the prompt has {n_positions} tokens")
             if kind == "feature":
                 n_feat = model.transcoders[layer].d_features
-                if not 0 <= feat < n_feat:
+                if feat is None or not 0 <= feat < n_feat:
                     raise ValueError(f"feature {feat} in {key!r} is out of range: layer {layer} has {n_feat} features")
             elif how != 0.0:
                 raise ValueError(f"error node {key!r} can only be ablated (0 or 'ablate'), got {how!r}")
@@ -165,7 +165,7 @@ def free_logits(model: ReplacementCore, tokens: torch.Tensor, ops: list[Op]) -> 
     cross_layer = model.transcoders.cross_layer
     layers, unembed, n_layers = get_module(model.nn, arch.layers), get_module(model.nn, arch.unembed), model.n_layers
     with model.trace(tokens[None]):
-        pending = {}                    # cross-layer writes waiting for their layer
+        pending: dict[int, torch.Tensor] = {}       # cross-layer writes waiting for their layer
         for l in range(layers_hit[0], n_layers) if layers_hit else []:
             if l not in layers_hit and l not in pending:
                 continue
@@ -181,7 +181,8 @@ def free_logits(model: ReplacementCore, tokens: torch.Tensor, ops: list[Op]) -> 
                 delta = own if delta is None else delta + own
                 for later, d in deltas.items():
                     pending[later] = d if later not in pending else pending[later] + d
-            out_env.output = out + delta[None]
+            if delta is not None:
+                out_env.output = out + delta[None]
         logits = nnsight.save(unembed.output[0].cpu())
     return model.softcap(logits.to(model.device))
 
@@ -223,7 +224,7 @@ def frozen_logit_change(envoy, arch, skips, cap: TraceInputs, deltas: dict, batc
         loss = (trace.unembed_in[: e - s, T - 1] * eye[s:e]).sum()
         grads = torch.autograd.grad(loss, [trace.write_leaves[l] for l in deltas], retain_graph=True,
                                     allow_unused=True)
-        for g, (l, delta) in zip(grads, deltas.items()):
+        for g, delta in zip(grads, deltas.values()):
             if g is not None:
                 change[s:e] += (g[: e - s] * delta[None]).sum((1, 2)).double()
     return (W_U.double() @ change).cpu()
@@ -265,8 +266,9 @@ def swap_interventions(model: ReplacementCore, remove, source_prompt, add, *, po
     removed = [p for key in remove for p in parse_key(key)]
     if position is None:
         positions = {p[2] for p in removed}
-        if len(positions) != 1:
-            raise ValueError(f"the removed features sit at positions {sorted(positions)}; give position=")
+        if len(positions) != 1 or None in positions:
+            shown = sorted(p for p in positions if p is not None) + (["every position"] if None in positions else [])
+            raise ValueError(f"the removed features sit at positions {shown}; give position=")
         position = positions.pop()
     src_tokens = model.tokenize(source_prompt)
     cap = model.capture(src_tokens)

@@ -62,7 +62,7 @@ def read_safetensors_numpy(path: str | os.PathLike) -> tuple[dict[str, np.ndarra
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise bad(f"header is not JSON ({err})") from None
         meta = header.pop("__metadata__", None) or {}
-        arrays = {}
+        arrays: dict[str, np.ndarray] = {}
         for key, info in header.items():
             dtype = _NUMPY_DTYPES.get(info.get("dtype"))
             if dtype is None:

@@ -31,7 +31,7 @@ def load_pretrained(model_id: str, transcoders, *, name: str, device: str = "cpu
         from nnsight.modeling.transformers import TransformersModel
         hf_model = TransformersModel(model_id, task="text-generation", tokenizer=tokenizer, dtype=dtype, **extra)
     else:
-        hf_model = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype, **extra).to(device)
+        hf_model = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype, **extra).to(device)  # type: ignore[arg-type]
     if _is_paths(transcoders):
         transcoders = load_transcoders(transcoders, device=device, dtype=dtype)
     return ReplacementModel(hf_model, tokenizer, transcoders, name=name, remote=remote)

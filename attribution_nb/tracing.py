@@ -143,7 +143,7 @@ def linear_trace(envoy, arch: Architecture, skips: list, cap: TraceInputs, batch
                     _freeze_attention(arch, layer)
             if arch.mlp_in not in arch.norms:
                 x = get_module(layer, arch.mlp_in).input
-            mlp_in.append(x.save())
+            mlp_in.append(nnsight.save(x))
             get_module(layer, arch.mlp_out).output = leaf if W_skip is None else leaf + x @ W_skip
         final = get_module(envoy, arch.final_norm)
         final.output = frozen_norm(final.input, final.output, final._module, arch.norm_kind)

@@ -23,6 +23,7 @@ import time
 
 def one(length: int, features: int, device: str = "cpu", d_model: int = 64, layers: int = 4, threads: int = 2) -> dict:
     import torch
+
     import attribution_nb as anb
     from attribution_nb.demo import WORDS, tiny_model
 
@@ -68,7 +69,8 @@ def main() -> None:
         return
     print(f"random Llama: {args.layers} layers, d_model {args.d_model}, {args.features} JumpReLU features/layer, "
           f"CPU with {args.threads} threads{'' if args.device == 'cpu' else ', and ' + args.device}")
-    head = f"{'tokens':>6} {'features':>8} {'edges':>10} {'attribute s':>11} {'capture':>8} {'trace':>7} {'logit rows':>10} {'feat rows':>9} {'prune s':>8} {'peak MB':>8}"
+    head = (f"{'tokens':>6} {'features':>8} {'edges':>10} {'attribute s':>11} {'capture':>8} {'trace':>7} "
+            f"{'logit rows':>10} {'feat rows':>9} {'prune s':>8} {'peak MB':>8}")
     print(head)
     rows = []
     devices = ["cpu"] if args.device == "cpu" else ["cpu", args.device]

@@ -44,11 +44,11 @@ CT_REQUIREMENTS = ["circuit-tracer==0.5.0", "nnsight==0.7.0", "transformers<=4.5
 def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int) -> dict:
     import numpy as np
     import torch
-    from safetensors import safe_open
     from circuit_tracer import attribute
     from circuit_tracer.replacement_model.replacement_model_nnsight import NNSightReplacementModel
     from circuit_tracer.transcoder.activation_functions import JumpReLU
     from circuit_tracer.transcoder.single_layer_transcoder import SingleLayerTranscoder, TranscoderSet
+    from safetensors import safe_open
 
     torch.set_num_threads(2)
     arch = json.load(open(os.path.join(folder, "config.json")))["model_type"]
@@ -140,6 +140,7 @@ def prompt_of(n_tokens: int) -> str:
 
 def run_ours(folder: str, prompt: str, out: str, batch_size: int) -> dict:
     import torch
+
     import attribution_nb as anb
     torch.set_num_threads(2)
     model = anb.load_model(folder, transcoders=os.path.join(folder, "transcoders"))

@@ -66,6 +66,7 @@ def _arrays(graph) -> tuple[dict, dict]:
 def save(folder: str) -> None:
     """Build every case's graph with the attribution_nb importable here and write it to ``folder``."""
     import torch
+
     import attribution_nb as anb
     from attribution_nb.demo import tiny_model
     print(f"code: {os.path.dirname(anb.__file__)}", flush=True)

@@ -25,6 +25,7 @@ import time
 
 def _attribute(tokens: int, features: int, out: str) -> dict:
     import torch
+
     import attribution_nb as anb
     from attribution_nb.demo import WORDS, tiny_model
     torch.set_num_threads(2)

@@ -25,6 +25,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+
     import attribution_nb as anb
     from attribution_nb.views.widget import GraphWidget
     torch.set_num_threads(2)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from attribution_nb.architectures import architecture_for
+
 
 @dataclass
 class Sources:
@@ -32,8 +34,10 @@ class Reference:
         cfg = self.hf.config
         self.n_heads = cfg.num_attention_heads
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        self.gemma = cfg.model_type == "gemma2"     # (1 + w) norms, norms after attention and MLP, soft-caps
-        self.gpt2 = cfg.model_type == "gpt2"        # LayerNorm with bias, Conv1D, learned positions
+        # the registry says only which block layout to compute (the maths below is written here)
+        block = architecture_for(self.hf).block
+        self.gemma = block == "sandwich"    # (1 + w) norms, norms after attention and MLP, soft-caps
+        self.gpt2 = block == "gpt2"         # LayerNorm with bias, Conv1D, learned positions
         self.softcap = getattr(cfg, "final_logit_softcapping", None)
         saved = cfg._attn_implementation
         cfg._attn_implementation = "eager"

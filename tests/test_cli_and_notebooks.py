@@ -1,7 +1,6 @@
 """The command line and the notebooks, run as a user would run them."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -11,10 +11,10 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import PROMPT
 
 import attribution_nb as anb
 from attribution_nb.demo import tiny_model
-from conftest import PROMPT
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

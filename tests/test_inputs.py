@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
+from conftest import PROMPT
 
 import attribution_nb as anb
 from attribution_nb.demo import tiny_model
 from attribution_nb.transcoders import random_transcoders
-from conftest import PROMPT
 
 
 def test_activations_by_hand():
@@ -81,7 +81,8 @@ def test_empty_prompt(llama):
 
 def test_prompt_longer_than_context(llama):
     prompt = " ".join(["the"] * (llama.max_length + 5))
-    with pytest.raises(ValueError, match=f"prompt has {llama.max_length + 6} tokens, longer than the model's context of {llama.max_length}"):
+    says = f"prompt has {llama.max_length + 6} tokens, longer than the model's context of {llama.max_length}"
+    with pytest.raises(ValueError, match=says):
         anb.attribute(llama, prompt)
 
 

@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
+from conftest import PROMPT
 
 import attribution_nb as anb
 from attribution_nb.demo import tiny_model
-from conftest import PROMPT
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen3-skip", "gemma2", "gpt2", "llama-clt"])

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 import torch
+from reference import Reference
 
 import attribution_nb as anb
 from attribution_nb.transcoders import random_transcoders
-from reference import Reference
 
 pytestmark = pytest.mark.slow
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

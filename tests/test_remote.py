@@ -12,10 +12,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import PROMPT
 
 import attribution_nb as anb
 from attribution_nb.demo import tiny_model
-from conftest import PROMPT
 
 
 class _NotOnTheServer:
@@ -130,7 +130,7 @@ def test_remote_logits_and_unembedding_reads(monkeypatch):
     # with the weights only on the server, the unembedding is read there
     monkeypatch.setattr(anb.ReplacementModel, "weights_here", property(lambda self: False))
     with pytest.raises(RuntimeError, match="the unembedding needs the model's weights"):
-        remote.unembed_weight
+        _ = remote.unembed_weight
     ids = [3, 7, 11]
     W_U = model.hf_model.lm_head.weight
     torch.testing.assert_close(remote.demeaned_unembedding(ids), W_U[ids] - W_U.mean(0, keepdim=True))

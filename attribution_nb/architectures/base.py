@@ -121,7 +121,8 @@ def common_refusals(config) -> list[str]:
 
 # -- freezing norm scales ---------------------------------------------------------------
 def _eps(module) -> float:
-    return getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
+    eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", None)
+    return 1e-6 if eps is None else float(eps)
 
 
 def rms_normalize(x: torch.Tensor, module, frozen: bool = False) -> torch.Tensor:

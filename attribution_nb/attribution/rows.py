@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..backend import model_device, to_device
-from ..tracing import linear_trace
+from ..tracing import LinearTrace, linear_trace
 
 #: prompts at least this long run feature rows on prefix traces (eight prefix lengths)
 PREFIX_MIN_TOKENS = 64
@@ -59,7 +59,8 @@ class RowEngine:
         # what the linear trace needs, and nothing more (a remote request carries this object)
         self.envoy, self.arch, self.skips = model.nn, model.architecture, model.transcoders.skip_weights()
         self.cap = cap.trace_inputs()
-        self.trace, self.length = None, None     # traced on first use (on the server, for a remote model)
+        self.trace: LinearTrace | None = None     # traced on first use (on the server, for a remote model)
+        self.length: int | None = None
         # prefix lengths a batch may run on: a target at position p only needs positions ≤ p
         self.buckets = sorted({math.ceil(T * k / PREFIX_STEPS) for k in range(1, PREFIX_STEPS + 1)}) \
             if T >= PREFIX_MIN_TOKENS else [T]
@@ -93,7 +94,11 @@ class RowEngine:
         self.length = length
 
     def forget_trace(self) -> None:
-        self.trace = self.length = None
+        self.trace, self.length = None, None
+
+    def _traced(self) -> LinearTrace:
+        assert self.trace is not None, "retrace() first"
+        return self.trace
 
     def run(self, batches, logits: bool = False) -> tuple[list, torch.Tensor | None]:
         """Every batch's rows (see ``__call__``) and, with ``logits``, the replacement model's
@@ -105,7 +110,7 @@ class RowEngine:
             return pieces, None
         if self.length != self.T:
             self.retrace(self.T)
-        return pieces, self.trace.logits[0, -1].detach().cpu()
+        return pieces, self._traced().logits[0, -1].detach().cpu()
 
     @torch.no_grad()
     def _edges_from_grads(self, grads, layers, positions) -> torch.Tensor:
@@ -148,12 +153,14 @@ class RowEngine:
         if length != self.length:               # a shorter (or the full) prefix: cheaper backward passes
             self.retrace(length)
         batch_idx = torch.arange(n)
-        loss = 0.0
+        trace = self._traced()
+        parts = []
         for layer in layers.unique().tolist():
             sel = layers == layer
-            x = self.trace.unembed_in if layer == self.L else self.trace.mlp_in[layer]
-            loss = loss + (x[batch_idx[sel], positions[sel]] * vectors[sel].to(x.device, x.dtype)).sum()
-        grads = torch.autograd.grad(loss, self.trace.leaves, retain_graph=True, allow_unused=True)
+            x = trace.unembed_in if layer == self.L else trace.mlp_in[layer]
+            parts.append((x[batch_idx[sel], positions[sel]] * vectors[sel].to(x.device, x.dtype)).sum())
+        loss = sum(parts[1:], parts[0])
+        grads = torch.autograd.grad(loss, trace.leaves, retain_graph=True, allow_unused=True)
         out = self._edges_from_grads(grads, layers, positions)
         mask = (self.src_layer[None] < layers[:, None]) & (self.src_pos[None] <= positions[:, None]) & (out != 0)
         cols = mask.nonzero()[:, 1].to(torch.int32).numpy()

@@ -28,7 +28,7 @@ SPECIAL = ["<unk>", "<bos>", "<pad>"]   # <bos> gets a non-zero id on purpose
 
 def word_tokenizer(words: list[str] = WORDS):
     """A whitespace word-level tokenizer (a ``PreTrainedTokenizerFast``) that prepends ``<bos>``."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(SPECIAL + [w for w in dict.fromkeys(words) if w not in SPECIAL])}

@@ -114,10 +114,17 @@ COUPLET = "poem : i saw a {} by the {} ,"
 def build_world(seed: int = 0) -> dict:
     """The corpus and the held-out evaluation sets (deterministic for a seed)."""
     rng = random.Random(seed)
-    heldout = {"two_hop": [], "antonym": [], "rhyme": []}
-    tasks = {"facts": [], "rhymes": [], "antonyms": [], "translations": []}
-    train = tasks["facts"]
-    # 1. two-hop facts
+    heldout: dict[str, list] = {"two_hop": [], "antonym": [], "rhyme": []}
+    tasks = {"facts": _facts(rng, heldout["two_hop"])}
+    tasks["rhymes"], words = _couplets(rng, heldout["rhyme"])
+    tasks["antonyms"], tasks["translations"] = _antonyms(rng, heldout["antonym"])
+    return {"train": [s for t in tasks.values() for s in t], "tasks": tasks, "heldout": heldout,
+            "rhyme_words": words}
+
+
+def _facts(rng: random.Random, heldout: list) -> list[str]:
+    """1. two-hop facts; a fifth of the cities never appear in the composed form."""
+    train = []
     cities = [(c, s, cap) for s, (cap, cs) in STATES.items() for c in cs.split()]
     rng.shuffle(cities)
     n_held = len(cities) // 5
@@ -126,13 +133,17 @@ def build_world(seed: int = 0) -> dict:
         train += [f"{city} is in {state} .", f"{city} is a city in {state} .",
                   f"fact : the state containing {city} is {state} ."]
         if city in held:
-            heldout["two_hop"].append((TWO_HOP.format(city), capital, state))
+            heldout.append((TWO_HOP.format(city), capital, state))
         else:
             train.append(f"{TWO_HOP.format(city)} {capital} .")
     for state, (capital, _) in STATES.items():
         train += [f"the capital of {state} is {capital} .", f"{capital} is the capital of {state} ."] * 2
-    # 2. couplets
-    train = tasks["rhymes"]
+    return train
+
+
+def _couplets(rng: random.Random, heldout: list) -> tuple[list[str], dict]:
+    """2. couplets, and which words rhyme; a sixth of the words never start a couplet."""
+    train = []
     words = {}
     for cls, (animals, things) in RHYMES.items():
         for w in animals.split():
@@ -149,13 +160,17 @@ def build_world(seed: int = 0) -> dict:
     for w1, (cls, _) in sorted(words.items()):
         for place in PLACES:
             if w1 in held_first:
-                heldout["rhyme"].append((COUPLET.format(w1, place), cls, w1))
+                heldout.append((COUPLET.format(w1, place), cls, w1))
                 continue
             for w2, (cls2, _) in sorted(words.items()):
                 if cls2 == cls and w2 != w1:
                     train.append(f"{COUPLET.format(w1, place)} {ADJECTIVES[w2]} as a {w2} .")
-    # 3. antonyms and translations
-    train = tasks["antonyms"]
+    return train, words
+
+
+def _antonyms(rng: random.Random, heldout: list) -> tuple[list[str], list[str]]:
+    """3. antonyms in three languages (a fifth of the same-language items held out), and translations."""
+    train = []
     pairs = []
     for a, b in ANTONYMS:
         pairs += [(a, b), (b, a)]
@@ -166,18 +181,16 @@ def build_world(seed: int = 0) -> dict:
         for out_lang in range(3):
             for in_lang in range(3):        # the frame's language decides the answer's language
                 if in_lang == out_lang and (i, out_lang) in held_pairs:
-                    heldout["antonym"].append((OPPOSITE[LANGS[out_lang]].format(x[in_lang]), y[out_lang],
-                                               LANGS[out_lang]))
+                    heldout.append((OPPOSITE[LANGS[out_lang]].format(x[in_lang]), y[out_lang], LANGS[out_lang]))
                 else:
                     train.append(f"{OPPOSITE[LANGS[out_lang]].format(x[in_lang])} {y[out_lang]} .")
-    train = tasks["translations"]
+    translations = []
     for concept in [w for pair in ANTONYMS for w in pair]:
         for i in range(3):
             for j in range(3):
                 if i != j:
-                    train.append(f"{LANGS[i]} {concept[i]} = {LANGS[j]} {concept[j]} .")
-    return {"train": [s for t in tasks.values() for s in t], "tasks": tasks, "heldout": heldout,
-            "rhyme_words": words}
+                    translations.append(f"{LANGS[i]} {concept[i]} = {LANGS[j]} {concept[j]} .")
+    return train, translations
 
 
 TASK_WEIGHTS = {"facts": 0.3, "rhymes": 0.3, "antonyms": 0.22, "translations": 0.18}
@@ -216,8 +229,8 @@ def encode(tokenizer, sentences: list[str], length: int) -> torch.Tensor:
 @torch.no_grad()
 def next_tokens(model, tokenizer, prompts: list[str]) -> list[str]:
     """Greedy next word for each prompt (prompts of different lengths are run one length at a time)."""
-    out = [None] * len(prompts)
-    by_len = {}
+    out = [""] * len(prompts)
+    by_len: dict[int, list[int]] = {}
     for i, p in enumerate(prompts):
         by_len.setdefault(len(tokenizer(p)["input_ids"]), []).append(i)
     for idx in by_len.values():
@@ -306,7 +319,8 @@ def mlp_pairs(model, tokenizer, sentences: list[str]):
     """MLP inputs and outputs of every layer at every non-pad position of the corpus."""
     data = encode(tokenizer, sentences, 20)
     mask = data != tokenizer.pad_token_id
-    ins, outs = {}, {}
+    ins: dict[int, list] = {}
+    outs: dict[int, list] = {}
     hooks = []
     for l, layer in enumerate(model.model.layers):
         def hook(mod, args, out, l=l):
@@ -332,7 +346,7 @@ def train_transcoder(x: torch.Tensor, y: torch.Tensor, d_features: int, k: int, 
     b_dec = torch.nn.Parameter(y.mean(0).clone())
     opt = torch.optim.Adam([W_enc, W_dec, b_enc, b_dec], lr=2e-3)
     var = (y - y.mean(0)).pow(2).sum(-1).mean()
-    for step in range(steps):
+    for _ in range(steps):
         idx = torch.randint(len(x), (1024,), generator=gen)
         pre = x[idx] @ W_enc + b_enc
         top = pre.topk(k, dim=-1)
@@ -342,7 +356,7 @@ def train_transcoder(x: torch.Tensor, y: torch.Tensor, d_features: int, k: int, 
         loss.backward()
         opt.step()
         with torch.no_grad():
-            W_dec /= W_dec.norm(dim=1, keepdim=True)
+            W_dec.div_(W_dec.norm(dim=1, keepdim=True))
     tc = Transcoder(W_enc.detach(), b_enc.detach(), W_dec.detach(), b_dec.detach(), "topk", k=k)
     with torch.no_grad():
         acts = tc.encode(x)

@@ -163,7 +163,7 @@ class AttributionGraph:
         return prune_masks(self.sparse_adjacency, self.logit_weights, self.kinds, node_threshold, edge_threshold,
                            influence=self.influence())
 
-    def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> "AttributionGraph":
+    def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> AttributionGraph:
         """A new graph with the nodes and edges that carry most of the influence on the logits."""
         node_mask, edge_mask = self.prune_masks(node_threshold, edge_threshold)
         return self.subgraph(node_mask, edge_mask,

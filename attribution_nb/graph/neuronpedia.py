@@ -81,7 +81,7 @@ def write_graph_files(graph, folder: str | os.PathLike, **kwargs) -> str:
     path = os.path.join(folder, f"{data['metadata']['slug']}.json")
     write_text(path, json.dumps(data))
     meta_path = os.path.join(folder, "graph-metadata.json")
-    listing = {"graphs": []}
+    listing: dict = {"graphs": []}
     if os.path.exists(meta_path):
         with open(meta_path) as f:
             listing = json.load(f)

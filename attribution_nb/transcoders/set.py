@@ -66,7 +66,7 @@ class TranscoderSet:
                    json.dumps({"format": "attribution_nb.transcoders", "n_layers": len(self.transcoders)}))
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, **kwargs) -> "TranscoderSet":
+    def load(cls, folder: str | os.PathLike, **kwargs) -> TranscoderSet:
         folder = os.fspath(folder)
         index = os.path.join(folder, "index.json")
         if not os.path.isfile(index):
@@ -92,7 +92,7 @@ def random_transcoders(d_model: int, n_layers: int, d_features: int, *, activati
         b_enc = 0.1 * torch.randn(d_features, generator=gen)
         W_dec = torch.randn(d_features, d_model, generator=gen) / d_features ** 0.5
         b_dec = 0.05 * torch.randn(d_model, generator=gen)
-        kwargs = {}
+        kwargs: dict = {}
         if activation == "jumprelu":
             kwargs["threshold"] = 1.8 + 0.2 * torch.rand(d_features, generator=gen)
         if activation == "topk":

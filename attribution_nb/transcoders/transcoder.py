@@ -124,19 +124,22 @@ class Transcoder(torch.nn.Module):
         """``act · decoder`` of the given features [n] with activations [n], in float32:
         ``[own layer [n, d], first later layer [n, d], …]``."""
         own = (self.W_dec[features].float() * acts[:, None]).detach()
-        if not self.n_later:
+        if self.W_dec_later is None:
             return [own]
         later = (self.W_dec_later[features].float() * acts[:, None, None]).detach()
         return [own] + [later[:, j] for j in range(self.n_later)]
 
     def direction_writes(self, feature: int) -> list[torch.Tensor]:
         """Feature ``feature``'s decoder direction into its own layer and each later one."""
-        return [self.W_dec[feature]] + [self.W_dec_later[feature, j] for j in range(self.n_later)]
+        later = [] if self.W_dec_later is None else [self.W_dec_later[feature, j] for j in range(self.n_later)]
+        return [self.W_dec[feature], *later]
 
     def change_writes(self, features: torch.Tensor, diff: torch.Tensor) -> list[torch.Tensor]:
         """What a change ``diff`` [T, n] of the activations of ``features`` writes to its own
         layer and each later one: ``[[T, d], …]``."""
-        return [diff @ self.W_dec[features]] + [diff @ self.W_dec_later[features, j] for j in range(self.n_later)]
+        W_later = self.W_dec_later
+        later = [] if W_later is None else [diff @ W_later[features, j] for j in range(self.n_later)]
+        return [diff @ self.W_dec[features], *later]
 
     # -- the maths -------------------------------------------------------------
     def preactivation(self, x: torch.Tensor) -> torch.Tensor:
@@ -181,7 +184,7 @@ class Transcoder(torch.nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, activation: str | None = None, k: int | None = None,
-             device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> "Transcoder":
+             device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Transcoder:
         """Load a transcoder written by :meth:`save` (or any safetensors file with the same keys)."""
         tensors, meta = read_safetensors(path)
         missing = [key for key in ("W_enc", "b_enc", "W_dec", "b_dec") if key not in tensors]

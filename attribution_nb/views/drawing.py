@@ -74,19 +74,21 @@ def _collapse(graph, ids, kinds, xs, ys, influence, labels, src, tgt, weights):
         group[members] = len(ids) + g
         extra.append((name, members))
     new_index = {}
-    out_ids, out_kinds, out_x, out_y, out_infl, out_labels = [], [], [], [], [], []
+    outs: tuple[list, ...] = ([], [], [], [], [], [])
+    out_ids, out_kinds, out_x, out_y, out_infl, out_labels = outs
     for j in range(len(ids)):
         if group[j] == j:
             new_index[j] = len(out_ids)
-            out_ids.append(ids[j]); out_kinds.append(kinds[j]); out_x.append(xs[j]); out_y.append(ys[j])
-            out_infl.append(influence[j]); out_labels.append(labels[j])
+            for out, value in zip(outs, (ids[j], kinds[j], xs[j], ys[j], influence[j], labels[j])):
+                out.append(value)
     for name, members in extra:
         k = len(out_ids)
         for j in members:
             new_index[j] = k
-        out_ids.append(f"s:{name}"); out_kinds.append("supernode"); out_x.append(float(np.mean(xs[members])))
-        out_y.append(float(np.mean(ys[members]))); out_infl.append(float(influence[members].sum()))
-        out_labels.append(f"{name} ({len(members)} nodes)")
+        for out, value in zip(outs, (f"s:{name}", "supernode", float(np.mean(xs[members])),
+                                     float(np.mean(ys[members])), float(influence[members].sum()),
+                                     f"{name} ({len(members)} nodes)")):
+            out.append(value)
     s2 = np.array([new_index[j] for j in src], dtype=np.int64)
     t2 = np.array([new_index[j] for j in tgt], dtype=np.int64)
     agg = pd.DataFrame({"s": s2, "t": t2, "w": weights})

@@ -4,6 +4,7 @@ before/after probabilities and a continuation (a part of :class:`GraphWidget`)."
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import pandas as pd
 
@@ -15,6 +16,11 @@ CLAMPS = {"ablate": 0.0, "-2x": Multiply(-2.0), "2x": Multiply(2.0)}
 class InterventionControls:
     """Buttons and results for interventions; expects ``graph``, ``model``, ``_selected`` and
     ``_interventions`` on the widget it is part of."""
+
+    graph: Any
+    model: Any
+    _selected: str | None
+    _interventions: dict
 
     def _intervention_box(self, w) -> list:
         """Interventions first (short), above the node's panel (long); none without a model."""

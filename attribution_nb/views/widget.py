@@ -142,7 +142,7 @@ class GraphWidget(InterventionControls):
             raise KeyError(f"unknown state keys {sorted(unknown)}")
         with self.figure.batch_update():
             if "supernodes" in new:
-                for name, members in new["supernodes"].items():
+                for members in new["supernodes"].values():
                     for nid in members:
                         self.graph.index(nid)
                 self.graph.supernodes = {k: list(v) for k, v in new["supernodes"].items()}

@@ -7,13 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import PROMPT
 from safetensors.torch import save_file
 
 import attribution_nb as anb
-from attribution_nb.transcoders import formats
 from attribution_nb.demo import tiny_model
-from attribution_nb.transcoders import load_transcoder, load_transcoders
-from conftest import PROMPT
+from attribution_nb.transcoders import formats, load_transcoder, load_transcoders
 
 D, F = 8, 24
 
@@ -79,6 +78,72 @@ def test_saelens_folder_with_input_centering(tmp_path):
     acts = pre * (pre > tc.threshold)
     torch.testing.assert_close(loaded.encode(x), acts)
     torch.testing.assert_close(loaded(x), acts @ tc.W_dec + tc.b_dec)
+
+
+def _sparsify_folder(folder, k, transcode=True, skip=True, seed=3):
+    """A folder as EleutherAI sparsify's ``SparseCoder.save_to_disk`` writes it: the module's
+    state dict (``encoder`` is a ``torch.nn.Linear`` [F, d_in]) and its config plus ``d_in``."""
+    g = torch.Generator().manual_seed(seed)
+    t = {"encoder.weight": torch.randn(F, D, generator=g), "encoder.bias": 0.1 * torch.randn(F, generator=g),
+         "W_dec": torch.randn(F, D, generator=g), "b_dec": 0.1 * torch.randn(D, generator=g)}
+    if skip:
+        t["W_skip"] = 0.1 * torch.randn(D, D, generator=g)
+    folder.mkdir()
+    save_file(t, folder / "sae.safetensors")
+    (folder / "cfg.json").write_text(json.dumps({
+        "activation": "topk", "expansion_factor": 32, "normalize_decoder": True, "num_latents": F, "k": k,
+        "multi_topk": False, "skip_connection": skip, "transcode": transcode, "d_in": D}))
+    return t
+
+
+def _sparsify_forward(t, x, k, transcode=True):
+    """sparsify's encode/decode, written out: top-k of relu(x W^T + b), decoder rows summed."""
+    h = x if transcode else x - t["b_dec"]
+    pre = torch.relu(h @ t["encoder.weight"].T + t["encoder.bias"])
+    top = pre.topk(k, dim=-1)
+    out = torch.einsum("nk,nkd->nd", top.values, t["W_dec"][top.indices]) + t["b_dec"]
+    if "W_skip" in t:
+        out = out + x @ t["W_skip"].T
+    return torch.zeros_like(pre).scatter(-1, top.indices, top.values), out
+
+
+@pytest.mark.parametrize("transcode, skip", [(True, True), (True, False), (False, False)])
+def test_sparsify_folder(tmp_path, transcode, skip):
+    t = _sparsify_folder(tmp_path / "layers.3.mlp", k=5, transcode=transcode, skip=skip)
+    loaded = load_transcoder(tmp_path / "layers.3.mlp")
+    assert loaded.activation == "topk" and loaded.k == 5 and (loaded.W_skip is not None) == skip
+    x = torch.randn(30, D, generator=torch.Generator().manual_seed(4))
+    acts, out = _sparsify_forward(t, x, 5, transcode)
+    torch.testing.assert_close(loaded.encode(x), acts, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loaded(x), out, rtol=1e-5, atol=1e-5)
+
+
+def test_sparsify_refuses_what_it_cannot_read(tmp_path):
+    _sparsify_folder(tmp_path / "a", k=5)
+    cfg = json.loads((tmp_path / "a" / "cfg.json").read_text())
+    (tmp_path / "a" / "cfg.json").write_text(json.dumps(dict(cfg, activation="groupmax")))
+    with pytest.raises(ValueError, match="activation 'groupmax' is not supported"):
+        load_transcoder(tmp_path / "a")
+    (tmp_path / "a" / "cfg.json").write_text(json.dumps(dict(cfg, d_in=D + 1)))
+    with pytest.raises(ValueError, match=f"cfg.json says d_in={D + 1}"):
+        load_transcoder(tmp_path / "a")
+    save_file({"encoder.weight": torch.zeros(F, D)}, tmp_path / "a" / "sae.safetensors")
+    with pytest.raises(ValueError, match=r"sae.safetensors: a sparsify coder needs .*missing \['encoder.bias'"):
+        load_transcoder(tmp_path / "a")
+
+
+def test_every_registered_format_is_detected_without_a_layout_name(tmp_path):
+    """Each layout's files are recognised by the registry alone (no layout=)."""
+    _sparsify_folder(tmp_path / "sp", k=3)
+    tc = _reference_tc(skip=False)
+    tc.save(tmp_path / "native.safetensors")
+    np.savez(tmp_path / "params.npz", W_enc=tc.W_enc.numpy(), W_dec=tc.W_dec.numpy(), b_enc=tc.b_enc.numpy(),
+             b_dec=tc.b_dec.numpy(), threshold=tc.threshold.numpy())
+    probes = {"sparsify": tmp_path / "sp", "attribution_nb": tmp_path / "native.safetensors",
+              "gemmascope": tmp_path / "params.npz"}
+    for name, path in probes.items():
+        found = [f.name for f in formats.FORMATS.values() if f.detect(formats.Probe(path))]
+        assert found[0] == name, (name, found)
 
 
 def test_saelens_topk_needs_k(tmp_path):

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import PROMPT
 
 import attribution_nb as anb
 from attribution_nb.views.drawing import draw_data
 from attribution_nb.views.widget import HIGHLIGHT_TRACE, N_EDGE_TRACES, NODE_TRACE, GraphWidget
-from conftest import PROMPT
 
 pytest.importorskip("plotly")
 pytest.importorskip("ipywidgets")

@@ -10,11 +10,11 @@ For every supported architecture and transcoder kind, on tiny random models:
 import numpy as np
 import pytest
 import torch
+from conftest import PROMPT
+from reference import Reference, Sources
 
 import attribution_nb as anb
 from attribution_nb.demo import tiny_model
-from reference import Reference, Sources
-from conftest import PROMPT
 
 CASES = [
     ("llama", "jumprelu", False),
@@ -24,6 +24,7 @@ CASES = [
     ("qwen2", "jumprelu", False),
     ("qwen3", "jumprelu", True),
     ("gemma2", "jumprelu", False),    # (1 + w) norms, post-norms, scaled embeddings, soft-caps, sliding window
+    ("gemma3", "jumprelu", True),     # Gemma-2's block with q/k norms, local and global layers, no soft-caps
     ("gpt2", "jumprelu", True),       # LayerNorm with bias, Conv1D, learned positions
     ("llama", "jumprelu", "clt"),     # cross-layer transcoders: features write to every later layer
     ("gemma2", "relu", "clt"),

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import attribution_nb as anb
-from attribution_nb.demo import train as demo_train
 from attribution_nb.demo import DEMO_DIR, load_demo_model
+from attribution_nb.demo import train as demo_train
 
 pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(DEMO_DIR, "config.json")),
                                 reason="the trained demo model is not in this checkout")

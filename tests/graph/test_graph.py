@@ -198,12 +198,12 @@ def test_storage_is_sparse(llama_graph, monkeypatch):
     assert (src.position.to_numpy() <= tgt.position.to_numpy()).all()
     monkeypatch.setattr(anb.AttributionGraph, "max_dense_bytes", 1000)
     with pytest.raises(MemoryError, match="sparse_adjacency"):
-        g.adjacency
+        _ = g.adjacency
 
 
 def test_loading_an_inconsistent_sparse_matrix_raises(llama_graph, tmp_path):
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
     path = tmp_path / "x.graph"
     llama_graph.save(path)
     with safe_open(path, "pt") as f:

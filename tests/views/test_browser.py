@@ -8,14 +8,12 @@ be there (``.ci/run`` installs them).
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
-import numpy as np
 import pytest
 
 import attribution_nb as anb
