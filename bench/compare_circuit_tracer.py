@@ -165,12 +165,15 @@ def ensure_venv() -> str:
     return python
 
 
-def subprocess_json(cmd: list[str], memory_gb: float | None = None) -> dict:
+def subprocess_json(cmd: list[str], memory_gb: float | None = None, code: str | None = None) -> dict:
+    """Run ``cmd`` and read the JSON line it prints last; ``code``: a folder whose attribution_nb
+    is imported instead of this one (another revision, for a before/after comparison)."""
+    env = None if code is None else dict(os.environ, PYTHONPATH=code)
     def cap():
         if memory_gb:
             limit = int(memory_gb * 2**30)
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cap)
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cap, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
         oom = "MemoryError" in proc.stderr or "out of memory" in proc.stderr or proc.returncode in (-9, 137)
@@ -186,6 +189,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="both tools' batch size (default: each its own)")
     ap.add_argument("--ct-memory-gb", type=float, default=20.0)
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--base-code", help="also time the attribution_nb in this folder (e.g. a git worktree of an "
+                                        "earlier revision) in the same run, alternating with this one")
     ap.add_argument("--_ours", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--_ct", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -209,11 +214,14 @@ def main() -> None:
                 prompt = prompt_of(n_tokens)
                 graph_path = os.path.join(WORK, f"{arch}-{features}-{n_tokens}.graph")
                 ours = subprocess_json([sys.executable, __file__, "--_ours", folder, prompt, graph_path])
+                base = (subprocess_json([sys.executable, __file__, "--_ours", folder, prompt, graph_path + ".base"],
+                                        code=args.base_code) if args.base_code else None)
                 theirs = (subprocess_json([python_ct, __file__, "--_ct", folder, prompt, graph_path],
                                           memory_gb=args.ct_memory_gb)
                           if "error" not in ours else {"error": "skipped"})
                 case = f"{arch} {n_tokens} tok {features} F"
-                r = {"arch": arch, "tokens": n_tokens, "features_per_layer": features, "ours": ours, "ct": theirs}
+                r = {"arch": arch, "tokens": n_tokens, "features_per_layer": features, "ours": ours, "ct": theirs,
+                     "base": base}
                 results.append(r)
                 if "error" in ours:
                     print(f"{case:<22} ours failed: {ours['error']}")
@@ -225,7 +233,9 @@ def main() -> None:
                 r["speedup"] = theirs["seconds"] / ours["seconds"]
                 print(f"{case:<22} {ours['features']:>8} {ours['edges']:>11} {ours['seconds']:>8.2f} "
                       f"{theirs['seconds']:>8.2f} {r['speedup']:>7.1f}x {ours['peak_mb']:>8.0f} "
-                      f"{theirs['peak_mb']:>8.0f} {theirs['max_rel_diff']:>22.1e}", flush=True)
+                      f"{theirs['peak_mb']:>8.0f} {theirs['max_rel_diff']:>22.1e}"
+                      + (f"   base {base['seconds']:.2f} s, {theirs['seconds'] / base['seconds']:.1f}x"
+                         if base and "error" not in base else ""), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
