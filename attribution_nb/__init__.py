@@ -19,6 +19,8 @@ tiny models of every family and the demo's training script.
 
 from .architectures import ARCHITECTURES, Architecture
 from .attribution import attribute
+from .contexts import feature_contexts
+from .dashboards import neuronpedia_features
 from .graph import AttributionGraph
 from .ids import NodeId
 from .interventions import Multiply, Steer
@@ -28,5 +30,6 @@ from .transcoders import Transcoder, TranscoderSet
 from .views.widget import GraphWidget
 
 __all__ = ["ARCHITECTURES", "Architecture", "AttributionGraph", "GraphWidget", "Multiply", "NodeId", "ReplacementModel",
-           "Steer", "Transcoder", "TranscoderSet", "attribute", "load_model"]
+           "Steer", "Transcoder", "TranscoderSet", "attribute", "feature_contexts", "load_model",
+           "neuronpedia_features"]
 __version__ = "0.1.0"

@@ -1,12 +1,15 @@
 """Node ids: the one place that writes and reads them.
 
 Every node of a graph has a stable string id, built from numbers only (never from decoded
-text, except a logit node's token, which is unique among the logits of one graph):
+text, which collides: byte pieces all decode to "�", `` Dallas`` and ``Dallas`` look alike):
 
 * feature ``f:L{layer}:P{position}:{feature}``  e.g. ``f:L2:P10:332``
 * error node ``e:L{layer}:P{position}``
-* token node ``t:P{position}``
-* logit node ``l:{token}``
+* token node ``t:P{position}:{token id}``  e.g. ``t:P0:1``
+* logit node ``l:P{position}:{token id}``  e.g. ``l:P10:231``
+
+(Graph files written before token ids were in the ids, with ``t:P{position}`` and
+``l:{token}``, are converted when loaded: see :mod:`attribution_nb.graph.files`.)
 
 :class:`NodeId` parses and formats them; attribution, interventions, the widget and the
 exports all go through it.
@@ -21,9 +24,11 @@ KINDS = ("feature", "error", "token", "logit")
 _PATTERNS = {
     "feature": re.compile(r"^f:L(\d+):P(\d+):(\d+)$"),
     "error": re.compile(r"^e:L(\d+):P(\d+)$"),
-    "token": re.compile(r"^t:P(\d+)$"),
+    "token": re.compile(r"^t:P(\d+):(\d+)$"),
+    "logit": re.compile(r"^l:P(\d+):(\d+)$"),
 }
-EXAMPLES = "'f:L1:P3:42' (feature), 'e:L1:P3' (error node), 't:P3' (token), 'l:<token>' (logit)"
+EXAMPLES = ("'f:L1:P3:42' (feature), 'e:L1:P3' (error node), 't:P3:1042' (token), "
+            "'l:P10:231' (logit: position and token id)")
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ class NodeId:
     layer: int | None = None
     position: int | None = None
     feature: int | None = None
-    token: str | None = None          # logit nodes
+    token_id: int | None = None       # token and logit nodes
 
     @staticmethod
     def for_feature(layer: int, position: int, feature: int) -> str:
@@ -45,30 +50,33 @@ class NodeId:
         return f"e:L{layer}:P{position}"
 
     @staticmethod
-    def for_token(position: int) -> str:
-        return f"t:P{position}"
+    def for_token(position: int, token_id: int) -> str:
+        return f"t:P{position}:{token_id}"
 
     @staticmethod
-    def for_logit(token: str) -> str:
-        return f"l:{token}"
+    def for_logit(position: int, token_id: int) -> str:
+        return f"l:P{position}:{token_id}"
 
     @classmethod
     def parse(cls, node_id: str) -> NodeId:
         """The parts of ``node_id``; raises ``ValueError`` naming it if it is not an id."""
         if not isinstance(node_id, str):
             raise ValueError(f"a node id is a string like {EXAMPLES}, got {node_id!r}")
-        if node_id.startswith("l:"):
-            return cls("logit", token=node_id[2:])
         for kind, pattern in _PATTERNS.items():
             m = pattern.match(node_id)
             if m:
-                numbers = [int(x) for x in m.groups()]
+                n = [int(x) for x in m.groups()]
                 if kind == "feature":
-                    return cls(kind, numbers[0], numbers[1], numbers[2])
+                    return cls(kind, layer=n[0], position=n[1], feature=n[2])
                 if kind == "error":
-                    return cls(kind, numbers[0], numbers[1])
-                return cls(kind, position=numbers[0])
+                    return cls(kind, layer=n[0], position=n[1])
+                return cls(kind, position=n[0], token_id=n[1])
         raise ValueError(f"unknown node id {node_id!r}; ids look like {EXAMPLES}")
+
+    @staticmethod
+    def kind_of(node_id: str) -> str | None:
+        """The kind an id's prefix announces (``"f:"`` feature …), whether or not the rest parses."""
+        return {"f:": "feature", "e:": "error", "t:": "token", "l:": "logit"}.get(str(node_id)[:2])
 
     def __str__(self) -> str:
         if self.kind == "feature":
@@ -76,5 +84,5 @@ class NodeId:
         if self.kind == "error":
             return self.for_error(self.layer, self.position)  # type: ignore[arg-type]
         if self.kind == "token":
-            return self.for_token(self.position)  # type: ignore[arg-type]
-        return self.for_logit(self.token or "")
+            return self.for_token(self.position, self.token_id)  # type: ignore[arg-type]
+        return self.for_logit(self.position, self.token_id)  # type: ignore[arg-type]

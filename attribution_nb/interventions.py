@@ -59,14 +59,14 @@ class Op:
 def parse_key(key) -> list[tuple[str, int, int | None, int | None]]:
     """``(kind, layer, position, feature)`` of each node an intervention target names."""
     if isinstance(key, str):
+        kind = NodeId.kind_of(key)
+        if kind in ("token", "logit"):
+            raise ValueError(f"cannot clamp {key!r}: it is a {kind} node; only features and error nodes can be clamped")
         try:
             node = NodeId.parse(key)
         except ValueError:
             raise ValueError(f"unknown node id {key!r}; expected 'f:L<layer>:P<pos>:<feature>' or "
                              "'e:L<layer>:P<pos>'") from None
-        if node.kind in ("token", "logit"):
-            raise ValueError(f"cannot clamp {key!r}: it is a {node.kind} node; only features and error nodes "
-                             "can be clamped")
         return [(node.kind, node.layer, node.position, node.feature)]  # type: ignore[list-item]
     if isinstance(key, tuple) and len(key) == 3 and all(k is None or isinstance(k, int) for k in key):
         layer, pos, feat = key

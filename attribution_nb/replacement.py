@@ -17,6 +17,7 @@ from nnsight import Envoy, NNsight
 
 from .architectures import Architecture, architecture_for, get_module
 from .backend import backend_for
+from .tokens import display_token, display_tokens, unknown_words_hint
 from .tracing import Capture, record, transcoder_reads
 from .transcoders import Transcoder, TranscoderSet
 
@@ -163,13 +164,30 @@ class ReplacementCore:
             raise ValueError("prompt is empty; give at least one word")
         ids = torch.tensor(self.tokenizer(prompt)["input_ids"], dtype=torch.long)
         unk = getattr(self.tokenizer, "unk_token_id", None)
-        if unk is not None and (ids == unk).any() and self.tokenizer.unk_token not in prompt:
-            unknown = [w for w in prompt.split() if self.tokenizer(w, add_special_tokens=False)["input_ids"] == [unk]]
-            raise ValueError(f"words not in the model's vocabulary: {unknown}")
+        if unk is not None and (ids == unk).any():
+            unknown = self._unknown_words(prompt, unk)
+            if unknown:
+                raise ValueError(f"words not in the model's vocabulary: {unknown}"
+                                 + unknown_words_hint(self.tokenizer, unknown))
         return ids
 
+    def _unknown_words(self, prompt: str, unk: int) -> list[str]:
+        """The stretches of ``prompt`` that encode as the unknown token (a literal unknown token aside)."""
+        try:
+            enc = self.tokenizer(prompt, return_offsets_mapping=True)
+        except (NotImplementedError, ValueError):       # a slow tokenizer: by words
+            return [w for w in prompt.split() if w != self.tokenizer.unk_token
+                    and self.tokenizer(w, add_special_tokens=False)["input_ids"] == [unk]]
+        return [prompt[a:b] for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])
+                if i == unk and b > a and prompt[a:b] != self.tokenizer.unk_token]
+
     def token_strings(self, ids) -> list[str]:
-        return [self.tokenizer.decode([int(i)]) for i in ids]
+        """A readable string for each token on its own (byte pieces of a character as ``<e5 b0>``)."""
+        return [display_token(self.tokenizer, int(i)) for i in ids]
+
+    def prompt_strings(self, ids) -> list[str]:
+        """Readable strings for the tokens of a sequence (byte pieces merged: ``小·1/3`` …)."""
+        return display_tokens(self.tokenizer, ids)
 
     def token_id(self, token: str) -> int:
         """The id of a single-token string; raises if the tokenizer splits it."""

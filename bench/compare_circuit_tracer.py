@@ -89,6 +89,9 @@ def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int
     n_pos, L = graph.n_pos, n_layers
     ct_ids = ([f"f:L{l}:P{p}:{f}" for l, p, f in feats] + [f"e:L{l}:P{p}" for l in range(L) for p in range(n_pos)]
               + [f"t:P{p}" for p in range(n_pos)])
+    # token nodes by position (their ids carry the token id from version 3 of our graph file on)
+    index.update({f"t:P{p}": i for i, (nid, k, p) in enumerate(zip(meta["nodes"]["node_id"], meta["nodes"]["kind"],
+                                                                    meta["nodes"]["position"])) if k == "token"})
     to_ours = np.array([index.get(nid, -1) for nid in ct_ids]
                        + [logit_index.get(int(t.vocab_idx), -1)
                           for t in graph.logit_targets])

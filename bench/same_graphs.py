@@ -58,6 +58,10 @@ def _arrays(graph) -> tuple[dict, dict]:
                                                                   else v)
                   for v in nodes[col].astype(object).tolist()]
             for col in ("node_id", "kind", "layer", "position", "token", "feature", "label")}
+    # token and logit ids carry the token id since graph format 3 (``t:P0:1``, ``l:P10:231``): compare them in
+    # the older form, since the token ids are compared below and in ``token_ids``
+    text["node_id"] = [f"t:P{p}" if k == "token" else f"l:{t}" if k == "logit" else n
+                       for n, k, p, t in zip(text["node_id"], text["kind"], text["position"], text["token"])]
     text["logit_tokens"] = graph.logits["token"].tolist()
     text["logit_ids"] = [int(t) for t in graph.logits["token_id"]]
     return arrays, text

@@ -36,7 +36,7 @@ def _strong_features(graph, n=4):
 def test_frozen_ablation_changes_logits_by_the_graph_edges(setup):
     model, graph = setup
     ids = torch.tensor(graph.logits.token_id.to_numpy())
-    logit_ids = [f"l:{t}" for t in graph.logits.token]
+    logit_ids = graph.logits.node_id.tolist()
     for node in _strong_features(graph):
         before, after = model.intervened_logits(PROMPT, {node: 0.0}, mode="frozen")
         change = _demeaned(after, ids, model) - _demeaned(before, ids, model)
@@ -47,7 +47,7 @@ def test_frozen_ablation_changes_logits_by_the_graph_edges(setup):
 def test_frozen_supernode_multiply_and_steer_are_linear(setup):
     model, graph = setup
     ids = torch.tensor(graph.logits.token_id.to_numpy())
-    top = f"l:{graph.logits.token[0]}"
+    top = graph.logits.node_id[0]
     a, b = _strong_features(graph, 2)
     before, after = model.intervened_logits(PROMPT, {(a, b): anb.Multiply(-2)}, mode="frozen")
     change = float(_demeaned(after, ids, model)[0] - _demeaned(before, ids, model)[0])
@@ -212,7 +212,7 @@ def test_free_clamp_of_a_cross_layer_feature_reaches_later_layers():
     before, after = model.intervened_logits(PROMPT, {node: 0.0}, mode="frozen")
     ids = torch.tensor(graph.logits.token_id.to_numpy())
     change = _demeaned(after, ids) - _demeaned(before, ids)
-    edges = torch.tensor([graph.edge(node, f"l:{t}") for t in graph.logits.token], dtype=torch.float64)
+    edges = torch.tensor([graph.edge(node, nid) for nid in graph.logits.node_id], dtype=torch.float64)
     torch.testing.assert_close(change, -edges, rtol=1e-4, atol=1e-5)
     # free mode: each MLP output from the feature's layer on loses the feature's write there
     _, free_after = model.intervened_logits(PROMPT, {node: 0.0}, mode="free")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from reference import Reference
+from test_tokens import joined
 
 import attribution_nb as anb
 from attribution_nb.transcoders import random_transcoders
@@ -57,7 +58,7 @@ def test_real_model_invariants_against_the_reference(smol):
     for i in rows:
         n = graph.nodes.iloc[i]
         spec.append(("feature", int(n.layer), int(n.position), int(n.feature)) if n.kind == "feature"
-                    else ("logit", int(graph.logits.token_id[graph.logits.token == n.token].iloc[0])))
+                    else ("logit", int(n.token_id)))
     with torch.no_grad():
         value = ref.targets(ref.clean_sources, spec)
         constant = ref.targets(ref.zero_sources(), spec)
@@ -72,3 +73,41 @@ def test_real_model_invariants_against_the_reference(smol):
                              for l, p, f in zip(feats.layer, feats.position, feats.feature)], dtype=torch.float64)
     got = graph.adjacency[rows[-1], feats.index].double()
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-3 * float(expected.abs().max()))
+
+
+#: real text: Chinese (byte-level pieces), Japanese, emoji, accented French with quotes
+REAL_TEXT = ['"小"的反义词是"', "日本の首都は", "I feel 🙂 today, so I", "« Où est l'élève ? » demanda-t-il, et l'élève répondit :"]
+
+
+@pytest.fixture(scope="module")
+def smol_no_bias(smol):
+    """The same model with its transcoders' decoder biases set to zero: a Llama has no other
+    constant, so each logit's incoming edges must sum to its demeaned logit exactly."""
+    model, _ = smol
+    tcs = [anb.Transcoder(tc.W_enc, tc.b_enc, tc.W_dec, torch.zeros_like(tc.b_dec), "topk", k=tc.k)
+           for tc in model.transcoders]
+    return anb.ReplacementModel(model.hf_model, model.tokenizer, tcs, name="smollm2-no-bias")
+
+
+@pytest.mark.parametrize("prompt", REAL_TEXT)
+def test_real_text_gives_unique_ids_readable_tokens_and_complete_logit_rows(smol_no_bias, prompt):
+    model = smol_no_bias
+    graph = anb.attribute(model, prompt, progress=False, max_feature_nodes=None)
+    assert graph.nodes.node_id.is_unique and graph.logits.node_id.is_unique
+    ids = model.tokenize(prompt)
+    assert graph.token_ids == ids.tolist()
+    tokens = graph.nodes[graph.nodes.kind == "token"]
+    assert tokens.token_id.tolist() == ids.tolist() and tokens.token.tolist() == graph.tokens
+    # a person can read every token: no "�" in the prompt's tokens (pieces merged into their characters),
+    # nor in the logits (a piece that is no whole character shows its bytes)
+    assert not any("\ufffd" in t for t in graph.tokens), graph.tokens
+    assert not any("\ufffd" in t for t in graph.logits.token), graph.logits.token.tolist()
+    # the readable pieces put back together are the prompt's text
+    text = model.tokenizer.decode(ids.tolist())
+    assert joined(graph.tokens) == text
+    # completeness, against the Hugging Face forward pass: edges into each logit sum to its demeaned logit
+    logits = model.logits(prompt).double()
+    rows = np.flatnonzero(graph.kinds == "logit")
+    incoming = graph.adjacency[rows].double().sum(1)
+    demeaned = logits[torch.tensor(graph.logits.token_id.tolist())] - logits.mean()
+    torch.testing.assert_close(incoming, demeaned, rtol=0, atol=2e-3 * float(demeaned.abs().max()))

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..graph import AttributionGraph
+from ..graph import NODE_COLUMNS, AttributionGraph
 from ..ids import NodeId
 from .rows import ActiveFeatures
 
@@ -25,12 +25,13 @@ def assemble(model, prompt, cap, active: ActiveFeatures, visited: np.ndarray, st
     probs = torch.softmax(cap.logits[-1].double(), -1).cpu()
     logits = pd.DataFrame({"token": model.token_strings(target_ids), "token_id": target_ids,
                            "probability": probs[target_ids].numpy(),
-                           "logit": cap.logits[-1, target_ids].double().cpu().numpy()})
+                           "logit": cap.logits[-1, target_ids].double().cpu().numpy(),
+                           "node_id": [NodeId.for_logit(T - 1, t) for t in target_ids]})
     nodes = node_table(model, cap, active.take(torch.from_numpy(order)), logits)
     tokens = cap.tokens
     graph = AttributionGraph(
         prompt=prompt if isinstance(prompt, str) else model.tokenizer.decode(tokens.tolist()),
-        tokens=model.token_strings(tokens), token_ids=tokens.tolist(), nodes=nodes, adjacency=adjacency,
+        tokens=model.prompt_strings(tokens), token_ids=tokens.tolist(), nodes=nodes, adjacency=adjacency,
         logits=logits, n_layers=L, model_name=model.name, info=info)
     graph.nodes["influence"] = graph.influence()
     return graph
@@ -39,7 +40,8 @@ def assemble(model, prompt, cap, active: ActiveFeatures, visited: np.ndarray, st
 def node_table(model, cap, kept: ActiveFeatures, logits_df: pd.DataFrame) -> pd.DataFrame:
     """One row per node, in adjacency order (columns as in ``graph.NODE_COLUMNS``)."""
     L, T, _ = cap.mlp_in.shape
-    toks = model.token_strings(cap.tokens)
+    toks = model.prompt_strings(cap.tokens)
+    tok_ids = [int(t) for t in cap.tokens.tolist()]
     labels = model.feature_labels
     layer_l, pos_l, feat_l = kept.layer.tolist(), kept.position.tolist(), kept.index.tolist()
     feature_rows = {
@@ -56,20 +58,22 @@ def node_table(model, cap, kept: ActiveFeatures, logits_df: pd.DataFrame) -> pd.
         "activation": cap.errors.norm(dim=-1).flatten().double().tolist(), "label": [""] * (L * T),
     }
     token_rows = {
-        "node_id": [NodeId.for_token(p) for p in range(T)], "kind": ["token"] * T, "layer": [-1] * T,
-        "position": list(range(T)), "token": toks, "feature": [None] * T,
+        "node_id": [NodeId.for_token(p, tok_ids[p]) for p in range(T)], "kind": ["token"] * T, "layer": [-1] * T,
+        "position": list(range(T)), "token": toks, "token_id": tok_ids, "feature": [None] * T,
         "activation": cap.embed.norm(dim=-1).double().tolist(), "label": [""] * T,
     }
     n_log = len(logits_df)
     logit_rows = {
-        "node_id": [NodeId.for_logit(t) for t in logits_df["token"]], "kind": ["logit"] * n_log,
+        "node_id": logits_df["node_id"].tolist(), "kind": ["logit"] * n_log,
         "layer": [L] * n_log, "position": [T - 1] * n_log, "token": logits_df["token"].tolist(),
-        "feature": [None] * n_log, "activation": logits_df["logit"].tolist(), "label": [""] * n_log,
+        "token_id": [int(t) for t in logits_df["token_id"]], "feature": [None] * n_log,
+        "activation": logits_df["logit"].tolist(), "label": [""] * n_log,
     }
     nodes = pd.concat([pd.DataFrame(d) for d in (feature_rows, error_rows, token_rows, logit_rows)],
                       ignore_index=True)
     nodes["feature"] = nodes["feature"].astype("Int64")
+    nodes["token_id"] = nodes["token_id"].astype("Int64")       # token and logit nodes only
     nodes["layer"] = nodes["layer"].astype(np.int64)
     nodes["position"] = nodes["position"].astype(np.int64)
-    nodes.insert(7, "influence", 0.0)
-    return nodes[["node_id", "kind", "layer", "position", "token", "feature", "activation", "influence", "label"]]
+    nodes["influence"] = 0.0
+    return nodes[NODE_COLUMNS]

@@ -28,13 +28,14 @@ SPECIAL = ["<unk>", "<bos>", "<pad>"]   # <bos> gets a non-zero id on purpose
 
 def word_tokenizer(words: list[str] = WORDS):
     """A whitespace word-level tokenizer (a ``PreTrainedTokenizerFast``) that prepends ``<bos>``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(SPECIAL + [w for w in dict.fromkeys(words) if w not in SPECIAL])}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.normalizer = None
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # as a real tokenizer does: "Fact: the capital of ... Dallas is" → fact : the capital of ... dallas is
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>", pad_token="<pad>")

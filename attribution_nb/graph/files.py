@@ -15,8 +15,13 @@ import torch
 from ..io import read_safetensors_numpy, save_safetensors
 
 FORMAT = "attribution_nb.graph"
-FORMAT_VERSION = 2
-NODE_COLUMNS = ["node_id", "kind", "layer", "position", "token", "feature", "activation", "influence", "label"]
+#: 3: token and logit node ids carry the token id (``t:P0:1``, ``l:P10:231``), a ``token_id`` column.
+#: Version 2 files (``t:P0``, ``l:austin``) are converted when read.
+FORMAT_VERSION = 3
+READS = (2, 3)
+NODE_COLUMNS = ["node_id", "kind", "layer", "position", "token", "token_id", "feature", "activation", "influence",
+                "label"]
+_TEXT_COLUMNS = ["node_id", "kind", "layer", "position", "token", "token_id", "feature", "label"]
 
 
 def save_graph(graph, path: str | os.PathLike) -> None:
@@ -31,7 +36,7 @@ def save_graph(graph, path: str | os.PathLike) -> None:
         "probability": torch.tensor(graph.logits["probability"].to_numpy(dtype=np.float64)),
         "logit": torch.tensor(graph.logits["logit"].to_numpy(dtype=np.float64)),
     }
-    nodes = graph.nodes[["node_id", "kind", "layer", "position", "token", "feature", "label"]]
+    nodes = graph.nodes[_TEXT_COLUMNS]
     meta = {
         "format": FORMAT, "version": FORMAT_VERSION, "prompt": graph.prompt, "tokens": graph.tokens,
         "token_ids": graph.token_ids, "n_layers": graph.n_layers, "model_name": graph.model_name,
@@ -49,20 +54,42 @@ def read_graph(path: str | os.PathLike) -> dict:
     if FORMAT not in header:
         raise ValueError(f"{os.fspath(path)} is a safetensors file but not an attribution_nb graph")
     meta = json.loads(header[FORMAT])
-    if meta.get("version") != FORMAT_VERSION:
+    if meta.get("version") not in READS:
         raise ValueError(f"{os.fspath(path)} has graph format version {meta.get('version')!r}; "
-                         f"this attribution_nb reads version {FORMAT_VERSION}")
+                         f"this attribution_nb reads versions {READS}")
+    if meta["version"] == 2:
+        _from_version_2(meta)
     n = meta["n_nodes"]
     nodes = pd.DataFrame(meta["nodes"])
     nodes["feature"] = nodes["feature"].astype("Int64")
-    nodes.insert(6, "activation", tensors["activation"])
-    nodes.insert(7, "influence", tensors["influence"])
+    nodes["token_id"] = nodes["token_id"].astype("Int64")
+    nodes["activation"] = tensors["activation"]
+    nodes["influence"] = tensors["influence"]
+    nodes = nodes[NODE_COLUMNS]
     adjacency = _adjacency(path, tensors, n)
     logits = pd.DataFrame({"token": meta["logits"]["token"], "token_id": meta["logits"]["token_id"],
                            "probability": tensors["probability"], "logit": tensors["logit"]})
+    logits["node_id"] = nodes["node_id"][nodes["kind"] == "logit"].to_numpy()
     return dict(prompt=meta["prompt"], tokens=meta["tokens"], token_ids=meta["token_ids"], nodes=nodes,
                 adjacency=adjacency, logits=logits, n_layers=meta["n_layers"], model_name=meta["model_name"],
                 info=meta["info"], supernodes=meta["supernodes"])
+
+
+def _from_version_2(meta: dict) -> None:
+    """Rewrite a version 2 header in place: ``t:P{p}`` → ``t:P{p}:{id}`` (the prompt's token ids),
+    ``l:{token}`` → ``l:P{T-1}:{id}`` (the logits table's ids, in node order), supernodes too."""
+    nodes, ids = meta["nodes"], meta["token_ids"]
+    logit_ids = iter(meta["logits"]["token_id"])
+    renamed, token_id = {}, []
+    for nid, kind, pos in zip(nodes["node_id"], nodes["kind"], nodes["position"]):
+        tid = ids[pos] if kind == "token" else next(logit_ids) if kind == "logit" else None
+        token_id.append(tid)
+        if kind in ("token", "logit"):
+            renamed[nid] = f"{nid[0]}:P{pos}:{tid}"
+    nodes["node_id"] = [renamed.get(nid, nid) for nid in nodes["node_id"]]
+    nodes["token_id"] = token_id
+    meta["supernodes"] = {name: [renamed.get(nid, nid) for nid in members]
+                          for name, members in (meta.get("supernodes") or {}).items()}
 
 
 def _adjacency(path, tensors: dict, n: int) -> sp.csr_array:

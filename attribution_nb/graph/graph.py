@@ -51,6 +51,8 @@ class AttributionGraph:
         self.token_ids = [int(t) for t in token_ids]
         self.nodes = nodes.reset_index(drop=True)
         self.logits = logits.reset_index(drop=True)
+        if "node_id" not in self.logits:        # (the logit nodes, in node order, are the logits' rows)
+            self.logits["node_id"] = self.nodes["node_id"][self.nodes["kind"] == "logit"].to_numpy()
         self.n_layers = int(n_layers)
         self.model_name = model_name
         self.info = dict(info or {})
@@ -133,6 +135,14 @@ class AttributionGraph:
         for nid in members:
             self.index(nid)            # raises for an unknown id
         self.supernodes[name] = members
+
+    def logit_node(self, token: str) -> str:
+        """The id of the logit node whose token reads ``token`` (e.g. ``"austin"``)."""
+        found = self.logits.node_id[self.logits.token == token].tolist()
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} logit nodes read {token!r}; the logits are {self.logits.token.tolist()} "
+                           f"(their ids: graph.logits.node_id)")
+        return found[0]
 
     def edges_of(self, node_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         """A node's edges in the full graph: incoming (``source``, ``weight``) and outgoing

@@ -29,9 +29,8 @@ def graph_json(graph, *, slug: str | None = None, scan: str | None = None,
     g = graph.prune(node_threshold, edge_threshold) if prune else graph
     slug = slug or re.sub(r"[^a-z0-9]+", "-", graph.prompt.lower()).strip("-")[:60] or "graph"
     L = graph.n_layers
-    token_prob = dict(zip(g.logits.token, g.logits.probability))
-    logit_id = dict(zip(g.logits.token, g.logits.token_id))
-    top_logit = g.logits.token.iloc[0]
+    token_prob = dict(zip(g.logits.node_id, g.logits.probability))
+    top_logit = g.logits.node_id.iloc[0]
     ids, nodes = [], []
     for n in g.nodes.itertuples(index=False):
         pos = int(n.position)
@@ -46,14 +45,14 @@ def graph_json(graph, *, slug: str | None = None, scan: str | None = None,
             node.update(node_id=f"0_{int(n.layer)}_{pos}", feature=-1, layer=str(int(n.layer)),
                         jsNodeId=f"{int(n.layer)}_{pos}-0", activation=None)
         elif n.kind == "token":
-            vocab = graph.token_ids[pos]
+            vocab = int(n.token_id)
             node.update(node_id=f"E_{vocab}_{pos}", feature=pos, layer="E", jsNodeId=f"E_{vocab}-{pos}",
                         activation=None)
         else:
-            vocab = int(logit_id[n.token])
-            p = float(token_prob[n.token])
+            vocab = int(n.token_id)
+            p = float(token_prob[n.node_id])
             node.update(node_id=f"{L + 1}_{vocab}_{pos}", feature=vocab, layer=str(L + 1), jsNodeId=f"L_{vocab}-{pos}",
-                        token_prob=p, is_target_logit=bool(n.token == top_logit), activation=None,
+                        token_prob=p, is_target_logit=bool(n.node_id == top_logit), activation=None,
                         clerp=f'Output "{n.token}" (p={p:.3f})')
         ids.append(node["node_id"])
         nodes.append(node)

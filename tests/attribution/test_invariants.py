@@ -49,8 +49,7 @@ def _target_spec(graph, rows):
         if n.kind == "feature":
             spec.append(("feature", int(n.layer), int(n.position), int(n.feature)))
         else:
-            tid = int(graph.logits.token_id[graph.logits.token == n.token].iloc[0])
-            spec.append(("logit", tid))
+            spec.append(("logit", int(n.token_id)))
     return spec
 
 

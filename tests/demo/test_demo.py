@@ -64,7 +64,7 @@ def test_two_hop_graph_has_a_state_feature_on_a_path_to_the_capital(demo, world)
     cases = [(p, c, s) for p, c, s in world["heldout"]["two_hop"] if _predict(demo, p) == c][:4]
     for prompt, capital, state in cases:
         graph = anb.attribute(demo, prompt, progress=False).prune(0.8, 0.98)
-        logit = f"l:{capital}"
+        logit = graph.logit_node(capital)
         assert logit in set(graph.nodes.node_id)
         feats = graph.nodes[(graph.nodes.kind == "feature") & graph.nodes.label.str.contains(rf"\b{state}\b")]
         found += any(_reaches(graph, nid, logit) for nid in feats.node_id)
@@ -169,3 +169,30 @@ def test_short_training_run_writes_a_loadable_model_and_repeats_itself(tmp_path)
         assert a.keys() == b.keys()
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+
+
+def test_a_natural_prompt_reads_like_the_trained_one(demo):
+    """The demo tokenizer lowercases and splits punctuation, as a real one does."""
+    natural = "Fact: the capital of the state containing Dallas is"
+    assert demo.tokenize(natural).tolist() == demo.tokenize("fact : the capital of the state containing dallas is").tolist()
+    graph = anb.attribute(demo, natural, progress=False)
+    assert graph.logits.token[0] == "austin" and graph.logits.probability[0] > 0.5
+
+
+def test_an_unknown_word_is_named_with_the_nearest_vocabulary_words(demo):
+    with pytest.raises(ValueError, match=r"words not in the model's vocabulary: \['Dalas'\]; "
+                                         r"nearest in the vocabulary: 'Dalas' → dallas"):
+        demo.tokenize("Fact: the capital of the state containing Dalas is")
+
+
+def test_feature_contexts_reproduce_the_shipped_ones_on_the_training_corpus(demo, world):
+    """``anb.feature_contexts`` over the corpus the demo's contexts were made from (by the training
+    script, batched and padded) finds the same strongest activations at the same tokens."""
+    import numpy as np
+    found = anb.feature_contexts(demo, world["train"], n_contexts=5)
+    shipped = {k: v for k, v in demo.feature_contexts.items() if v}
+    keys = sorted(shipped)[:: max(1, len(shipped) // 60)]
+    for key in keys:
+        want, got = shipped[key], found[key][: len(shipped[key])]
+        np.testing.assert_allclose([a for _, a in got], [a for _, a in want], atol=2e-3, err_msg=str(key))
+        assert [t.rsplit("[", 1)[1] for t, _ in got] == [t.rsplit("[", 1)[1] for t, _ in want], key

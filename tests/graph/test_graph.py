@@ -11,7 +11,7 @@ import attribution_nb as anb
 from attribution_nb.graph import compute_influence, prune_masks
 
 # t0, t1 (tokens), e0 (error), f0 (layer 0), f1 (layer 1), l0 (logit, p = 0.5)
-HAND_IDS = ["f:L0:P1:7", "f:L1:P1:3", "e:L0:P1", "t:P0", "t:P1", "l:x"]
+HAND_IDS = ["f:L0:P1:7", "f:L1:P1:3", "e:L0:P1", "t:P0:1", "t:P1:5", "l:P1:5"]
 
 
 def hand_graph() -> anb.AttributionGraph:
@@ -23,6 +23,7 @@ def hand_graph() -> anb.AttributionGraph:
     nodes = pd.DataFrame({
         "node_id": HAND_IDS, "kind": ["feature", "feature", "error", "token", "token", "logit"],
         "layer": [0, 1, 0, -1, -1, 2], "position": [1, 1, 1, 0, 1, 1], "token": ["a", "a", "a", "<bos>", "a", "x"],
+        "token_id": pd.array([None, None, None, 1, 5, 5], dtype="Int64"),
         "feature": pd.array([7, 3, None, None, None, None], dtype="Int64"),
         "activation": [1.0, 2.0, 0.5, 1.0, 1.0, 3.0], "influence": 0.0, "label": [""] * 6})
     logits = pd.DataFrame({"token": ["x"], "token_id": [5], "probability": [0.5], "logit": [3.0]})
@@ -47,9 +48,9 @@ def test_prune_hand_built_graph():
     g = hand_graph()
     # features+errors by influence: f1 .4, f0 .3, e0 .1 (total .8); 0.5 of it is f1 alone,
     # but f1 then has no incoming edge and goes too
-    assert set(g.prune(0.5, 1.0).nodes.node_id) == {"t:P0", "t:P1", "l:x"}
+    assert set(g.prune(0.5, 1.0).nodes.node_id) == {"t:P0:1", "t:P1:5", "l:P1:5"}
     kept = g.prune(0.6, 1.0)
-    assert set(kept.nodes.node_id) == {"f:L0:P1:7", "f:L1:P1:3", "t:P0", "t:P1", "l:x"}
+    assert set(kept.nodes.node_id) == {"f:L0:P1:7", "f:L1:P1:3", "t:P0:1", "t:P1:5", "l:P1:5"}
     assert kept.edge("f:L0:P1:7", "f:L1:P1:3") == 3.0
     assert set(g.prune(1.0, 1.0).nodes.node_id) == set(HAND_IDS)
 
@@ -109,15 +110,21 @@ def test_top_features_are_sorted_by_influence(llama_graph):
 
 def test_tables_have_the_documented_columns(llama_graph):
     g = llama_graph
-    assert list(g.nodes.columns) == ["node_id", "kind", "layer", "position", "token", "feature",
+    assert list(g.nodes.columns) == ["node_id", "kind", "layer", "position", "token", "token_id", "feature",
                                      "activation", "influence", "label"]
     assert list(g.edges.columns) == ["source", "target", "weight"]
-    assert list(g.logits.columns) == ["token", "token_id", "probability", "logit"]
+    assert list(g.logits.columns) == ["token", "token_id", "probability", "logit", "node_id"]
     assert g.nodes.node_id.is_unique
     assert len(g.edges) == int((g.adjacency != 0).sum())
     logit_nodes = g.nodes[g.nodes.kind == "logit"]
     assert list(logit_nodes.token) == list(g.logits.token)
-    assert (g.nodes[g.nodes.kind == "token"].token.to_list()) == g.tokens
+    assert list(logit_nodes.token_id) == list(g.logits.token_id) and list(logit_nodes.node_id) == list(g.logits.node_id)
+    T = len(g.tokens)
+    assert list(logit_nodes.node_id) == [f"l:P{T - 1}:{t}" for t in g.logits.token_id]
+    token_nodes = g.nodes[g.nodes.kind == "token"]
+    assert token_nodes.token.to_list() == g.tokens and token_nodes.token_id.to_list() == g.token_ids
+    assert token_nodes.node_id.to_list() == [f"t:P{p}:{t}" for p, t in enumerate(g.token_ids)]
+    assert g.nodes.token_id[g.nodes.kind.isin(["feature", "error"])].isna().all()
     # top logits until 0.95 cumulative probability, at most 10
     assert len(g.logits) <= 10 and g.logits.probability.is_monotonic_decreasing
 
@@ -134,6 +141,41 @@ def test_save_then_load_is_identical(llama_graph, tmp_path):
     assert torch.equal(h.adjacency, g.adjacency)
     assert (h.prompt, h.tokens, h.token_ids, h.supernodes) == (g.prompt, g.tokens, g.token_ids, g.supernodes)
     assert h.scores() == g.scores()
+
+
+def _as_version_2(path, out):
+    """Rewrite a graph file as version 2 wrote it: ids ``t:P{p}`` and ``l:{token}``, no token ids."""
+    import json
+
+    from safetensors.numpy import save_file
+    from safetensors import safe_open
+    with safe_open(str(path), "np") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(f.metadata()["attribution_nb.graph"])
+    nodes = meta["nodes"]
+    old = {}
+    for nid, kind, pos, tok in zip(nodes["node_id"], nodes["kind"], nodes["position"], nodes["token"]):
+        if kind in ("token", "logit"):
+            old[nid] = f"t:P{pos}" if kind == "token" else f"l:{tok}"
+    nodes["node_id"] = [old.get(n, n) for n in nodes["node_id"]]
+    del nodes["token_id"]
+    meta["supernodes"] = {k: [old.get(n, n) for n in v] for k, v in meta["supernodes"].items()}
+    meta["version"] = 2
+    save_file(tensors, str(out), metadata={"attribution_nb.graph": json.dumps(meta)})
+    return old
+
+
+def test_a_version_2_file_loads_with_todays_ids(llama_graph, tmp_path):
+    g = llama_graph.prune(0.9, 0.99)
+    g.supernodes["tokens and the answer"] = [g.nodes.node_id[g.kinds == "token"].iloc[1], g.logits.node_id[0]]
+    g.save(tmp_path / "new.graph")
+    old = _as_version_2(tmp_path / "new.graph", tmp_path / "old.graph")
+    assert "l:" + g.logits.token[0] in old.values()
+    h = anb.AttributionGraph.load(tmp_path / "old.graph")
+    pd.testing.assert_frame_equal(h.nodes, g.nodes)
+    pd.testing.assert_frame_equal(h.logits, g.logits)
+    assert h.supernodes == g.supernodes
+    assert torch.equal(h.adjacency, g.adjacency)
 
 
 def test_loading_a_truncated_or_foreign_file_raises(llama_graph, tmp_path):
@@ -158,7 +200,7 @@ def test_unknown_node_id_raises(llama_graph):
     with pytest.raises(KeyError, match="f:L9:P0:1"):
         llama_graph.node("f:L9:P0:1")
     with pytest.raises(KeyError, match="nonsense"):
-        llama_graph.edge("nonsense", "t:P0")
+        llama_graph.edge("nonsense", "t:P0:1")
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -110,8 +110,9 @@ def test_clamp_button_runs_the_intervention(widget, llama, llama_graph):
 
 
 def test_clamp_needs_a_feature_and_a_model(llama_graph, widget):
+    token_node = llama_graph.nodes.node_id[llama_graph.nodes.kind == "token"].iloc[1]
     with pytest.raises(ValueError, match="token node"):
-        widget.clamp("t:P1", "ablate")
+        widget.clamp(token_node, "ablate")
     with pytest.raises(ValueError, match="no model"):
         GraphWidget(llama_graph).clamp(llama_graph.top_features(1).node_id[0], "ablate")
     with pytest.raises(KeyError, match="f:L9:P9:9"):
