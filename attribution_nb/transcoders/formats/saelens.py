@@ -1,7 +1,14 @@
-"""sae-lens style folders: ``cfg.json`` (``architecture``, ``d_in``, ``d_sae``, optional
-``apply_b_dec_to_input``, ``activation_fn_kwargs.k``) and ``sae_weights.safetensors``
-(``W_enc`` [d_in, d_sae], ``W_dec``, ``b_enc``, ``b_dec``, optional ``b_dec_out``, ``threshold``,
-``W_skip``).  Input centring by ``b_dec`` is folded into ``b_enc``."""
+"""sae-lens folders (``SAE.save_model``): ``cfg.json`` (``architecture``, ``d_in``, ``d_sae``,
+``apply_b_dec_to_input``, ``k`` — or ``activation_fn_kwargs.k`` in older versions) and
+``sae_weights.safetensors`` (``W_enc`` [d_in, d_sae], ``W_dec``, ``b_enc``, ``b_dec``, optional
+``b_dec_out``, ``threshold``, ``W_skip``).
+
+As sae-lens computes them (checked against its own code in ``tests/transcoders/test_conformance.py``):
+an SAE's input centring by ``b_dec`` is folded into ``b_enc`` (transcoders never centre); a skip
+transcoder's ``W_skip`` is [d_out, d_in] and adds ``x @ W_skip.T``; JumpReLU is
+``relu(pre) · (pre > threshold)``; TopK keeps the k largest pre-activations, then ReLU.  Run-time
+input normalisation, reshaping and decoder-norm rescaling are refused by name.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,10 @@ from ..transcoder import Transcoder
 from .base import Format, Probe, fail, from_parts
 
 ACTIVATION_OF = {"standard": "relu", "relu": "relu", "jumprelu": "jumprelu", "topk": "topk",
-                 "transcoder": "relu", "jumprelu_transcoder": "jumprelu", "skip_transcoder": "relu"}
+                 "transcoder": "relu", "jumprelu_transcoder": "jumprelu", "skip_transcoder": "relu",
+                 "jumprelu_skip_transcoder": "jumprelu"}
+#: cfg.json settings that change the computation in ways a transcoder here does not reproduce
+UNSUPPORTED = {"normalize_activations": "none", "reshape_activations": "none", "rescale_acts_by_decoder_norm": False}
 
 
 def detect(probe: Probe) -> bool:
@@ -35,22 +45,30 @@ def load(probe: Probe) -> Transcoder:
     arch = cfg.get("architecture", "standard")
     activation = ACTIVATION_OF.get(arch)
     if activation is None:
-        raise fail(cfg_path, f"architecture {arch!r} is not supported (standard, jumprelu, topk, *transcoder)")
+        raise fail(cfg_path, f"architecture {arch!r} is not supported ({', '.join(ACTIVATION_OF)})")
+    for key, plain in UNSUPPORTED.items():
+        if cfg.get(key, plain) not in (plain, None):
+            raise fail(cfg_path, f"{key}={cfg[key]!r} is not supported (only {plain!r})")
     for key, dim in (("d_in", tensors["W_enc"].shape[0]), ("d_sae", tensors["W_enc"].shape[1])):
         if key in cfg and int(cfg[key]) != dim:
             raise fail(weights, f"W_enc has shape {tuple(tensors['W_enc'].shape)} but cfg.json says {key}={cfg[key]}")
     W_enc, b_enc = tensors["W_enc"], tensors["b_enc"]
     b_dec_in = tensors["b_dec"]
-    if cfg.get("apply_b_dec_to_input", False):
+    if cfg.get("apply_b_dec_to_input", False) and not arch.endswith("transcoder"):
         if len(b_dec_in) != W_enc.shape[0]:
             raise fail(cfg_path, "apply_b_dec_to_input needs b_dec of size d_in")
         b_enc = b_enc - b_dec_in @ W_enc          # (x − b_dec) W + b  ==  x W + (b − b_dec W)
     b_out = tensors.get("b_dec_out", tensors["b_dec"])
-    k = (cfg.get("activation_fn_kwargs") or {}).get("k") if activation == "topk" else None
+    k = (cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")) if activation == "topk" else None
     if activation == "topk" and k is None:
-        raise fail(cfg_path, "a topk architecture needs activation_fn_kwargs.k")
-    return from_parts(weights, W_enc, b_enc, tensors["W_dec"], b_out, tensors.get("threshold"), tensors.get("W_skip"),
-                      activation=activation, k=k)
+        raise fail(cfg_path, "a topk architecture needs k (or activation_fn_kwargs.k)")
+    threshold = tensors.get("threshold")
+    if threshold is not None and bool((threshold < 0).any()):     # sae-lens: relu(pre) · (pre > t); here pre · (pre > t)
+        raise fail(weights, "negative JumpReLU thresholds are not supported (sae-lens zeroes negative pre-activations)")
+    skip = tensors.get("W_skip")
+    if skip is not None and "skip" in arch:          # sae-lens' skip transcoders: [d_out, d_in], x @ W_skip.T
+        skip = skip.T
+    return from_parts(weights, W_enc, b_enc, tensors["W_dec"], b_out, threshold, skip, activation=activation, k=k)
 
 
 FORMAT = Format("sae-lens", detect, load, __doc__)
