@@ -27,6 +27,12 @@ from . import style
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
 
+def script_json(data) -> str:
+    """``data`` as JSON that is safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` at all
+    (written as ``\\u003c`` …), so no string in it can close the script or open a comment."""
+    return json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def _static(name: str) -> str:
     with open(os.path.join(STATIC, name), encoding="utf-8") as f:
         return f.read()
@@ -54,7 +60,7 @@ def page_data(graph, max_node_threshold: float = 0.95, max_edge_threshold: float
     return {
         "nodes": {"id": nodes.node_id.tolist(), "kind": nodes.kind.tolist(), "layer": nodes.layer.astype(int).tolist(),
                   "position": nodes.position.astype(int).tolist(), "token": nodes.token.tolist(),
-                  "label": [html.escape(str(x)) if isinstance(x, str) else "" for x in nodes.label],
+                  "label": [x if isinstance(x, str) else "" for x in nodes.label],     # the page shows it as text
                   "activation": fin(nodes.activation.to_numpy(dtype=float)),
                   "influence": fin(influence[embedded]), "mb": fin(node_mb[embedded])},
         "edges": {"s": new_index[m.indices[keep_e]].tolist(), "t": new_index[rows[keep_e]].tolist(),
@@ -81,6 +87,6 @@ def graph_to_html(graph, path: str | os.PathLike, *, node_threshold: float = 0.8
         node=node_threshold, edge=edge_threshold, max_node=max_node_threshold, max_edge=max_edge_threshold,
         footer=html.escape(f"{graph.model_name} · {len(graph.nodes)} nodes, {graph.n_edges} edges in the full graph · "
                            f"made with attribution_nb"),
-        data=json.dumps(data).replace("</", "<\\/"), js=_static("graph.js"))
+        data=script_json(data), js=_static("graph.js"))
     write_text(path, text)
     return os.fspath(path)

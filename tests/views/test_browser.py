@@ -97,6 +97,86 @@ def test_standalone_page_prunes_like_python(browser, demo_graph, tmp_path, shots
     assert errors == []
 
 
+HOSTILE = ["<img src=x onerror=alert(1)>", "</script><script>alert(2)</script>", "<!--<script>", "\"'&amp;"]
+
+
+def _hostile_graph():
+    """A tiny graph whose prompt, tokens, labels, ids and supernode names hold markup."""
+    import pandas as pd
+    import torch
+    ids = [f"f:L0:P1:7{HOSTILE[0]}", "f:L1:P1:3", "e:L0:P1", "t:P0:1", "t:P1:5", "l:P1:5"]
+    A = torch.zeros(6, 6)
+    A[0, 3], A[0, 4], A[1, 0], A[1, 2], A[5, 1], A[5, 4] = 2.0, -1.0, 3.0, 1.0, -4.0, 1.0
+    nodes = pd.DataFrame({
+        "node_id": ids, "kind": ["feature", "feature", "error", "token", "token", "logit"],
+        "layer": [0, 1, 0, -1, -1, 2], "position": [1, 1, 1, 0, 1, 1],
+        "token": [HOSTILE[1], HOSTILE[1], HOSTILE[1], HOSTILE[2], HOSTILE[1], HOSTILE[3]],
+        "token_id": pd.array([None, None, None, 1, 5, 5], dtype="Int64"),
+        "feature": pd.array([7, 3, None, None, None, None], dtype="Int64"),
+        "activation": [1.0, 2.0, 0.5, 1.0, 1.0, 3.0], "influence": 0.0, "label": [HOSTILE[0], HOSTILE[2], "", "", "", ""]})
+    logits = pd.DataFrame({"token": [HOSTILE[3]], "token_id": [5], "probability": [0.5], "logit": [3.0]})
+    return anb.AttributionGraph(prompt=HOSTILE[1] + HOSTILE[2], tokens=[HOSTILE[2], HOSTILE[1]], token_ids=[1, 5],
+                                nodes=nodes, adjacency=A, logits=logits, n_layers=2,
+                                supernodes={HOSTILE[0]: ids[:2]})
+
+
+def test_the_page_shows_hostile_strings_as_text(browser, tmp_path, shots):
+    """Markup in tokens, labels, ids, the prompt and supernode names never runs: every node can be
+    clicked, its id shows literally in the panel, no dialog opens and no error is logged."""
+    graph = _hostile_graph()
+    path = graph.to_html(tmp_path / "hostile.html", node_threshold=0.95, edge_threshold=0.99)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    dialogs, errors = [], []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"file://{path}")
+    page.wait_for_function("document.getElementById('anb-counts').textContent.includes('drawn')")
+    assert page.title() == f"Attribution graph: {graph.prompt}"
+    ids = [node_id for _, _, node_id in page.evaluate(_ALL_NODE_PIXELS_JS, {"plot": "#anb-plot"})]
+    assert sorted(ids) == sorted(graph.nodes.node_id)
+    for node_id in ids:
+        _click_until_shown(page, node_id)
+        assert page.locator("#anb-panel img, #anb-panel script").count() == 0
+    page.screenshot(path=os.path.join(shots, "standalone-hostile.png"))
+    assert dialogs == [] and errors == [], (dialogs, errors)
+
+
+def _click_until_shown(page, node_id, tries=5):
+    """Click a node until the panel shows its id.  Its place is read from plotly's layout before
+    each click (the plot may be re-laid out when the panel fills)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    for attempt in range(tries):
+        x, y = next((x, y) for x, y, i in page.evaluate(_ALL_NODE_PIXELS_JS, {"plot": "#anb-plot"}) if i == node_id)
+        # plotly clicks the point it last hovered: move there first and let the hover land; two clicks
+        # within its double-click delay would reset the axes
+        page.mouse.move(x + attempt % 2, y)
+        page.wait_for_timeout(400)
+        page.mouse.click(x + attempt % 2, y)
+        try:
+            page.wait_for_function("id => document.querySelector('#anb-panel h4')?.textContent === id", arg=node_id,
+                                   timeout=3_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    page.screenshot(path=os.path.join(os.environ.get("ANB_SCREENSHOTS", "/tmp"), "click-failed.png"))
+    raise AssertionError(f"clicking {node_id!r} at ({x:.0f}, {y:.0f}) never showed it in the panel: "
+                         f"{page.inner_text('#anb-panel')!r}")
+
+
+# pixel position and id of every node of the page's node trace
+_ALL_NODE_PIXELS_JS = """
+({plot}) => {
+  const gd = document.querySelector(plot + " .js-plotly-plot") || document.querySelector(plot);
+  const data = gd._fullData[gd._fullData.length - 1];
+  const G = JSON.parse(document.getElementById("anb-data").textContent);
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  const box = gd.querySelector(".nsewdrag").getBoundingClientRect();
+  return data.x.map((x, i) => [box.left + xa.l2p(x), box.top + ya.l2p(data.y[i]), G.nodes.id[data.customdata[i]]]);
+}
+"""
+
+
 # pixel position of the largest circle (a feature) of a plotly node trace
 _NODE_PIXEL_JS = """
 ({plot, trace}) => {

@@ -80,8 +80,8 @@
                  line: G.style.highlight});
     traces.push({type: "scattergl", mode: "markers", hoverinfo: "text", showlegend: false,
                  x: keep.map(i => x[i]), y: keep.map(i => G.nodes.layer[i]), customdata: keep,
-                 text: keep.map(i => "<b>" + G.nodes.id[i] + "</b> (" + G.nodes.kind[i] + ")<br>influence " +
-                                     G.nodes.influence[i].toPrecision(3) + (G.nodes.label[i] ? "<br>" + G.nodes.label[i] : "")),
+                 text: keep.map(i => "<b>" + esc(G.nodes.id[i]) + "</b> (" + esc(G.nodes.kind[i]) + ")<br>influence " +
+                                     G.nodes.influence[i].toPrecision(3) + (G.nodes.label[i] ? "<br>" + esc(G.nodes.label[i]) : "")),
                  marker: {size: keep.map(i => (G.nodes.kind[i] === "token" || G.nodes.kind[i] === "logit") ? FIXED_SIZE :
                                               MIN_SIZE + SIZE_RANGE * Math.sqrt(Math.max(G.nodes.influence[i], 0) / maxInf)),
                           color: keep.map(i => STYLE[G.nodes.kind[i]][0]), symbol: keep.map(i => STYLE[G.nodes.kind[i]][1]),
@@ -93,18 +93,42 @@
     last = {keep, edges};
   }
 
+  // every string from the graph reaches the page as text, never as markup
+  function esc(text) {
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+                       .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+  }
+
+  function el(tag, text) {
+    const node = document.createElement(tag);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function edgeTable(list, other) {
+    const table = el("table");
+    list.slice(0, 6).forEach(e => {
+      const row = table.insertRow();
+      row.insertCell().textContent = G.nodes.id[other(e)];
+      row.insertCell().textContent = G.edges.w[e].toPrecision(3);
+    });
+    return table;
+  }
+
   function panel(i) {
-    const rows = (list, other) => list.slice(0, 6).map(e => "<tr><td>" + G.nodes.id[other(e)] + "</td><td>" +
-                                   G.edges.w[e].toPrecision(3) + "</td></tr>").join("");
-    const inc = last.edges.filter(e => G.edges.t[e] === i).sort((a, b) => Math.abs(G.edges.w[b]) - Math.abs(G.edges.w[a]));
-    const out = last.edges.filter(e => G.edges.s[e] === i).sort((a, b) => Math.abs(G.edges.w[b]) - Math.abs(G.edges.w[a]));
-    document.getElementById("anb-panel").innerHTML =
-      "<h4>" + G.nodes.id[i] + "</h4><div>" + G.nodes.kind[i] + " · layer " + G.nodes.layer[i] + " · position " +
-      G.nodes.position[i] + " (token " + JSON.stringify(G.nodes.token[i]) + ")<br>activation " +
-      G.nodes.activation[i].toPrecision(4) + " · influence " + G.nodes.influence[i].toPrecision(4) +
-      (G.nodes.label[i] ? "<br>label: <i>" + G.nodes.label[i] + "</i>" : "") + "</div>" +
-      "<b>incoming (drawn)</b><table>" + rows(inc, e => G.edges.s[e]) + "</table>" +
-      "<b>outgoing (drawn)</b><table>" + rows(out, e => G.edges.t[e]) + "</table>";
+    const byWeight = (a, b) => Math.abs(G.edges.w[b]) - Math.abs(G.edges.w[a]);
+    const inc = last.edges.filter(e => G.edges.t[e] === i).sort(byWeight);
+    const out = last.edges.filter(e => G.edges.s[e] === i).sort(byWeight);
+    const box = document.getElementById("anb-panel");
+    box.replaceChildren();
+    box.append(el("h4", G.nodes.id[i]));
+    const about = el("div", G.nodes.kind[i] + " · layer " + G.nodes.layer[i] + " · position " + G.nodes.position[i] +
+                            " (token " + JSON.stringify(G.nodes.token[i]) + ")");
+    about.append(el("br"), document.createTextNode("activation " + G.nodes.activation[i].toPrecision(4) +
+                                                   " · influence " + G.nodes.influence[i].toPrecision(4)));
+    if (G.nodes.label[i]) about.append(el("br"), document.createTextNode("label: "), el("i", G.nodes.label[i]));
+    box.append(about, el("b", "incoming (drawn)"), edgeTable(inc, e => G.edges.s[e]),
+               el("b", "outgoing (drawn)"), edgeTable(out, e => G.edges.t[e]));
   }
 
   nodeSlider.addEventListener("input", draw);
