@@ -79,15 +79,28 @@ def read_safetensors_numpy(path: str | os.PathLike) -> tuple[dict[str, np.ndarra
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """A temporary path beside ``path`` to write to; on success it replaces ``path`` at once,
-    on failure it is removed and ``path`` is left as it was."""
+    """A temporary path beside ``path`` to write to; on success its bytes are synced to disk and it
+    replaces ``path`` at once, on failure (any exception, KeyboardInterrupt included) it is removed
+    and ``path`` is left as it was.
+
+    The temporary file is created exclusively with a unique name in the target's folder (no fixed
+    ``.tmp`` name that a symlink could redirect or another writer share); it gets the existing
+    file's mode when overwriting, else the mode a new file gets under the umask.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path}: its folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())          # as an ordinary new file would be
     try:
+        mode = os.stat(path).st_mode & 0o7777 if os.path.isfile(path) else 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -34,6 +34,10 @@ class ReplacementModel(ReplacementCore):
             (``nnsight.CONFIG`` holds the API key), a URL another server, ``"local"`` nnsight's
             local simulation (each request is serialized and run here as a server would run it).
             The transcoders stay here; requests carry the active features' decoder rows.
+
+    The model and transcoders given are used in place, not copied (a copy would double the memory
+    of a large model): the model is put in eval mode with its weights' gradients turned off, and the
+    transcoders are moved to the model's device and dtype.
     """
 
     def intervened_logits(self, prompt, interventions, mode: str = "free") -> tuple[torch.Tensor, torch.Tensor]:

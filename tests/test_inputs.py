@@ -143,3 +143,12 @@ def test_max_feature_nodes_keeps_the_most_influential(llama, llama_graph):
 def test_words_outside_the_vocabulary(llama):
     with pytest.raises(ValueError, match=r"words not in the model's vocabulary: \['zanzibar'\]"):
         anb.attribute(llama, "the capital of zanzibar is")
+
+
+def test_a_model_in_training_mode_is_refused(llama):
+    llama.hf_model.train()
+    try:
+        with pytest.raises(ValueError, match="training mode .*model.hf_model.eval"):
+            anb.attribute(llama, PROMPT, progress=False)
+    finally:
+        llama.hf_model.eval()

@@ -54,6 +54,9 @@ def attribute(model: ReplacementCore, prompt, *, targets=None, max_n_logits: int
         progress: show a progress bar (default: when there are more than 8 backward passes).
     """
     _check(batch_size, max_feature_nodes)
+    if model.hf_model.training:
+        raise ValueError("the model is in training mode (dropout on): its graph would change from run to run; "
+                         "call model.hf_model.eval() first")
     clock = _Clock()
     cap = model.capture(model.tokenize(prompt))                                     # 1. capture
     if not torch.isfinite(cap.logits[-1]).all():

@@ -93,6 +93,17 @@ def _abs_row_sums(m: sp.csr_array) -> np.ndarray:
     return _row_sums(m, lambda a, b: np.abs(m.data[a:b]))
 
 
+def _check_finite(m: sp.csr_array, w: np.ndarray) -> None:
+    """Refuse NaN or infinite weights at once, naming the first bad entry (else they look like a cycle)."""
+    if not np.isfinite(w).all():
+        raise ValueError(f"logit weights are not finite (index {int(np.flatnonzero(~np.isfinite(w))[0])})")
+    bad = np.flatnonzero(~np.isfinite(m.data))
+    if len(bad):
+        row = int(np.searchsorted(m.indptr, bad[0], side="right") - 1)
+        raise ValueError(f"the adjacency has {len(bad)} non-finite edge weight(s), the first {m.data[bad[0]]} "
+                         f"at [target {row}, source {int(m.indices[bad[0]])}]")
+
+
 def compute_influence(adjacency, logit_weights, max_iter: int | None = None) -> np.ndarray:
     """Influence of every node on the logits: ``w·(Â + Â² + …)`` with ``Â = normalize_rows(A)``.
 
@@ -103,6 +114,7 @@ def compute_influence(adjacency, logit_weights, max_iter: int | None = None) -> 
     w = _as_numpy(logit_weights)
     if w.shape != (m.shape[0],):
         raise ValueError(f"logit_weights has shape {w.shape}, expected ({m.shape[0]},)")
+    _check_finite(m, w)
     dtype = _work_dtype(m)
     abs_t = sp.csr_array((np.abs(m.data).astype(dtype, copy=False), m.indices, m.indptr), shape=m.shape).T
     sums = _abs_row_sums(m)

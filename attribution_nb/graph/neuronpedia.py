@@ -27,7 +27,8 @@ def graph_json(graph, *, slug: str | None = None, scan: str | None = None,
                node_threshold: float = 0.8, edge_threshold: float = 0.98, prune: bool = True) -> dict:
     """The graph (pruned at the thresholds unless ``prune=False``) as a Neuronpedia graph dict."""
     g = graph.prune(node_threshold, edge_threshold) if prune else graph
-    slug = slug or re.sub(r"[^a-z0-9]+", "-", graph.prompt.lower()).strip("-")[:60] or "graph"
+    slug = check_slug(slug) if slug is not None else \
+        re.sub(r"[^a-z0-9]+", "-", graph.prompt.lower()).strip("-")[:60] or "graph"
     L = graph.n_layers
     token_prob = dict(zip(g.logits.node_id, g.logits.probability))
     top_logit = g.logits.node_id.iloc[0]
@@ -69,6 +70,18 @@ def graph_json(graph, *, slug: str | None = None, scan: str | None = None,
         "nodes": nodes,
         "links": links,
     }
+
+
+#: a slug names one file in the folder: letters, digits, ``-``, ``_`` and ``.`` (not first), at most 100
+_SLUG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_slug(slug) -> str:
+    """``slug`` if it can name a file inside the graph folder, else a ``ValueError`` naming it."""
+    if not isinstance(slug, str) or not _SLUG.match(slug) or slug == "graph-metadata":
+        raise ValueError(f"slug must be letters, digits, '-', '_' or '.' (not first), at most 100 characters, and not "
+                         f"'graph-metadata' (it names a file in the folder), got {slug!r}")
+    return slug
 
 
 def write_graph_files(graph, folder: str | os.PathLike, **kwargs) -> str:

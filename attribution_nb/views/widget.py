@@ -137,15 +137,19 @@ class GraphWidget(InterventionControls):
 
     @state.setter
     def state(self, new: dict) -> None:
-        unknown = set(new) - {"selected", "node_threshold", "edge_threshold", "collapse", "picked", "supernodes"}
+        unknown = set(new) - {"selected", "node_threshold", "edge_threshold", "collapse", "picked", "supernodes",
+                              "interventions"}
         if unknown:
             raise KeyError(f"unknown state keys {sorted(unknown)}")
         with self.figure.batch_update():
             if "supernodes" in new:
-                for members in new["supernodes"].values():
-                    for nid in members:
-                        self.graph.index(nid)
-                self.graph.supernodes = {k: list(v) for k, v in new["supernodes"].items()}
+                self.graph.supernodes = {}
+                for name, members in new["supernodes"].items():
+                    self.graph.add_supernode(name, members)
+            if "interventions" in new:
+                self._interventions = {}
+                for node_id, how in new["interventions"].items():
+                    self.clamp(node_id, how)
             if "picked" in new:
                 self._picked = [nid for nid in new["picked"] if self.graph.index(nid) is not None]
             self._hold = True
@@ -159,6 +163,15 @@ class GraphWidget(InterventionControls):
             self.redraw()
             if "selected" in new:
                 self.select(new["selected"])
+
+    def close(self) -> None:
+        """Close the widget's views and drop its callbacks (a closed widget is not shown again)."""
+        self.figure.data[NODE_TRACE].on_click(None, append=False)
+        for control in (self.node_slider, self.edge_slider, self.collapse_box):
+            control.unobserve_all()
+        for child in _descendants(self.root):
+            child.close()
+        self.figure.close()
 
     @property
     def drawn(self) -> dict:
@@ -253,3 +266,11 @@ class GraphWidget(InterventionControls):
         self._picked = []
         self.pick(None)
         self.redraw()
+
+
+def _descendants(box) -> list:
+    """Every widget inside ``box`` (itself last)."""
+    out = []
+    for child in getattr(box, "children", ()):
+        out += _descendants(child)
+    return out + [box]

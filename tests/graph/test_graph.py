@@ -61,6 +61,26 @@ def test_cycle_is_rejected():
         compute_influence(A, torch.tensor([1.0, 0.0]))
 
 
+def test_non_finite_weights_are_refused_at_once_naming_the_entry():
+    import time
+
+    import scipy.sparse as sp
+    n = 30_000                                      # a chain of 30k nodes: a cycle search would take n steps
+    rows, cols = np.arange(1, n), np.arange(0, n - 1)
+    data = np.ones(n - 1, dtype=np.float32)
+    data[123] = np.nan
+    A = sp.csr_array((data, (rows, cols)), shape=(n, n))
+    w = np.zeros(n)
+    w[-1] = 1.0
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match=r"1 non-finite edge weight\(s\), the first nan at \[target 124, source 123\]"):
+        compute_influence(A, w)
+    assert time.perf_counter() - t < 0.1
+    with pytest.raises(ValueError, match="logit weights are not finite"):
+        compute_influence(sp.csr_array((np.ones(n - 1, dtype=np.float32), (rows, cols)), shape=(n, n)),
+                          np.full(n, np.inf))
+
+
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.5"])
 def test_thresholds_outside_unit_interval_raise(llama_graph, bad):
     with pytest.raises(ValueError, match="node_threshold must be in"):

@@ -311,3 +311,10 @@ def test_circuit_tracer_cross_layer_folder(tmp_path):
     back = anb.TranscoderSet.load(tmp_path / "ours")
     assert [tc.n_later for tc in back] == [tc.n_later for tc in model.transcoders]
     torch.testing.assert_close(back[0].W_dec_later, model.transcoders[0].W_dec_later)
+
+
+@pytest.mark.parametrize("slug", ["../x", "/tmp/abs", "graph-metadata", "a/b", "", ".hidden", "x" * 101, 3])
+def test_a_slug_that_would_write_outside_the_folder_is_refused(llama_graph, tmp_path, slug):
+    with pytest.raises(ValueError, match="slug must be letters, digits"):
+        llama_graph.to_neuronpedia(tmp_path / "graphs", slug=slug)
+    assert not (tmp_path / "graphs").exists() or os.listdir(tmp_path / "graphs") == []

@@ -167,6 +167,37 @@ def test_state_round_trip(widget, llama_graph):
     assert widget.node_slider.value == 0.6 and widget.edge_slider.value == 0.9
 
 
+def test_the_whole_state_round_trips(widget, llama_graph):
+    """``w.state = w.state`` is the identity, pending clamps and supernodes included."""
+    a, b = llama_graph.top_features(2).node_id
+    widget.state = {"node_threshold": 0.7, "edge_threshold": 0.95, "selected": a, "picked": [a],
+                    "supernodes": {"pair": [a, b]}}
+    widget.clamp(a, "-2x")
+    before = widget.state
+    widget.state = before
+    assert widget.state == before and widget.state["interventions"][a] == anb.Multiply(-2.0)
+    with pytest.raises(KeyError, match=r"unknown state keys \['zoom'\]"):
+        widget.state = {"zoom": 2}
+    widget.reset()
+    widget.state = {"supernodes": {}}
+
+
+def test_close_releases_the_views_and_callbacks(llama_graph):
+    import gc
+    import weakref
+    w = GraphWidget(llama_graph)
+    widget_ref = weakref.ref(w)
+    slider, figure = w.node_slider, w.figure
+    w.close()
+    assert slider.comm is None and w.root.comm is None and figure.comm is None     # the front end lets them go
+    assert figure.data[NODE_TRACE]._click_callbacks == []
+    del w
+    gc.collect()
+    # nothing holds the widget (anywidget itself keeps a closed FigureWidget registered for its hot
+    # reload, so the plotly figure object may outlive it; it no longer refers to the widget)
+    assert widget_ref() is None
+
+
 def test_standalone_html_holds_the_graph(llama_graph, tmp_path):
     path = llama_graph.to_html(tmp_path / "g.html")
     text = open(path, encoding="utf-8").read()
