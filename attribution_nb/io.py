@@ -41,9 +41,16 @@ _NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64":
                  "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 
 
-def read_safetensors_numpy(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_safetensors_numpy(path: str | os.PathLike, *, require: str | None = None,
+                           what: str = "file") -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Like :func:`read_safetensors`, as numpy arrays read straight from the file (no memory
-    map, no second copy: peak memory is the arrays themselves)."""
+    map, no second copy: peak memory is the arrays themselves).
+
+    The header is checked before any tensor is read: every entry's dtype, shape and offsets
+    (inside the data region, sized as declared, not overlapping another).  With ``require``, a
+    file whose metadata lacks that key is refused before reading any tensor (``what`` names
+    the kind of file expected).
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
@@ -61,20 +68,47 @@ def read_safetensors_numpy(path: str | os.PathLike) -> tuple[dict[str, np.ndarra
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise bad(f"header is not JSON ({err})") from None
+        if not isinstance(header, dict):
+            raise bad("header is not a JSON object")
         meta = header.pop("__metadata__", None) or {}
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise bad("__metadata__ is not a map of strings")
+        if require is not None and require not in meta:
+            raise ValueError(f"{path} is a safetensors file but not an {what}")
+        layout = _layout(header, size - 8 - n, bad)
         arrays: dict[str, np.ndarray] = {}
-        for key, info in header.items():
-            dtype = _NUMPY_DTYPES.get(info.get("dtype"))
-            if dtype is None:
-                raise bad(f"tensor {key!r} has dtype {info.get('dtype')!r}, which this reader does not handle")
-            shape = [int(x) for x in info["shape"]]
-            begin, end = info["data_offsets"]
-            count = int(np.prod(shape, dtype=np.int64))
-            if end - begin != count * np.dtype(dtype).itemsize or 8 + n + end > size:
-                raise bad(f"tensor {key!r} runs past the end of the file")
+        for key, (dtype, shape, begin, count) in layout.items():
             f.seek(8 + n + begin)
             arrays[key] = np.fromfile(f, dtype=dtype, count=count).reshape(shape)
     return arrays, meta
+
+
+def _layout(header: dict, data_size: int, bad) -> dict[str, tuple]:
+    """``{name: (dtype, shape, begin, count)}`` from a header, every entry checked."""
+    layout, spans = {}, []
+    for key, info in header.items():
+        if not isinstance(info, dict):
+            raise bad(f"tensor {key!r} has no description")
+        dtype = _NUMPY_DTYPES.get(str(info.get("dtype")))
+        if dtype is None:
+            raise bad(f"tensor {key!r} has dtype {info.get('dtype')!r}, which this reader does not handle")
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if not (isinstance(shape, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape)):
+            raise bad(f"tensor {key!r} has shape {shape!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                          for x in offsets)):
+            raise bad(f"tensor {key!r} has data_offsets {offsets!r}")
+        begin, end = offsets
+        count = int(np.prod(shape, dtype=np.int64))
+        if not 0 <= begin <= end <= data_size or end - begin != count * np.dtype(dtype).itemsize:
+            raise bad(f"tensor {key!r} runs past the end of the file or is not the size its shape says")
+        layout[key] = (dtype, shape, begin, count)
+        spans.append((begin, end, key))
+    spans.sort()
+    for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
+        if begin < end:
+            raise bad(f"tensors {a!r} and {b!r} overlap")
+    return layout
 
 
 @contextlib.contextmanager

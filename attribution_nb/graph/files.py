@@ -1,9 +1,18 @@
 """The graph file: one safetensors file (the sparse adjacency and the numeric columns as
 tensors, the tables and metadata as JSON in its header).  Nothing is unpickled on load; the
-write is atomic (a temporary file, then one rename)."""
+write is atomic (a temporary file, then one rename).
+
+A file is checked before it is trusted: the header's layout (offsets, sizes, dtypes) before any
+tensor is read, and a non-graph file is refused then; a SHA-256 checksum over the tensors and the
+tables (stored in the header) must match; the node table must agree with its ids (kind, layer,
+position, feature, token id), edges must be finite and run forward (from a lower layer, at the
+same or an earlier position), probabilities must lie in [0, 1].  Every failure is a
+``ValueError`` that names the file and what is wrong.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -12,6 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from ..ids import KINDS, NodeId
 from ..io import read_safetensors_numpy, save_safetensors
 
 FORMAT = "attribution_nb.graph"
@@ -45,34 +55,115 @@ def save_graph(graph, path: str | os.PathLike) -> None:
         "logits": {"token": graph.logits["token"].tolist(), "token_id": graph.logits["token_id"].tolist()},
         "info": graph.info, "supernodes": graph.supernodes,
     }
+    meta["checksum"] = _checksum({k: v.numpy() for k, v in tensors.items()}, meta)
     save_safetensors(tensors, path, metadata={FORMAT: json.dumps(meta)})
 
 
+def _checksum(arrays: dict, meta: dict) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, and the metadata without its checksum."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    h.update(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
 def read_graph(path: str | os.PathLike) -> dict:
-    """The constructor arguments of the graph saved at ``path``."""
-    tensors, header = read_safetensors_numpy(path)
-    if FORMAT not in header:
-        raise ValueError(f"{os.fspath(path)} is a safetensors file but not an attribution_nb graph")
-    meta = json.loads(header[FORMAT])
-    if meta.get("version") not in READS:
-        raise ValueError(f"{os.fspath(path)} has graph format version {meta.get('version')!r}; "
+    """The constructor arguments of the graph saved at ``path`` (checked: see the module docstring)."""
+    tensors, header = read_safetensors_numpy(path, require=FORMAT, what="attribution_nb graph")
+    try:
+        meta = json.loads(header[FORMAT])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{os.fspath(path)}: the graph's metadata is not JSON ({err})") from None
+    try:
+        return _parse(path, meta, tensors)
+    except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as err:
+        raise ValueError(f"{os.fspath(path)}: not a valid attribution_nb graph file ({type(err).__name__}: {err})") from None
+
+
+def _parse(path, meta: dict, tensors: dict) -> dict:
+    if not isinstance(meta, dict) or meta.get("version") not in READS:
+        version = meta.get("version") if isinstance(meta, dict) else None
+        raise ValueError(f"{os.fspath(path)} has graph format version {version!r}; "
                          f"this attribution_nb reads versions {READS}")
+    if "checksum" in meta and meta["checksum"] != _checksum(tensors, meta):
+        raise ValueError(f"{os.fspath(path)}: checksum mismatch: the file was changed or damaged after it was written")
     if meta["version"] == 2:
         _from_version_2(meta)
     n = meta["n_nodes"]
     nodes = pd.DataFrame(meta["nodes"])
     nodes["feature"] = nodes["feature"].astype("Int64")
     nodes["token_id"] = nodes["token_id"].astype("Int64")
-    nodes["activation"] = tensors["activation"]
-    nodes["influence"] = tensors["influence"]
+    for column in ("activation", "influence"):
+        nodes[column] = _column(path, tensors, column, n)
     nodes = nodes[NODE_COLUMNS]
     adjacency = _adjacency(path, tensors, n)
+    n_logits = int((nodes["kind"] == "logit").sum())
     logits = pd.DataFrame({"token": meta["logits"]["token"], "token_id": meta["logits"]["token_id"],
-                           "probability": tensors["probability"], "logit": tensors["logit"]})
+                           "probability": _column(path, tensors, "probability", n_logits),
+                           "logit": _column(path, tensors, "logit", n_logits)})
     logits["node_id"] = nodes["node_id"][nodes["kind"] == "logit"].to_numpy()
+    _check_tables(path, meta, nodes, logits, adjacency)
     return dict(prompt=meta["prompt"], tokens=meta["tokens"], token_ids=meta["token_ids"], nodes=nodes,
                 adjacency=adjacency, logits=logits, n_layers=meta["n_layers"], model_name=meta["model_name"],
                 info=meta["info"], supernodes=meta["supernodes"])
+
+
+def _column(path, tensors: dict, name: str, n: int) -> np.ndarray:
+    a = tensors.get(name)
+    if a is None or a.dtype != np.float64 or a.shape != (n,):
+        got = "missing" if a is None else f"{a.dtype} {a.shape}"
+        raise ValueError(f"{os.fspath(path)}: tensor {name!r} must be float64 of shape ({n},), got {got}")
+    return a
+
+
+def _check_tables(path, meta: dict, nodes: pd.DataFrame, logits: pd.DataFrame, adjacency: sp.csr_array) -> None:
+    """The node table agrees with its ids; edges are finite and run forward; probabilities are in range."""
+    def fail(why: str) -> ValueError:
+        return ValueError(f"{os.fspath(path)}: {why}")
+    L, T = int(meta["n_layers"]), len(meta["tokens"])
+    if len(meta["token_ids"]) != T or not all(isinstance(t, int) for t in meta["token_ids"]):
+        raise fail(f"token_ids must be {T} integers, one per token")
+    bad_kind = set(nodes["kind"]) - set(KINDS)
+    if bad_kind:
+        raise fail(f"unknown node kinds {sorted(bad_kind)}")
+    if not nodes["node_id"].is_unique:
+        raise fail("node ids are not unique")
+    for row in nodes.itertuples(index=False):
+        _check_node(fail, row, L, T)
+    probs = logits["probability"].to_numpy()
+    if not (np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all() and np.isfinite(logits["logit"]).all()):
+        raise fail("logit probabilities must be in [0, 1] and logits finite")
+    if list(logits["token_id"]) != list(nodes["token_id"][nodes["kind"] == "logit"]):
+        raise fail("the logits table and the logit nodes disagree on token ids")
+    if not np.isfinite(adjacency.data).all():
+        raise fail("the adjacency holds non-finite edge weights")
+    layer, pos = nodes["layer"].to_numpy(), nodes["position"].to_numpy()
+    rows = np.repeat(np.arange(adjacency.shape[0]), np.diff(adjacency.indptr))
+    cols = adjacency.indices
+    backward = (layer[cols] >= layer[rows]) | (pos[cols] > pos[rows])
+    if backward.any():
+        i = int(np.flatnonzero(backward)[0])
+        raise fail(f"edge {nodes['node_id'].iloc[cols[i]]} → {nodes['node_id'].iloc[rows[i]]} does not run forward")
+
+
+def _check_node(fail, row, L: int, T: int) -> None:
+    try:
+        node = NodeId.parse(row.node_id)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    expect = {"feature": (row.layer, row.position, row.feature, None), "error": (row.layer, row.position, None, None),
+              "token": (None, row.position, None, row.token_id), "logit": (None, row.position, None, row.token_id)}
+    layer_ok = {"feature": 0 <= row.layer < L, "error": 0 <= row.layer < L, "token": row.layer == -1,
+                "logit": row.layer == L}
+    got = (node.layer, node.position, node.feature, node.token_id)
+    want = tuple(None if v is None or v is pd.NA else int(v) for v in expect[row.kind])
+    if node.kind != row.kind or got != want or not layer_ok[row.kind] or not 0 <= row.position < T:
+        raise fail(f"node {row.node_id!r} disagrees with its row (kind {row.kind}, layer {row.layer}, "
+                   f"position {row.position}, feature {row.feature}, token id {row.token_id}) or lies outside "
+                   f"{L} layers × {T} positions")
 
 
 def _from_version_2(meta: dict) -> None:
@@ -93,9 +184,12 @@ def _from_version_2(meta: dict) -> None:
 
 
 def _adjacency(path, tensors: dict, n: int) -> sp.csr_array:
-    for key in ("indptr", "indices", "data"):
+    for key, dtypes in (("indptr", (np.int64, np.int32)), ("indices", (np.int32, np.int64)), ("data", (np.float32, np.float64))):
         if key not in tensors:
             raise ValueError(f"{os.fspath(path)} has no {key!r} tensor; it is not a complete graph file")
+        if tensors[key].dtype not in dtypes or tensors[key].ndim != 1:
+            raise ValueError(f"{os.fspath(path)}: tensor {key!r} has dtype {tensors[key].dtype} and {tensors[key].ndim} "
+                             f"dimension(s); expected one of {[np.dtype(d).name for d in dtypes]}, 1-D")
     indptr, indices = tensors["indptr"], tensors["indices"]
     if len(indptr) != n + 1 or indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0) \
             or (len(indices) and (indices.min() < 0 or indices.max() >= n)) or len(tensors["data"]) != len(indices):

@@ -1,6 +1,7 @@
 """Influence, pruning, scores and files, on a hand-built graph and on a tiny model's graph."""
 
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
@@ -181,6 +182,7 @@ def _as_version_2(path, out):
     del nodes["token_id"]
     meta["supernodes"] = {k: [old.get(n, n) for n in v] for k, v in meta["supernodes"].items()}
     meta["version"] = 2
+    del meta["checksum"]                        # (version 2 had none)
     save_file(tensors, str(out), metadata={"attribution_nb.graph": json.dumps(meta)})
     return old
 
@@ -273,5 +275,11 @@ def test_loading_an_inconsistent_sparse_matrix_raises(llama_graph, tmp_path):
     tensors = load_file(path)
     tensors["indices"][0] = len(llama_graph.nodes) + 5
     save_file(tensors, path, metadata=meta)
+    with pytest.raises(ValueError, match="x.graph: checksum mismatch"):
+        anb.AttributionGraph.load(path)
+    # crafted without a checksum, the structure itself is checked
+    header = json.loads(meta["attribution_nb.graph"])
+    del header["checksum"]
+    save_file(tensors, path, metadata={"attribution_nb.graph": json.dumps(header)})
     with pytest.raises(ValueError, match="inconsistent sparse adjacency"):
         anb.AttributionGraph.load(path)
