@@ -19,7 +19,7 @@ These are functions of a :class:`~attribution_nb.replacement.ReplacementCore`;
 
 from __future__ import annotations
 
-import math
+import numbers
 from dataclasses import dataclass
 
 import nnsight
@@ -28,9 +28,13 @@ import torch
 
 from .architectures import get_module
 from .backend import model_device, to_device
+from .checks import as_float, as_int
 from .ids import NodeId
 from .replacement import ReplacementCore
 from .tracing import TraceInputs, linear_trace, transcoder_reads
+
+#: clamps and factors beyond this overflow float32 arithmetic in the model
+MAX_VALUE = 1e6
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,17 @@ class Multiply:
     """Multiply a feature's activation by ``factor`` (``Multiply(-2)`` is the papers' −2× inhibition)."""
     factor: float
 
+    def __post_init__(self):
+        object.__setattr__(self, "factor", as_float("Multiply's factor", self.factor, -MAX_VALUE, MAX_VALUE))
+
 
 @dataclass(frozen=True)
 class Steer:
     """Add ``scale`` × the feature's decoder direction at the position(s)."""
     scale: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "scale", as_float("Steer's scale", self.scale, -MAX_VALUE, MAX_VALUE))
 
 
 @dataclass(frozen=True)
@@ -68,31 +78,53 @@ def parse_key(key) -> list[tuple[str, int, int | None, int | None]]:
             raise ValueError(f"unknown node id {key!r}; expected 'f:L<layer>:P<pos>:<feature>' or "
                              "'e:L<layer>:P<pos>'") from None
         return [(node.kind, node.layer, node.position, node.feature)]  # type: ignore[list-item]
-    if isinstance(key, tuple) and len(key) == 3 and all(k is None or isinstance(k, int) for k in key):
-        layer, pos, feat = key
-        return [("feature", layer, pos, feat)]
+    if isinstance(key, tuple) and len(key) == 3 and all(k is None or _integral(k) for k in key):
+        layer, pos, feat = (None if k is None else int(k) for k in key)
+        return [("feature", layer, pos, feat)]  # type: ignore[list-item]
     if isinstance(key, (tuple, list, frozenset)):   # a supernode: a group of node ids
         return [p for k in key for p in parse_key(k)]
     raise ValueError(f"cannot read intervention target {key!r}: give a node id, a (layer, position, feature) "
                      "tuple (position None for every position), or a tuple of node ids (a supernode)")
 
 
+def _integral(k) -> bool:
+    """An int, a numpy integer or a 0-d integer tensor (not a bool)."""
+    k = k.item() if getattr(k, "ndim", None) == 0 and hasattr(k, "item") else k
+    return isinstance(k, numbers.Integral) and not isinstance(k, bool)
+
+
+def _items(interventions) -> list:
+    if isinstance(interventions, dict):
+        return list(interventions.items())
+    if isinstance(interventions, (str, bytes)) or not hasattr(interventions, "__iter__"):
+        raise ValueError(f"interventions must be a dict {{target: value}} or a list of (target, value) pairs, "
+                         f"got {interventions!r}")
+    items = list(interventions)
+    bad = [p for p in items if not (isinstance(p, (tuple, list)) and len(p) == 2)]
+    if bad:
+        raise ValueError(f"interventions must be (target, value) pairs, got {bad[0]!r}")
+    return items
+
+
+def _how(key, how):
+    """An intervention's value: 'ablate' → 0, a number (set), Multiply or Steer."""
+    if isinstance(how, (Multiply, Steer)):
+        return how
+    if isinstance(how, str):
+        if how != "ablate":
+            raise ValueError(f"unknown intervention {how!r}; use a number, 'ablate', Multiply(m) or Steer(s)")
+        return 0.0
+    try:
+        return as_float(f"intervention value for {key!r}", how, -MAX_VALUE, MAX_VALUE)
+    except ValueError as err:
+        raise ValueError(f"{err}; use a number, 'ablate', Multiply(m) or Steer(s)") from None
+
+
 def parse_interventions(model, interventions, n_positions: int) -> list[Op]:
     """Validate and normalise ``{target: value}`` (or a list of pairs) into operations."""
-    items = interventions.items() if isinstance(interventions, dict) else list(interventions or [])
     ops = []
-    for key, how in items:
-        if isinstance(how, str):
-            if how != "ablate":
-                raise ValueError(f"unknown intervention {how!r}; use a number, 'ablate', Multiply(m) or Steer(s)")
-            how = 0.0
-        elif isinstance(how, (int, float)):
-            how = float(how)
-        elif not isinstance(how, (Multiply, Steer)):
-            raise ValueError(f"unknown intervention {how!r}; use a number, 'ablate', Multiply(m) or Steer(s)")
-        value = how if isinstance(how, float) else how.factor if isinstance(how, Multiply) else how.scale
-        if not math.isfinite(value):
-            raise ValueError(f"intervention value for {key!r} must be finite, got {value}")
+    for key, how in _items(interventions or {}):
+        how = _how(key, how)
         for kind, layer, pos, feat in parse_key(key):
             if layer is None or not 0 <= layer < model.n_layers:
                 raise ValueError(f"layer {layer} in {key!r} is out of range: the model has {model.n_layers} layers")
@@ -256,6 +288,7 @@ def intervened_logits(model: ReplacementCore, prompt, interventions, mode: str =
 
 def intervene(model: ReplacementCore, prompt, interventions, mode: str = "free", top_k: int = 10) -> pd.DataFrame:
     """The top tokens before and after the interventions (see ``ReplacementModel.intervene``)."""
+    top_k = as_int("top_k", top_k, minimum=1)
     before, after = intervened_logits(model, prompt, interventions, mode)
     return intervention_table(model, before, after, top_k)
 
@@ -285,6 +318,9 @@ def swap_interventions(model: ReplacementCore, remove, source_prompt, add, *, po
 def generate(model: ReplacementCore, prompt, interventions=None, max_new_tokens: int = 20, *,
              every_position: bool = False, temperature: float = 0.0, seed: int = 0, stop: str | None = None) -> dict:
     """Continuations of ``prompt`` with and without ``interventions`` (free mode)."""
+    max_new_tokens = as_int("max_new_tokens", max_new_tokens, minimum=0)
+    temperature = as_float("temperature", temperature, 0.0)
+    seed = as_int("seed", seed)
     tokens = model.tokenize(prompt)
     ops = parse_interventions(model, interventions or {}, len(tokens))
     if not every_position:   # "every position" clamps stop at the prompt's end

@@ -111,6 +111,19 @@ def _layout(header: dict, data_size: int, bad) -> dict[str, tuple]:
     return layout
 
 
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
+    """A JSON object from ``path``, with an error that names the file when it is not one."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable {what} ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a {what} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """A temporary path beside ``path`` to write to; on success its bytes are synced to disk and it

@@ -37,6 +37,18 @@ def _wrap(hf_model, tokenizer, remote):
     return (envoy if envoy is not None else NNsight(module)), module
 
 
+def _token_ids(prompt) -> torch.Tensor:
+    """Token ids given as a list, array or tensor: whole numbers in one dimension."""
+    t = torch.as_tensor(prompt)
+    if t.numel() == 0:
+        return t.to(torch.long).flatten()
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        raise ValueError(f"token ids must be integers, got dtype {t.dtype}")
+    if t.ndim > 1:
+        raise ValueError(f"token ids must be one sequence (1-D), got shape {tuple(t.shape)}")
+    return t.to(torch.long).flatten()
+
+
 class ReplacementCore:
     """A causal LM with one transcoder per layer, traced with nnsight (see
     :class:`attribution_nb.ReplacementModel` for the arguments)."""
@@ -148,7 +160,7 @@ class ReplacementCore:
         if isinstance(prompt, str):
             ids = self._encode(prompt)
         else:
-            ids = torch.as_tensor(prompt, dtype=torch.long).flatten()
+            ids = _token_ids(prompt)
             if ids.numel() == 0:
                 raise ValueError("prompt is empty; give at least one token id")
             vocab = get_module(self.hf_model, self.architecture.unembed).weight.shape[0]   # (a shape: meta is fine)

@@ -1,5 +1,6 @@
 """Transcoders by hand, and bad input: each gets a clear error that names the bad value."""
 
+import re
 import math
 
 import pytest
@@ -44,7 +45,7 @@ def test_transcoder_shape_errors_name_the_tensor():
         anb.Transcoder(torch.zeros(3, 5), torch.zeros(5), torch.zeros(5, 3), torch.zeros(3), "gelu")
     with pytest.raises(ValueError, match="needs threshold"):
         anb.Transcoder(torch.zeros(3, 5), torch.zeros(5), torch.zeros(5, 3), torch.zeros(3), "jumprelu")
-    with pytest.raises(ValueError, match=r"k in \[1, 5\], got 9"):
+    with pytest.raises(ValueError, match=r"k \(activation 'topk'\) must be in \[1, 5\], got 9"):
         anb.Transcoder(torch.zeros(3, 5), torch.zeros(5), torch.zeros(5, 3), torch.zeros(3), "topk", k=9)
 
 
@@ -108,13 +109,69 @@ def test_non_finite_activations(llama):
         anb.attribute(model, PROMPT)
 
 
-def test_bad_options(llama):
-    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
-        anb.attribute(llama, PROMPT, batch_size=0)
-    with pytest.raises(ValueError, match="max_feature_nodes must be non-negative or None, got -1"):
-        anb.attribute(llama, PROMPT, max_feature_nodes=-1)
-    with pytest.raises(ValueError, match=r"token id 999 is outside the vocabulary"):
-        anb.attribute(llama, [1, 999])
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(batch_size=0), "batch_size must be in [1, ∞], got 0"),
+    (dict(batch_size=2.5), "batch_size must be an integer, got 2.5"),
+    (dict(batch_size="32"), "batch_size must be an integer, got '32'"),
+    (dict(max_feature_nodes=-1), "max_feature_nodes (non-negative or None) must be in [0, ∞], got -1"),
+    (dict(max_feature_nodes=10.5), "max_feature_nodes (non-negative or None) must be an integer, got 10.5"),
+    (dict(max_n_logits=2.5), "max_n_logits must be an integer, got 2.5"),
+    (dict(desired_logit_prob=float("nan")), "desired_logit_prob must be in [0, 1], got nan"),
+    (dict(desired_logit_prob=-1), "desired_logit_prob must be in [0, 1], got -1"),
+    (dict(desired_logit_prob=7), "desired_logit_prob must be in [0, 1], got 7"),
+    (dict(targets=3.7), "a target (a token string or id) must be an integer, got 3.7"),
+    (dict(targets=True), "a target (a token string or id) must be an integer, got True"),
+])
+def test_bad_options_are_named(llama, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        anb.attribute(llama, PROMPT, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("prompt, message", [
+    ([1, 999], "token id 999 is outside the vocabulary"),
+    ([1.0, 5.0], "token ids must be integers, got dtype torch.float32"),
+    ([[1, 5], [1, 6]], "token ids must be one sequence (1-D), got shape (2, 2)"),
+])
+def test_bad_token_ids(llama, prompt, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        anb.attribute(llama, prompt)
+
+
+def test_numpy_and_tensor_numbers_are_accepted(llama, llama_graph):
+    import numpy as np
+    g = anb.attribute(llama, PROMPT, progress=False, batch_size=np.int64(16), max_n_logits=torch.tensor(10),
+                      desired_logit_prob=np.float32(0.95), targets=[np.int64(llama_graph.logits.token_id[0])])
+    assert g.logits.token_id.tolist() == [int(llama_graph.logits.token_id[0])]
+    a, b = llama_graph.prune(np.float32(0.8), torch.tensor(0.98)), llama_graph.prune(0.8, 0.98)
+    assert a.nodes.node_id.tolist() == b.nodes.node_id.tolist()
+    with pytest.raises(ValueError, match=re.escape("node_threshold must be in [0, 1] (a number), got True")):
+        llama_graph.prune(node_threshold=True)
+    with pytest.raises(ValueError, match=re.escape("n must be in [0, ∞], got -1")):
+        llama_graph.top_features(-1)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(activation="topk", k=2.5), "k (activation 'topk') must be an integer, got 2.5"),
+    (dict(activation="jumprelu", threshold=float("nan")), "threshold holds NaN or infinite values"),
+    (dict(activation="jumprelu", threshold=torch.ones(3)), "threshold has shape (3,); expected a scalar or (16,)"),
+])
+def test_bad_transcoder_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        anb.Transcoder(torch.zeros(8, 16), torch.zeros(16), torch.zeros(16, 8), torch.zeros(8), **kwargs)
+
+
+def test_bad_transcoder_files_are_named(tmp_path):
+    from attribution_nb.transcoders import load_transcoder, load_transcoders
+    with pytest.raises(ValueError, match=re.escape("no transcoders in []: give one per layer")):
+        load_transcoders([])
+    (tmp_path / "sae").mkdir()
+    (tmp_path / "sae" / "cfg.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cfg.json: not a readable sae-lens cfg.json"):
+        load_transcoder(tmp_path / "sae")
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "index.json").write_text('{"n_layers": "four"}')
+    with pytest.raises(ValueError, match="index.json: n_layers must be a positive integer, got 'four'"):
+        load_transcoders(tmp_path / "set")
 
 
 def test_unsupported_architecture():

@@ -1,6 +1,10 @@
 """Interventions checked against the graph (frozen mode), the plain model (free mode) and HF generation."""
 
 import math
+import re
+
+import numpy as np
+import pandas as pd
 
 import pytest
 import torch
@@ -136,8 +140,10 @@ def test_generation_with_interventions_differs(setup):
     ({"f:L0:P1:999": 0}, "feature 999 in 'f:L0:P1:999' is out of range: layer 0 has 128 features"),
     ({"f:L7:P1:3": 0}, "layer 7 in 'f:L7:P1:3' is out of range: the model has 4 layers"),
     ({"f:L0:P40:3": 0}, "position 40 in 'f:L0:P40:3' is out of range: the prompt has 11 tokens"),
-    ({"f:L0:P1:3": math.nan}, "must be finite, got nan"),
-    ({"f:L0:P1:3": anb.Multiply(math.inf)}, "must be finite, got inf"),
+    ({"f:L0:P1:3": math.nan}, "intervention value for 'f:L0:P1:3' must be in [-1e+06, 1e+06], got nan"),
+    ({"f:L0:P1:3": 1e308}, "intervention value for 'f:L0:P1:3' must be in [-1e+06, 1e+06], got 1e+308"),
+    ("f:L0:P1:3", "interventions must be a dict {target: value} or a list of (target, value) pairs, got 'f:L0:P1:3'"),
+    ([("f:L0:P1:3",)], "interventions must be (target, value) pairs, got ('f:L0:P1:3',)"),
     ({"t:P3": 0}, "cannot clamp 't:P3': it is a token node"),
     ({"l:austin": 0}, "cannot clamp 'l:austin': it is a logit node"),
     ({"e:L0:P1": 2.0}, "can only be ablated"),
@@ -146,8 +152,42 @@ def test_generation_with_interventions_differs(setup):
 ])
 def test_bad_interventions(setup, interventions, message):
     model, _ = setup
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         model.intervene(PROMPT, interventions)
+
+
+def test_numpy_and_tensor_numbers_are_numbers(setup):
+    model, graph = setup
+    node = graph.top_features(1).iloc[0]
+    key = (np.int64(node.layer), np.int64(node.position), np.int64(node.feature))
+    a = model.intervene(PROMPT, {key: torch.tensor(0.0)}, top_k=np.int64(3))
+    b = model.intervene(PROMPT, {node.node_id: 0.0}, top_k=3)
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: anb.Multiply(math.inf), "Multiply's factor must be in [-1e+06, 1e+06], got inf"),
+    (lambda: anb.Multiply("2"), "Multiply's factor must be in [-1e+06, 1e+06] (a number), got '2'"),
+    (lambda: anb.Steer(None), "Steer's scale must be in [-1e+06, 1e+06] (a number), got None"),
+])
+def test_bad_multiply_and_steer(make, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(max_new_tokens=-5), "max_new_tokens must be in [0, ∞], got -5"),
+    (dict(temperature=math.nan), "temperature must be in [0, inf], got nan"),
+    (dict(max_new_tokens=2.5), "max_new_tokens must be an integer, got 2.5"),
+])
+def test_bad_generation_arguments(setup, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        setup[0].generate(PROMPT, {}, **kwargs)
+
+
+def test_bad_top_k(setup):
+    with pytest.raises(ValueError, match=re.escape("top_k must be in [1, ∞], got -1")):
+        setup[0].intervene(PROMPT, {}, top_k=-1)
 
 
 def test_bad_mode(setup):

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..checks import as_float, as_int
 from ..graph import AttributionGraph
 from ..replacement import ReplacementCore
 from .assemble import assemble
@@ -53,7 +54,8 @@ def attribute(model: ReplacementCore, prompt, *, targets=None, max_n_logits: int
         max_feature_nodes: keep at most this many features, the most influential ones.
         progress: show a progress bar (default: when there are more than 8 backward passes).
     """
-    _check(batch_size, max_feature_nodes)
+    batch_size, max_feature_nodes, max_n_logits, desired_logit_prob = _check(
+        batch_size, max_feature_nodes, max_n_logits, desired_logit_prob)
     if model.hf_model.training:
         raise ValueError("the model is in training mode (dropout on): its graph would change from run to run; "
                          "call model.hf_model.eval() first")
@@ -109,11 +111,12 @@ def _feature_rows(model, rows: RowRunner, cap, active: ActiveFeatures, n_keep: i
     return np.concatenate(visited)
 
 
-def _check(batch_size: int, max_feature_nodes: int | None) -> None:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if max_feature_nodes is not None and max_feature_nodes < 0:
-        raise ValueError(f"max_feature_nodes must be non-negative or None, got {max_feature_nodes}")
+def _check(batch_size, max_feature_nodes, max_n_logits, desired_logit_prob) -> tuple:
+    """The numeric arguments, checked (numpy and tensor scalars accepted)."""
+    if max_feature_nodes is not None:
+        max_feature_nodes = as_int("max_feature_nodes (non-negative or None)", max_feature_nodes, minimum=0)
+    return (as_int("batch_size", batch_size, minimum=1), max_feature_nodes,
+            as_int("max_n_logits", max_n_logits, minimum=1), as_float("desired_logit_prob", desired_logit_prob, 0.0, 1.0))
 
 
 class _Clock:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import as_int
+
 
 def logit_targets(model, logits: torch.Tensor, targets, max_n_logits: int, desired_logit_prob: float) -> list[int]:
     """Token ids of the logit nodes: ``targets`` (token strings or ids) when given, else the top
@@ -19,11 +21,11 @@ def logit_targets(model, logits: torch.Tensor, targets, max_n_logits: int, desir
 
 
 def _given_targets(model, vocab: int, targets) -> list[int]:
-    if isinstance(targets, (str, int)):
+    if isinstance(targets, str) or not hasattr(targets, "__iter__"):
         targets = [targets]
     ids = []
     for t in targets:
-        tid = model.token_id(t) if isinstance(t, str) else int(t)
+        tid = model.token_id(t) if isinstance(t, str) else as_int("a target (a token string or id)", t)
         if not 0 <= tid < vocab:
             raise ValueError(f"target token id {tid} is outside the vocabulary [0, {vocab})")
         ids.append(tid)

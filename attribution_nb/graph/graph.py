@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from ..checks import as_int
 from ..ids import EXAMPLES, KINDS
 from ..views.page import graph_to_html
 from .files import NODE_COLUMNS, read_graph, save_graph
@@ -158,6 +159,7 @@ class AttributionGraph:
 
     def top_features(self, n: int = 10) -> pd.DataFrame:
         """The ``n`` feature nodes with the largest influence on the logits."""
+        n = as_int("n", n, minimum=0)
         feats = self.nodes[self.nodes["kind"] == "feature"]
         return feats.sort_values("influence", ascending=False).head(n).reset_index(drop=True)
 

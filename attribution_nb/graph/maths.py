@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..checks import as_float
+
 
 def _as_numpy(x) -> np.ndarray:
     """``x`` (numpy, a list, or a torch tensor) as a float64 numpy array."""
@@ -130,9 +132,7 @@ def compute_influence(adjacency, logit_weights, max_iter: int | None = None) -> 
 
 
 def _check_threshold(name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return float(value)
+    return as_float(name, value, 0.0, 1.0)
 
 
 #: up to this many scores, ``_fewest_holding`` sorts them all (above it: binned search)

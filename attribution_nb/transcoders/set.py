@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..io import write_text
+from ..io import read_json, write_text
 from .transcoder import Transcoder
 
 
@@ -71,8 +71,9 @@ class TranscoderSet:
         index = os.path.join(folder, "index.json")
         if not os.path.isfile(index):
             raise FileNotFoundError(f"{folder} has no index.json; expected a folder written by TranscoderSet.save")
-        with open(index) as f:
-            n_layers = int(json.load(f)["n_layers"])
+        n_layers = read_json(index, "TranscoderSet index.json").get("n_layers")
+        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+            raise ValueError(f"{index}: n_layers must be a positive integer, got {n_layers!r}")
         return cls([Transcoder.load(os.path.join(folder, f"layer_{i}.safetensors"), **kwargs) for i in range(n_layers)])
 
 

@@ -21,6 +21,7 @@ import os
 import torch
 
 from ..io import read_safetensors, save_safetensors
+from ..checks import as_int
 from .activations import ACTIVATIONS
 
 
@@ -63,20 +64,7 @@ class Transcoder(torch.nn.Module):
                 raise ValueError(
                     f"{name} has shape {tuple(tensor.shape)}, expected {expected[name]} "
                     f"for W_enc of shape {tuple(W_enc.shape)} ([d_model, d_features])")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-        if activation == "jumprelu":
-            if threshold is None:
-                raise ValueError("activation 'jumprelu' needs threshold=")
-            threshold = _as_tensor("threshold", threshold).broadcast_to((d_features,)).clone()
-        elif threshold is not None:
-            raise ValueError(f"threshold= is only used by 'jumprelu', not {activation!r}")
-        if activation == "topk":
-            if k is None or not 0 < int(k) <= d_features:
-                raise ValueError(f"activation 'topk' needs k in [1, {d_features}], got {k!r}")
-            k = int(k)
-        elif k is not None:
-            raise ValueError(f"k= is only used by 'topk', not {activation!r}")
+        threshold, k = _activation_parameters(activation, threshold, k, d_features)
         if W_skip is not None:
             W_skip = _as_tensor("W_skip", W_skip)
             if tuple(W_skip.shape) != (d_model, d_model):
@@ -202,3 +190,28 @@ class Transcoder(torch.nn.Module):
         except (ValueError, TypeError) as err:
             raise ValueError(f"{os.fspath(path)}: {err}") from None
         return tc.to(device)
+
+
+def _activation_parameters(activation: str, threshold, k, d_features: int):
+    """``(threshold, k)`` checked for ``activation``: JumpReLU needs finite thresholds (a scalar or one
+    per feature), TopK a whole k in [1, d_features]; neither is given to the others."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+    if activation == "jumprelu":
+        if threshold is None:
+            raise ValueError("activation 'jumprelu' needs threshold=")
+        threshold = _as_tensor("threshold", threshold)
+        if threshold.ndim > 1 or threshold.numel() not in (1, d_features):
+            raise ValueError(f"threshold has shape {tuple(threshold.shape)}; expected a scalar or ({d_features},)")
+        if not torch.isfinite(threshold).all():
+            raise ValueError("threshold holds NaN or infinite values")
+        threshold = threshold.broadcast_to((d_features,)).clone()
+    elif threshold is not None:
+        raise ValueError(f"threshold= is only used by 'jumprelu', not {activation!r}")
+    if activation == "topk":
+        if k is None:
+            raise ValueError(f"activation 'topk' needs k in [1, {d_features}], got None")
+        k = as_int("k (activation 'topk')", k, 1, d_features)
+    elif k is not None:
+        raise ValueError(f"k= is only used by 'topk', not {activation!r}")
+    return threshold, k

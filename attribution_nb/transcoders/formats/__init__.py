@@ -77,6 +77,8 @@ def load_transcoders(source, *, device: str | torch.device = "cpu", dtype: torch
             tcs = load_circuit_tracer_clt(source)
         else:
             tcs = [load_transcoder(p) for p in config_yaml_paths(source, download, PRESETS)]
+    if not tcs:
+        raise ValueError(f"no transcoders in {source!r}: give one per layer")
     d = {tc.d_model for tc in tcs}
     if len(d) != 1:
         raise ValueError(f"the transcoders disagree on d_model: {sorted(d)}")

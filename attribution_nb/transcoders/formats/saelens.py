@@ -12,10 +12,9 @@ input normalisation, reshaping and decoder-norm rescaling are refused by name.
 
 from __future__ import annotations
 
-import json
 import os
 
-from ...io import read_safetensors
+from ...io import read_json, read_safetensors
 from ..transcoder import Transcoder
 from .base import Format, Probe, fail, from_parts
 
@@ -35,8 +34,7 @@ def load(probe: Probe) -> Transcoder:
     cfg_path = os.path.join(folder, "cfg.json")
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"{folder}: a sae-lens folder needs cfg.json")
-    with open(cfg_path) as f:
-        cfg = json.load(f)
+    cfg = read_json(cfg_path, "sae-lens cfg.json")
     weights = os.path.join(folder, "sae_weights.safetensors")
     tensors, _ = read_safetensors(weights)
     missing = [k for k in ("W_enc", "W_dec", "b_enc", "b_dec") if k not in tensors]

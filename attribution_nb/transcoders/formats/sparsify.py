@@ -11,10 +11,9 @@ encoder bias.  Only the ``topk`` activation is read (``groupmax`` is refused by 
 
 from __future__ import annotations
 
-import json
 import os
 
-from ...io import read_safetensors
+from ...io import read_json, read_safetensors
 from ..transcoder import Transcoder
 from .base import Format, Probe, check_2d, fail, from_parts
 
@@ -27,8 +26,7 @@ def load(probe: Probe) -> Transcoder:
     cfg_path = os.path.join(probe.path, "cfg.json")
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"{probe.path}: a sparsify folder needs cfg.json beside sae.safetensors")
-    with open(cfg_path) as f:
-        cfg = json.load(f)
+    cfg = read_json(cfg_path, "sparsify cfg.json")
     weights = os.path.join(probe.path, "sae.safetensors")
     t, _ = read_safetensors(weights)
     missing = [k for k in ("encoder.weight", "encoder.bias", "W_dec", "b_dec") if k not in t]
