@@ -209,3 +209,24 @@ def test_a_model_in_training_mode_is_refused(llama):
             anb.attribute(llama, PROMPT, progress=False)
     finally:
         llama.hf_model.eval()
+
+
+def test_non_finite_transcoder_weights_are_named():
+    W = torch.zeros(8, 16)
+    W[3, 5] = float("inf")
+    with pytest.raises(ValueError, match=re.escape("W_enc holds NaN or infinite values (the first at index (3, 5))")):
+        anb.Transcoder(W, torch.zeros(16), torch.zeros(16, 8), torch.zeros(8))
+
+
+def test_non_finite_rows_stop_attribution_naming_the_target(monkeypatch):
+    from attribution_nb.attribution import rows
+    model = tiny_model("llama", seed=3, d_features=64)
+    real = rows.RowEngine._edges_from_grads
+
+    def poisoned(self, grads, layers, positions):
+        out = real(self, grads, layers, positions)
+        out[0, 0] = float("nan")
+        return out
+    monkeypatch.setattr(rows.RowEngine, "_edges_from_grads", poisoned)
+    with pytest.raises(ValueError, match=r"non-finite direct effects into the target at layer 4, position 10"):
+        anb.attribute(model, PROMPT, progress=False)

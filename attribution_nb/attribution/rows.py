@@ -162,6 +162,10 @@ class RowEngine:
         loss = sum(parts[1:], parts[0])
         grads = torch.autograd.grad(loss, trace.leaves, retain_graph=True, allow_unused=True)
         out = self._edges_from_grads(grads, layers, positions)
+        if not torch.isfinite(out).all():        # (before any more rows are computed)
+            b = int((~torch.isfinite(out)).any(1).nonzero()[0])
+            raise ValueError(f"non-finite direct effects into the target at layer {int(layers[b])}, position "
+                             f"{int(positions[b])} (layer {self.L} is the logits); check the model's dtype and weights")
         mask = (self.src_layer[None] < layers[:, None]) & (self.src_pos[None] <= positions[:, None]) & (out != 0)
         cols = mask.nonzero()[:, 1].to(torch.int32).numpy()
         return mask.sum(1).numpy(), cols, out[mask].numpy()

@@ -30,6 +30,9 @@ def _as_tensor(name: str, value) -> torch.Tensor:
         value = torch.as_tensor(value)
     if not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if not torch.isfinite(value).all():
+        where = tuple(int(i) for i in (~torch.isfinite(value)).nonzero()[0])
+        raise ValueError(f"{name} holds NaN or infinite values (the first at index {where})")
     return value
 
 

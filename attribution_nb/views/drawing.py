@@ -4,13 +4,12 @@ sizes, hover texts and edge segments (the tests check them against
 
 from __future__ import annotations
 
-import html
 
 import numpy as np
 import pandas as pd
 
 from ..graph import AttributionGraph, entry_rows
-from .style import CELL_WIDTH, EDGE_BINS, FIXED_SIZE, MIN_SIZE, SIZE_RANGE
+from .style import CELL_WIDTH, EDGE_BINS, FIXED_SIZE, MIN_SIZE, SIZE_RANGE, plotly_text
 
 
 def cell_positions(layers: np.ndarray, positions: np.ndarray, order_key: np.ndarray,
@@ -128,13 +127,13 @@ def _segments(data, src, tgt):
 def hover_texts(graph: AttributionGraph, data: dict) -> list[str]:
     out = []
     for nid, kind, label, infl in zip(data["ids"], data["kinds"], data["labels"], data["influence"]):
-        head = f"<b>{html.escape(str(nid))}</b> ({kind})"
+        head = f"<b>{plotly_text(nid)}</b> ({kind})"
         if kind != "supernode":
             n = graph.node(nid)
-            head += f"<br>token {html.escape(repr(n.token))} · activation {n.activation:.3g}"
+            head += f"<br>token {plotly_text(repr(n.token))} · activation {n.activation:.3g}"
         head += f"<br>influence {infl:.3g}"
         if label:
-            head += f"<br>{html.escape(str(label))}"
+            head += f"<br>{plotly_text(label)}"
         out.append(head)
     return out
 

@@ -21,11 +21,17 @@ FIXED_SIZE, MIN_SIZE, SIZE_RANGE = 13.0, 6.0, 20.0
 CELL_WIDTH = 0.8
 
 
+def plotly_text(value) -> str:
+    """``value`` as text in plotly's titles, ticks and hover labels, which read a little HTML:
+    ``&``, ``<`` and ``>`` escaped (quotes are shown as they are)."""
+    return html.escape(str(value), quote=False)
+
+
 def axes(tokens: list[str], n_layers: int) -> dict:
     """Plotly axis settings: x = prompt position (ticks: the tokens), y = layer (tokens below, logits above).
-    Tick texts are HTML-escaped (plotly renders tick text as HTML)."""
+    Tick texts are escaped (plotly reads tick text as a little HTML)."""
     return {
-        "xaxis": {"tickvals": list(range(len(tokens))), "ticktext": [html.escape(t) for t in tokens],
+        "xaxis": {"tickvals": list(range(len(tokens))), "ticktext": [plotly_text(t) for t in tokens],
                   "tickangle": -45, "showgrid": True, "gridcolor": "#eeeeee", "zeroline": False,
                   "range": [-0.6, len(tokens) - 0.4]},
         "yaxis": {"tickvals": list(range(-1, n_layers + 1)),

@@ -45,7 +45,7 @@ def _figure(graph: AttributionGraph, height: int):
                                marker=dict(line=dict(width=1, color="white"))))
     return go.FigureWidget(data=traces, layout=go.Layout(
         height=height, margin=dict(l=60, r=20, t=40, b=90), plot_bgcolor="white", dragmode="pan",
-        title=dict(text=html.escape(graph.prompt), font=dict(size=13)), hovermode="closest",
+        title=dict(text=style.plotly_text(graph.prompt), font=dict(size=13)), hovermode="closest",
         **style.axes(graph.tokens, graph.n_layers)))
 
 

@@ -212,6 +212,13 @@ def jupyterlab(tmp_path_factory):
         "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
         "nbformat": 4, "nbformat_minor": 5}
     (root / "widget.ipynb").write_text(json.dumps(nb))
+    # a second notebook: the widget on a graph whose strings hold markup
+    import inspect
+    hostile_code = (f"import attribution_nb as anb\nHOSTILE = {HOSTILE!r}\n" + inspect.getsource(_hostile_graph)
+                    + "graph = _hostile_graph()\nwidget = anb.GraphWidget(graph, node_threshold=0.95, edge_threshold=0.99)\n"
+                    + "widget")
+    hostile = dict(nb, cells=[dict(nb["cells"][0], id="hostile", source=hostile_code.splitlines(True))])
+    (root / "hostile.ipynb").write_text(json.dumps(hostile))
     port = _free_port()
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
            "--ServerApp.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}",
@@ -243,22 +250,7 @@ def test_widget_in_jupyterlab(browser, jupyterlab, shots):
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{jupyterlab}/lab/tree/widget.ipynb")
-    page.wait_for_selector(".jp-Notebook .jp-Cell .jp-InputArea-editor", timeout=60_000)
-    # wait until the kernel is idle, then run the cell; on a busy machine a keypress can land
-    # before the notebook is ready, so run it again while its prompt still shows "[ ]"
-    page.wait_for_function("document.querySelector('.jp-StatusBar-Widget, #jp-main-statusbar')"
-                           " && document.body.innerText.includes('Idle')", timeout=120_000)
-    prompt = page.locator(".jp-Cell .jp-InputPrompt").first
-    for _ in range(4):
-        page.click(".jp-Cell .jp-InputArea-editor")
-        page.keyboard.press("Shift+Enter")
-        try:
-            page.wait_for_function("(el) => !/\\[\\s*\\]/.test(el.textContent)", arg=prompt.element_handle(),
-                                   timeout=15_000)
-            break
-        except Exception:
-            continue
+    _run_first_cell(page, f"{jupyterlab}/lab/tree/widget.ipynb")
     # the plot renders (WebGL canvas inside the plotly div) with its counts line
     page.wait_for_selector(".anb-graph-widget .js-plotly-plot", timeout=180_000)
     page.wait_for_function("document.querySelector('.anb-counts') !== null", timeout=60_000)
@@ -294,3 +286,69 @@ def test_widget_in_jupyterlab(browser, jupyterlab, shots):
     assert title in text and "p_before" in text and "after: …" in text
     page.screenshot(path=os.path.join(shots, "lab-4-intervention.png"), full_page=True)
     assert errors == []
+
+
+def _run_first_cell(page, url):
+    """Open a notebook and run its first cell: wait until the kernel is idle; on a busy machine a
+    keypress can land before the notebook is ready, so run it again while its prompt shows "[ ]"."""
+    page.goto(url)
+    page.wait_for_selector(".jp-Notebook .jp-Cell .jp-InputArea-editor", timeout=60_000)
+    page.wait_for_function("document.querySelector('.jp-StatusBar-Widget, #jp-main-statusbar')"
+                           " && document.body.innerText.includes('Idle')", timeout=120_000)
+    prompt = page.locator(".jp-Cell .jp-InputPrompt").first
+    for _ in range(4):
+        page.click(".jp-Cell .jp-InputArea-editor")
+        page.keyboard.press("Shift+Enter")
+        try:
+            page.wait_for_function("(el) => !/\\[\\s*\\]/.test(el.textContent)", arg=prompt.element_handle(),
+                                   timeout=15_000)
+            return
+        except Exception:
+            continue
+
+
+# pixel position of every node of the widget's node trace, with its id
+_WIDGET_NODES_JS = """
+() => {
+  const gd = document.querySelector(".anb-graph-widget .js-plotly-plot");
+  const data = gd._fullData[gd._fullData.length - 1];
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  const box = gd.querySelector(".nsewdrag").getBoundingClientRect();
+  // (the widget sends typed arrays, whose map() would keep numbers only)
+  return Array.from(data.x, (x, i) => [box.left + xa.l2p(x), box.top + ya.l2p(data.y[i]), data.customdata[i]]);
+}
+"""
+
+
+def test_the_widget_shows_hostile_strings_as_text(browser, jupyterlab, shots):
+    """The same hostile graph in the JupyterLab widget: every node clicked shows its id as text."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    dialogs, errors = [], []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _run_first_cell(page, f"{jupyterlab}/lab/workspaces/hostile/tree/hostile.ipynb?reset")   # (no restored tabs)
+    page.wait_for_selector(".anb-graph-widget .js-plotly-plot", timeout=180_000)
+    page.wait_for_function("document.querySelector('.anb-counts') !== null", timeout=60_000)
+    # bring the whole plot into the window (the cell's code is above it)
+    page.evaluate("document.querySelector('.anb-graph-widget .js-plotly-plot').scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(500)
+    ids = [i for _, _, i in page.evaluate(_WIDGET_NODES_JS)]
+    assert sorted(ids) == sorted(_hostile_graph().nodes.node_id)
+    for node_id in ids:
+        for attempt in range(5):
+            x, y = next((x, y) for x, y, i in page.evaluate(_WIDGET_NODES_JS) if i == node_id)
+            page.mouse.move(x + attempt % 2, y)
+            page.wait_for_timeout(400)
+            page.mouse.click(x + attempt % 2, y)
+            try:
+                page.wait_for_function("id => document.querySelector('.anb-panel .anb-node-title')?.textContent === id",
+                                       arg=node_id, timeout=5_000)
+                break
+            except Exception:
+                continue
+        else:
+            page.screenshot(path=os.path.join(shots, "lab-hostile-failed.png"))
+            raise AssertionError(f"clicking {node_id!r} never showed it: {page.inner_text('.anb-panel')!r}")
+        assert page.locator(".anb-graph-widget img, .anb-panel script").count() == 0
+    page.screenshot(path=os.path.join(shots, "lab-hostile.png"))
+    assert dialogs == [] and errors == [], (dialogs, errors)

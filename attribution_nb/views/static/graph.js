@@ -93,10 +93,10 @@
     last = {keep, edges};
   }
 
-  // every string from the graph reaches the page as text, never as markup
+  // every string from the graph reaches the page as text, never as markup (plotly's hover text
+  // reads a little HTML: &, < and > are what it needs escaped)
   function esc(text) {
-    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
-                       .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   }
 
   function el(tag, text) {
