@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         args.model, args.transcoders = "demo", None
     try:
         return _attribute(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, KeyError, OSError) as err:      # (a missing file, a folder given as --out, a read-only disk)
         print(f"error: {err}", file=sys.stderr)
         return 2
 
