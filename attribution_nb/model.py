@@ -37,7 +37,7 @@ class ReplacementModel(ReplacementCore):
 
     The model and transcoders given are used in place, not copied (a copy would double the memory
     of a large model): the model is put in eval mode with its weights' gradients turned off, and the
-    transcoders are moved to the model's device and dtype.
+    transcoders are moved to the model's device and dtype; :meth:`close` puts them back.
     """
 
     def intervened_logits(self, prompt, interventions, mode: str = "free") -> tuple[torch.Tensor, torch.Tensor]:

@@ -61,6 +61,10 @@ class ReplacementCore:
         self.architecture = architecture or architecture_for(module)
         if architecture is not None:
             architecture.check(module)
+        # what this changes on the caller's objects, so that close() can put it back
+        self._caller_state = (module, module.training, [(p, p.requires_grad) for p in module.parameters()],
+                              [(tc, tc.W_enc.device, tc.W_enc.dtype) for tc in transcoders
+                               if isinstance(tc, Transcoder)])
         module.eval()
         self.tokenizer = tokenizer
         self._no_weight_grads()
@@ -86,6 +90,16 @@ class ReplacementCore:
                                  f"{self.n_layers - i - 1} layers after layer {i}")
             tc.to(device=self.device, dtype=self.dtype)
         return tcs
+
+    def close(self) -> None:
+        """Give the caller's objects back as they were: the model's training mode and its weights'
+        ``requires_grad``, each transcoder's device and dtype (construction changed them in place)."""
+        module, training, grads, tcs = self._caller_state
+        module.train(training)
+        for p, flag in grads:
+            p.requires_grad_(flag)
+        for tc, device, dtype in tcs:
+            tc.to(device=device, dtype=dtype)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.name!r}, family={self.architecture.family!r}, layers={self.n_layers}, "

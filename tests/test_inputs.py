@@ -230,3 +230,30 @@ def test_non_finite_rows_stop_attribution_naming_the_target(monkeypatch):
     monkeypatch.setattr(rows.RowEngine, "_edges_from_grads", poisoned)
     with pytest.raises(ValueError, match=r"non-finite direct effects into the target at layer 4, position 10"):
         anb.attribute(model, PROMPT, progress=False)
+
+
+def test_close_gives_the_callers_objects_back():
+    from transformers import AutoModelForCausalLM
+
+    from attribution_nb.demo import tiny_config, word_tokenizer
+    tok = word_tokenizer()
+    hf = AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=len(tok)))
+    hf.train()
+    tcs = [t.to(dtype=torch.float64) for t in random_transcoders(64, 4, 16, seed=1)]
+    model = anb.ReplacementModel(hf, tok, tcs)
+    assert not hf.training and not any(p.requires_grad for p in hf.parameters())
+    assert all(t.W_enc.dtype == torch.float32 for t in tcs)        # moved to the model's dtype, in place
+    model.close()
+    assert hf.training and all(p.requires_grad for p in hf.parameters())
+    assert all(t.W_enc.dtype == torch.float64 for t in tcs)
+
+
+def test_the_bad_input_catalogue_gives_only_clear_errors():
+    """``bench/bad_inputs.py``: 88 bad inputs across the public API, each must end in a clear error."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "bench" / "bad_inputs.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "0 silent, 0 crashes" in done.stdout

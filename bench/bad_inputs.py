@@ -1,0 +1,180 @@
+"""Bad inputs, tried as an adversarial user would, and how each ends: a clear error, silent
+acceptance, or a crash.
+
+    python bench/bad_inputs.py [--verbose]
+
+A *clear* error is one of the package's own error types (ValueError, KeyError, TypeError or an
+OSError such as FileNotFoundError) whose message names the bad value or argument (the
+``names`` text given with each case).  *Silent*: no error at all.  *Crash*: any other exception,
+or a clear type whose message names nothing.  Runs on a tiny random Llama and its graph (CPU,
+seconds).  Prints one line per failure and the totals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+
+import torch
+
+PROMPT = "fact : the capital of the state containing dallas is"
+
+
+def cases(model, graph, tmp):
+    """(description, thunk, text the message must contain)."""
+    import attribution_nb as anb
+    from attribution_nb.transcoders import load_transcoder, load_transcoders
+    feat = graph.top_features(1).node_id[0]
+    a = lambda **kw: (lambda: anb.attribute(model, PROMPT, progress=False, **kw))  # noqa: E731
+    iv = lambda x, **kw: (lambda: model.intervene(PROMPT, x, **kw))  # noqa: E731
+    tc = lambda **kw: (lambda: anb.Transcoder(torch.zeros(8, 16), torch.zeros(16), torch.zeros(16, 8),  # noqa: E731
+                                             torch.zeros(8), **kw))
+    os.makedirs(os.path.join(tmp, "dir.graph"), exist_ok=True)
+    with open(os.path.join(tmp, "junk.graph"), "wb") as f:
+        f.write(b"\x00" * 64)
+    out = [
+        ("empty prompt", lambda: anb.attribute(model, ""), "prompt is empty"),
+        ("blank prompt", lambda: anb.attribute(model, "   "), "prompt is empty"),
+        ("empty id list", lambda: anb.attribute(model, []), "prompt is empty"),
+        ("float token ids", lambda: anb.attribute(model, [1.0, 2.0]), "token ids must be integers"),
+        ("2-D token ids", lambda: anb.attribute(model, [[1, 2], [3, 4]]), "1-D"),
+        ("token id outside vocab", lambda: anb.attribute(model, [1, 10**6]), "1000000"),
+        ("negative token id", lambda: anb.attribute(model, [1, -3]), "-3"),
+        ("unknown word", lambda: anb.attribute(model, "the capital of zanzibar"), "zanzibar"),
+        ("unknown word beside <unk>", lambda: anb.attribute(model, "<unk> zanzibar is"), "zanzibar"),
+        ("prompt too long", lambda: anb.attribute(model, " ".join(["the"] * 400)), "longer than the model's context"),
+        ("batch_size 0", a(batch_size=0), "batch_size"),
+        ("batch_size 2.5", a(batch_size=2.5), "batch_size"),
+        ("batch_size '32'", a(batch_size="32"), "batch_size"),
+        ("batch_size True", a(batch_size=True), "batch_size"),
+        ("max_feature_nodes -1", a(max_feature_nodes=-1), "max_feature_nodes"),
+        ("max_feature_nodes 10.5", a(max_feature_nodes=10.5), "max_feature_nodes"),
+        ("max_n_logits 0", a(max_n_logits=0), "max_n_logits"),
+        ("max_n_logits 2.5", a(max_n_logits=2.5), "max_n_logits"),
+        ("desired_logit_prob nan", a(desired_logit_prob=math.nan), "desired_logit_prob"),
+        ("desired_logit_prob -1", a(desired_logit_prob=-1), "desired_logit_prob"),
+        ("desired_logit_prob 7", a(desired_logit_prob=7), "desired_logit_prob"),
+        ("targets 3.7", a(targets=3.7), "3.7"),
+        ("targets True", a(targets=True), "True"),
+        ("targets []", a(targets=[]), "targets is empty"),
+        ("target split in two", a(targets=["austin texas"]), "not a single token"),
+        ("target not in vocab", a(targets=["zanzibar"]), "zanzibar"),
+        ("target id out of range", a(targets=[10**6]), "1000000"),
+        ("node_threshold 1.5", lambda: graph.prune(1.5), "node_threshold"),
+        ("node_threshold nan", lambda: graph.prune(math.nan), "node_threshold"),
+        ("node_threshold '0.5'", lambda: graph.prune("0.5"), "node_threshold"),
+        ("node_threshold True", lambda: graph.prune(True), "node_threshold"),
+        ("edge_threshold -0.1", lambda: graph.prune(0.8, -0.1), "edge_threshold"),
+        ("top_features(-1)", lambda: graph.top_features(-1), "n must be"),
+        ("top_features('3')", lambda: graph.top_features("3"), "n must be"),
+        ("unknown node id", lambda: graph.node("f:L9:P9:9"), "f:L9:P9:9"),
+        ("edge with unknown id", lambda: graph.edge("nope", feat), "nope"),
+        ("logit_node of a non-logit", lambda: graph.logit_node("zanzibar"), "zanzibar"),
+        ("set_label non-string", lambda: graph.set_label(feat, 3), "label"),
+        ("supernode empty name", lambda: graph.add_supernode("", [feat]), "name"),
+        ("supernode no members", lambda: graph.add_supernode("x", []), "no members"),
+        ("supernode unknown member", lambda: graph.add_supernode("x", ["f:L9:P9:9"]), "f:L9:P9:9"),
+        ("interventions as a string", iv(feat), "interventions must be"),
+        ("intervention pair of 1", iv([(feat,)]), "pairs"),
+        ("intervention value nan", iv({feat: math.nan}), "nan"),
+        ("intervention value 1e308", iv({feat: 1e308}), "1e+308"),
+        ("intervention value 'double'", iv({feat: "double"}), "double"),
+        ("intervention on a token", iv({"t:P3:5": 0}), "token node"),
+        ("intervention on a logit", iv({graph.logits.node_id[0]: 0}), "logit node"),
+        ("intervention unknown id", iv({"x:1": 0}), "x:1"),
+        ("intervention feature out of range", iv({"f:L0:P1:99999": 0}), "99999"),
+        ("intervention layer out of range", iv({"f:L9:P1:1": 0}), "layer 9"),
+        ("intervention position out of range", iv({"f:L0:P99:1": 0}), "position 99"),
+        ("error node clamped to 2", iv({"e:L0:P1": 2.0}), "can only be ablated"),
+        ("top_k -1", iv({}, top_k=-1), "top_k"),
+        ("mode 'warm'", iv({}, mode="warm"), "warm"),
+        ("Multiply('2')", lambda: anb.Multiply("2"), "'2'"),
+        ("Multiply(inf)", lambda: anb.Multiply(math.inf), "inf"),
+        ("Steer(None)", lambda: anb.Steer(None), "None"),
+        ("generate max_new_tokens -5", lambda: model.generate(PROMPT, {}, max_new_tokens=-5), "max_new_tokens"),
+        ("generate temperature nan", lambda: model.generate(PROMPT, {}, temperature=math.nan), "temperature"),
+        ("swap across positions", lambda: model.swap(PROMPT, ["f:L0:P1:1", "f:L0:P2:1"], PROMPT, []), "positions"),
+        ("Transcoder bad activation", tc(activation="gelu"), "gelu"),
+        ("Transcoder jumprelu without threshold", tc(activation="jumprelu"), "threshold"),
+        ("Transcoder threshold nan", tc(activation="jumprelu", threshold=math.nan), "NaN"),
+        ("Transcoder threshold shape", tc(activation="jumprelu", threshold=torch.ones(3)), "(3,)"),
+        ("Transcoder topk k=2.5", tc(activation="topk", k=2.5), "2.5"),
+        ("Transcoder topk k=99", tc(activation="topk", k=99), "99"),
+        ("Transcoder k for relu", tc(k=3), "k="),
+        ("Transcoder W_dec wrong shape", lambda: anb.Transcoder(torch.zeros(8, 16), torch.zeros(16), torch.zeros(15, 8),
+                                                                torch.zeros(8)), "W_dec"),
+        ("Transcoder integer weights", lambda: anb.Transcoder(torch.zeros(8, 16, dtype=torch.long), torch.zeros(16),
+                                                              torch.zeros(16, 8), torch.zeros(8)), "W_enc"),
+        ("Transcoder inf weight", lambda: anb.Transcoder(torch.full((8, 16), math.inf), torch.zeros(16),
+                                                         torch.zeros(16, 8), torch.zeros(8)), "W_enc"),
+        ("wrong number of transcoders", lambda: anb.ReplacementModel(model.hf_model, model.tokenizer,
+                                                                     list(model.transcoders)[:2]), "2 transcoders"),
+        ("load_transcoders([])", lambda: load_transcoders([]), "no transcoders"),
+        ("load_transcoder missing", lambda: load_transcoder(os.path.join(tmp, "nope.safetensors")), "nope"),
+        ("load_transcoder bad layout name", lambda: load_transcoder(tmp, layout="nope"), "nope"),
+        ("load graph missing", lambda: anb.AttributionGraph.load(os.path.join(tmp, "nope.graph")), "nope.graph"),
+        ("load graph junk", lambda: anb.AttributionGraph.load(os.path.join(tmp, "junk.graph")), "junk.graph"),
+        ("save graph onto a folder", lambda: graph.save(os.path.join(tmp, "dir.graph")), "dir.graph"),
+        ("save graph, missing folder", lambda: graph.save(os.path.join(tmp, "no", "x.graph")), "does not exist"),
+        ("to_html threshold 1.5", lambda: graph.to_html(os.path.join(tmp, "g.html"), edge_threshold=1.5), "edge_threshold"),
+        ("to_neuronpedia slug ../x", lambda: graph.to_neuronpedia(tmp, slug="../x"), "slug"),
+        ("to_neuronpedia slug graph-metadata", lambda: graph.to_neuronpedia(tmp, slug="graph-metadata"), "slug"),
+        ("feature_top_tokens bad feature", lambda: model.feature_top_tokens(0, 10**6), "1000000"),
+        ("feature_contexts one string", lambda: anb.feature_contexts(model, "a text"), "list of strings"),
+        ("neuronpedia source without {layer}", lambda: anb.neuronpedia_features(model, [(0, 1)], model_id="m",
+                                                                                source="s", cache_dir=tmp), "{layer}"),
+        ("load_model unknown name", lambda: anb.load_model("no/such-model"), "no/such-model"),
+        ("remote=1", lambda: anb.ReplacementModel(model.hf_model, model.tokenizer, list(model.transcoders), remote=1),
+         "remote"),
+    ]
+    def in_training_mode():
+        model.hf_model.train()           # (classify puts it back in eval mode)
+        anb.attribute(model, PROMPT, progress=False)
+    out.append(("model in training mode", in_training_mode, "training mode"))
+    return out
+
+
+def classify(thunk, names: str, model) -> tuple[str, str]:
+    clear_types = (ValueError, KeyError, TypeError, OSError, RuntimeError)
+    try:
+        thunk()
+    except clear_types as err:                     # noqa: PERF203
+        message = str(err)
+        ok = names in message and not isinstance(err, RuntimeError) or (isinstance(err, RuntimeError)
+                                                                        and "remote server" in message)
+        return ("clear" if ok else "crash"), f"{type(err).__name__}: {message[:160]}"
+    except Exception as err:                       # noqa: BLE001  (anything else is the finding)
+        return "crash", f"{type(err).__name__}: {str(err)[:160]}"
+    finally:
+        model.hf_model.eval()
+    return "silent", "no error"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    import warnings
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(2)
+    import attribution_nb as anb
+    from attribution_nb.demo import tiny_model
+    model = tiny_model("llama", seed=0, d_features=64)
+    graph = anb.attribute(model, PROMPT, progress=False)
+    totals = {"clear": 0, "silent": 0, "crash": 0}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, thunk, names in cases(model, graph, tmp):
+            outcome, detail = classify(thunk, names, model)
+            totals[outcome] += 1
+            if outcome != "clear" or args.verbose:
+                print(f"{outcome:<6} {name:<40} {detail}")
+    n = sum(totals.values())
+    print(f"{n} bad inputs: {totals['clear']} clear errors, {totals['silent']} silent, {totals['crash']} crashes")
+    return 0 if totals["clear"] == n else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
