@@ -108,3 +108,49 @@ with atomic_path({str(target)!r}) as tmp:
     proc.wait(timeout=30)
     assert proc.returncode != 0
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["g.json"]
+
+
+def test_two_processes_writing_the_same_file_never_collide(tmp_path):
+    target = tmp_path / "shared.graph"
+    script = f"""
+from attribution_nb.io import write_text
+for i in range(200):
+    write_text({str(target)!r}, "x" * 10000)
+print("done")
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 and out.strip() == "done" for p, (out, _) in zip(procs, outs)), outs
+    assert target.read_text() == "x" * 10000 and os.listdir(tmp_path) == ["shared.graph"]
+
+
+def test_a_full_disk_or_a_refused_folder_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    """(Simulated: these tests also run as root, where a read-only folder does not refuse.)"""
+    import errno
+    import tempfile
+
+    from attribution_nb import io
+    target = tmp_path / "g.json"
+    write_text(target, "old")
+    real_open = open
+
+    def full_disk(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if "w" in mode and str(path).endswith(".tmp"):
+            f.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return f
+    monkeypatch.setattr("builtins.open", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_text(target, "new")
+    monkeypatch.undo()
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["g.json"]
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path))
+    monkeypatch.setattr(io.tempfile, "mkstemp", refused)
+    with pytest.raises(PermissionError):
+        write_text(target, "new")
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["g.json"]
+    assert tempfile.mkstemp is refused

@@ -171,6 +171,8 @@ class GraphWidget(InterventionControls):
             control.unobserve_all()
         for child in _descendants(self.root):
             child.close()
+        # anywidget keeps closed widgets registered (for its hot reload): drop the drawn arrays first
+        self.figure.data = ()
         self.figure.close()
 
     @property
