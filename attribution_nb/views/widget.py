@@ -171,9 +171,9 @@ class GraphWidget(InterventionControls):
             control.unobserve_all()
         for child in _descendants(self.root):
             child.close()
-        # anywidget keeps closed widgets registered (for its hot reload): drop the drawn arrays first
         self.figure.data = ()
         self.figure.close()
+        _forget_hot_reload(self.figure)
 
     @property
     def drawn(self) -> dict:
@@ -276,3 +276,16 @@ def _descendants(box) -> list:
     for child in getattr(box, "children", ()):
         out += _descendants(child)
     return out + [box]
+
+
+def _forget_hot_reload(figure) -> None:
+    """anywidget connects every widget to its class's front-end source file (psygnal's ``changed``
+    signal, for hot reload) and never disconnects it, so a closed figure would stay alive: disconnect
+    the callbacks that hold this figure.  (psygnal and anywidget internals; a no-op if they change.)"""
+    for cls in type(figure).__mro__:
+        for key in ("_esm", "_css"):
+            changed = getattr(cls.__dict__.get(key), "changed", None)
+            for slot in list(getattr(changed, "_slots", ())):
+                fn = slot.dereference() if hasattr(slot, "dereference") else None
+                if any(getattr(c, "cell_contents", None) is figure for c in getattr(fn, "__closure__", None) or ()):
+                    changed.disconnect(fn)

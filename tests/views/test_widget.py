@@ -186,16 +186,15 @@ def test_close_releases_the_views_and_callbacks(llama_graph):
     import gc
     import weakref
     w = GraphWidget(llama_graph)
-    widget_ref = weakref.ref(w)
-    slider, figure = w.node_slider, w.figure
+    widget_ref, figure_ref = weakref.ref(w), weakref.ref(w.figure)
+    slider = w.node_slider
     w.close()
-    assert slider.comm is None and w.root.comm is None and figure.comm is None     # the front end lets them go
-    assert figure.data == ()                                           # the drawn arrays are dropped
+    assert slider.comm is None and w.root.comm is None and w.figure.comm is None   # the front end lets them go
+    assert w.figure.data == ()                                                     # the drawn arrays are dropped
     del w
     gc.collect()
-    # nothing holds the widget (anywidget itself keeps a closed FigureWidget registered for its hot
-    # reload, so the plotly figure object may outlive it; it no longer refers to the widget)
-    assert widget_ref() is None
+    # nothing holds the widget nor its figure (anywidget's hot-reload connection is undone too)
+    assert widget_ref() is None and figure_ref() is None
 
 
 def test_standalone_html_holds_the_graph(llama_graph, tmp_path):
