@@ -285,6 +285,8 @@ def _forget_hot_reload(figure) -> None:
     for cls in type(figure).__mro__:
         for key in ("_esm", "_css"):
             changed = getattr(cls.__dict__.get(key), "changed", None)
+            if changed is None:
+                continue
             for slot in list(getattr(changed, "_slots", ())):
                 fn = slot.dereference() if hasattr(slot, "dereference") else None
                 if any(getattr(c, "cell_contents", None) is figure for c in getattr(fn, "__closure__", None) or ()):
