@@ -136,32 +136,33 @@ def test_the_page_shows_hostile_strings_as_text(browser, tmp_path, shots):
     ids = [node_id for _, _, node_id in page.evaluate(_ALL_NODE_PIXELS_JS, {"plot": "#anb-plot"})]
     assert sorted(ids) == sorted(graph.nodes.node_id)
     for node_id in ids:
-        _click_until_shown(page, node_id)
+        _click_until_shown(page, node_id, lambda: page.evaluate(_ALL_NODE_PIXELS_JS, {"plot": "#anb-plot"}),
+                           "#anb-panel h4")
         assert page.locator("#anb-panel img, #anb-panel script").count() == 0
     page.screenshot(path=os.path.join(shots, "standalone-hostile.png"))
     assert dialogs == [] and errors == [], (dialogs, errors)
 
 
-def _click_until_shown(page, node_id, tries=5):
-    """Click a node until the panel shows its id.  Its place is read from plotly's layout before
-    each click (the plot may be re-laid out when the panel fills)."""
+def _click_until_shown(page, node_id, places, title, tries=5, timeout=5_000):
+    """Click a node until the panel's ``title`` element shows its id.  ``places()`` gives every
+    drawn node's pixel place and id, read from plotly's layout again before each click (the plot
+    may be re-laid out when the panel fills)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     for attempt in range(tries):
-        x, y = next((x, y) for x, y, i in page.evaluate(_ALL_NODE_PIXELS_JS, {"plot": "#anb-plot"}) if i == node_id)
+        x, y = next((x, y) for x, y, i in places() if i == node_id)
         # plotly clicks the point it last hovered: move there first and let the hover land; two clicks
         # within its double-click delay would reset the axes
         page.mouse.move(x + attempt % 2, y)
         page.wait_for_timeout(400)
         page.mouse.click(x + attempt % 2, y)
         try:
-            page.wait_for_function("id => document.querySelector('#anb-panel h4')?.textContent === id", arg=node_id,
-                                   timeout=3_000)
+            page.wait_for_function(f"id => document.querySelector({title!r})?.textContent === id", arg=node_id,
+                                   timeout=timeout)
             return
         except PlaywrightTimeout:
             continue
     page.screenshot(path=os.path.join(os.environ.get("ANB_SCREENSHOTS", "/tmp"), "click-failed.png"))
-    raise AssertionError(f"clicking {node_id!r} at ({x:.0f}, {y:.0f}) never showed it in the panel: "
-                         f"{page.inner_text('#anb-panel')!r}")
+    raise AssertionError(f"clicking {node_id!r} never showed it in the panel: {page.inner_text(title)!r}")
 
 
 # pixel position and id of every node of the page's node trace
@@ -335,20 +336,7 @@ def test_the_widget_shows_hostile_strings_as_text(browser, jupyterlab, shots):
     ids = [i for _, _, i in page.evaluate(_WIDGET_NODES_JS)]
     assert sorted(ids) == sorted(_hostile_graph().nodes.node_id)
     for node_id in ids:
-        for attempt in range(5):
-            x, y = next((x, y) for x, y, i in page.evaluate(_WIDGET_NODES_JS) if i == node_id)
-            page.mouse.move(x + attempt % 2, y)
-            page.wait_for_timeout(400)
-            page.mouse.click(x + attempt % 2, y)
-            try:
-                page.wait_for_function("id => document.querySelector('.anb-panel .anb-node-title')?.textContent === id",
-                                       arg=node_id, timeout=5_000)
-                break
-            except Exception:
-                continue
-        else:
-            page.screenshot(path=os.path.join(shots, "lab-hostile-failed.png"))
-            raise AssertionError(f"clicking {node_id!r} never showed it: {page.inner_text('.anb-panel')!r}")
+        _click_until_shown(page, node_id, lambda: page.evaluate(_WIDGET_NODES_JS), ".anb-panel .anb-node-title")
         assert page.locator(".anb-graph-widget img, .anb-panel script").count() == 0
     page.screenshot(path=os.path.join(shots, "lab-hostile.png"))
     assert dialogs == [] and errors == [], (dialogs, errors)
