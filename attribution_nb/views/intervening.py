@@ -1,92 +1,138 @@
-"""The widget's intervention controls: clamp the selected feature, run the model, show
-before/after probabilities and a continuation (a part of :class:`GraphWidget`)."""
+"""The widget's interventions: queue clamps on features, run them, keep a history of runs
+(a part of :class:`GraphWidget`).  The queue is shown with the ``model.intervene(...)`` call
+that repeats it; a frozen run also shows the change the graph's edges predict for each logit
+next to the observed one (they agree: in frozen mode the logits are linear in the clamped
+activations, and the edges into the logits are exactly those slopes)."""
 
 from __future__ import annotations
 
-import html
+import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
 
-from ..interventions import Multiply
+from ..checks import as_float
+from ..interventions import MAX_VALUE, Multiply, Steer, intervention_table
 
 CLAMPS = {"ablate": 0.0, "-2x": Multiply(-2.0), "2x": Multiply(2.0)}
 
 
+def as_code(how) -> str:
+    """An intervention as the Python that makes it."""
+    if isinstance(how, Multiply):
+        return f"anb.Multiply({how.factor!r})"
+    if isinstance(how, Steer):
+        return f"anb.Steer({how.scale!r})"
+    return repr(float(how))
+
+
+def describe(how) -> str:
+    """An intervention in a few characters: ``×-2``, ``steer +2.5``, ``= 0``."""
+    if isinstance(how, Multiply):
+        return f"×{how.factor:g}"
+    if isinstance(how, Steer):
+        return f"steer {how.scale:+g}"
+    return f"= {float(how):g}"
+
+
 class InterventionControls:
-    """Buttons and results for interventions; expects ``graph``, ``model``, ``_selected`` and
-    ``_interventions`` on the widget it is part of."""
+    """Queue, run and reset; expects ``graph``, ``model``, ``view`` and ``_interventions`` on the
+    widget it is part of."""
 
     graph: Any
     model: Any
-    _selected: str | None
+    view: Any
     _interventions: dict
+    last_result: pd.DataFrame | None
+    last_generation: dict | None
 
-    def _intervention_box(self, w) -> list:
-        """Interventions first (short), above the node's panel (long); none without a model."""
-        if self.model is None:
-            return []
-        b = dict(layout=w.Layout(width="70px"))
-        self.ablate_button = w.Button(description="ablate", **b)
-        self.inhibit_button = w.Button(description="−2×", **b)
-        self.amplify_button = w.Button(description="2×", **b)
-        self.value_slider = w.FloatSlider(value=0.0, min=-10.0, max=10.0, step=0.1, description="value",
-                                          continuous_update=False, layout=w.Layout(width="260px"),
-                                          style={"description_width": "45px"})
-        self.set_button = w.Button(description="set", **b)
-        self.mode = w.ToggleButtons(options=["free", "frozen"], value="free",
-                                    tooltips=["a normal forward pass with the clamp",
-                                              "attention, norms and other features fixed: direct effects"],
-                                    style={"button_width": "64px"})
-        self.run_button = w.Button(description="run", button_style="primary", **b)
-        self.reset_button = w.Button(description="reset", **b)
-        self.result = w.HTML()
-        self.result.add_class("anb-result")
-        for button, how in ((self.ablate_button, "ablate"), (self.inhibit_button, "-2x"), (self.amplify_button, "2x")):
-            button.on_click(lambda _, how=how: self.clamp(self._selected, how))
-        self.set_button.on_click(lambda _: self.clamp(self._selected, float(self.value_slider.value)))
-        self.run_button.on_click(lambda _: self.run())
-        self.reset_button.on_click(lambda _: self.reset())
-        return [w.HTML("<b>Intervene on the selected feature</b>"),
-                w.HBox([self.ablate_button, self.inhibit_button, self.amplify_button, self.set_button]),
-                self.value_slider, w.HBox([self.mode, self.run_button, self.reset_button]), self.result]
-
-    def clamp(self, node_id: str | None, how) -> None:
-        """Queue an intervention on a feature: ``"ablate"``, ``"-2x"``, ``"2x"`` or a value."""
+    def _need_model(self) -> None:
         if self.model is None:
             raise ValueError("this widget has no model: GraphWidget(graph, model) enables interventions")
+
+    def clamp(self, node_id: str | None, how) -> None:
+        """Queue an intervention on a feature or error node: ``"ablate"``, ``"-2x"``, ``"2x"``,
+        a value, or a :class:`Multiply` / :class:`Steer`."""
+        self._need_model()
         if node_id is None:
             raise ValueError("select a feature first")
         kind = self.graph.node(node_id).kind
         if kind not in ("feature", "error"):
             raise ValueError(f"{node_id} is a {kind} node; only features and error nodes can be clamped")
-        self._interventions[node_id] = CLAMPS.get(how, how)
-        self.result.value = self._pending_html()
+        how = CLAMPS.get(how, how) if isinstance(how, str) else how
+        if isinstance(how, str) or (not isinstance(how, (Multiply, Steer))
+                                    and (isinstance(how, bool) or not isinstance(how, (int, float))
+                                         or not math.isfinite(how))):
+            raise ValueError(f"a clamp is 'ablate', '-2x', '2x', a finite number, Multiply or Steer; got {how!r}")
+        if not isinstance(how, (Multiply, Steer)):
+            how = as_float("a clamp value", how, -MAX_VALUE, MAX_VALUE)
+        self._interventions[node_id] = how
+        self._show_queue()
 
-    def _pending_html(self) -> str:
-        if not self._interventions:
-            return "<i>no interventions</i>"
-        items = "".join(f"<li>{html.escape(k)} → {html.escape(str(v))}</li>" for k, v in self._interventions.items())
-        return f"<div class='anb-pending'><b>pending</b><ul>{items}</ul></div>"
+    def _show_queue(self) -> None:
+        items = list(self._interventions.items())
+        self.view.queue = [[k, describe(v)] for k, v in items]
+        body = ", ".join(f"{k!r}: {as_code(v)}" for k, v in items)
+        self.view.code = (f"model.intervene({self.graph.prompt!r}, {{{body}}}, mode={self.view.mode!r})"
+                          if items else "")
 
     def run(self, max_new_tokens: int = 6) -> pd.DataFrame:
-        """Run the model with the queued interventions; show before/after probabilities and
-        a greedy continuation."""
-        if self.model is None:
-            raise ValueError("this widget has no model: GraphWidget(graph, model) enables interventions")
-        mode = self.mode.value
-        table = self.model.intervene(self.graph.prompt, self._interventions, mode=mode, top_k=5)
-        gen = self.model.generate(self.graph.prompt, self._interventions, max_new_tokens=max_new_tokens)
-        self.last_result, self.last_generation = table, gen
-        shown = table.head(8)[["token", "p_before", "p_after", "p_change"]]
-        self.result.value = (self._pending_html() + f"<div class='anb-run'><b>{mode} run</b>"
-                             + shown.to_html(index=False, border=0, float_format=lambda v: f"{v:.3f}",
-                                             classes="anb-before-after")
-                             + f"<div>before: …{html.escape(gen['before'])}<br>after: …{html.escape(gen['after'])}"
-                             f"</div></div>")
+        """Run the model with the queued interventions (in the view's mode, free or frozen) and
+        add the before/after table to the run history."""
+        self._need_model()
+        if not self._interventions:
+            raise ValueError("nothing queued: select a feature, then ablate, −2×, 2× or set, then run")
+        mode = self.view.mode
+        prompt, clamps = self.graph.prompt, dict(self._interventions)
+        before, after = self.model.intervened_logits(prompt, clamps, mode=mode)
+        table = intervention_table(self.model, before, after, 5)
+        record = {"mode": mode, "what": ", ".join(f"{self.graph.node(k).label or k} {describe(v)}" for k, v in clamps.items()),
+                  "columns": ["token", "p before", "p after", "change"],
+                  "rows": [[t, f"{a:.3f}", f"{b:.3f}", f"{c:+.3f}"] for t, a, b, c in
+                           table.head(8)[["token", "p_before", "p_after", "p_change"]].itertuples(index=False)]}
+        if mode == "frozen":
+            predicted = self.predicted_change(clamps)
+            observed = _demeaned_change(before, after, self.graph.logits.token_id.to_numpy())
+            record["columns"] = ["logit", "predicted Δ", "observed Δ"]
+            record["rows"] = [[t, f"{p:+.4f}", f"{o:+.4f}"] for t, p, o in
+                              zip(self.graph.logits.token, predicted, observed)]
+            self.last_generation = None
+        else:
+            gen = self.model.generate(prompt, clamps, max_new_tokens=max_new_tokens)
+            record["before"], record["after"] = gen["before"], gen["after"]
+            self.last_generation = gen
+        self.last_result = table
+        self.view.runs = [*self.view.runs, record]
+        self.view.status = {"text": f"{mode} run #{len(self.view.runs)} done", "level": "info"}
         return table
 
+    def predicted_change(self, clamps: dict) -> np.ndarray:
+        """The change of each logit node's (demeaned) logit that the graph's edges predict for
+        ``clamps`` in frozen mode: the edge from a node into a logit is its activation times the
+        slope, so a clamp from activation a to a' moves the logit by edge × (a'/a − 1)."""
+        logits = self.graph.logits.node_id.tolist()
+        out = np.zeros(len(logits))
+        for node_id, how in clamps.items():
+            a = float(self.graph.node(node_id).activation)
+            if isinstance(how, Multiply):
+                factor = how.factor - 1.0
+            elif isinstance(how, Steer):
+                factor = how.scale / a if a else 0.0
+            else:
+                factor = float(how) / a - 1.0 if a else 0.0
+            out += factor * np.array([self.graph.edge(node_id, logit) for logit in logits])
+        return out
+
     def reset(self) -> None:
+        """Clear the queue (the run history stays)."""
         self._interventions = {}
         self.last_result = self.last_generation = None
-        self.result.value = self._pending_html()
+        self._show_queue()
+
+
+def _demeaned_change(before: torch.Tensor, after: torch.Tensor, token_ids) -> np.ndarray:
+    """Change of the logits of ``token_ids`` minus the change of the mean logit."""
+    d = (after.double() - before.double())
+    return (d[torch.tensor(np.asarray(token_ids, dtype=np.int64))] - d.mean()).numpy()

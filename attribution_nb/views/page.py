@@ -1,15 +1,8 @@
-"""A graph as one standalone HTML page: plotly's offline bundle, the graph as JSON, and the
-script ``static/graph.js`` that prunes it live when the sliders move (``static/page.html`` and
-``static/page.css`` are the page around it; colours and axes come from :mod:`.style`, as in the
-widget).
-
-Pruning in the page gives the same nodes and edges as :meth:`AttributionGraph.prune`: the
-page receives, for every node and edge, the share of influence (or edge score) held by
-those ranked before it, computed here in Python, so a threshold ``t`` keeps exactly the
-ones with a share below ``t``; then the same clean-up (features need an incoming and an
-outgoing edge, errors an outgoing one) runs in the page.  Only nodes and edges that some
-slider position can show are written (``max_node_threshold``, ``max_edge_threshold``).
-"""
+"""A graph as one standalone HTML page: plotly's offline bundle, the graph as JSON (see
+:mod:`.payload`) and the same front end as the notebook widget (``static/view.js``), which
+prunes live when the sliders move.  ``static/page.html`` and ``static/page.css`` are the page
+around it.  With ``model=``, the panel also shows what each feature promotes, suppresses and
+where it fires most.  No network is needed to open it."""
 
 from __future__ import annotations
 
@@ -18,11 +11,9 @@ import json
 import os
 from string import Template
 
-import numpy as np
-
-from ..graph.maths import edge_scores, entry_rows, mass_before
+from ..checks import as_float
 from ..io import write_text
-from . import style
+from .payload import graph_payload
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
@@ -33,60 +24,40 @@ def script_json(data) -> str:
     return json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _static(name: str) -> str:
+def static_text(name: str) -> str:
     with open(os.path.join(STATIC, name), encoding="utf-8") as f:
         return f.read()
 
 
-def page_data(graph, max_node_threshold: float = 0.95, max_edge_threshold: float = 0.99) -> dict:
-    """The JSON the page prunes: nodes and edges with their ranked shares (see module docstring)."""
-    for name, v in (("max_node_threshold", max_node_threshold), ("max_edge_threshold", max_edge_threshold)):
-        if not 0.0 < float(v) < 1.0:
-            raise ValueError(f"{name} must be in (0, 1), got {v!r}")
-    kinds = graph.kinds
-    influence = graph.influence()
-    always = np.isin(kinds, ("token", "logit"))
-    node_mb = np.full(len(kinds), -1.0)
-    node_mb[~always] = mass_before(influence[~always])
-    embedded = always | (node_mb < max_node_threshold)
-    m = graph.sparse_adjacency
-    edge_mb = mass_before(edge_scores(m, influence, graph.logit_weights))
-    rows = entry_rows(m)
-    keep_e = (edge_mb < max_edge_threshold) & embedded[rows] & embedded[m.indices]
-    new_index = np.full(len(kinds), -1)
-    new_index[embedded] = np.arange(int(embedded.sum()))
-    nodes = graph.nodes[embedded]
-    fin = lambda a: [float(v) if np.isfinite(v) else -1.0 for v in a]   # noqa: E731  (JSON has no inf)
-    return {
-        "nodes": {"id": nodes.node_id.tolist(), "kind": nodes.kind.tolist(), "layer": nodes.layer.astype(int).tolist(),
-                  "position": nodes.position.astype(int).tolist(), "token": nodes.token.tolist(),
-                  "label": [x if isinstance(x, str) else "" for x in nodes.label],     # the page shows it as text
-                  "activation": fin(nodes.activation.to_numpy(dtype=float)),
-                  "influence": fin(influence[embedded]), "mb": fin(node_mb[embedded])},
-        "edges": {"s": new_index[m.indices[keep_e]].tolist(), "t": new_index[rows[keep_e]].tolist(),
-                  "w": [float(x) for x in m.data[keep_e]], "mb": fin(edge_mb[keep_e])},
-    }
+def view_script() -> str:
+    """``static/view.js`` as a classic script (its ES-module export, which the widget uses, cut)."""
+    text = static_text("view.js")
+    return text[:text.rindex("export default")]
 
 
-def graph_to_html(graph, path: str | os.PathLike, *, node_threshold: float = 0.8,
-                  edge_threshold: float = 0.98, max_node_threshold: float = 0.95, max_edge_threshold: float = 0.99,
-                  title: str | None = None) -> str:
-    """Write ``graph`` as a standalone HTML page with working sliders; returns the path."""
+def initial_state(node_threshold: float, edge_threshold: float, height: int, n_labels: int = 8) -> dict:
+    return {"node_threshold": node_threshold, "edge_threshold": edge_threshold, "collapse": False,
+            "n_labels": n_labels, "selected": None, "pinned": [], "labels": {}, "supernodes": {},
+            "queue": [], "code": "", "mode": "free", "runs": [], "status": {}, "details": {}, "height": height}
+
+
+def graph_to_html(graph, path: str | os.PathLike, *, model=None, node_threshold: float = 0.8,
+                  edge_threshold: float = 0.98, height: int = 620, title: str | None = None) -> str:
+    """Write ``graph`` as a standalone HTML page with working sliders (the full range, 0 to 1);
+    returns the path.  ``model``: the :class:`ReplacementModel` it came from, for the panel's
+    promoted and suppressed tokens and top-activating contexts."""
     from plotly.offline import get_plotlyjs
 
-    for name, v, top in (("node_threshold", node_threshold, max_node_threshold),
-                         ("edge_threshold", edge_threshold, max_edge_threshold)):
-        if not isinstance(v, (int, float)) or not 0.0 <= v <= top:
-            raise ValueError(f"{name} must be in [0, {top}], got {v!r}")
-    data = page_data(graph, max_node_threshold, max_edge_threshold)
-    data["layout"] = {"margin": {"l": 60, "r": 20, "t": 20, "b": 90}, "plot_bgcolor": "white", "hovermode": "closest",
-                      "dragmode": "pan", **style.axes(graph.tokens, graph.n_layers)}
-    data["style"] = style.for_page()
-    text = Template(_static("page.html")).substitute(
-        title=html.escape(title or f"Attribution graph: {graph.prompt}"), plotly=get_plotlyjs(), css=_static("page.css"),
-        node=node_threshold, edge=edge_threshold, max_node=max_node_threshold, max_edge=max_edge_threshold,
+    node_threshold = as_float("node_threshold", node_threshold, 0.0, 1.0)
+    edge_threshold = as_float("edge_threshold", edge_threshold, 0.0, 1.0)
+    data = graph_payload(graph, model)
+    state = initial_state(node_threshold, min(edge_threshold, data["max_edge_threshold"]), height)
+    state["supernodes"] = data["supernodes"]
+    text = Template(static_text("page.html")).substitute(
+        title=html.escape(title or f"Attribution graph: {graph.prompt}"), plotly=get_plotlyjs(),
+        css=static_text("view.css") + static_text("page.css"),
         footer=html.escape(f"{graph.model_name} · {len(graph.nodes)} nodes, {graph.n_edges} edges in the full graph · "
                            f"made with attribution_nb"),
-        data=script_json(data), js=_static("graph.js"))
+        data=script_json(data), js=view_script(), state=script_json(state))
     write_text(path, text)
     return os.fspath(path)

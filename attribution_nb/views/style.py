@@ -1,5 +1,5 @@
 """The look both views share (the notebook widget and the standalone page): colours and
-symbols by node kind, edge colours by sign and widths by weight, the axes."""
+symbols by node kind, edge colours by sign and widths by weight, sizes and spacing."""
 
 from __future__ import annotations
 
@@ -7,18 +7,24 @@ import html
 
 KIND_STYLE = {   # colour, marker symbol
     "feature": ("#4c78a8", "circle"),
-    "error": ("#9d9da1", "square-open"),
+    "error": ("#8c8c8c", "square-open"),
     "token": ("#54a24b", "diamond"),
     "logit": ("#f58518", "star"),
     "supernode": ("#b279a2", "hexagon"),
 }
-EDGE_COLOURS = {1: "rgba(31, 119, 180, 0.55)", -1: "rgba(214, 39, 40, 0.55)"}
-EDGE_BINS = ((0.3, 3.2), (0.08, 1.6), (0.0, 0.6))    # (relative weight ≥, line width)
-HIGHLIGHT_LINE = {"color": "rgba(20, 20, 20, 0.9)", "width": 2.5}
-#: token and logit markers have a fixed size; others grow with influence
-FIXED_SIZE, MIN_SIZE, SIZE_RANGE = 13.0, 6.0, 20.0
-#: nodes sharing a (layer, position) cell spread across this share of a column
-CELL_WIDTH = 0.8
+EDGE_COLOURS = {1: "rgba(31, 119, 180, 0.45)", -1: "rgba(214, 39, 40, 0.45)"}
+#: highlighted edges (a hovered or selected node's) and the legend
+STRONG_COLOURS = {1: "rgba(31, 119, 180, 0.95)", -1: "rgba(214, 39, 40, 0.95)"}
+#: (|weight| / the largest drawn ≥, line width), strongest first; drawn weakest first
+EDGE_BINS = ((0.5, 3.6), (0.2, 2.2), (0.05, 1.2), (0.0, 0.5))
+#: token and logit markers have a fixed size; others grow with influence (diameters in px)
+FIXED_SIZE, MIN_SIZE, SIZE_RANGE = 13.0, 7.0, 13.0
+#: a (layer, position) cell holds at most this many nodes side by side; more go to sub-rows
+CELL_CAP = 6
+#: logits sit this many units apart (their labels are long); columns are this far apart
+LOGIT_SPACING, COLUMN_GAP = 2.0, 0.8
+#: the spread of a dense cell's sub-rows within its layer (in layers)
+SUB_ROW = 0.5
 
 
 def plotly_text(value) -> str:
@@ -27,21 +33,10 @@ def plotly_text(value) -> str:
     return html.escape(str(value), quote=False)
 
 
-def axes(tokens: list[str], n_layers: int) -> dict:
-    """Plotly axis settings: x = prompt position (ticks: the tokens), y = layer (tokens below, logits above).
-    Tick texts are escaped (plotly reads tick text as a little HTML)."""
-    return {
-        "xaxis": {"tickvals": list(range(len(tokens))), "ticktext": [plotly_text(t) for t in tokens],
-                  "tickangle": -45, "showgrid": True, "gridcolor": "#eeeeee", "zeroline": False,
-                  "range": [-0.6, len(tokens) - 0.4]},
-        "yaxis": {"tickvals": list(range(-1, n_layers + 1)),
-                  "ticktext": ["tokens"] + [f"L{layer}" for layer in range(n_layers)] + ["logits"],
-                  "showgrid": True, "gridcolor": "#eeeeee", "zeroline": False, "range": [-1.6, n_layers + 0.6]},
-    }
-
-
 def for_page() -> dict:
-    """The same settings as JSON for the standalone page's script."""
+    """The settings as JSON for the browser's script (``static/view.js``)."""
     return {"kinds": {k: list(v) for k, v in KIND_STYLE.items()}, "bins": [list(b) for b in EDGE_BINS],
-            "colours": {str(k): v for k, v in EDGE_COLOURS.items()}, "highlight": HIGHLIGHT_LINE,
-            "sizes": [FIXED_SIZE, MIN_SIZE, SIZE_RANGE], "cell_width": CELL_WIDTH}
+            "colours": {str(k): v for k, v in EDGE_COLOURS.items()},
+            "strong": {str(k): v for k, v in STRONG_COLOURS.items()},
+            "sizes": [FIXED_SIZE, MIN_SIZE, SIZE_RANGE], "cell_cap": CELL_CAP, "logit_spacing": LOGIT_SPACING,
+            "column_gap": COLUMN_GAP, "sub_row": SUB_ROW}

@@ -1,5 +1,7 @@
 """The widget and the standalone page in a real browser: Debian's chromium driven by
-Playwright, against a real JupyterLab server on localhost.  Screenshots go to
+Playwright, against a real JupyterLab server on localhost.  What a person sees is asserted from
+the DOM and from plotly's own layout: node centres apart, buttons not truncated, the legend and
+the logit labels there, messages shown.  Screenshots go to
 ``$ANB_SCREENSHOTS`` (default: the test's tmp folder).
 
 Skipped when chromium or Playwright is missing, except under CI=true, where they must
@@ -14,12 +16,15 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 
 import attribution_nb as anb
 
 CHROMIUM = "/usr/bin/chromium"
 PROMPT = "fact : the capital of the state containing dallas is"
+COUPLET = "poem : i saw a cat by the road ,"
+SIZES = {"laptop": (1400, 900), "large": (1920, 1080)}
 pytestmark = pytest.mark.browser
 
 
@@ -57,44 +62,22 @@ def shots(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def demo_graph():
+def demo():
     model = anb.load_model()
-    return model, anb.attribute(model, PROMPT, progress=False)
+    return model, {PROMPT: anb.attribute(model, PROMPT, progress=False),
+                   COUPLET: anb.attribute(model, COUPLET, progress=False)}
+
+
+@pytest.fixture(scope="module")
+def demo_graph(demo):
+    model, graphs = demo
+    return model, graphs[PROMPT]
 
 
 def _counts(text: str) -> tuple[int, int]:
     words = text.replace(",", "").split()
     return int(words[0]), int(words[2])
 
-
-def test_standalone_page_prunes_like_python(browser, demo_graph, tmp_path, shots):
-    _, graph = demo_graph
-    path = graph.to_html(tmp_path / "graph.html", node_threshold=0.8, edge_threshold=0.98)
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    errors = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"file://{path}")
-    page.wait_for_function("document.getElementById('anb-counts').textContent.includes('drawn')")
-    seen = {}
-    for nt, et in [(0.8, 0.98), (0.8, 0.5), (0.5, 0.9), (0.95, 0.99), (0.3, 0.3)]:
-        page.eval_on_selector("#anb-node", f"e => {{ e.value = {nt}; e.dispatchEvent(new Event('input')); }}")
-        page.eval_on_selector("#anb-edge", f"e => {{ e.value = {et}; e.dispatchEvent(new Event('input')); }}")
-        got = _counts(page.inner_text("#anb-counts"))
-        node_mask, edge_mask = graph.prune_masks(nt, et)
-        assert got == (int(node_mask.sum()), int(edge_mask.sum())), f"page and Python disagree at {nt, et}"
-        seen[nt, et] = got
-    assert seen[0.8, 0.5][1] < seen[0.8, 0.98][1]
-    # the plot is there, drawn with WebGL, and clicking a node fills the panel
-    assert page.locator("#anb-plot .js-plotly-plot canvas, #anb-plot canvas").count() > 0
-    page.eval_on_selector("#anb-node", "e => { e.value = 0.8; e.dispatchEvent(new Event('input')); }")
-    page.eval_on_selector("#anb-edge", "e => { e.value = 0.98; e.dispatchEvent(new Event('input')); }")
-    x, y = page.evaluate(_NODE_PIXEL_JS, {"plot": "#anb-plot", "trace": -1})
-    page.mouse.click(x, y)
-    page.wait_for_function("document.querySelector('#anb-panel h4') !== null", timeout=10_000)
-    assert page.inner_text("#anb-panel h4").startswith("f:")
-    page.screenshot(path=os.path.join(shots, "standalone.png"))
-    assert errors == []
 
 
 HOSTILE = ["<img src=x onerror=alert(1)>", "</script><script>alert(2)</script>", "<!--<script>", "\"'&amp;"]
@@ -120,79 +103,6 @@ def _hostile_graph():
                                 supernodes={HOSTILE[0]: ids[:2]})
 
 
-def test_the_page_shows_hostile_strings_as_text(browser, tmp_path, shots):
-    """Markup in tokens, labels, ids, the prompt and supernode names never runs: every node can be
-    clicked, its id shows literally in the panel, no dialog opens and no error is logged."""
-    graph = _hostile_graph()
-    path = graph.to_html(tmp_path / "hostile.html", node_threshold=0.95, edge_threshold=0.99)
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    dialogs, errors = [], []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"file://{path}")
-    page.wait_for_function("document.getElementById('anb-counts').textContent.includes('drawn')")
-    assert page.title() == f"Attribution graph: {graph.prompt}"
-    ids = [node_id for _, _, node_id in page.evaluate(_ALL_NODE_PIXELS_JS, {"plot": "#anb-plot"})]
-    assert sorted(ids) == sorted(graph.nodes.node_id)
-    for node_id in ids:
-        _click_until_shown(page, node_id, lambda: page.evaluate(_ALL_NODE_PIXELS_JS, {"plot": "#anb-plot"}),
-                           "#anb-panel h4")
-        assert page.locator("#anb-panel img, #anb-panel script").count() == 0
-    page.screenshot(path=os.path.join(shots, "standalone-hostile.png"))
-    assert dialogs == [] and errors == [], (dialogs, errors)
-
-
-def _click_until_shown(page, node_id, places, title, tries=5, timeout=5_000):
-    """Click a node until the panel's ``title`` element shows its id.  ``places()`` gives every
-    drawn node's pixel place and id, read from plotly's layout again before each click (the plot
-    may be re-laid out when the panel fills)."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    for attempt in range(tries):
-        x, y = next((x, y) for x, y, i in places() if i == node_id)
-        # plotly clicks the point it last hovered: move there first and let the hover land; two clicks
-        # within its double-click delay would reset the axes
-        page.mouse.move(x + attempt % 2, y)
-        page.wait_for_timeout(400)
-        page.mouse.click(x + attempt % 2, y)
-        try:
-            page.wait_for_function(f"id => document.querySelector({title!r})?.textContent === id", arg=node_id,
-                                   timeout=timeout)
-            return
-        except PlaywrightTimeout:
-            continue
-    page.screenshot(path=os.path.join(os.environ.get("ANB_SCREENSHOTS", "/tmp"), "click-failed.png"))
-    raise AssertionError(f"clicking {node_id!r} never showed it in the panel: {page.inner_text(title)!r}")
-
-
-# pixel position and id of every node of the page's node trace
-_ALL_NODE_PIXELS_JS = """
-({plot}) => {
-  const gd = document.querySelector(plot + " .js-plotly-plot") || document.querySelector(plot);
-  const data = gd._fullData[gd._fullData.length - 1];
-  const G = JSON.parse(document.getElementById("anb-data").textContent);
-  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-  const box = gd.querySelector(".nsewdrag").getBoundingClientRect();
-  return data.x.map((x, i) => [box.left + xa.l2p(x), box.top + ya.l2p(data.y[i]), G.nodes.id[data.customdata[i]]]);
-}
-"""
-
-
-# pixel position of the largest circle (a feature) of a plotly node trace
-_NODE_PIXEL_JS = """
-({plot, trace}) => {
-  const gd = document.querySelector(plot + " .js-plotly-plot") || document.querySelector(plot);
-  const data = gd._fullData[trace < 0 ? gd._fullData.length + trace : trace];
-  let best = -1;
-  data.marker.symbol.forEach((s, i) => {
-    if (s === "circle" && (best < 0 || data.marker.size[i] > data.marker.size[best])) best = i;
-  });
-  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-  const box = gd.querySelector(".nsewdrag").getBoundingClientRect();
-  return [box.left + xa.l2p(data.x[best]), box.top + ya.l2p(data.y[best])];
-}
-"""
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -216,10 +126,14 @@ def jupyterlab(tmp_path_factory):
     # a second notebook: the widget on a graph whose strings hold markup
     import inspect
     hostile_code = (f"import attribution_nb as anb\nHOSTILE = {HOSTILE!r}\n" + inspect.getsource(_hostile_graph)
-                    + "graph = _hostile_graph()\nwidget = anb.GraphWidget(graph, node_threshold=0.95, edge_threshold=0.99)\n"
+                    + "graph = _hostile_graph()\nwidget = anb.GraphWidget(graph, node_threshold=1.0, edge_threshold=1.0)\n"
                     + "widget")
     hostile = dict(nb, cells=[dict(nb["cells"][0], id="hostile", source=hostile_code.splitlines(True))])
     (root / "hostile.ipynb").write_text(json.dumps(hostile))
+    # a third: two widgets in one notebook (plotly.js must be fetched once)
+    two = dict(nb, cells=[dict(nb["cells"][0], id="first"),
+                          dict(nb["cells"][0], id="second", source=["anb.GraphWidget(graph.prune(0.9, 0.9), model)"])])
+    (root / "two.ipynb").write_text(json.dumps(two))
     port = _free_port()
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
            "--ServerApp.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}",
@@ -247,47 +161,6 @@ def jupyterlab(tmp_path_factory):
         proc.kill()
 
 
-def test_widget_in_jupyterlab(browser, jupyterlab, shots):
-    page = browser.new_page(viewport={"width": 1600, "height": 1000})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    _run_first_cell(page, f"{jupyterlab}/lab/tree/widget.ipynb")
-    # the plot renders (WebGL canvas inside the plotly div) with its counts line
-    page.wait_for_selector(".anb-graph-widget .js-plotly-plot", timeout=180_000)
-    page.wait_for_function("document.querySelector('.anb-counts') !== null", timeout=60_000)
-    assert page.locator(".anb-graph-widget .js-plotly-plot canvas").count() > 0
-    before = _counts(page.inner_text(".anb-counts"))
-    assert before[0] > 0 and before[1] > 0
-    page.screenshot(path=os.path.join(shots, "lab-1-rendered.png"))
-
-    # move the edge-threshold slider: click at 40% of its track
-    slider = page.locator(".widget-slider", has_text="edge threshold").locator(".slider-container, .noUi-target").first
-    box = slider.bounding_box()
-    page.mouse.click(box["x"] + 0.4 * box["width"], box["y"] + box["height"] / 2)
-    page.wait_for_function(f"!document.querySelector('.anb-counts').textContent.startsWith('{before[0]} nodes, {before[1]} edges')",
-                           timeout=30_000)
-    after = _counts(page.inner_text(".anb-counts"))
-    assert after[1] < before[1], (before, after)
-    page.screenshot(path=os.path.join(shots, "lab-2-slider.png"))
-
-    # click the largest feature node: its panel opens
-    x, y = page.evaluate(_NODE_PIXEL_JS, {"plot": ".anb-graph-widget", "trace": -1})
-    page.mouse.click(x, y)
-    page.wait_for_selector(".anb-panel .anb-node-title", timeout=30_000)
-    title = page.inner_text(".anb-panel .anb-node-title")
-    assert title.startswith("f:L")
-    assert "incoming +" in page.inner_text(".anb-panel")
-    page.screenshot(path=os.path.join(shots, "lab-3-panel.png"))
-
-    # ablate it and run: the before/after table and a continuation appear
-    page.get_by_role("button", name="ablate", exact=True).click()
-    page.get_by_role("button", name="run", exact=True).click()
-    page.wait_for_selector(".anb-result table.anb-before-after", timeout=60_000)
-    text = page.inner_text(".anb-result")
-    assert title in text and "p_before" in text and "after: …" in text
-    page.screenshot(path=os.path.join(shots, "lab-4-intervention.png"), full_page=True)
-    assert errors == []
-
 
 def _run_first_cell(page, url):
     """Open a notebook and run its first cell: wait until the kernel is idle; on a busy machine a
@@ -308,17 +181,262 @@ def _run_first_cell(page, url):
             continue
 
 
-# pixel position of every node of the widget's node trace, with its id
-_WIDGET_NODES_JS = """
-() => {
-  const gd = document.querySelector(".anb-graph-widget .js-plotly-plot");
+
+
+# ---- what a person sees, read from the DOM and plotly's layout -------------------------
+# every drawn node of a view: [x px, y px, marker radius px, id]
+_NODES_JS = """
+(root) => {
+  const gd = document.querySelector(root + " .anb-plot");
   const data = gd._fullData[gd._fullData.length - 1];
   const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
   const box = gd.querySelector(".nsewdrag").getBoundingClientRect();
-  // (the widget sends typed arrays, whose map() would keep numbers only)
-  return Array.from(data.x, (x, i) => [box.left + xa.l2p(x), box.top + ya.l2p(data.y[i]), data.customdata[i]]);
+  const s = data.marker.size, size = i => (Array.isArray(s) || ArrayBuffer.isView(s)) ? s[i] : s;
+  return Array.from(data.x, (x, i) => [box.left + xa.l2p(x), box.top + ya.l2p(data.y[i]), size(i) / 2, data.customdata[i]]);
 }
 """
+
+# what a reader checks at a glance: truncated buttons, the legend, labels, boxes that overlap
+_READABLE_JS = """
+(root) => {
+  const r = document.querySelector(root);
+  const visible = e => e.offsetParent !== null && e.getClientRects().length > 0;
+  const buttons = Array.from(r.querySelectorAll("button, select")).filter(visible);
+  const cut = buttons.filter(b => b.scrollWidth > b.clientWidth + 1 || b.getBoundingClientRect().right > window.innerWidth)
+                     .map(b => b.textContent);
+  const gd = r.querySelector(".anb-plot");
+  const plot = gd.getBoundingClientRect(), side = r.querySelector(".anb-side").getBoundingClientRect();
+  const overlap = side.top < plot.bottom - 1 && side.left < plot.right - 1;
+  const legend = Array.from(gd.querySelectorAll(".legendtext")).map(e => e.textContent);
+  const notes = (gd._fullLayout.annotations || []).map(a => a.text);
+  const ticks = Array.from(gd.querySelectorAll(".xtick text")).map(t => t.getBoundingClientRect())
+                     .filter(b => b.width > 0).map(b => [b.left, b.right, b.top, b.bottom]);
+  return {cut, overlap, legend, notes, ticks, plotWidth: plot.width, sideWidth: side.width,
+          sideBelow: side.top >= plot.bottom - 1, rootRight: r.getBoundingClientRect().right};
+}
+"""
+
+
+def _assert_readable(page, root: str, graph) -> dict:
+    nodes = page.evaluate(_NODES_JS, root)
+    xy = np.array([[x, y] for x, y, _, _ in nodes])
+    radius = np.array([r for _, _, r, _ in nodes])
+    d = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
+    need = np.maximum(radius[:, None], radius[None])
+    np.fill_diagonal(d, np.inf)
+    close = np.argwhere(d < need)
+    assert len(close) == 0, f"node centres closer than a marker radius: {[(nodes[i][3], nodes[j][3]) for i, j in close[:5]]}"
+    seen = page.evaluate(_READABLE_JS, root)
+    assert seen["cut"] == [], f"buttons cut off: {seen['cut']}"
+    assert not seen["overlap"], "the side panel overlaps the plot"
+    for item in ("feature", "error (residual)", "token", "logit", "excites", "inhibits"):
+        assert item in seen["legend"], seen["legend"]
+    top = graph.logits.iloc[0]
+    assert any(n.startswith(f"{top.token} p={top.probability:.2f}") for n in seen["notes"]), seen["notes"]
+    ticks = seen["ticks"]
+    assert len(ticks) == len(graph.tokens)       # every token on the axis, punctuation included
+    return seen
+
+
+def _set_slider(page, root: str, key: str, value: float) -> None:
+    page.eval_on_selector(f"{root} input[data-key={key}]",
+                          f"e => {{ e.value = {value}; e.dispatchEvent(new Event('input')); }}")
+
+
+def _open_page(browser, graph, path, size, model=None):
+    graph.to_html(path, model=model)
+    page = browser.new_page(viewport=dict(zip(("width", "height"), size)))
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"file://{path}")
+    page.wait_for_function("document.querySelector('.anb-counts')?.textContent.includes('drawn')")
+    page.wait_for_timeout(300)
+    return page, errors
+
+
+def _nodes_of(page, root):
+    return lambda: [(x, y, i) for x, y, _, i in page.evaluate(_NODES_JS, root)]
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("prompt", [PROMPT, COUPLET], ids=["dallas", "couplet"])
+def test_the_page_reads_at_a_glance(browser, demo, tmp_path, shots, size, prompt):
+    model, graphs = demo
+    graph = graphs[prompt]
+    page, errors = _open_page(browser, graph, tmp_path / "g.html", SIZES[size], model)
+    seen = _assert_readable(page, "#anb-root", graph)
+    assert seen["plotWidth"] > (0.5 if size == "laptop" else 0.65) * SIZES[size][0], seen   # the plot fills the width
+    name = "dallas" if prompt == PROMPT else "couplet"
+    page.screenshot(path=os.path.join(shots, f"page-{name}-{size}.png"))
+    assert errors == []
+
+
+def test_the_page_prunes_like_python_over_the_full_range(browser, demo_graph, tmp_path):
+    _, graph = demo_graph
+    page, errors = _open_page(browser, graph, tmp_path / "g.html", SIZES["laptop"])
+    for nt, et in [(0.8, 0.98), (0.8, 0.5), (0.5, 0.9), (1.0, 1.0), (0.3, 0.3), (1.0, 0.995)]:
+        _set_slider(page, "#anb-root", "node_threshold", nt)
+        _set_slider(page, "#anb-root", "edge_threshold", et)
+        node_mask, edge_mask = graph.prune_masks(nt, et)
+        assert _counts(page.inner_text(".anb-counts")) == (int(node_mask.sum()), int(edge_mask.sum())), (nt, et)
+    assert errors == []
+
+
+def test_the_panel_walks_the_graph_and_follows_the_sliders(browser, demo_graph, tmp_path, shots):
+    model, graph = demo_graph
+    page, errors = _open_page(browser, graph, tmp_path / "g.html", SIZES["laptop"], model)
+    node = graph.prune(0.8, 0.98).top_features(1).node_id[0]
+    _click_until_shown(page, node, _nodes_of(page, "#anb-root"), ".anb-node-title")
+    panel = page.inner_text(".anb-panel")
+    assert "promotes" in panel and "suppresses" in panel and "where it fires most" in panel
+    assert page.locator(".anb-context mark").count() > 0          # the active token is marked
+    # the inputs listed are the drawn ones, and stay so after a slider move
+    for et in (0.98, 0.6):
+        _set_slider(page, "#anb-root", "edge_threshold", et)
+        pruned = graph.prune(0.8, et)
+        want = int((pruned.edges.target == node).sum())
+        assert f"inputs ({want} drawn)" in page.inner_text(".anb-panel"), (et, want)
+    # a neighbour row names the node readably, with a signed, coloured weight; clicking it walks there
+    row = page.locator(".anb-neighbour").first
+    target = row.get_attribute("data-node")
+    assert row.locator(".anb-pos, .anb-neg").count() == 1 and "·" in row.inner_text()
+    row.click()
+    page.wait_for_function("id => document.querySelector('.anb-node-title')?.textContent === id", arg=target)
+    page.screenshot(path=os.path.join(shots, "page-panel.png"))
+    assert errors == []
+
+
+def test_invalid_actions_say_why_and_the_pinned_subgraph_exports(browser, demo_graph, tmp_path, shots):
+    model, graph = demo_graph
+    page, errors = _open_page(browser, graph, tmp_path / "g.html", SIZES["laptop"], model)
+    assert page.locator("button", has_text="group pinned").is_disabled()        # nothing pinned yet
+    top = graph.prune(0.8, 0.98).top_features(3).node_id
+    for node in top:
+        _click_until_shown(page, node, _nodes_of(page, "#anb-root"), ".anb-node-title")
+        page.locator("button.anb-pin").click()
+    page.locator("button", has_text="group pinned").click()
+    status = page.locator(".anb-status")
+    assert status.is_visible() and "give the supernode a name" in status.inner_text()
+    assert status.get_attribute("data-level") == "error"
+    page.locator("button", has_text="subgraph").click()
+    page.wait_for_selector(".anb-subgraph .anb-subplot .main-svg")
+    assert page.locator(".anb-subgraph").get_attribute("data-nodes") == "3"
+    page.locator(".anb-subgraph").scroll_into_view_if_needed()
+    page.locator(".anb-subgraph").screenshot(path=os.path.join(shots, "page-subgraph.png"))
+    with page.expect_download() as download:
+        page.locator(".anb-subgraph button", has_text="SVG").click()
+    svg = open(download.value.path(), encoding="utf-8").read()
+    assert svg.lstrip().startswith("<svg") and graph.node(top[0]).label[:10].replace("&", "&amp;") in svg
+    assert errors == []
+
+
+def test_the_page_shows_hostile_strings_as_text(browser, tmp_path, shots):
+    """Markup in tokens, labels, ids, the prompt and supernode names never runs: every node can be
+    clicked, its id shows literally in the panel, no dialog opens and no error is logged."""
+    graph = _hostile_graph()
+    path = graph.to_html(tmp_path / "hostile.html", node_threshold=1.0, edge_threshold=1.0)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    dialogs, errors = [], []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"file://{path}")
+    page.wait_for_function("document.querySelector('.anb-counts')?.textContent.includes('drawn')")
+    assert page.title() == f"Attribution graph: {graph.prompt}"
+    ids = [i for _, _, i in _nodes_of(page, "#anb-root")()]
+    assert sorted(ids) == sorted(graph.nodes.node_id)
+    for node_id in ids:
+        _click_until_shown(page, node_id, _nodes_of(page, "#anb-root"), ".anb-node-title")
+        assert page.locator("#anb-root img, #anb-root script").count() == 0
+    page.screenshot(path=os.path.join(shots, "page-hostile.png"))
+    assert dialogs == [] and errors == [], (dialogs, errors)
+
+
+def _click_until_shown(page, node_id, places, title, tries=5, timeout=5_000):
+    """Click a node until the panel's ``title`` element shows its id.  ``places()`` gives every
+    drawn node's pixel place and id, read from plotly's layout again before each click."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    for attempt in range(tries):
+        x, y = next((x, y) for x, y, i in places() if i == node_id)
+        # plotly clicks the point it last hovered: move there first and let the hover land
+        page.mouse.move(x + attempt % 2, y)
+        page.wait_for_timeout(300)
+        page.mouse.click(x + attempt % 2, y)
+        try:
+            page.wait_for_function(f"id => document.querySelector({title!r})?.textContent === id", arg=node_id,
+                                   timeout=timeout)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"clicking {node_id!r} never showed it in the panel")
+
+
+# ---- the widget in JupyterLab -------------------------------------------------------------
+def _open_lab(browser, url, size):
+    page = browser.new_page(viewport=dict(zip(("width", "height"), size)))
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _run_first_cell(page, url)
+    page.wait_for_function("document.querySelector('.anb-graph-widget .anb-counts')?.textContent.includes('drawn')",
+                           timeout=180_000)
+    page.evaluate("document.querySelector('.anb-graph-widget .anb-plot').scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(800)
+    return page, errors
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_the_widget_reads_at_a_glance_in_jupyterlab(browser, jupyterlab, demo_graph, shots, size):
+    _, graph = demo_graph
+    page, errors = _open_lab(browser, f"{jupyterlab}/lab/workspaces/{size}/tree/widget.ipynb?reset", SIZES[size])
+    assert page.locator("#filebrowser").is_visible()               # with the file browser open
+    node_mask, edge_mask = graph.prune_masks(0.8, 0.98)
+    assert _counts(page.inner_text(".anb-graph-widget .anb-counts")) == (int(node_mask.sum()), int(edge_mask.sum()))
+    _assert_readable(page, ".anb-graph-widget", graph)
+    page.screenshot(path=os.path.join(shots, f"lab-{size}.png"))
+    assert errors == []
+
+
+def test_the_widget_intervenes_and_says_why_not(browser, jupyterlab, demo_graph, shots):
+    _, graph = demo_graph
+    page, errors = _open_lab(browser, f"{jupyterlab}/lab/workspaces/run/tree/widget.ipynb?reset", SIZES["laptop"])
+    root = ".anb-graph-widget"
+    assert page.get_by_role("button", name="ablate", exact=True).is_disabled()     # nothing selected yet
+    _set_slider(page, root, "edge_threshold", 0.6)
+    node_mask, edge_mask = graph.prune_masks(0.8, 0.6)
+    page.wait_for_function(f"document.querySelector('{root} .anb-counts').textContent.startsWith('{int(node_mask.sum())} nodes')")
+    assert _counts(page.inner_text(f"{root} .anb-counts")) == (int(node_mask.sum()), int(edge_mask.sum()))
+    node = graph.prune(0.8, 0.6).top_features(1).node_id[0]
+    _click_until_shown(page, node, _nodes_of(page, root), f"{root} .anb-node-title")
+    # a refusal from the kernel shows in the status line
+    page.fill(f"{root} input.anb-value", "1e9")
+    page.get_by_role("button", name="set", exact=True).click()
+    page.wait_for_function(f"document.querySelector('{root} .anb-status').textContent.includes('must be in')")
+    assert page.locator(f"{root} .anb-status").get_attribute("data-level") == "error"
+    # queue an ablation: the code to repeat it is shown; run it: the run history opens
+    page.get_by_role("button", name="ablate", exact=True).click()
+    page.wait_for_selector(f"{root} .anb-code")
+    assert f"'{node}': 0.0" in page.inner_text(f"{root} .anb-code")
+    page.get_by_role("button", name="run", exact=True).click()
+    page.wait_for_selector(f"{root} .anb-run table.anb-before-after", timeout=60_000)
+    run = page.inner_text(f"{root} .anb-run")
+    assert "free" in run and "p before" in run and "after: …" in run
+    assert page.inner_text(f"{root} .anb-node-title") == node        # the node's panel is still there
+    page.screenshot(path=os.path.join(shots, "lab-intervention.png"), full_page=True)
+    assert errors == []
+
+
+def test_plotly_is_fetched_once_per_page(browser, jupyterlab):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{jupyterlab}/lab/workspaces/two/tree/two.ipynb?reset")
+    page.wait_for_selector(".jp-Notebook .jp-Cell .jp-InputArea-editor", timeout=60_000)
+    page.wait_for_function("document.body.innerText.includes('Idle')", timeout=120_000)
+    page.click(".jp-Cell .jp-InputArea-editor")
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function("document.querySelectorAll('.anb-graph-widget .anb-counts').length === 1", timeout=180_000)
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function("document.querySelectorAll('.anb-graph-widget .anb-counts').length === 2", timeout=180_000)
+    assert page.evaluate("globalThis.__anbPlotlyRequests") == 1
 
 
 def test_the_widget_shows_hostile_strings_as_text(browser, jupyterlab, shots):
@@ -327,16 +445,15 @@ def test_the_widget_shows_hostile_strings_as_text(browser, jupyterlab, shots):
     dialogs, errors = [], []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.on("pageerror", lambda e: errors.append(str(e)))
-    _run_first_cell(page, f"{jupyterlab}/lab/workspaces/hostile/tree/hostile.ipynb?reset")   # (no restored tabs)
-    page.wait_for_selector(".anb-graph-widget .js-plotly-plot", timeout=180_000)
-    page.wait_for_function("document.querySelector('.anb-counts') !== null", timeout=60_000)
-    # bring the whole plot into the window (the cell's code is above it)
-    page.evaluate("document.querySelector('.anb-graph-widget .js-plotly-plot').scrollIntoView({block: 'center'})")
+    _run_first_cell(page, f"{jupyterlab}/lab/workspaces/hostile/tree/hostile.ipynb?reset")
+    page.wait_for_function("document.querySelector('.anb-graph-widget .anb-counts')?.textContent.includes('drawn')",
+                           timeout=180_000)
+    page.evaluate("document.querySelector('.anb-graph-widget .anb-plot').scrollIntoView({block: 'center'})")
     page.wait_for_timeout(500)
-    ids = [i for _, _, i in page.evaluate(_WIDGET_NODES_JS)]
-    assert sorted(ids) == sorted(_hostile_graph().nodes.node_id)
-    for node_id in ids:
-        _click_until_shown(page, node_id, lambda: page.evaluate(_WIDGET_NODES_JS), ".anb-panel .anb-node-title")
-        assert page.locator(".anb-graph-widget img, .anb-panel script").count() == 0
+    places = _nodes_of(page, ".anb-graph-widget")
+    assert sorted(i for _, _, i in places()) == sorted(_hostile_graph().nodes.node_id)
+    for node_id in [i for _, _, i in places()]:
+        _click_until_shown(page, node_id, places, ".anb-graph-widget .anb-node-title")
+        assert page.locator(".anb-graph-widget img, .anb-graph-widget script").count() == 0
     page.screenshot(path=os.path.join(shots, "lab-hostile.png"))
     assert dialogs == [] and errors == [], (dialogs, errors)
