@@ -25,6 +25,8 @@ CELL_CAP = 6
 LOGIT_SPACING, COLUMN_GAP = 2.0, 0.8
 #: the spread of a dense cell's sub-rows within its layer (in layers)
 SUB_ROW = 0.5
+#: up to this many drawn nodes / edges, plotly draws them as SVG; above, with WebGL
+SVG_NODES, SVG_EDGES = 1500, 2000
 
 
 def plotly_text(value) -> str:
@@ -39,4 +41,4 @@ def for_page() -> dict:
             "colours": {str(k): v for k, v in EDGE_COLOURS.items()},
             "strong": {str(k): v for k, v in STRONG_COLOURS.items()},
             "sizes": [FIXED_SIZE, MIN_SIZE, SIZE_RANGE], "cell_cap": CELL_CAP, "logit_spacing": LOGIT_SPACING,
-            "column_gap": COLUMN_GAP, "sub_row": SUB_ROW}
+            "column_gap": COLUMN_GAP, "sub_row": SUB_ROW, "svg_nodes": SVG_NODES, "svg_edges": SVG_EDGES}

@@ -152,6 +152,9 @@ function anbMount(root, G, host) {
   }
 
   // ---- plotly traces ------------------------------------------------------------------
+  // SVG while few are drawn (crisp, exports as vector, no WebGL to start: the first draw is fast
+  // even where WebGL runs on the CPU); WebGL for many (SVG slows past a few thousand edges)
+  const traceType = (n, limit) => (n > limit ? "scattergl" : "scatter");
   function edgeTraces(list, x, y, faded) {
     const maxW = list.reduce((m, e) => Math.max(m, Math.abs(e.w)), 1e-30);
     const out = [];
@@ -163,7 +166,7 @@ function anbMount(root, G, host) {
           const r = Math.abs(e.w) / maxW;
           if (Math.sign(e.w) === sign && r >= floor && r < ceiling) { xs.push(x[e.s], x[e.t], null); ys.push(y[e.s], y[e.t], null); }
         });
-        out.push({type: "scattergl", mode: "lines", x: xs, y: ys, hoverinfo: "skip", showlegend: false,
+        out.push({type: traceType(list.length, S.svg_edges), mode: "lines", x: xs, y: ys, hoverinfo: "skip", showlegend: false,
                   opacity: faded ? 0.22 : 1, line: {color: S.colours[String(sign)], width}});
       }
     });
@@ -179,7 +182,7 @@ function anbMount(root, G, host) {
         xs[k].push(view.x[e.s], view.x[e.t], null); ys[k].push(view.y[e.s], view.y[e.t], null);
       });
     }
-    return [1, -1].map(k => ({type: "scattergl", mode: "lines", x: xs[k], y: ys[k], hoverinfo: "skip", showlegend: false,
+    return [1, -1].map(k => ({type: "scatter", mode: "lines", x: xs[k], y: ys[k], hoverinfo: "skip", showlegend: false,
                               line: {color: S.strong[String(k)], width: 2.6}}));
   }
 
@@ -249,12 +252,12 @@ function anbMount(root, G, host) {
     const {node, edge} = prune(host.get("node_threshold"), host.get("edge_threshold"));
     const {D, edges} = drawnNodes(node, edge);
     const {x, y, centre, range} = layout(D);
-    view = {D, edges, x, y, ids: new Map(D.map((d, j) => [d.id, j]))};
+    view = {D, edges, x, y, range, ids: new Map(D.map((d, j) => [d.id, j]))};
     const sel = view.ids.get(host.get("selected")), pinned = new Set(host.get("pinned"));
     const maxInf = D.reduce((m, d) => d.kind === "token" || d.kind === "logit" ? m : Math.max(m, d.influence), 1e-12);
     const [FIXED, MIN, RANGE] = S.sizes;
     const traces = edgeTraces(edges, x, y, sel !== undefined).concat(highlight(sel), legend(), [
-      {type: "scattergl", mode: "markers", hoverinfo: "text", showlegend: false, x: Array.from(x), y: Array.from(y),
+      {type: traceType(D.length, S.svg_nodes), mode: "markers", hoverinfo: "text", showlegend: false, x: Array.from(x), y: Array.from(y),
        customdata: D.map(d => d.id), hovertext: D.map(hoverText),
        marker: {size: D.map(d => d.kind === "token" || d.kind === "logit" ? FIXED : MIN + RANGE * Math.sqrt(d.influence / maxInf)),
                 color: D.map(d => KIND[d.kind][0]), symbol: D.map(d => KIND[d.kind][1]), opacity: 0.95,
@@ -277,6 +280,10 @@ function anbMount(root, G, host) {
     root.dataset.nodes = D.length; root.dataset.edges = edges.length;
     root.dataset.drawMs = (performance.now() - t0).toFixed(1);
     showPanel();
+  }
+
+  function placeAgain() {
+    if (view) Plotly.relayout(plot, {annotations: placeLabels(view.D, view.x, view.y, view.range)});
   }
 
   function restyleHighlight(j) {
@@ -519,14 +526,16 @@ function anbMount(root, G, host) {
     sub.replaceChildren(head, figure);
     Plotly.newPlot(figure, traces, {height: 420, margin: {l: 50, r: 30, t: 30, b: 40}, plot_bgcolor: "white", showlegend: false,
                                     xaxis: {visible: false, range: [-0.7, B.length - 0.3]},
-                                    yaxis: {title: {text: "layer"}, zeroline: false, gridcolor: "#eee"}},
+                                    yaxis: {zeroline: false, gridcolor: "#eee", tickvals: Array.from({length: G.n_layers + 2}, (_, k) => k - 1),
+                                            ticktext: ["tokens"].concat(Array.from({length: G.n_layers}, (_, k) => "L" + k), ["logits"]),
+                                            range: [-1.5, G.n_layers + 0.8]}},
                    {displaylogo: false, responsive: true});
     sub.dataset.nodes = B.length; sub.dataset.edges = sums.size;
   }
 
   // ---- events ---------------------------------------------------------------------------
   draw();
-  draw();        // again, now that plotly has measured the axes (labels are placed in pixels)
+  placeAgain();  // now that plotly has measured the axes (names are placed in pixels)
   showRuns();
   plot.on("plotly_click", ev => {
     const p = ev.points.find(q => q.customdata !== undefined && q.curveNumber === plot.data.length - 1);
@@ -542,7 +551,7 @@ function anbMount(root, G, host) {
     let pending = null;
     const watch = new ResizeObserver(() => {
       clearTimeout(pending);
-      pending = setTimeout(() => { if (plot.offsetWidth) { Plotly.Plots.resize(plot); draw(); } }, 120);
+      pending = setTimeout(() => { if (plot.offsetWidth) { Plotly.Plots.resize(plot); placeAgain(); } }, 120);
     });
     watch.observe(plot);
     host.onClose(() => watch.disconnect());
@@ -598,15 +607,24 @@ function anbModelHost(model, Plotly) {
   };
 }
 
+// anywidget calls initialize when the widget's model arrives, before any view: fetch plotly.js then
+function initialize({model}) {
+  anbPlotly(model).catch(() => {});
+}
+
 async function render({model, el}) {
+  const t0 = performance.now();
   el.classList.add("anb-graph-widget");
   const wait = document.createElement("div");
   wait.className = "anb-loading"; wait.textContent = "loading the graph view…";
   el.append(wait);
   const Plotly = await anbPlotly(model);
   const host = anbModelHost(model, Plotly);
+  const t1 = performance.now();
   anbMount(el, model.get("payload"), host);
+  // for bench/widget.py: when the view started, got plotly.js, and had drawn (ms since page load)
+  (globalThis.__anbTimes = globalThis.__anbTimes || []).push([t0, t1, performance.now()]);
   return () => { host.close(); Plotly.purge(el.querySelector(".anb-plot")); };
 }
 
-export default { render };
+export default { initialize, render };
