@@ -19,6 +19,7 @@ tiny models of every family and the demo's training script.
 
 from .architectures import ARCHITECTURES, Architecture
 from .attribution import attribute
+from .attribution.targets import Direction, Logit, LogitDiff, Target
 from .contexts import feature_contexts
 from .dashboards import neuronpedia_features
 from .graph import AttributionGraph
@@ -29,7 +30,7 @@ from .model import ReplacementModel
 from .transcoders import Transcoder, TranscoderSet
 from .views.widget import GraphWidget
 
-__all__ = ["ARCHITECTURES", "Architecture", "AttributionGraph", "GraphWidget", "Multiply", "NodeId", "ReplacementModel",
-           "Steer", "Transcoder", "TranscoderSet", "attribute", "feature_contexts", "load_model",
-           "neuronpedia_features"]
+__all__ = ["ARCHITECTURES", "Architecture", "AttributionGraph", "Direction", "GraphWidget", "Logit", "LogitDiff",
+           "Multiply", "NodeId", "ReplacementModel", "Steer", "Target", "Transcoder", "TranscoderSet", "attribute",
+           "feature_contexts", "load_model", "neuronpedia_features"]
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ text, which collides: byte pieces all decode to "�", `` Dallas`` and ``Dallas`
 * error node ``e:L{layer}:P{position}``
 * token node ``t:P{position}:{token id}``  e.g. ``t:P0:1``
 * logit node ``l:P{position}:{token id}``  e.g. ``l:P10:231``
+* custom target node ``l:P{position}:c{k}`` (the k-th custom target, kind ``logit``)  e.g. ``l:P10:c0``
 
 (Graph files written before token ids were in the ids, with ``t:P{position}`` and
 ``l:{token}``, are converted when loaded: see :mod:`attribution_nb.graph.files`.)
@@ -27,6 +28,7 @@ _PATTERNS = {
     "token": re.compile(r"^t:P(\d+):(\d+)$"),
     "logit": re.compile(r"^l:P(\d+):(\d+)$"),
 }
+_TARGET = re.compile(r"^l:P(\d+):c(\d+)$")
 EXAMPLES = ("'f:L1:P3:42' (feature), 'e:L1:P3' (error node), 't:P3:1042' (token), "
             "'l:P10:231' (logit: position and token id)")
 
@@ -40,6 +42,7 @@ class NodeId:
     position: int | None = None
     feature: int | None = None
     token_id: int | None = None       # token and logit nodes
+    target: int | None = None         # custom target nodes (kind "logit", no token id)
 
     @staticmethod
     def for_feature(layer: int, position: int, feature: int) -> str:
@@ -57,6 +60,10 @@ class NodeId:
     def for_logit(position: int, token_id: int) -> str:
         return f"l:P{position}:{token_id}"
 
+    @staticmethod
+    def for_target(position: int, k: int) -> str:
+        return f"l:P{position}:c{k}"
+
     @classmethod
     def parse(cls, node_id: str) -> NodeId:
         """The parts of ``node_id``; raises ``ValueError`` naming it if it is not an id."""
@@ -71,6 +78,9 @@ class NodeId:
                 if kind == "error":
                     return cls(kind, layer=n[0], position=n[1])
                 return cls(kind, position=n[0], token_id=n[1])
+        m = _TARGET.match(node_id)
+        if m:
+            return cls("logit", position=int(m.group(1)), target=int(m.group(2)))
         raise ValueError(f"unknown node id {node_id!r}; ids look like {EXAMPLES}")
 
     @staticmethod

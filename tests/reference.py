@@ -97,6 +97,7 @@ class Reference:
                 return layer.post_feedforward_layernorm(layer.mlp(x2 * (1 + layer.pre_feedforward_layernorm.weight)))
             h = h + self._mlp_out(l, x2, true_mlp, sources, acts, errors)
         xf = self._norm(h, self.hf.model.norm, "final", record)
+        self.final = xf                      # the unembedding's input (custom targets read it)
         logits = self.hf.lm_head(xf)
         if sources is None:
             return logits, Sources(embed, acts, torch.stack(errors)), mlp_ins
@@ -148,19 +149,25 @@ class Reference:
             x2 = self._layernorm(h, block.ln_2, (l, 1), record)
             mlp_ins.append(x2)
             h = h + self._mlp_out(l, x2, lambda block=block, x2=x2: block.mlp(x2), sources, acts, errors)
-        logits = self.hf.lm_head(self._layernorm(h, t.ln_f, "final", record))
+        self.final = self._layernorm(h, t.ln_f, "final", record)
+        logits = self.hf.lm_head(self.final)
         if sources is None:
             return logits, Sources(embed, acts, torch.stack(errors)), mlp_ins
         return logits, mlp_ins
 
     def targets(self, sources: Sources, spec):
-        """Values of targets given as ("feature", layer, pos, f) or ("logit", token_id)."""
+        """Values of targets given as ("feature", layer, pos, f), ("logit", token_id) or
+        ("direction", layer or None, pos, vector): a vector read at layer's transcoder input or,
+        with None, at the unembedding's input."""
         logits, mlp_ins = self.run(sources)
         vals = []
         for t in spec:
             if t[0] == "feature":
                 _, l, p, f = t
                 vals.append(mlp_ins[l][p] @ self.tcs[l].W_enc[:, f] + self.tcs[l].b_enc[f])
+            elif t[0] == "direction":
+                _, l, p, v = t
+                vals.append((self.final[p] if l is None else mlp_ins[l][p]) @ v.double())
             else:
                 vals.append(logits[-1, t[1]] - logits[-1].mean())
         return torch.stack(vals)

@@ -37,7 +37,7 @@ from .assemble import assemble
 from .rows import ActiveFeatures, RowEngine, RowRunner
 from .schedule import greedy_rounds, sweep_order
 from .store import RowStore
-from .targets import logit_targets
+from .targets import resolve_targets
 
 
 def attribute(model: ReplacementCore, prompt, *, targets=None, max_n_logits: int = 10,
@@ -48,8 +48,11 @@ def attribute(model: ReplacementCore, prompt, *, targets=None, max_n_logits: int
     Args:
         model: a :class:`~attribution_nb.ReplacementModel`.
         prompt: a string (tokenized with the model's tokenizer, BOS included) or token ids.
-        targets: logit targets as token strings or ids; default: the top logits until their
-            cumulative probability reaches ``desired_logit_prob``, at most ``max_n_logits``.
+        targets: what the graph explains: token strings or ids (their logits), custom targets
+            (:class:`LogitDiff`, :class:`Direction`, :class:`Logit`, weighted mixes of them; see
+            :mod:`attribution_nb.attribution.targets`), or a list of these; default: the top
+            logits until their cumulative probability reaches ``desired_logit_prob``, at most
+            ``max_n_logits``.
         batch_size: targets per backward pass (and copies of the prompt in the linear trace).
         max_feature_nodes: keep at most this many features, the most influential ones.
         progress: show a progress bar (default: when there are more than 8 backward passes).
@@ -63,40 +66,40 @@ def attribute(model: ReplacementCore, prompt, *, targets=None, max_n_logits: int
     cap = model.capture(model.tokenize(prompt))                                     # 1. capture
     if not torch.isfinite(cap.logits[-1]).all():
         raise ValueError("the model's logits are not finite for this prompt")
-    target_ids = logit_targets(model, cap.logits[-1], targets, max_n_logits, desired_logit_prob)
+    goals = resolve_targets(model, cap, targets, max_n_logits, desired_logit_prob)
     active = ActiveFeatures.of(cap.activations)
     n_keep = len(active) if max_feature_nodes is None else min(max_feature_nodes, len(active))
     clock.lap("capture")
-    batch = min(batch_size, len(target_ids) + n_keep)                               # 2. linearise
-    n_passes = math.ceil(len(target_ids) / batch) + math.ceil(n_keep / batch)
-    bar = tqdm(total=len(target_ids) + n_keep, desc="attribution rows", leave=False,
+    batch = min(batch_size, len(goals) + n_keep)                                    # 2. linearise
+    n_passes = math.ceil(len(goals) / batch) + math.ceil(n_keep / batch)
+    bar = tqdm(total=len(goals) + n_keep, desc="attribution rows", leave=False,
                disable=not (progress if progress is not None else n_passes > 8))
     engine, store = RowEngine(model, cap, active, batch), RowStore()
     rows = RowRunner(model.backend, engine, store, bar)
     model.backend.prepare(engine)
     clock.lap("linear_trace")
-    L, T, n_logits = engine.L, engine.T, len(target_ids)                            # 3. logit rows
-    last = rows([("logit", i) for i in range(n_logits)], torch.full((n_logits,), L), torch.full((n_logits,), T - 1),
-                model.demeaned_unembedding(target_ids), logits=True)
+    last = rows([("logit", i) for i in range(len(goals))],                           # 3. target rows
+                torch.tensor([g.layer for g in goals]), torch.tensor([g.position for g in goals]),
+                torch.stack([g.vector.double() for g in goals]), logits=True)
     replacement_diff = float((model.softcap(last.to(cap.logits.device)) - cap.logits[-1]).abs().max())
     clock.lap("logit_rows")
-    visited = _feature_rows(model, rows, cap, active, n_keep, target_ids)           # 4. feature rows
+    weights = np.array([g.weight for g in goals])
+    visited = _feature_rows(model, rows, cap, active, n_keep, weights)              # 4. feature rows
     bar.close()
     clock.lap("feature_rows")
     info = {"n_active_features": len(active), "max_feature_nodes": max_feature_nodes, "batch_size": batch,
             "timings": clock.timings, "replacement_logits_max_abs_diff": replacement_diff}
-    graph = assemble(model, prompt, cap, active, visited, store, engine.n_sources, target_ids, info)   # 5. graph
+    graph = assemble(model, prompt, cap, active, visited, store, engine.n_sources, goals, info)   # 5. graph
     clock.lap("assemble", total=True)
     return graph
 
 
-def _feature_rows(model, rows: RowRunner, cap, active: ActiveFeatures, n_keep: int, target_ids) -> np.ndarray:
+def _feature_rows(model, rows: RowRunner, cap, active: ActiveFeatures, n_keep: int, weights: np.ndarray) -> np.ndarray:
     """Compute the feature rows in the schedule's order; returns the visited features."""
     engine = rows.engine
     if n_keep < len(active):        # the greedy order jumps between positions: it keeps the full trace
         engine.buckets = [engine.T]
-        probs = torch.softmax(cap.logits[-1].double(), -1).cpu()[target_ids].numpy()
-        rounds = greedy_rounds(rows.store, probs, len(active), n_keep, engine.n_sources, engine.batch)
+        rounds = greedy_rounds(rows.store, weights, len(active), n_keep, engine.n_sources, engine.batch)
     else:
         rounds = iter([sweep_order(active.layer.numpy(), active.position.numpy(), engine.buckets)])
     visited = [np.zeros(0, dtype=np.int64)]

@@ -12,21 +12,25 @@ from .rows import ActiveFeatures
 
 
 def assemble(model, prompt, cap, active: ActiveFeatures, visited: np.ndarray, store, n_sources: int,
-             target_ids: list[int], info: dict) -> AttributionGraph:
-    """Nodes = kept features (in active order) + error nodes + token nodes + logit nodes."""
+             goals: list, info: dict) -> AttributionGraph:
+    """Nodes = kept features (in active order) + error nodes + token nodes + target nodes
+    (logits and custom targets, kind ``logit``)."""
     L, T, _ = cap.mlp_in.shape
-    n_active, n_keep, n_logits = len(active), len(visited), len(target_ids)
+    n_active, n_keep, n_logits = len(active), len(visited), len(goals)
     order = np.sort(visited)
     col_map = np.full(n_sources, -1, dtype=np.int32)
     col_map[order] = np.arange(n_keep)
     col_map[n_active:] = np.arange(n_keep, n_keep + L * T + T)
     row_keys = order.tolist() + [None] * (L * T + T) + [("logit", i) for i in range(n_logits)]
     adjacency = store.csr(row_keys, n_keep + L * T + T + n_logits, col_map)
-    probs = torch.softmax(cap.logits[-1].double(), -1).cpu()
-    logits = pd.DataFrame({"token": model.token_strings(target_ids), "token_id": target_ids,
-                           "probability": probs[target_ids].numpy(),
-                           "logit": cap.logits[-1, target_ids].double().cpu().numpy(),
-                           "node_id": [NodeId.for_logit(T - 1, t) for t in target_ids]})
+    customs = iter(range(n_logits))
+    logits = pd.DataFrame({"token": [g.name for g in goals],
+                           "token_id": pd.array([g.token_id for g in goals], dtype="Int64"),
+                           "probability": np.array([g.weight for g in goals], dtype=np.float64),
+                           "logit": np.array([g.value for g in goals], dtype=np.float64),
+                           "node_id": [NodeId.for_logit(g.position, g.token_id) if g.token_id is not None
+                                       else NodeId.for_target(g.position, next(customs)) for g in goals]})
+    logits["position"] = [g.position for g in goals]
     nodes = node_table(model, cap, active.take(torch.from_numpy(order)), logits)
     tokens = cap.tokens
     graph = AttributionGraph(
@@ -65,8 +69,8 @@ def node_table(model, cap, kept: ActiveFeatures, logits_df: pd.DataFrame) -> pd.
     n_log = len(logits_df)
     logit_rows = {
         "node_id": logits_df["node_id"].tolist(), "kind": ["logit"] * n_log,
-        "layer": [L] * n_log, "position": [T - 1] * n_log, "token": logits_df["token"].tolist(),
-        "token_id": [int(t) for t in logits_df["token_id"]], "feature": [None] * n_log,
+        "layer": [L] * n_log, "position": logits_df.pop("position").tolist(), "token": logits_df["token"].tolist(),
+        "token_id": [None if pd.isna(t) else int(t) for t in logits_df["token_id"]], "feature": [None] * n_log,
         "activation": logits_df["logit"].tolist(), "label": [""] * n_log,
     }
     nodes = pd.concat([pd.DataFrame(d) for d in (feature_rows, error_rows, token_rows, logit_rows)],

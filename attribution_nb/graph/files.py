@@ -52,7 +52,8 @@ def save_graph(graph, path: str | os.PathLike) -> None:
         "token_ids": graph.token_ids, "n_layers": graph.n_layers, "model_name": graph.model_name,
         "n_nodes": len(graph.nodes), "adjacency_dtype": str(m.dtype),
         "nodes": {col: [None if pd.isna(v) else v for v in nodes[col].tolist()] for col in nodes.columns},
-        "logits": {"token": graph.logits["token"].tolist(), "token_id": graph.logits["token_id"].tolist()},
+        "logits": {"token": graph.logits["token"].tolist(),
+                   "token_id": [None if pd.isna(t) else int(t) for t in graph.logits["token_id"]]},
         "info": graph.info, "supernodes": graph.supernodes,
     }
     meta["checksum"] = _checksum({k: v.numpy() for k, v in tensors.items()}, meta)
@@ -101,7 +102,8 @@ def _parse(path, meta: dict, tensors: dict) -> dict:
     nodes = nodes[NODE_COLUMNS]
     adjacency = _adjacency(path, tensors, n)
     n_logits = int((nodes["kind"] == "logit").sum())
-    logits = pd.DataFrame({"token": meta["logits"]["token"], "token_id": meta["logits"]["token_id"],
+    logits = pd.DataFrame({"token": meta["logits"]["token"],
+                           "token_id": pd.array(meta["logits"]["token_id"], dtype="Int64"),
                            "probability": _column(path, tensors, "probability", n_logits),
                            "logit": _column(path, tensors, "logit", n_logits)})
     logits["node_id"] = nodes["node_id"][nodes["kind"] == "logit"].to_numpy()
@@ -136,7 +138,9 @@ def _check_tables(path, meta: dict, nodes: pd.DataFrame, logits: pd.DataFrame, a
     probs = logits["probability"].to_numpy()
     if not (np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all() and np.isfinite(logits["logit"]).all()):
         raise fail("logit probabilities must be in [0, 1] and logits finite")
-    if list(logits["token_id"]) != list(nodes["token_id"][nodes["kind"] == "logit"]):
+    def ids(column) -> list:
+        return [None if pd.isna(t) else int(t) for t in column]
+    if ids(logits["token_id"]) != ids(nodes["token_id"][nodes["kind"] == "logit"]):
         raise fail("the logits table and the logit nodes disagree on token ids")
     if not np.isfinite(adjacency.data).all():
         raise fail("the adjacency holds non-finite edge weights")
