@@ -8,6 +8,7 @@ import sys
 import time
 
 from .attribution import attribute
+from .attribution.targets import LogitDiff
 from .loading import load_model
 
 DEMO_PROMPT = "fact : the capital of the state containing dallas is"
@@ -37,7 +38,9 @@ def _summary(graph, pruned, seconds: float) -> str:
     top = pruned.top_features(5)
     lines = [
         f"prompt: {graph.prompt!r} ({len(graph.tokens)} tokens) in {seconds:.2f} s",
-        "top predictions: " + ", ".join(f"{t!r} {p:.3f}" for t, p in zip(graph.logits.token, graph.logits.probability)),
+        ("targets: " + ", ".join(f"{t!r} = {v:.3f}" for t, v in zip(graph.logits.token, graph.logits.logit))
+         if graph.logits.token_id.isna().any() else
+         "top predictions: " + ", ".join(f"{t!r} {p:.3f}" for t, p in zip(graph.logits.token, graph.logits.probability))),
         f"graph: {(graph.nodes.kind == 'feature').sum()} features, {len(graph.edges)} edges; "
         f"pruned: {(pruned.nodes.kind == 'feature').sum()} features, {len(pruned.edges)} edges",
         f"replacement score {s['replacement']:.3f}, completeness score {s['completeness']:.3f}",
@@ -52,16 +55,16 @@ def _summary(graph, pruned, seconds: float) -> str:
 def _attribute(args) -> int:
     t0 = time.perf_counter()
     model = load_model(None if args.model == "demo" else args.model, transcoders=args.transcoders)
-    graph = attribute(model, args.prompt, max_feature_nodes=args.max_feature_nodes,
-                          batch_size=args.batch_size, progress=True)
+    targets = list(args.target or []) + [LogitDiff(a, b) for a, b in (args.contrast or [])]
+    graph = attribute(model, args.prompt, targets=targets or None, max_feature_nodes=args.max_feature_nodes,
+                      batch_size=args.batch_size, progress=True)
     pruned = graph.prune(args.node_threshold, args.edge_threshold)
     print(f"model: {model!r}")
     print(_summary(graph, pruned, time.perf_counter() - t0))
     for path in _write(pruned, args.out, args.tables):
         print(f"wrote {path}")
     if args.html:
-        graph.to_html(args.html, node_threshold=min(args.node_threshold, 0.95),
-                      edge_threshold=min(args.edge_threshold, 0.99))
+        graph.to_html(args.html, model=model, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
         print(f"wrote {args.html} (open it in a browser; its sliders re-prune the full graph)")
     return 0
 
@@ -78,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--html", default=None, help="also write a standalone HTML page of the graph with sliders")
         p.add_argument("--max-feature-nodes", type=int, default=None)
         p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--target", action="append", metavar="TOKEN",
+                       help="explain this token's logit (repeat for several; default: the top logits)")
+        p.add_argument("--contrast", nargs=2, action="append", metavar=("A", "B"),
+                       help="explain logit(A) − logit(B), e.g. --contrast austin dallas (repeatable)")
 
     p = sub.add_parser("attribute", help="attribute a prompt and write the pruned graph")
     p.add_argument("prompt")

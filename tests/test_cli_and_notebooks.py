@@ -28,6 +28,20 @@ def test_cli_attribute_writes_graph_and_tables(tmp_path, capsys):
     assert "replacement score" in capsys.readouterr().out
 
 
+def test_cli_targets_and_contrasts(tmp_path, capsys):
+    out = tmp_path / "c.graph"
+    assert main(["demo", "--contrast", "austin", "sacramento", "--target", "texas", "--out", str(out)]) == 0
+    g = anb.AttributionGraph.load(out)
+    assert list(g.logits.token) == ["texas", "austin − sacramento"]
+    model = anb.load_model()
+    logits = model.logits(g.prompt).double()
+    assert g.logits.logit[1] == pytest.approx(float(logits[model.token_id("austin")] - logits[model.token_id("sacramento")]),
+                                              abs=1e-4)
+    assert "'austin − sacramento' = " in capsys.readouterr().out
+    assert main(["demo", "--contrast", "austin", "austin", "--out", str(tmp_path / "x.graph")]) == 2
+    assert "compares a token with itself" in capsys.readouterr().err
+
+
 def test_cli_bad_input_is_a_clear_error(tmp_path, capsys):
     assert main(["attribute", "", "--out", str(tmp_path / "x.graph")]) == 2
     assert "prompt is empty" in capsys.readouterr().err

@@ -12,6 +12,8 @@ import json
 import os
 import re
 
+import pandas as pd
+
 from ..io import write_text
 from .maths import entry_rows
 
@@ -50,6 +52,9 @@ def graph_json(graph, *, slug: str | None = None, scan: str | None = None,
             node.update(node_id=f"E_{vocab}_{pos}", feature=pos, layer="E", jsNodeId=f"E_{vocab}-{pos}",
                         activation=None)
         else:
+            if n.token_id is None or n.token_id is pd.NA:
+                raise ValueError(f"Neuronpedia's graphs have token logits only; the custom target {n.token!r} "
+                                 f"({n.node_id}) has no such form (save the graph, or export a graph of token targets)")
             vocab = int(n.token_id)
             p = float(token_prob[n.node_id])
             node.update(node_id=f"{L + 1}_{vocab}_{pos}", feature=vocab, layer=str(L + 1), jsNodeId=f"L_{vocab}-{pos}",

@@ -94,10 +94,11 @@ class InterventionControls:
                            table.head(8)[["token", "p_before", "p_after", "p_change"]].itertuples(index=False)]}
         if mode == "frozen":
             predicted = self.predicted_change(clamps)
-            observed = _demeaned_change(before, after, self.graph.logits.token_id.to_numpy())
+            tokens = self.graph.logits.token_id
+            observed = _demeaned_change(before, after, tokens.fillna(0).to_numpy(dtype=np.int64))
             record["columns"] = ["logit", "predicted Δ", "observed Δ"]
-            record["rows"] = [[t, f"{p:+.4f}", f"{o:+.4f}"] for t, p, o in
-                              zip(self.graph.logits.token, predicted, observed)]
+            record["rows"] = [[t, f"{p:+.4f}", "—" if pd.isna(tid) else f"{o:+.4f}"] for t, tid, p, o in
+                              zip(self.graph.logits.token, tokens, predicted, observed)]
             self.last_generation = None
         else:
             gen = self.model.generate(prompt, clamps, max_new_tokens=max_new_tokens)

@@ -50,10 +50,13 @@ def _finite(values) -> list[float]:
     return [float(v) if np.isfinite(v) else -1.0 for v in np.asarray(values, dtype=np.float64)]
 
 
-def display_name(kind: str, token: str, layer: int, feature, label: str, probability: float | None) -> str:
-    """How a node is named on the plot and in the panel."""
+def display_name(kind: str, token: str, layer: int, feature, label: str, probability: float | None,
+                 value: float | None = None) -> str:
+    """How a node is named on the plot and in the panel (a custom target: its name and value)."""
     if label:
         return label
+    if kind == "logit" and value is not None:
+        return f"{token} = {value:.2f}"
     if kind == "feature":
         return f"L{layer} #{feature}"
     if kind == "error":
@@ -93,8 +96,9 @@ def graph_payload(graph, model=None, *, details_for: int | None = None) -> dict:
     new_index[embedded] = np.arange(int(embedded.sum()))
     nodes = graph.nodes[embedded]
     probability = dict(zip(graph.logits.node_id, graph.logits.probability.astype(float)))
+    custom = dict(zip(graph.logits.node_id[graph.logits.token_id.isna()], graph.logits.logit[graph.logits.token_id.isna()]))
     labels = [x if isinstance(x, str) else "" for x in nodes.label]
-    names = [display_name(k, t, int(la), f, lab, probability.get(i))
+    names = [display_name(k, t, int(la), f, lab, probability.get(i), custom.get(i))
              for k, t, la, f, lab, i in zip(nodes.kind, nodes.token, nodes.layer, nodes.feature, labels, nodes.node_id)]
     return {
         "prompt": graph.prompt, "n_layers": int(graph.n_layers),

@@ -284,3 +284,13 @@ def test_predicted_change_matches_frozen_mode_exactly(llama, llama_graph):
     d = (after.double() - before.double())
     observed = (d[ids] - d.mean()).numpy()
     np.testing.assert_allclose(w.predicted_change({a: anb.Multiply(3.0)}), observed, rtol=1e-3, atol=1e-4)
+
+
+def test_custom_targets_are_drawn_like_logits_with_their_value(llama, tmp_path):
+    a, b = llama.token_strings([5, 9])
+    graph = anb.attribute(llama, PROMPT, targets=[anb.LogitDiff(a, b)], progress=False)
+    p = graph_payload(graph)
+    i = p["nodes"]["id"].index(graph.logits.node_id[0])
+    assert p["nodes"]["kind"][i] == "logit" and p["nodes"]["name"][i] == f"{a} − {b} = {graph.logits.logit[0]:.2f}"
+    with pytest.raises(ValueError, match="custom target"):
+        graph.to_neuronpedia(tmp_path)
