@@ -92,6 +92,9 @@ class LinearTrace:
     mlp_in: list[torch.Tensor]        # per layer [B, T, d], functions of the leaves
     unembed_in: torch.Tensor          # [B, T, d]
     logits: torch.Tensor              # [B, T, V]
+    attn_in: list[torch.Tensor]       # per layer [B, T, d]: the residual stream before its attention
+    attn_x: list[torch.Tensor]        # per layer [B, T, d]: what the attention reads (its norm's output)
+    heads: list[torch.Tensor]         # per layer [B, T, n_heads · d_head]: the heads' outputs side by side
 
     @property
     def leaves(self) -> list[torch.Tensor]:
@@ -129,7 +132,7 @@ def linear_trace(envoy, arch: Architecture, skips: list, cap: TraceInputs, batch
     for l, W_skip in enumerate(skips):
         write = cap.mlp_out[l, :T] if W_skip is None else cap.mlp_out[l, :T] - cap.mlp_in[l, :T] @ W_skip
         write_leaves.append(write[None].expand(batch, T, d).clone().requires_grad_(True))
-    mlp_in = []
+    mlp_in, attn_in, attn_x, heads = [], [], [], []
     with envoy.trace(cap.tokens[None, :T].expand(batch, -1)):
         get_module(envoy, arch.embed).output = embed_leaf
         for layer, W_skip, leaf in zip(layers, skips, write_leaves):
@@ -140,7 +143,10 @@ def linear_trace(envoy, arch: Architecture, skips: list, cap: TraceInputs, batch
                     x = transcoder_reads(arch, norm._module, inp, frozen=True)
                 norm.output = frozen_norm(inp, norm.output, norm._module, arch.norm_kind)
                 if i == 0:                       # the attention runs after the first norm
+                    attn_in.append(nnsight.save(inp))
+                    attn_x.append(nnsight.save(norm.output))
                     _freeze_attention(arch, layer)
+                    heads.append(nnsight.save(get_module(layer, arch.heads_out).input))
             if arch.mlp_in not in arch.norms:
                 x = get_module(layer, arch.mlp_in).input
             mlp_in.append(nnsight.save(x))
@@ -149,4 +155,4 @@ def linear_trace(envoy, arch: Architecture, skips: list, cap: TraceInputs, batch
         final.output = frozen_norm(final.input, final.output, final._module, arch.norm_kind)
         unembed_in = get_module(envoy, arch.unembed).input.save()
         logits = get_module(envoy, arch.unembed).output.save()
-    return LinearTrace(embed_leaf, write_leaves, mlp_in, unembed_in, logits)
+    return LinearTrace(embed_leaf, write_leaves, mlp_in, unembed_in, logits, attn_in, attn_x, heads)

@@ -19,6 +19,22 @@ import torch
 from attribution_nb.architectures import architecture_for
 
 
+#: the families and transcoder kinds the invariant tests run on: (family, activation, skip)
+CASES = [
+    ("llama", "jumprelu", False),
+    ("llama", "relu", False),
+    ("llama", "topk", False),
+    ("llama", "jumprelu", True),
+    ("qwen2", "jumprelu", False),
+    ("qwen3", "jumprelu", True),
+    ("gemma2", "jumprelu", False),    # (1 + w) norms, post-norms, scaled embeddings, soft-caps, sliding window
+    ("gemma3", "jumprelu", True),     # Gemma-2's block with q/k norms, local and global layers, no soft-caps
+    ("gpt2", "jumprelu", True),       # LayerNorm with bias, Conv1D, learned positions
+    ("llama", "jumprelu", "clt"),     # cross-layer transcoders: features write to every later layer
+    ("gemma2", "relu", "clt"),
+]
+
+
 @dataclass
 class Sources:
     embed: torch.Tensor           # [T, d]
@@ -77,7 +93,9 @@ class Reference:
             embed = embed * cfg_scale(self.hf.config)
         h = embed if sources is None else sources.embed
         acts, errors, mlp_ins = [], [], []
+        self.attn_ins = []                  # the residual stream before each layer's attention
         for l, layer in enumerate(layers):
+            self.attn_ins.append(h)
             attn = layer.self_attn
             x = self._norm(h, layer.input_layernorm, (l, 0), record)
             v = attn.v_proj(x).view(T, self.n_kv, -1).repeat_interleave(self.n_heads // self.n_kv, dim=1)
@@ -140,7 +158,9 @@ class Reference:
         h = embed if sources is None else sources.embed
         acts, errors, mlp_ins = [], [], []
         d = h.shape[-1]
+        self.attn_ins = []
         for l, block in enumerate(t.h):
+            self.attn_ins.append(h)
             x = self._layernorm(h, block.ln_1, (l, 0), record)
             qkv = x @ block.attn.c_attn.weight + block.attn.c_attn.bias
             v = qkv[:, 2 * d:].view(T, self.n_heads, -1)

@@ -50,7 +50,8 @@ class Architecture:
     ``"rms_plus_one"``: x·(1+w)/rms, ``"layernorm"``).  ``queries_keys`` are the modules
     (relative to a layer) whose outputs are the attention's queries and keys; with
     ``qk_fused`` one module outputs queries, keys and values side by side.  They run between
-    the first norm of ``norms`` and the second.  ``refuse(config)`` lists what of a config
+    the first norm of ``norms`` and the second; ``values`` is the value projection and
+    ``heads_out`` the module that reads the heads' outputs.  ``refuse(config)`` lists what of a config
     this family does not handle (empty: fine).
     """
 
@@ -69,6 +70,8 @@ class Architecture:
     mlp_in_normalized: bool = False      # the transcoder reads x/rms of norm ``mlp_in``'s input (no weight)
     queries_keys: tuple[str, ...] = ("self_attn.q_proj", "self_attn.k_proj")
     qk_fused: bool = False
+    values: str = "self_attn.v_proj"      # the value projection (with ``qk_fused``: the fused module)
+    heads_out: str = "self_attn.o_proj"   # the module whose input is the heads' outputs side by side
     refuse: Callable[[Any], list[str]] = field(default=_never, compare=False)
     tiny_config: Callable[..., Any] | None = field(default=None, compare=False)
 

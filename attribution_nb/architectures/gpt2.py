@@ -17,4 +17,5 @@ def tiny_gpt2(*, vocab_size, d_model, n_layers, n_heads, n_kv_heads, d_mlp, max_
 
 GPT2 = Architecture("gpt2", ("gpt2",), block="gpt2", layers="transformer.h", norms=("ln_1", "ln_2"),
                     embed="transformer.drop", final_norm="transformer.ln_f", norm_kind="layernorm",
-                    queries_keys=("attn.c_attn",), qk_fused=True, tiny_config=tiny_gpt2)
+                    queries_keys=("attn.c_attn",), qk_fused=True, values="attn.c_attn", heads_out="attn.c_proj",
+                    tiny_config=tiny_gpt2)

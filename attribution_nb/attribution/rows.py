@@ -60,6 +60,7 @@ class RowEngine:
         self.envoy, self.arch, self.skips = model.nn, model.architecture, model.transcoders.skip_weights()
         self.cap = cap.trace_inputs()
         self.trace: LinearTrace | None = None     # traced on first use (on the server, for a remote model)
+        self.read_attention = False   # targets read the residual before a layer's attention, not its MLP input
         self.length: int | None = None
         # prefix lengths a batch may run on: a target at position p only needs positions ≤ p
         self.buckets = sorted({math.ceil(T * k / PREFIX_STEPS) for k in range(1, PREFIX_STEPS + 1)}) \
@@ -157,7 +158,8 @@ class RowEngine:
         parts = []
         for layer in layers.unique().tolist():
             sel = layers == layer
-            x = trace.unembed_in if layer == self.L else trace.mlp_in[layer]
+            x = trace.unembed_in if layer == self.L else \
+                trace.attn_in[layer] if self.read_attention else trace.mlp_in[layer]
             parts.append((x[batch_idx[sel], positions[sel]] * vectors[sel].to(x.device, x.dtype)).sum())
         loss = sum(parts[1:], parts[0])
         grads = torch.autograd.grad(loss, trace.leaves, retain_graph=True, allow_unused=True)

@@ -11,24 +11,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import PROMPT
-from reference import Reference, Sources
+from reference import CASES, Reference, Sources
 
 import attribution_nb as anb
 from attribution_nb.demo import tiny_model
 
-CASES = [
-    ("llama", "jumprelu", False),
-    ("llama", "relu", False),
-    ("llama", "topk", False),
-    ("llama", "jumprelu", True),
-    ("qwen2", "jumprelu", False),
-    ("qwen3", "jumprelu", True),
-    ("gemma2", "jumprelu", False),    # (1 + w) norms, post-norms, scaled embeddings, soft-caps, sliding window
-    ("gemma3", "jumprelu", True),     # Gemma-2's block with q/k norms, local and global layers, no soft-caps
-    ("gpt2", "jumprelu", True),       # LayerNorm with bias, Conv1D, learned positions
-    ("llama", "jumprelu", "clt"),     # cross-layer transcoders: features write to every later layer
-    ("gemma2", "relu", "clt"),
-]
 
 
 @pytest.fixture(scope="module", params=CASES,

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import PROMPT
-from reference import Reference, Sources
-from test_invariants import CASES
+from reference import CASES, Reference, Sources
 
 import attribution_nb as anb
 from attribution_nb.demo import tiny_model

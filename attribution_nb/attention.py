@@ -1,0 +1,417 @@
+"""QK attributions: why a head attends where it does.
+
+A graph freezes attention patterns, so its edges say *that* information moved between
+positions, not *why* a head looked there.  The pre-softmax score of head ``h`` of layer ``ℓ``
+at (query ``q``, key ``k``) is ``s = scale · Q·K``, where ``Q`` is the head's query at ``q``
+(the residual stream before the attention, through its norm with the scale frozen, the query
+projection, the q-norm with its scale frozen if the family has one, and the rotary embedding)
+and ``K`` its key at ``k``.  In the frozen replacement model both are affine in the sources —
+features, error nodes and token embeddings — so ``Q = Σ_a u_a + u_0`` and ``K = Σ_b v_b + v_0``
+(``u_0``, ``v_0``: the constant terms, biases carried through the frozen model), and
+
+    s = Σ_a Σ_b scale · u_a·v_b      (a, b over the sources and the constant ``bias``).
+
+:func:`attribute_attention` returns that sum as a table of (query-side node, key-side node,
+contribution); its rows sum to the score exactly.  Each source's ``u_a`` comes from ``d_head``
+gradient rows of the linear trace (the same machinery as the graph's edges), read at the
+residual stream before layer ``ℓ``'s attention.  :func:`attention_scores` gives the whole
+``[T, T]`` score matrix of a head through the same maps (its softmax is the head's pattern).
+
+Gemma-2 soft-caps the scores (``c·tanh(s/c)``): the table explains ``s`` before the cap.
+Local models only (the maps read the weights here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .architectures import get_module
+from .attribution.rows import ActiveFeatures, RowEngine, RowRunner
+from .attribution.store import RowStore
+from .checks import as_int
+from .ids import NodeId
+from .tracing import linear_trace
+
+
+@dataclass
+class HeadMaps:
+    """The affine maps from the residual stream before layer ``layer``'s attention to one head's
+    query and key at each position: ``Q[p] = Mq[p] @ r[p] + mq[p]`` (float64), the scale, and
+    the clean residual ``r``."""
+
+    layer: int
+    head: int
+    Mq: torch.Tensor      # [T, d_head, d]
+    mq: torch.Tensor      # [T, d_head]
+    Mk: torch.Tensor
+    mk: torch.Tensor
+    scale: float
+    resid: torch.Tensor   # [T, d]
+
+    def query(self, p: int, r: torch.Tensor | None = None) -> torch.Tensor:
+        return self.Mq[p] @ (self.resid[p] if r is None else r) + self.mq[p]
+
+    def key(self, p: int, r: torch.Tensor | None = None) -> torch.Tensor:
+        return self.Mk[p] @ (self.resid[p] if r is None else r) + self.mk[p]
+
+
+def _attention_module(model, layer: int):
+    arch = model.architecture
+    hf_layer = get_module(model.hf_model, arch.layers)[layer]
+    return hf_layer, get_module(hf_layer, arch.queries_keys[0].rsplit(".", 1)[0])
+
+
+def _attention_inputs(model, tokens: torch.Tensor, layer: int) -> torch.Tensor:
+    """The clean residual stream before layer ``layer``'s attention, [T, d]."""
+    arch = model.architecture
+    with torch.no_grad(), model.trace(tokens[None]):
+        layers = get_module(model.nn, arch.layers)
+        saved = get_module(layers[layer], arch.norms[0]).input.save()
+    return saved[0].detach().to("cpu", torch.float64)
+
+
+def _norm_map(module, kind: str, r: torch.Tensor, plus_one: bool):
+    """``x = N r + n`` for a norm with its scale frozen at the clean ``r`` [T, d]: N [T, d, d], n [T, d]."""
+    T, d = r.shape
+    eps = float(getattr(module, "variance_epsilon", None) or getattr(module, "eps", None) or 1e-6)
+    w = module.weight.detach().to("cpu", torch.float64)
+    w = 1 + w if plus_one else w
+    if kind == "layernorm":
+        centre = torch.eye(d, dtype=torch.float64) - 1.0 / d
+        scale = torch.rsqrt((r - r.mean(-1, keepdim=True)).pow(2).mean(-1) + eps)
+        N = scale[:, None, None] * (w[:, None] * centre)[None]
+        bias = module.bias.detach().to("cpu", torch.float64) if module.bias is not None else torch.zeros(d)
+        return N, bias.expand(T, d).double()
+    scale = torch.rsqrt(r.pow(2).mean(-1) + eps)
+    return scale[:, None, None] * torch.diag(w)[None], torch.zeros(T, d, dtype=torch.float64)
+
+
+def _projection(model, attn, which: int, head: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One head's query (``which=0``) or key (1) projection: W [d_head, d], b [d_head], float64."""
+    arch, cfg = model.architecture, model.hf_model.config
+    n_heads = cfg.num_attention_heads
+    n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
+    h = head if which == 0 else head // (n_heads // n_kv)
+    if arch.qk_fused:                              # GPT-2's Conv1D: x @ W + b, [queries | keys | values]
+        mod = get_module(get_module(model.hf_model, arch.layers)[attn.layer_idx], arch.queries_keys[0])
+        d = mod.weight.shape[0]
+        hd = d // n_heads
+        W = mod.weight.detach().double()[:, which * d + h * hd: which * d + (h + 1) * hd].T
+        b = mod.bias.detach().double()[which * d + h * hd: which * d + (h + 1) * hd]
+        return W.cpu(), b.cpu()
+    mod = get_module(attn, arch.queries_keys[which].rsplit(".", 1)[1])
+    hd = mod.weight.shape[0] // (n_heads if which == 0 else n_kv)
+    W = mod.weight.detach().double()[h * hd:(h + 1) * hd]
+    b = mod.bias.detach().double()[h * hd:(h + 1) * hd] if mod.bias is not None else torch.zeros(hd, dtype=torch.float64)
+    return W.cpu(), b.cpu()
+
+
+def _rotary(model, attn, layer: int, T: int, hd: int):
+    """cos, sin [T, d_head] of the rotary embedding at layer ``layer`` (None: no rotary)."""
+    inner = getattr(model.hf_model, "model", None)
+    rot = getattr(inner, "rotary_emb", None)
+    if rot is None:
+        return None
+    x = torch.zeros(1, T, hd, dtype=torch.float32)
+    positions = torch.arange(T)[None]
+    types = getattr(model.hf_model.config, "layer_types", None)
+    try:
+        cos, sin = rot(x, positions, types[layer]) if types is not None else rot(x, positions)
+    except TypeError:
+        cos, sin = rot(x, positions)
+    cos, sin = cos[0].double(), sin[0].double()
+    if cos.shape[-1] != hd:
+        raise ValueError(f"partial rotary embeddings ({cos.shape[-1]} of {hd} dimensions) are not supported")
+    return cos, sin
+
+
+def _rotate(cos, sin, hd: int) -> torch.Tensor:
+    """The rotary embedding at each position as a matrix [T, d_head, d_head] (``rotate_half``)."""
+    half = hd // 2
+    P = torch.zeros(hd, hd, dtype=torch.float64)
+    P[:half, half:] = -torch.eye(half)
+    P[half:, :half] = torch.eye(half)
+    return torch.diag_embed(cos) + sin[:, :, None] * P[None]
+
+
+def _scale(model, attn) -> float:
+    if getattr(attn, "scaling", None) is not None:
+        return float(attn.scaling)
+    cfg = model.hf_model.config                 # GPT-2
+    hd = cfg.n_embd // cfg.n_head
+    s = hd ** -0.5 if getattr(attn, "scale_attn_weights", True) else 1.0
+    if getattr(attn, "scale_attn_by_inverse_layer_idx", False):
+        s /= float(attn.layer_idx + 1)
+    return s
+
+
+def head_maps(model, tokens: torch.Tensor, layer: int, head: int) -> HeadMaps:
+    """The query and key maps of one head at every position (see :class:`HeadMaps`)."""
+    arch = model.architecture
+    hf_layer, attn = _attention_module(model, layer)
+    resid = _attention_inputs(model, tokens, layer)
+    T = len(resid)
+    plus_one = arch.norm_kind == "rms_plus_one"
+    N, n = _norm_map(get_module(hf_layer, arch.norms[0]), arch.norm_kind, resid, plus_one)
+    x = torch.einsum("tij,tj->ti", N, resid) + n
+    maps = []
+    for which, norm_name in ((0, "q_norm"), (1, "k_norm")):
+        W, b = _projection(model, attn, which, head)
+        hd = W.shape[0]
+        M = torch.einsum("hd,tde->the", W, N)                        # [T, hd, d]
+        m = n @ W.T + b
+        qk_norm = getattr(attn, norm_name, None)
+        if qk_norm is not None:                                      # q/k norm, scale frozen at the clean run
+            raw = x @ W.T + b
+            Nq, _ = _norm_map(qk_norm, "rms", raw, plus_one)
+            M, m = torch.einsum("tij,tje->tie", Nq, M), torch.einsum("tij,tj->ti", Nq, m)
+        rot = _rotary(model, attn, layer, T, hd)
+        if rot is not None:
+            R = _rotate(rot[0], rot[1], hd)
+            M, m = torch.einsum("tij,tje->tie", R, M), torch.einsum("tij,tj->ti", R, m)
+        maps += [M, m]
+    return HeadMaps(layer, head, maps[0], maps[1], maps[2], maps[3], _scale(model, attn), resid)
+
+
+def _check_head(model, layer, head, T: int, query_pos=None, key_pos=None) -> tuple:
+    L, n_heads = model.n_layers, model.hf_model.config.num_attention_heads
+    layer = as_int("layer", layer, minimum=0)
+    head = as_int("head", head, minimum=0)
+    if layer >= L:
+        raise ValueError(f"layer must be in [0, {L}), got {layer}")
+    if head >= n_heads:
+        raise ValueError(f"head must be in [0, {n_heads}), got {head}")
+    out = [layer, head]
+    for name, p in (("query_pos", query_pos), ("key_pos", key_pos)):
+        if p is None:
+            continue
+        p = as_int(name, p)
+        if not -T <= p < T:
+            raise ValueError(f"{name} must be in [-{T}, {T}) for this {T}-token prompt, got {p}")
+        out.append(p % T)
+    if len(out) == 4 and out[3] > out[2]:
+        raise ValueError(f"key_pos {out[3]} is after query_pos {out[2]}: a causal head never attends forward")
+    return tuple(out)
+
+
+def attention_scores(model, prompt, layer: int, head: int) -> torch.Tensor:
+    """Pre-softmax scores [T, T] of one head (query rows, key columns; NaN above the diagonal),
+    computed through the same maps as :func:`attribute_attention`.  (Before Gemma-2's soft-cap;
+    a sliding-window layer masks far keys too, which this does not.)"""
+    tokens = model.tokenize(prompt)
+    layer, head = _check_head(model, layer, head, len(tokens))
+    maps = head_maps(model, tokens, layer, head)
+    T = len(tokens)
+    Q = torch.stack([maps.query(p) for p in range(T)])
+    K = torch.stack([maps.key(p) for p in range(T)])
+    scores = maps.scale * Q @ K.T
+    return scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("nan"))
+
+
+def attention_heads(model, prompt, query_pos: int = -1, key_pos: int = 0) -> pd.DataFrame:
+    """Every head's attention from ``query_pos`` to ``key_pos`` (its pattern weight and pre-softmax
+    score), strongest first: where to look before :func:`attribute_attention`.  A graph edge
+    from a source at ``key_pos`` to a node at ``query_pos`` can only travel through heads that
+    attend there (at layers between the two)."""
+    tokens = model.tokenize(prompt)
+    T = len(tokens)
+    _, _, q, k = _check_head(model, 0, 0, T, query_pos, key_pos)
+    rows = []
+    for layer in range(model.n_layers):
+        for head in range(model.hf_model.config.num_attention_heads):
+            scores = attention_scores(model, tokens, layer, head)[q]
+            cap = getattr(model.hf_model.config, "attn_logit_softcapping", None)
+            capped = torch.tanh(scores / cap) * cap if cap else scores
+            weight = torch.softmax(capped[: q + 1], -1)[k]
+            rows.append((layer, head, float(weight), float(scores[k])))
+    table = pd.DataFrame(rows, columns=["layer", "head", "weight", "score"])
+    return table.sort_values("weight", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def attribute_attention(model, prompt, layer: int, head: int, query_pos: int = -1, key_pos: int = 0, *,
+                        batch_size: int = 32) -> pd.DataFrame:
+    """The pre-softmax score of head ``head`` of layer ``layer`` at (``query_pos``, ``key_pos``)
+    as a sum over (query-side node, key-side node) pairs; see the module docstring.
+
+    Returns a DataFrame sorted by |contribution|: ``query_node``, ``key_node`` (node ids as in a
+    graph, or ``"bias"`` for a side's constant term), ``contribution``, and the sides' ``query_kind``,
+    ``key_kind``; ``table.attrs`` holds the ``score`` (the rows' sum), the query and key vectors'
+    norms and the arguments.
+    """
+    tokens = model.tokenize(prompt)
+    T = len(tokens)
+    layer, head, q, k = _check_head(model, layer, head, T, query_pos, key_pos)
+    maps = head_maps(model, tokens, layer, head)
+    U, u0, V, v0, ids, kinds = _source_sides(model, tokens, maps, q, k, batch_size)
+    a = np.flatnonzero(np.abs(U).sum(1) > 0)
+    b = np.flatnonzero(np.abs(V).sum(1) > 0)
+    left = np.vstack([U[a], u0[None]])
+    right = np.vstack([V[b], v0[None]])
+    C = maps.scale * left @ right.T
+    q_ids, k_ids = np.append(ids[a], "bias"), np.append(ids[b], "bias")
+    q_kinds, k_kinds = np.append(kinds[a], "bias"), np.append(kinds[b], "bias")
+    i, j = np.meshgrid(np.arange(len(left)), np.arange(len(right)), indexing="ij")
+    table = pd.DataFrame({"query_node": q_ids[i.ravel()], "key_node": k_ids[j.ravel()], "contribution": C.ravel(),
+                          "query_kind": q_kinds[i.ravel()], "key_kind": k_kinds[j.ravel()]})
+    table = table.reindex(table.contribution.abs().sort_values(ascending=False, kind="stable").index)
+    table = table.reset_index(drop=True)
+    Q, K = maps.query(q).numpy(), maps.key(k).numpy()
+    table.attrs.update(score=float(maps.scale * Q @ K), layer=layer, head=head, query_pos=q, key_pos=k,
+                       query_norm=float(np.linalg.norm(Q)), key_norm=float(np.linalg.norm(K)), scale=maps.scale)
+    return table
+
+
+def _source_sides(model, tokens, maps: HeadMaps, q: int, k: int, batch_size: int):
+    """Each source's contribution to the query at ``q`` and to the key at ``k`` ([n_sources, d_head]
+    each, from gradient rows of the linear trace), the constant terms, and the sources' ids."""
+    cap = model.capture(tokens)
+    active = ActiveFeatures.of(cap.activations)
+    hd = maps.Mq.shape[1]
+    engine = RowEngine(model, cap, active, min(batch_size, 2 * hd))
+    engine.read_attention = True
+    engine.buckets = [engine.T]
+    store = RowStore()
+
+    class _Quiet:
+        def update(self, n):
+            pass
+    runner = RowRunner(model.backend, engine, store, _Quiet())
+    model.backend.prepare(engine)
+    keys = [("q", j) for j in range(hd)] + [("k", j) for j in range(hd)]
+    vectors = torch.cat([maps.Mq[q], maps.Mk[k]]).float()
+    runner(keys, torch.full((2 * hd,), maps.layer), torch.tensor([q] * hd + [k] * hd), vectors)
+    rows = store.csr(keys, engine.n_sources, dtype=np.float64).toarray()
+    U, V = rows[:hd].T, rows[hd:].T
+    u0 = maps.query(q).numpy() - U.sum(0)
+    v0 = maps.key(k).numpy() - V.sum(0)
+    L, T = engine.L, engine.T
+    ids = np.array([NodeId.for_feature(int(la), int(p), int(f)) for la, p, f in
+                    zip(active.layer, active.position, active.index)]
+                   + [NodeId.for_error(la, p) for la in range(L) for p in range(T)]
+                   + [NodeId.for_token(p, int(tokens[p])) for p in range(T)], dtype=object)
+    kinds = np.array(["feature"] * len(active) + ["error"] * (L * T) + ["token"] * T, dtype=object)
+    return U, u0, V, v0, ids, kinds
+
+
+def _patterns(model, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """The clean attention patterns [heads, T, T] of every layer (Hugging Face's eager attention)."""
+    cfg = model.hf_model.config
+    saved = cfg._attn_implementation
+    cfg._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            out = model.hf_model(tokens[None].to(model.device), output_attentions=True)
+    finally:
+        cfg._attn_implementation = saved
+    return [a[0].detach().to("cpu", torch.float64) for a in out.attentions]
+
+
+def _values(model, layer: int, kv_head: int) -> torch.Tensor:
+    """One key-value head's value projection W_V [d_head, d] (float64)."""
+    arch, cfg = model.architecture, model.hf_model.config
+    hf_layer = get_module(model.hf_model, arch.layers)[layer]
+    mod = get_module(hf_layer, arch.values)
+    n_heads = cfg.num_attention_heads
+    if arch.qk_fused:
+        d = mod.weight.shape[0]
+        hd = d // n_heads
+        return mod.weight.detach().double()[:, 2 * d + kv_head * hd: 2 * d + (kv_head + 1) * hd].T.cpu()
+    n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
+    hd = mod.weight.shape[0] // n_kv
+    return mod.weight.detach().double()[kv_head * hd:(kv_head + 1) * hd].cpu()
+
+
+def _source_dot(model, cap, node, grads) -> torch.Tensor:
+    """Per batch row: the gradient at the source's write, dotted with what it writes (its share)."""
+    g_embed, g_writes = grads[0], grads[1:]
+    if node.kind == "token":
+        return g_embed[:, node.position].double() @ cap.embed[node.position].double()
+    if node.kind == "error":
+        return g_writes[node.layer][:, node.position].double() @ cap.errors[node.layer, node.position].double()
+    act = cap.activations[node.layer][node.position, node.feature].double()
+    total = torch.zeros(g_embed.shape[0], dtype=torch.float64)
+    for j, w in enumerate(model.transcoders[node.layer].direction_writes(node.feature)):
+        g = g_writes[node.layer + j]
+        if g is not None:
+            total += act * (g[:, node.position].double() @ w.detach().double())
+    return total
+
+
+def edge_heads(model, prompt, source: str, target: str) -> pd.DataFrame:
+    """Which attention heads carry the edge ``source → target`` (node ids of a graph of
+    ``prompt``; the source at an earlier position than the target), and how much.
+
+    In the frozen replacement model every path from the source's position to the target's
+    ends with one last attention hop into the target's position; grouping the paths by that hop's
+    head splits the edge exactly: ``loading(ℓ, h) = g · Σ_{p < q} A_h[q, p] · W_V,h · Δx_ℓ[p]``,
+    where ``Δx_ℓ`` is what the source adds to the attention's input at layer ``ℓ`` (through every
+    earlier path), ``A_h`` the frozen pattern and ``g`` the gradient of the target at head ``h``'s
+    output at ``q``.  The loadings sum to the edge (``table.attrs["edge"]``).  Targets: features
+    and token logits."""
+    tokens = model.tokenize(prompt)
+    T, L = len(tokens), model.n_layers
+    s, t = NodeId.parse(source), NodeId.parse(target)
+    if s.kind == "logit" or t.kind in ("token", "error"):
+        raise ValueError(f"an edge runs from a feature, error or token node to a feature or logit node; "
+                         f"got {source} → {target}")
+    if t.kind == "logit" and t.token_id is None:
+        raise ValueError(f"{target} is a custom target; head loadings are for features and token logits")
+    q = T - 1 if t.kind == "logit" else t.position
+    if s.position is None or q is None or s.position >= q or q >= T:
+        raise ValueError(f"{source} → {target} does not cross positions forward in this {T}-token prompt "
+                         f"(only edges from an earlier position travel through attention)")
+    cap = model.capture(tokens)
+    arch, skips = model.architecture, model.transcoders.skip_weights()
+    clean = linear_trace(model.nn, arch, skips, cap.trace_inputs(), 1)
+    if t.kind == "logit":
+        top = L
+        read, vector = clean.unembed_in, model.demeaned_unembedding([t.token_id])[0]
+    else:
+        layer_t, f_t = int(t.layer or 0), int(t.feature or 0)
+        top = layer_t + 1                                   # a feature reads after its layer's attention
+        read, vector = clean.mlp_in[layer_t], model.transcoders[layer_t].W_enc[:, f_t]
+    loss = (read[0, q] * vector.to(read.device, read.dtype)).sum()
+    grads = torch.autograd.grad(loss, clean.heads[:top], allow_unused=True)
+    patterns = _patterns(model, tokens)
+    cfg = model.hf_model.config
+    n_heads = cfg.num_attention_heads
+    n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
+    # per head: the vector its value projection and the target's gradient read at each earlier position
+    reads = []
+    for layer in range(top):
+        for head in range(n_heads):
+            W_V = _values(model, layer, head // (n_heads // n_kv))
+            hd = W_V.shape[0]
+            g = grads[layer]
+            g_h = torch.zeros(hd, dtype=torch.float64) if g is None else \
+                g[0, q, head * hd:(head + 1) * hd].detach().to("cpu", torch.float64)
+            reads.append((layer, head, W_V.T @ g_h))
+    loadings = _head_rows(model, cap, s, reads, patterns, q)
+    rows = [(layer, head, float(x), float(patterns[layer][head, q, s.position]))
+            for (layer, head, _), x in zip(reads, loadings)]
+    table = pd.DataFrame(rows, columns=["layer", "head", "loading", "weight_to_source"])
+    table = table.reindex(table.loading.abs().sort_values(ascending=False, kind="stable").index).reset_index(drop=True)
+    table.attrs.update(source=source, target=target, edge=float(table.loading.sum()))
+    return table
+
+
+def _head_rows(model, cap, source, reads, patterns, q: int, batch: int = 32) -> np.ndarray:
+    """For each (layer, head, w): the source's share of ``Σ_{p<q} A[q, p] · w·x_layer[p]`` in the
+    frozen model (gradient rows of the linear trace, ``batch`` heads a backward pass)."""
+    arch, skips = model.architecture, model.transcoders.skip_weights()
+    out = []
+    for start in range(0, len(reads), batch):
+        chunk = reads[start:start + batch]
+        trace = linear_trace(model.nn, arch, skips, cap.trace_inputs(), len(chunk))
+        parts = []
+        for b, (layer, head, w) in enumerate(chunk):
+            x = trace.attn_x[layer][b, :q]                                  # [q, d]
+            weights = patterns[layer][head, q, :q].to(x.device, x.dtype)
+            parts.append(weights @ (x @ w.to(x.device, x.dtype)))
+        grads = torch.autograd.grad(sum(parts[1:], parts[0]), trace.leaves, allow_unused=True)
+        out.append(_source_dot(model, cap, source, grads).numpy())
+    return np.concatenate(out)

@@ -1,0 +1,191 @@
+"""QK attributions against Hugging Face's own attention and the float64 reference model.
+
+* The maps: every head's queries and keys equal the ones Hugging Face's attention computes (read
+  from its ``eager_attention_forward``: after q/k norms and rotary embeddings), and the softmax of
+  ``attention_scores`` is the reference's attention pattern.
+* The table: its rows sum to the score; its constant ("bias") query and key equal the ones of the
+  reference run with every source zeroed; zeroing one query-side feature in the reference moves
+  the score by exactly that feature's summed row.
+"""
+
+import importlib
+
+import pytest
+import torch
+from conftest import PROMPT
+from reference import CASES, Reference, Sources
+
+import attribution_nb as anb
+from attribution_nb.attention import attention_scores, attribute_attention, head_maps
+from attribution_nb.demo import tiny_model
+
+
+@pytest.fixture(scope="module", params=CASES,
+                ids=lambda c: f"{c[0]}-{c[1]}{'' if not c[2] else '-skip' if c[2] is True else '-' + c[2]}")
+def case(request):
+    family, activation, skip = request.param
+    model = tiny_model(family, seed=3, activation=activation, skip=skip is True, cross_layer=skip == "clt",
+                       d_features=128)
+    return model, Reference(model, model.tokenize(PROMPT))
+
+
+def _hf_queries_keys(model, tokens):
+    """Per layer, the (query, key, scaling) Hugging Face's eager attention receives."""
+    seen = []
+    attn_type = type(model.hf_model.base_model.h[0].attn if hasattr(model.hf_model.base_model, "h")
+                     else model.hf_model.base_model.layers[0].self_attn)
+    module = importlib.import_module(attn_type.__module__)
+    original = module.eager_attention_forward
+
+    def spy(mod, query, key, value, attention_mask, scaling=None, **kwargs):
+        seen.append((query[0].double(), key[0].double(), query.shape[-1] ** -0.5 if scaling is None else scaling))
+        return original(mod, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    cfg = model.hf_model.config
+    saved = cfg._attn_implementation
+    cfg._attn_implementation = "eager"
+    module.eager_attention_forward = spy
+    try:
+        with torch.no_grad():
+            model.hf_model(tokens[None])
+    finally:
+        module.eager_attention_forward = original
+        cfg._attn_implementation = saved
+    return seen
+
+
+def test_queries_keys_and_patterns_are_hugging_faces(case):
+    model, ref = case
+    tokens = model.tokenize(PROMPT)
+    seen = _hf_queries_keys(model, tokens)
+    n_heads = model.hf_model.config.num_attention_heads
+    n_kv = getattr(model.hf_model.config, "num_key_value_heads", None) or n_heads
+    for layer in range(model.n_layers):
+        hf_q, hf_k, scaling = seen[layer]                  # [heads, T, d_head]
+        for head in range(n_heads):
+            maps = head_maps(model, tokens, layer, head)
+            Q = torch.stack([maps.query(p) for p in range(len(tokens))])
+            K = torch.stack([maps.key(p) for p in range(len(tokens))])
+            tol = 1e-4 * float(hf_q.abs().max() + hf_k.abs().max())
+            torch.testing.assert_close(Q, hf_q[head], rtol=0, atol=tol)
+            torch.testing.assert_close(K, hf_k[head // (n_heads // n_kv)], rtol=0, atol=tol)
+            assert maps.scale == pytest.approx(float(scaling), rel=1e-6)
+            scores = attention_scores(model, PROMPT, layer, head)
+            if getattr(model.hf_model.config, "attn_logit_softcapping", None):
+                cap = model.hf_model.config.attn_logit_softcapping
+                scores = torch.tanh(scores / cap) * cap
+            pattern = torch.softmax(scores.nan_to_num(float("-inf")), -1)
+            if (ref.patterns[layer][head] == 0).sum() > int(torch.ones(len(tokens), len(tokens)).triu(1).sum()):
+                continue                                   # a sliding window masks more keys: compare rows kept
+            torch.testing.assert_close(pattern, ref.patterns[layer][head], rtol=0, atol=1e-4)
+
+
+def _picks(model, T):
+    L, H = model.n_layers, model.hf_model.config.num_attention_heads
+    return [(L - 1, 0, T - 1, 2), (1, H - 1, T - 2, T - 5), (L - 1, H // 2, T - 1, T - 1)]
+
+
+def test_tables_sum_to_the_score_with_the_reference_constant(case):
+    model, ref = case
+    tokens = model.tokenize(PROMPT)
+    T = len(tokens)
+    with torch.no_grad():
+        ref.run(ref.zero_sources())
+        zero_resid = [h[0] if h.dim() == 3 else h for h in ref.attn_ins]
+    for layer, head, q, k in _picks(model, T):
+        table = attribute_attention(model, PROMPT, layer, head, q, k)
+        score = table.attrs["score"]
+        scale = float(table.contribution.abs().max())
+        assert table.contribution.sum() == pytest.approx(score, abs=1e-5 * scale)
+        maps = head_maps(model, tokens, layer, head)
+        assert score == pytest.approx(float(attention_scores(model, PROMPT, layer, head)[q, k]), abs=1e-6 * scale)
+        # the bias × bias term: the reference's query and key with every source zeroed
+        q0, k0 = maps.query(q, zero_resid[layer][q]), maps.key(k, zero_resid[layer][k])
+        bias = table[(table.query_node == "bias") & (table.key_node == "bias")].contribution.iloc[0]
+        assert bias == pytest.approx(maps.scale * float(q0 @ k0), abs=1e-5 * scale)
+        row = table[table.query_node == "bias"].contribution.sum()            # bias query · the whole key
+        assert row == pytest.approx(maps.scale * float(q0 @ maps.key(k)), abs=1e-5 * scale)
+
+
+def test_zeroing_a_query_side_feature_moves_the_score_by_its_row(case):
+    model, ref = case
+    tokens = model.tokenize(PROMPT)
+    T = len(tokens)
+    layer, head, q, k = model.n_layers - 1, 0, T - 1, 3
+    table = attribute_attention(model, PROMPT, layer, head, q, k)
+    maps = head_maps(model, tokens, layer, head)
+    rows = table[(table.query_kind == "feature")].groupby("query_node").contribution.sum()
+    later = [n for n in rows.abs().sort_values(ascending=False).index if anb.NodeId.parse(n).position > k][:3]
+    assert later, "no query-side feature after the key position"
+    src = ref.clean_sources
+    with torch.no_grad():
+        ref.run(src)
+        base = ref.attn_ins[layer].clone()
+    for node in later:
+        n = anb.NodeId.parse(node)
+        acts = [a.clone() for a in src.acts]
+        acts[n.layer][n.position, n.feature] = 0.0
+        with torch.no_grad():
+            ref.run(Sources(src.embed, acts, src.errors.clone()))
+            changed = ref.attn_ins[layer]
+        assert torch.allclose(changed[k], base[k])                 # the key cannot see a later feature
+        delta = maps.scale * float((maps.query(q, base[q]) - maps.query(q, changed[q])) @ maps.key(k, base[k]))
+        assert rows[node] == pytest.approx(delta, abs=1e-5 * float(table.contribution.abs().max()) + 1e-7)
+
+
+def test_on_the_demo_model_the_city_moves_through_a_head_that_looks_for_it():
+    """In the Dallas prompt, the last position attends to "dallas" in some head whose top QK pair
+    is a feature at the last position and a feature at "dallas"."""
+    model = anb.load_model()
+    tokens = model.tokenize(PROMPT)
+    dallas = [model.token_strings([int(t)])[0] for t in tokens].index("dallas")
+    found = []
+    for layer in range(1, model.n_layers):
+        for head in range(model.hf_model.config.num_attention_heads):
+            p = torch.softmax(attention_scores(model, PROMPT, layer, head)[-1].nan_to_num(float("-inf")), -1)
+            if float(p[dallas]) > 0.3:
+                found.append((layer, head, float(p[dallas])))
+    assert found, "no head moves 'dallas' to the last position"
+    layer, head, _ = max(found, key=lambda f: f[2])
+    table = attribute_attention(model, PROMPT, layer, head, -1, dallas)
+    top = table.iloc[0]
+    assert top.query_kind == "feature" and anb.NodeId.parse(top.query_node).position == len(tokens) - 1
+    assert top.key_kind == "feature" and anb.NodeId.parse(top.key_node).position == dallas
+
+
+def test_head_loadings_split_each_edge_exactly(case):
+    """The loadings of every head sum to the graph's edge, for cross-position edges of each kind."""
+    model, _ = case
+    graph = anb.attribute(model, PROMPT, progress=False, batch_size=16)
+    e = graph.edges
+    pos = {n: anb.NodeId.parse(n).position for n in graph.nodes.node_id}
+    crossing = e[[pos[a] < (len(graph.tokens) - 1 if b.startswith("l:") else pos[b]) for a, b in zip(e.source, e.target)]]
+    picks = []
+    for kind in ("t:", "f:", "e:"):
+        for target in ("l:", "f:"):
+            sel = crossing[crossing.source.str.startswith(kind) & crossing.target.str.startswith(target)]
+            if len(sel):
+                picks.append(sel.loc[sel.weight.abs().idxmax()])
+    assert len(picks) >= 4
+    for row in picks:
+        table = anb.edge_heads(model, PROMPT, row.source, row.target)
+        n_heads = model.hf_model.config.num_attention_heads
+        assert len(table) % n_heads == 0
+        assert table.loading.sum() == pytest.approx(row.weight, abs=2e-5 * abs(row.weight) + 1e-6), (row.source, row.target)
+
+
+@pytest.mark.parametrize("args,message", [
+    ((9, 0, -1, 0), "layer must be in"), ((0, 99, -1, 0), "head must be in"),
+    ((0, 0, 3, 5), "a causal head never attends forward"), ((0, 0, 40, 0), "query_pos must be in"),
+])
+def test_bad_heads_and_positions_say_what_is_wrong(args, message):
+    model = anb.load_model()
+    with pytest.raises(ValueError, match=message):
+        attribute_attention(model, PROMPT, *args)
+
+
+def test_an_edge_within_one_position_is_refused():
+    model = anb.load_model()
+    with pytest.raises(ValueError, match="does not cross positions"):
+        anb.edge_heads(model, PROMPT, "t:P10:21", "f:L1:P10:3")
+    with pytest.raises(ValueError, match="runs from a feature"):
+        anb.edge_heads(model, PROMPT, "l:P10:21", "f:L1:P10:3")
