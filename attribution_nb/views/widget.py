@@ -22,6 +22,7 @@ import time
 
 import pandas as pd
 
+from ..attention import attribute_attention, edge_heads
 from ..checks import as_float, as_int
 from ..graph import AttributionGraph
 from .drawing import draw_data
@@ -61,6 +62,7 @@ def _view_class():
         runs: t.List = t.List().tag(sync=True)
         status = t.Dict().tag(sync=True)
         details = t.Dict().tag(sync=True)
+        heads = t.Dict().tag(sync=True)
 
     _VIEW_CLASS.append(GraphView)
     return GraphView
@@ -136,8 +138,39 @@ class GraphWidget(InterventionControls):
             self.group(str(content.get("name") or ""))
         elif action == "details":
             self._send_details(content.get("node"))
+        elif action == "heads":
+            self.show_heads(str(content.get("source")), str(content.get("target")))
         else:
             raise ValueError(f"unknown action {action!r}")
+
+    def show_heads(self, source: str, target: str, n: int = 5) -> dict:
+        """The heads that carry the edge ``source → target`` and, for the strongest, its top QK
+        pairs (:func:`attribution_nb.edge_heads`, :func:`attribution_nb.attribute_attention`),
+        shown in the panel; returns what is shown."""
+        if self.model is None:
+            raise ValueError("this widget has no model: GraphWidget(graph, model) finds the heads of an edge")
+        loads = edge_heads(self.model, self.graph.prompt, source, target)
+        best = loads.iloc[0]
+        q = len(self.graph.tokens) - 1 if target.startswith("l:") else int(self.graph.node(target).position)
+        qk = attribute_attention(self.model, self.graph.prompt, int(best["layer"]), int(best["head"]), q,
+                                 int(self.graph.node(source).position))
+        name = self._name
+        shown = {"source": source, "target": target, "source_name": name(source), "target_name": name(target),
+                 "edge": loads.attrs["edge"], "rows": loads.head(n).values.tolist(),
+                 "qk_head": [int(best["layer"]), int(best["head"])], "score": qk.attrs["score"],
+                 "qk": [[name(a), name(b), float(c)] for a, b, c in qk.head(n)[["query_node", "key_node", "contribution"]]
+                        .itertuples(index=False)]}
+        self.view.heads = shown
+        layer, head, load = int(best["layer"]), int(best["head"]), float(best["loading"])
+        self.say(f"{name(source)} → {name(target)}: L{layer} head {head} carries {load:+.3g} of {loads.attrs['edge']:+.3g}")
+        return shown
+
+    def _name(self, node_id: str) -> str:
+        if node_id == "bias" or node_id not in self.graph._index:
+            return node_id
+        n = self.graph.node(node_id)
+        base = n.label if isinstance(n.label, str) and n.label else node_id
+        return f"{base} · {n.token!r}"
 
     def say(self, text: str, level: str = "info") -> None:
         """Show ``text`` in the widget's status line (``level``: ``"info"`` or ``"error"``)."""

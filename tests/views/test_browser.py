@@ -423,6 +423,14 @@ def test_the_widget_intervenes_and_says_why_not(browser, jupyterlab, demo_graph,
     assert "free" in run and "p before" in run and "after: …" in run
     assert page.inner_text(f"{root} .anb-node-title") == node        # the node's panel is still there
     page.screenshot(path=os.path.join(shots, "lab-intervention.png"), full_page=True)
+    # an input from an earlier position: the heads that carry it, and why the strongest looks there
+    page.locator(f"{root} .anb-neighbour button.anb-heads").first.click()
+    page.wait_for_selector(f"{root} .anb-carried", timeout=60_000)
+    carried = page.inner_text(f"{root} .anb-carried")
+    assert "heads carrying" in carried and "looks there" in carried and " × " in carried
+    assert "carries" in page.inner_text(f"{root} .anb-status")
+    page.locator(f"{root} .anb-carried").scroll_into_view_if_needed()
+    page.screenshot(path=os.path.join(shots, "lab-heads.png"))
     assert errors == []
 
 

@@ -294,3 +294,21 @@ def test_custom_targets_are_drawn_like_logits_with_their_value(llama, tmp_path):
     assert p["nodes"]["kind"][i] == "logit" and p["nodes"]["name"][i] == f"{a} − {b} = {graph.logits.logit[0]:.2f}"
     with pytest.raises(ValueError, match="custom target"):
         graph.to_neuronpedia(tmp_path)
+
+
+def test_the_heads_of_an_edge_come_with_their_qk_pairs(llama, llama_graph):
+    w = GraphWidget(llama_graph, llama)
+    e = llama_graph.edges
+    pos = dict(zip(llama_graph.nodes.node_id, llama_graph.nodes.position))
+    cross = e[np.array([pos[a] < pos[b] for a, b in zip(e.source, e.target)]) & e.target.str.startswith("f:").to_numpy()]
+    row = cross.loc[cross.weight.abs().idxmax()]
+    send(w, action="heads", source=row.source, target=row.target)
+    shown = w.view.heads
+    assert shown["edge"] == pytest.approx(row.weight, rel=1e-4, abs=1e-6)
+    loads = anb.edge_heads(llama, PROMPT, row.source, row.target)
+    assert shown["rows"][0][:2] == [loads["layer"][0], loads["head"][0]]
+    qk = anb.attribute_attention(llama, PROMPT, int(loads["layer"][0]), int(loads["head"][0]), pos[row.target], pos[row.source])
+    assert shown["score"] == pytest.approx(qk.attrs["score"]) and 1 <= len(shown["qk"]) <= 5
+    assert w.view.status["level"] == "info" and "carries" in w.view.status["text"]
+    send(w, action="heads", source=row.target, target=row.source)          # backwards: refused in the status line
+    assert w.view.status["level"] == "error" and row.target in w.view.status["text"]

@@ -313,8 +313,42 @@ function anbMount(root, G, host) {
                  el("span", "anb-name", [nameOf(d)].concat(where).join(" · ")));
       row.addEventListener("click", () => select(d.id));
       row.addEventListener("keydown", ev => { if (ev.key === "Enter") select(d.id); });
+      const src = incoming ? d : view.D[j], dst = incoming ? view.D[j] : d;
+      if (host.interactive && src.index >= 0 && dst.index >= 0 && G.nodes.position[src.index] < G.nodes.position[dst.index]
+          && G.nodes.kind[dst.index] !== "token") {
+        const heads = button("heads", "which attention heads carry this edge, and why they look there", ev => {
+          ev.stopPropagation();
+          say("finding the heads that carry " + src.id + " → " + dst.id + " …", "info");
+          host.send({action: "heads", source: src.id, target: dst.id});
+        }, "anb-heads");
+        row.append(heads);
+      }
       box.append(row);
     });
+    return box;
+  }
+
+  function headsSection(c) {
+    const box = el("div", "anb-carried");
+    box.append(el("div", "anb-section", "heads carrying " + c.source_name + " → " + c.target_name +
+                  " (edge " + c.edge.toPrecision(3) + ")"));
+    c.rows.forEach(([layer, head, loading, weight]) => {
+      const row = el("div", "anb-neighbour");
+      row.append(el("span", "anb-weight " + (loading > 0 ? "anb-pos" : "anb-neg"), (loading > 0 ? "+" : "−") +
+                    Math.abs(loading).toPrecision(3)),
+                 el("span", "anb-name", "L" + layer + " head " + head + " · attends " + (100 * weight).toFixed(0) + "% to the source"));
+      box.append(row);
+    });
+    if (c.qk && c.qk.length) {
+      box.append(el("div", "anb-section", "why L" + c.qk_head[0] + " head " + c.qk_head[1] + " looks there (score " +
+                    c.score.toPrecision(3) + "): query × key"));
+      c.qk.forEach(([qname, kname, value]) => {
+        const row = el("div", "anb-neighbour");
+        row.append(el("span", "anb-weight " + (value > 0 ? "anb-pos" : "anb-neg"), (value > 0 ? "+" : "−") + Math.abs(value).toPrecision(3)),
+                   el("span", "anb-name", qname + " × " + kname));
+        box.append(row);
+      });
+    }
     return box;
   }
 
@@ -362,6 +396,8 @@ function anbMount(root, G, host) {
       const pin = button(new Set(host.get("pinned")).has(d.id) ? "unpin" : "pin", "keep this node in the subgraph view",
                          () => togglePin(d.id), "anb-pin");
       panel.append(pin, neighbours(j, true), neighbours(j, false));
+      const carried = host.get("heads");
+      if (carried && carried.rows && (carried.source === d.id || carried.target === d.id)) panel.append(headsSection(carried));
       const info = (host.get("details") || {})[d.id] || G.details[d.id];
       if (d.kind === "feature" && info) {
         panel.append(tokenList("promotes", info.promotes, "anb-pos"), tokenList("suppresses", info.suppresses, "anb-neg"));
@@ -481,7 +517,7 @@ function anbMount(root, G, host) {
   }
   host.on("runs", showRuns);
   ["selected", "pinned", "labels", "supernodes"].forEach(k => host.on(k, () => draw()));
-  ["queue", "code", "details", "mode"].forEach(k => host.on(k, () => showPanel()));
+  ["queue", "code", "details", "mode", "heads"].forEach(k => host.on(k, () => showPanel()));
 
   // ---- the pinned subgraph, alone, for a paper or a slide ---------------------------
   function subgraph() {
