@@ -2,6 +2,11 @@
 
     python bench/attribution.py [--lengths 8 32 128] [--features 512]
     python bench/attribution.py --device cuda --d-model 1024 --layers 16 --features 4096
+    python bench/attribution.py --qk
+
+``--qk``: on the demo model's Dallas prompt, the time of one QK table (``attribute_attention``),
+of one head's edge loadings (``edge_heads``) and of one ``attribute`` call, median of 5 each,
+and their ratios.
 
 Prints one row per prompt length: active features, graph nodes and edges, wall time of
 ``attribute`` (split into its phases) and of ``prune``, and peak resident memory added
@@ -53,6 +58,34 @@ def one(length: int, features: int, device: str = "cpu", d_model: int = 64, laye
             **{f"{k}_s": v for k, v in graph.info["timings"].items() if k != "total"}}
 
 
+def qk_timing(threads: int) -> None:
+    import statistics
+
+    import torch
+
+    import attribution_nb as anb
+    torch.set_num_threads(threads)
+    model = anb.load_model()
+    prompt = "fact : the capital of the state containing dallas is"
+    graph = anb.attribute(model, prompt, progress=False)                  # warm-up
+    source, target = "t:P9:81", graph.logits.node_id[0]
+
+    def median(fn) -> float:
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+    t_attr = median(lambda: anb.attribute(model, prompt, progress=False))
+    t_qk = median(lambda: anb.attribute_attention(model, prompt, 2, 0, -1, 9))
+    t_heads = median(lambda: anb.edge_heads(model, prompt, source, target))
+    print(f"demo model, Dallas prompt ({len(graph.tokens)} tokens), {threads} threads, median of 5:")
+    print(f"  attribute               {t_attr * 1000:8.0f} ms")
+    print(f"  attribute_attention     {t_qk * 1000:8.0f} ms  ({t_qk / t_attr:.2f}x attribute)")
+    print(f"  edge_heads              {t_heads * 1000:8.0f} ms  ({t_heads / t_attr:.2f}x attribute; {source} → {target})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[8, 32, 128])
@@ -61,9 +94,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="CPU threads")
     ap.add_argument("--d-model", type=int, default=64)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--qk", action="store_true", help="time QK attributions against attribute")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--on", default="cpu", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.qk:
+        qk_timing(args.threads)
+        return
     if args.one:
         print(json.dumps(one(args.one, args.features, args.on, args.d_model, args.layers, args.threads)))
         return
