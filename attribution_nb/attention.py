@@ -178,6 +178,9 @@ def head_maps(model, tokens: torch.Tensor, layer: int, head: int) -> HeadMaps:
 
 
 def _check_head(model, layer, head, T: int, query_pos=None, key_pos=None) -> tuple:
+    if not model.weights_here:
+        raise ValueError("attention attributions read the attention weights, which live only on the remote server "
+                         "for this model; load it locally (graphs and custom targets work remotely)")
     L, n_heads = model.n_layers, model.hf_model.config.num_attention_heads
     layer = as_int("layer", layer, minimum=0)
     head = as_int("head", head, minimum=0)
@@ -354,6 +357,7 @@ def edge_heads(model, prompt, source: str, target: str) -> pd.DataFrame:
     and token logits."""
     tokens = model.tokenize(prompt)
     T, L = len(tokens), model.n_layers
+    _check_head(model, 0, 0, T)
     s, t = NodeId.parse(source), NodeId.parse(target)
     if s.kind == "logit" or t.kind in ("token", "error"):
         raise ValueError(f"an edge runs from a feature, error or token node to a feature or logit node; "

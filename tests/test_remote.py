@@ -93,6 +93,20 @@ def test_remote_graph_equals_local_graph(family, kind, max_feature_nodes, reques
     assert len(requests) == 3 if max_feature_nodes is None else len(requests) > 3
 
 
+def test_remote_custom_targets_equal_local(requests):
+    """Contrasts and directions (in the residual stream and over the vocabulary) attribute remotely
+    as they do here."""
+    model = tiny_model("llama", seed=3, d_features=128)
+    a, b = model.token_strings([5, 9])
+    vocab = model.unembed_weight.shape[0]
+    targets = [anb.LogitDiff(a, b), anb.Direction(torch.linspace(-1, 1, vocab), name="vocab"),
+               anb.Direction(torch.linspace(0, 1, model.d_model), layer=1, name="mid")]
+    local = anb.attribute(model, PROMPT, targets=targets, progress=False, batch_size=8)
+    remote = anb.attribute(_remote_copy(model), PROMPT, targets=targets, progress=False, batch_size=8)
+    _assert_same_graph(local, remote)
+    np.testing.assert_allclose(remote.logits.logit, local.logits.logit, rtol=1e-6)
+
+
 def test_requests_carry_neither_weights_nor_transcoders(requests):
     """Many features, few of them active: each request holds the capture, the active
     features' decoder rows and the targets, far less than the transcoders (or the model)."""
@@ -119,6 +133,8 @@ def test_meta_model_from_a_folder(tmp_path):
     assert not remote.weights_here and remote.device.type == "cpu"
     assert remote.transcoders[0].W_enc.device.type == "cpu"
     _assert_same_graph(anb.attribute(model, PROMPT, progress=False), anb.attribute(remote, PROMPT, progress=False))
+    with pytest.raises(ValueError, match="live only on the remote server"):     # attention maps read weights here
+        anb.attribute_attention(remote, PROMPT, 1, 0, -1, 2)
     with pytest.raises(ValueError, match="device='cuda' with remote='local'"):
         anb.load_model(str(tmp_path), transcoders=str(tmp_path / "tc"), remote="local", device="cuda")
 
