@@ -18,7 +18,7 @@ tiny models of every family and the demo's training script.
 """
 
 from .architectures import ARCHITECTURES, Architecture
-from .attention import attention_heads, attention_scores, attribute_attention, edge_heads
+from .attention import attention_edges, attention_heads, attention_scores, attribute_attention, edge_heads
 from .attribution import attribute
 from .attribution.targets import Direction, Logit, LogitDiff, Target
 from .contexts import feature_contexts
@@ -33,6 +33,6 @@ from .views.widget import GraphWidget
 
 __all__ = ["ARCHITECTURES", "Architecture", "AttributionGraph", "Direction", "GraphWidget", "Logit", "LogitDiff",
            "Multiply", "NodeId", "ReplacementModel", "Steer", "Target", "Transcoder", "TranscoderSet", "attribute",
-           "attention_heads", "attention_scores", "attribute_attention", "edge_heads", "feature_contexts", "load_model",
-           "neuronpedia_features"]
+           "attention_edges", "attention_heads", "attention_scores", "attribute_attention", "edge_heads",
+           "feature_contexts", "load_model", "neuronpedia_features"]
 __version__ = "0.1.0"

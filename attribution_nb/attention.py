@@ -419,3 +419,22 @@ def _head_rows(model, cap, source, reads, patterns, q: int, batch: int = 32) -> 
         grads = torch.autograd.grad(sum(parts[1:], parts[0]), trace.leaves, allow_unused=True)
         out.append(_source_dot(model, cap, source, grads).numpy())
     return np.concatenate(out)
+
+
+def attention_edges(model, graph, node_id: str, k: int = 5) -> pd.DataFrame:
+    """The ``k`` strongest edges into ``node_id`` from earlier positions (the ones attention
+    carries), each with the head that carries most of it (:func:`edge_heads`) and its share."""
+    k = as_int("k", k, minimum=1)
+    target = graph.node(node_id)
+    q = len(graph.tokens) - 1 if target.kind == "logit" else int(target.position)
+    incoming, _ = graph.edges_of(node_id)
+    pos = graph.nodes.set_index("node_id").position
+    incoming = incoming[pos[incoming.source].to_numpy() < q]
+    incoming = incoming.reindex(incoming.weight.abs().sort_values(ascending=False).index).head(k)
+    rows = []
+    for source, weight in zip(incoming.source, incoming.weight):
+        loads = edge_heads(model, graph.prompt, source, node_id)
+        best = loads.iloc[0]
+        rows.append((source, float(weight), int(best["layer"]), int(best["head"]), float(best["loading"]),
+                     float(best["loading"]) / float(weight) if weight else float("nan")))
+    return pd.DataFrame(rows, columns=["source", "weight", "layer", "head", "loading", "share"])

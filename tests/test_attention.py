@@ -189,3 +189,18 @@ def test_an_edge_within_one_position_is_refused():
         anb.edge_heads(model, PROMPT, "t:P10:21", "f:L1:P10:3")
     with pytest.raises(ValueError, match="runs from a feature"):
         anb.edge_heads(model, PROMPT, "l:P10:21", "f:L1:P10:3")
+
+
+def test_attention_edges_lists_the_strongest_crossing_inputs_with_their_heads():
+    model = anb.load_model()
+    graph = anb.attribute(model, PROMPT, progress=False)
+    node = graph.logits.node_id[0]
+    table = anb.attention_edges(model, graph, node, k=3)
+    incoming, _ = graph.edges_of(node)
+    pos = dict(zip(graph.nodes.node_id, graph.nodes.position))
+    crossing = incoming[[pos[s] < len(graph.tokens) - 1 for s in incoming.source]]
+    want = list(crossing.reindex(crossing.weight.abs().sort_values(ascending=False).index).source[:3])
+    assert list(table.source) == want
+    first = anb.edge_heads(model, PROMPT, want[0], node)
+    assert (table.layer[0], table["head"][0]) == (first.layer[0], first["head"][0])
+    assert table.loading[0] == pytest.approx(first.loading[0])
