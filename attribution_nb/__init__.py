@@ -29,10 +29,11 @@ from .interventions import Multiply, Steer
 from .loading import load_model
 from .model import ReplacementModel
 from .transcoders import Transcoder, TranscoderSet
+from .validation import validate, validation_figure
 from .views.widget import GraphWidget
 
 __all__ = ["ARCHITECTURES", "Architecture", "AttributionGraph", "Direction", "GraphWidget", "Logit", "LogitDiff",
            "Multiply", "NodeId", "ReplacementModel", "Steer", "Target", "Transcoder", "TranscoderSet", "attribute",
            "attention_edges", "attention_heads", "attention_scores", "attribute_attention", "edge_heads",
-           "feature_contexts", "load_model", "neuronpedia_features"]
+           "feature_contexts", "load_model", "neuronpedia_features", "validate", "validation_figure"]
 __version__ = "0.1.0"

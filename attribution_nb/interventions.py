@@ -190,20 +190,42 @@ def write_deltas(transcoders, layer: int, ops: list[Op], x: torch.Tensor, out: t
 @torch.no_grad()
 def free_logits(model: ReplacementCore, tokens: torch.Tensor, ops: list[Op]) -> torch.Tensor:
     """Logits [T, V] of a normal forward pass with the interventions in place."""
+    return free_run(model, tokens, ops)[0]
+
+
+def free_activations(model: ReplacementCore, tokens: torch.Tensor, ops: list[Op]) -> tuple[torch.Tensor, list]:
+    """Logits [T, V] and every layer's transcoder activations [T, F] of a normal forward pass with
+    the interventions in place (the activations each layer's transcoder reads there, before the
+    layer's own interventions are applied to its output)."""
+    logits, reads = free_run(model, tokens, ops, record=True)
+    with torch.no_grad():
+        acts = [tc.encode(x.to(tc.W_enc.device, tc.W_enc.dtype)) for tc, x in zip(model.transcoders, reads)]
+    return logits, acts
+
+
+def free_run(model: ReplacementCore, tokens: torch.Tensor, ops: list[Op], record: bool = False):
+    """Logits [T, V] of a normal forward pass with the interventions in place and, with
+    ``record``, what each layer's transcoder reads [T, d] (else None)."""
     arch = model.architecture
     layers_hit = sorted({op.layer for op in ops})
     # the block names only these (not ``model``): a remote request carries what it names
     tcs = {l: model.transcoders[l] for l in layers_hit}
     cross_layer = model.transcoders.cross_layer
     layers, unembed, n_layers = get_module(model.nn, arch.layers), get_module(model.nn, arch.unembed), model.n_layers
+    reads = None
     with model.trace(tokens[None]):
         pending: dict[int, torch.Tensor] = {}       # cross-layer writes waiting for their layer
-        for l in range(layers_hit[0], n_layers) if layers_hit else []:
-            if l not in layers_hit and l not in pending:
+        if record:
+            reads = nnsight.save([])
+        start = 0 if record else (layers_hit[0] if layers_hit else n_layers)
+        for l in range(start, n_layers):
+            if l not in layers_hit and l not in pending and not record:
                 continue
-            if l in layers_hit:
+            if l in layers_hit or record:
                 mlp_in = get_module(layers[l], arch.mlp_in)
                 x = transcoder_reads(arch, mlp_in._module, mlp_in.input)
+                if reads is not None:
+                    reads.append(x[0].cpu())
             out_env = get_module(layers[l], arch.mlp_out)
             out = out_env.output
             delta = pending.pop(l, None)
@@ -216,7 +238,7 @@ def free_logits(model: ReplacementCore, tokens: torch.Tensor, ops: list[Op]) -> 
             if delta is not None:
                 out_env.output = out + delta[None]
         logits = nnsight.save(unembed.output[0].cpu())
-    return model.softcap(logits.to(model.device))
+    return model.softcap(logits.to(model.device)), reads
 
 
 def frozen_logits(model: ReplacementCore, tokens: torch.Tensor, ops: list[Op],

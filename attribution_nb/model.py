@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from . import interventions as iv
+from . import validation
 from .replacement import ReplacementCore
 
 
@@ -83,3 +84,11 @@ class ReplacementModel(ReplacementCore):
         """
         return iv.generate(self, prompt, interventions, max_new_tokens, every_position=every_position,
                            temperature=temperature, seed=seed, stop=stop)
+
+    def validate(self, graph, groups=None, *, how: float = 0.0, mode: str = "free", target: str | None = None,
+                 tolerance: float = 0.02) -> pd.DataFrame:
+        """Test ``graph``'s claims about ``groups`` of features (default: its supernodes, or its top
+        features by layer and position) by inhibiting each group: the change of the target's logit
+        and of every group it can reach, predicted by the graph's edges and observed in the model
+        (see :mod:`attribution_nb.validation`)."""
+        return validation.validate(graph, self, groups, how=how, mode=mode, target=target, tolerance=tolerance)

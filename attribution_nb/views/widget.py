@@ -25,6 +25,7 @@ import pandas as pd
 from ..attention import attribute_attention, edge_heads
 from ..checks import as_float, as_int
 from ..graph import AttributionGraph
+from ..validation import validate
 from .drawing import draw_data
 from .intervening import InterventionControls
 from .page import initial_state, static_text
@@ -138,10 +139,35 @@ class GraphWidget(InterventionControls):
             self.group(str(content.get("name") or ""))
         elif action == "details":
             self._send_details(content.get("node"))
+        elif action == "validate":
+            self.test_subgraph()
         elif action == "heads":
             self.show_heads(str(content.get("source")), str(content.get("target")))
         else:
             raise ValueError(f"unknown action {action!r}")
+
+    def test_subgraph(self) -> pd.DataFrame:
+        """Test the claims of the pinned nodes and supernodes (:func:`attribution_nb.validate`): the
+        supernodes are groups, the pinned features not in one are a group "pinned"; the table goes
+        to the run history."""
+        if self.model is None:
+            raise ValueError("this widget has no model: GraphWidget(graph, model) tests a subgraph")
+        groups = {k: list(v) for k, v in self.graph.supernodes.items()}
+        grouped = {m for v in groups.values() for m in v}
+        pinned = [n for n in self.view.pinned if n not in grouped and self.graph.node(n).kind == "feature"]
+        if pinned:
+            groups["pinned"] = pinned
+        if not groups:
+            raise ValueError("pin some features (shift-click) or group them into supernodes first")
+        table = validate(self.graph, self.model, groups)
+        agree = int(table.agrees.sum())
+        self.view.runs = [*self.view.runs, {
+            "mode": "test", "what": f"{len(table)} claims of {len(groups)} groups, {agree} agree",
+            "columns": ["claim", "group", "affects", "predicted", "observed", "agrees"],
+            "rows": [[c, g, a, f"{p:+.3g}", f"{o:+.3g}", "yes" if ok else "no"]
+                     for c, g, a, p, o, ok in table.itertuples(index=False)]}]
+        self.say(f"tested {len(table)} claims: {agree} agree with the model")
+        return table
 
     def show_heads(self, source: str, target: str, n: int = 5) -> dict:
         """The heads that carry the edge ``source → target`` and, for the strongest, its top QK

@@ -312,3 +312,17 @@ def test_the_heads_of_an_edge_come_with_their_qk_pairs(llama, llama_graph):
     assert w.view.status["level"] == "info" and "carries" in w.view.status["text"]
     send(w, action="heads", source=row.target, target=row.source)          # backwards: refused in the status line
     assert w.view.status["level"] == "error" and row.target in w.view.status["text"]
+
+
+def test_testing_the_pinned_subgraph_adds_the_table_to_the_runs(llama, llama_graph):
+    w = GraphWidget(llama_graph, llama)
+    send(w, action="validate")
+    assert w.view.status["level"] == "error" and "pin some features" in w.view.status["text"]
+    a, b = llama_graph.top_features(2).node_id
+    w.state = {"picked": [a, b]}
+    send(w, action="validate")
+    run = w.view.runs[-1]
+    table = anb.validate(llama_graph, llama, {"pinned": [a, b]})
+    assert run["mode"] == "test" and len(run["rows"]) == len(table)
+    assert run["rows"][0][:3] == list(table.iloc[0][["claim", "group", "affects"]])
+    assert f"{int(table.agrees.sum())} agree" in run["what"]

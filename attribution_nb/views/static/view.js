@@ -447,6 +447,14 @@ function anbMount(root, G, host) {
                         () => { sub.hidden = !sub.hidden; if (!sub.hidden) subgraph(); showPanel(); });
     show.disabled = !pinned.length && !Object.keys(host.get("supernodes")).length;
     rows.push(row("pinned: " + pinned.length, name, group, show));
+    if (host.interactive) {
+      const test = button("test this subgraph", "inhibit each group and compare the model with what the graph predicts", () => {
+        say("testing the pinned nodes and supernodes …", "info");
+        host.send({action: "validate"});
+      });
+      test.disabled = show.disabled;
+      rows.push(row("", test));
+    }
     if (host.interactive) rows.push(...interventionRows(d));
     return rows;
   }
