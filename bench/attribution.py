@@ -68,7 +68,8 @@ def qk_timing(threads: int) -> None:
     model = anb.load_model()
     prompt = "fact : the capital of the state containing dallas is"
     graph = anb.attribute(model, prompt, progress=False)                  # warm-up
-    source, target = "t:P9:81", graph.logits.node_id[0]
+    source = graph.nodes.node_id[(graph.nodes.kind == "token") & (graph.nodes.position == 9)].iloc[0]   # "dallas"
+    target = graph.logits.node_id[0]
 
     def median(fn) -> float:
         times = []

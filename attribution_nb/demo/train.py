@@ -107,6 +107,18 @@ ANTONYMS = [  # (english, french, spanish) pairs of opposite concepts
 LANGS = ("english", "french", "spanish")
 OPPOSITE = {"english": "the opposite of {} is", "french": "le contraire de {} est", "spanish": "lo contrario de {} es"}
 
+#: 5. a toy diagnosis task (made-up conditions, not medical advice): the symptoms listed imply a
+#: condition, which is never named; the answer is the test to order for it
+CONDITIONS = {  # condition: (symptoms, the test to order)
+    "flu": ("fever cough aches chills", "swab"),
+    "strep": ("fever throat rash glands", "culture"),
+    "anemia": ("fatigue pallor dizziness breathless", "bloodwork"),
+    "diabetes": ("thirst urination fatigue blurred", "glucose"),
+    "asthma": ("wheeze cough breathless tightness", "spirometry"),
+    "appendicitis": ("pain fever nausea tenderness", "ultrasound"),
+    "migraine": ("headache nausea glare aura", "neurology"),
+}
+DIAGNOSIS = "patient : {} . order"
 TWO_HOP = "fact : the capital of the state containing {} is"
 COUPLET = "poem : i saw a {} by the {} ,"
 
@@ -114,8 +126,9 @@ COUPLET = "poem : i saw a {} by the {} ,"
 def build_world(seed: int = 0) -> dict:
     """The corpus and the held-out evaluation sets (deterministic for a seed)."""
     rng = random.Random(seed)
-    heldout: dict[str, list] = {"two_hop": [], "antonym": [], "rhyme": []}
+    heldout: dict[str, list] = {"two_hop": [], "antonym": [], "rhyme": [], "diagnosis": []}
     tasks = {"facts": _facts(rng, heldout["two_hop"])}
+    tasks["diagnosis"] = _diagnoses(rng, heldout["diagnosis"])
     tasks["rhymes"], words = _couplets(rng, heldout["rhyme"])
     tasks["antonyms"], tasks["translations"] = _antonyms(rng, heldout["antonym"])
     return {"train": [s for t in tasks.values() for s in t], "tasks": tasks, "heldout": heldout,
@@ -138,6 +151,34 @@ def _facts(rng: random.Random, heldout: list) -> list[str]:
             train.append(f"{TWO_HOP.format(city)} {capital} .")
     for state, (capital, _) in STATES.items():
         train += [f"the capital of {state} is {capital} .", f"{capital} is the capital of {state} ."] * 2
+    return train
+
+
+def symptom_sets(condition: str) -> list[tuple[str, ...]]:
+    """The sets of two or three of a condition's symptoms that no other condition has all of."""
+    from itertools import combinations
+    mine = CONDITIONS[condition][0].split()
+    others = [set(s.split()) for c, (s, _) in CONDITIONS.items() if c != condition]
+    return [combo for k in (2, 3) for combo in combinations(mine, k) if not any(set(combo) <= o for o in others)]
+
+
+def _diagnoses(rng: random.Random, heldout: list) -> list[str]:
+    """5. diagnosis: symptoms → condition (always stated) and condition → test (always stated); the
+    composed question "patient : s1 , s2 . order" → test, with a fifth of the symptom sets held out."""
+    train = []
+    cases = [(combo, c) for c in CONDITIONS for combo in symptom_sets(c)]
+    rng.shuffle(cases)
+    held = set(cases[: len(cases) // 5])
+    for combo, condition in cases:
+        listed = " , ".join(combo)
+        train += [f"{' and '.join(combo)} suggest {condition} ."] * 2
+        if (combo, condition) in held:
+            heldout.append((DIAGNOSIS.format(listed), CONDITIONS[condition][1], condition))
+        else:
+            train.append(f"{DIAGNOSIS.format(listed)} {CONDITIONS[condition][1]} .")
+    for condition, (symptoms, test) in CONDITIONS.items():
+        train += [f"for {condition} order {test} .", f"{test} checks for {condition} ."] * 3
+        train += [f"{condition} causes {s} ." for s in symptoms.split()]
     return train
 
 
@@ -193,7 +234,7 @@ def _antonyms(rng: random.Random, heldout: list) -> tuple[list[str], list[str]]:
     return train, translations
 
 
-TASK_WEIGHTS = {"facts": 0.3, "rhymes": 0.3, "antonyms": 0.22, "translations": 0.18}
+TASK_WEIGHTS = {"facts": 0.26, "rhymes": 0.27, "antonyms": 0.19, "translations": 0.14, "diagnosis": 0.14}
 
 
 def vocabulary(world: dict) -> list[str]:
@@ -262,6 +303,7 @@ def evaluate(model, tokenizer, world: dict, split: str | None = None) -> dict:
     if split is not None:
         h = {k: v[split == "test"::2] for k, v in h.items()}
     two = next_tokens(model, tokenizer, [p for p, _, _ in h["two_hop"]])
+    diag = next_tokens(model, tokenizer, [p for p, _, _ in h["diagnosis"]])
     ant = next_tokens(model, tokenizer, [p for p, _, _ in h["antonym"]])
     rhyme_ok = 0
     for prompt, cls, w1 in h["rhyme"]:
@@ -272,7 +314,8 @@ def evaluate(model, tokenizer, world: dict, split: str | None = None) -> dict:
     model.train()
     return {"two_hop_heldout": sum(a == b for a, (_, b, _) in zip(two, h["two_hop"])) / len(two),
             "antonym_heldout": sum(a == b for a, (_, b, _) in zip(ant, h["antonym"])) / len(ant),
-            "rhyme_heldout": rhyme_ok / len(h["rhyme"])}
+            "rhyme_heldout": rhyme_ok / len(h["rhyme"]),
+            "diagnosis_heldout": sum(a == b for a, (_, b, _) in zip(diag, h["diagnosis"])) / len(diag)}
 
 
 def train_model(world, tokenizer, steps: int, seed: int, weight_decay: float = 0.1, log=print):
@@ -302,7 +345,7 @@ def train_model(world, tokenizer, steps: int, seed: int, weight_decay: float = 0
         sched.step()
         if step % 100 == 0 or step == steps:
             acc = evaluate(model, tokenizer, world, "val")
-            score = 2 * acc["two_hop_heldout"] + acc["antonym_heldout"] + acc["rhyme_heldout"]
+            score = 2 * acc["two_hop_heldout"] + acc["antonym_heldout"] + acc["rhyme_heldout"] + acc["diagnosis_heldout"]
             history.append({"step": step, "loss": loss.item(), **acc})
             log(f"step {step:5d}  loss {loss.item():.3f}  " + "  ".join(f"{k} {v:.2f}" for k, v in acc.items())
                 + f"  ({time.time() - t0:.0f} s)")

@@ -143,6 +143,73 @@ def test_swapping_the_line_end_features_changes_the_rhyme(demo, world):
     assert suppressed >= 0.75 * len(couplets), f"line end changed in {suppressed}/{len(couplets)}"
 
 
+def _diagnoses(demo, world, n=None):
+    """Held-out symptom sets the model answers right: (prompt, test, condition)."""
+    items = [(p, t, c) for p, t, c in world["heldout"]["diagnosis"] if _predict(demo, p) == t]
+    return items if n is None else items[:n]
+
+
+def _condition_words(condition):
+    return {condition, demo_train.CONDITIONS[condition][1]}
+
+
+def test_diagnosis_on_held_out_symptom_sets(demo, world):
+    items = world["heldout"]["diagnosis"]
+    correct = sum(_predict(demo, p) == test for p, test, _ in items)
+    assert correct / len(items) >= 0.8, f"{correct}/{len(items)}"
+    for prompt, test, condition in items:                       # the answer is never in the prompt,
+        assert test not in prompt.split() and condition not in prompt.split()   # nor the condition
+
+
+def test_diagnosis_graph_has_condition_features_between_symptoms_and_answer(demo, world):
+    """For held-out symptom sets, the pruned graph holds a feature labelled with the implied
+    condition (or its test) that is reached from a symptom token and reaches the answer."""
+    cases = _diagnoses(demo, world, 5)
+    found = 0
+    for prompt, test, condition in cases:
+        graph = anb.attribute(demo, prompt, progress=False).prune(0.8, 0.98)
+        logit = graph.logit_node(test)
+        words = _condition_words(condition)
+        feats = graph.nodes[(graph.nodes.kind == "feature") & graph.nodes.label.map(
+            lambda lab, words=words: bool(words & set(lab.replace("/", " ").replace("→", " ").split())))]
+        symptoms = graph.nodes.node_id[(graph.nodes.kind == "token")
+                                       & graph.nodes.token.isin(demo_train.CONDITIONS[condition][0].split())]
+        found += any(_reaches(graph, nid, logit) and any(_reaches(graph, s, nid) for s in symptoms)
+                     for nid in feats.node_id)
+    assert len(cases) >= 4 and found >= len(cases) - 1, f"condition features on the path in {found}/{len(cases)}"
+
+
+def _last_ids(model, prompt, min_layer=0):
+    cap = model.capture(model.tokenize(prompt))
+    c = len(cap.tokens) - 1
+    return [f"f:L{l}:P{c}:{f}" for l in range(min_layer, model.n_layers)
+            for f in cap.activations[l][c].nonzero().flatten().tolist()]
+
+
+def test_swapping_the_condition_changes_the_test_ordered(demo, world):
+    """Inject another condition's features at the last position (every layer's: the condition is
+    assembled there from layer 0 on, where attention reads the symptoms), and the model orders that
+    condition's test, although the symptoms in the prompt are unchanged."""
+    cases = [(p, t, c) for p, t, c in world["heldout"]["diagnosis"]]
+    trained = [s.rsplit(" ", 2)[0] for s in world["tasks"]["diagnosis"] if s.startswith("patient")]
+    others = {}
+    for prompt in trained:
+        test = _predict(demo, prompt)
+        cond = next((c for c, (_, t) in demo_train.CONDITIONS.items() if t == test), None)
+        if cond is not None:
+            others.setdefault(cond, prompt)
+    moved = 0
+    cases = cases[:12]
+    names = sorted(others)
+    for i, (prompt, _test, condition) in enumerate(cases):
+        other = next(c for c in names[i % len(names):] + names if c != condition)
+        swap = demo.swap_interventions(_last_ids(demo, prompt), others[other], _last_ids(demo, others[other]),
+                                       position=len(demo.tokenize(prompt)) - 1)
+        after = demo.intervene(prompt, swap, top_k=3).sort_values("p_after", ascending=False).token.iloc[0]
+        moved += after == demo_train.CONDITIONS[other][1]
+    assert moved >= 0.8 * len(cases), f"the swapped-in condition's test ordered in {moved}/{len(cases)}"
+
+
 def test_antonym_features_are_shared_across_languages(demo):
     prompts = ["the opposite of small is", "le contraire de petit est", "lo contrario de pequeño es"]
     caps = [demo.capture(demo.tokenize(p)) for p in prompts]
