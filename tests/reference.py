@@ -35,6 +35,40 @@ CASES = [
 ]
 
 
+def case_id(case) -> str:
+    family, activation, skip = case
+    return f"{family}-{activation}{'' if not skip else '-skip' if skip is True else '-' + skip}"
+
+
+def case_model(case, prompt):
+    """The tiny model of a case and its float64 reference on ``prompt``."""
+    from attribution_nb.demo import tiny_model
+    family, activation, skip = case
+    model = tiny_model(family, seed=3, activation=activation, skip=skip is True, cross_layer=skip == "clt",
+                       d_features=128)
+    return model, Reference(model, model.tokenize(prompt))
+
+
+def jacobian_row(ref, graph, target) -> torch.Tensor:
+    """What each of the graph's nodes contributes to ``target`` (a ``Reference.targets`` spec) by
+    the reference's gradients: the graph's row for that target, computed independently."""
+    src = ref.clean_sources
+    leaves = ref.leaf_sources()
+    value = ref.targets(leaves, [target])[0]
+    grads = torch.autograd.grad(value, [leaves.embed, *leaves.acts, leaves.errors], allow_unused=True)
+    g_embed, g_acts, g_err = grads[0], grads[1:-1], grads[-1]
+    n = graph.nodes
+    expected = torch.zeros(len(n), dtype=torch.float64)
+    for j, (kind, layer, pos, feat) in enumerate(zip(n.kind, n.layer, n.position, n.feature)):
+        if kind == "feature" and g_acts[layer] is not None:
+            expected[j] = g_acts[layer][pos, feat] * src.acts[layer][pos, feat]
+        elif kind == "error" and g_err is not None:
+            expected[j] = g_err[layer, pos] @ src.errors[layer, pos]
+        elif kind == "token" and g_embed is not None:
+            expected[j] = g_embed[pos] @ src.embed[pos]
+    return expected
+
+
 @dataclass
 class Sources:
     embed: torch.Tensor           # [T, d]

@@ -13,20 +13,15 @@ import importlib
 import pytest
 import torch
 from conftest import PROMPT
-from reference import CASES, Reference, Sources
+from reference import CASES, Sources, case_id, case_model
 
 import attribution_nb as anb
 from attribution_nb.attention import attention_scores, attribute_attention, head_maps
-from attribution_nb.demo import tiny_model
 
 
-@pytest.fixture(scope="module", params=CASES,
-                ids=lambda c: f"{c[0]}-{c[1]}{'' if not c[2] else '-skip' if c[2] is True else '-' + c[2]}")
+@pytest.fixture(scope="module", params=CASES, ids=case_id)
 def case(request):
-    family, activation, skip = request.param
-    model = tiny_model(family, seed=3, activation=activation, skip=skip is True, cross_layer=skip == "clt",
-                       d_features=128)
-    return model, Reference(model, model.tokenize(PROMPT))
+    return case_model(request.param, PROMPT)
 
 
 def _hf_queries_keys(model, tokens):

@@ -11,21 +11,17 @@ import numpy as np
 import pytest
 import torch
 from conftest import PROMPT
-from reference import CASES, Reference, Sources
+from reference import CASES, Sources, case_id, case_model, jacobian_row
 
 import attribution_nb as anb
 from attribution_nb.demo import tiny_model
 
 
 
-@pytest.fixture(scope="module", params=CASES,
-                ids=lambda c: f"{c[0]}-{c[1]}{'' if not c[2] else '-skip' if c[2] is True else '-' + c[2]}")
+@pytest.fixture(scope="module", params=CASES, ids=case_id)
 def case(request):
-    family, activation, skip = request.param
-    model = tiny_model(family, seed=3, activation=activation, skip=skip is True, cross_layer=skip == "clt",
-                       d_features=128)
+    model, ref = case_model(request.param, PROMPT)
     graph = anb.attribute(model, PROMPT, progress=False, batch_size=16)
-    ref = Reference(model, model.tokenize(PROMPT))
     return model, graph, ref
 
 
@@ -86,34 +82,13 @@ def test_edges_sum_to_target_preactivation(case):
     torch.testing.assert_close(incoming + constant, value, rtol=0, atol=2e-5 * float(scale) + 1e-6)
 
 
-def _graph_columns(graph):
-    """For each node column: (kind, layer, pos, feature)."""
-    n = graph.nodes
-    return list(zip(n.kind, n.layer, n.position, n.feature))
-
-
 def test_edges_equal_jacobian_of_frozen_model(case):
     _, graph, ref = case
     rows = _sample_rows(graph, n_features=15, seed=1)
-    spec = _target_spec(graph, rows)
-    cols = _graph_columns(graph)
-    src = ref.clean_sources
-    for r, t in zip(rows, spec):
-        leaves = ref.leaf_sources()
-        value = ref.targets(leaves, [t])[0]
-        grads = torch.autograd.grad(value, [leaves.embed, *leaves.acts, leaves.errors], allow_unused=True)
-        g_embed, g_acts, g_err = grads[0], grads[1:-1], grads[-1]
-        expected = torch.zeros(len(cols), dtype=torch.float64)
-        for j, (kind, layer, pos, feat) in enumerate(cols):
-            if kind == "feature" and g_acts[layer] is not None:
-                expected[j] = g_acts[layer][pos, feat] * src.acts[layer][pos, feat]
-            elif kind == "error" and g_err is not None:
-                expected[j] = g_err[layer, pos] @ src.errors[layer, pos]
-            elif kind == "token" and g_embed is not None:
-                expected[j] = g_embed[pos] @ src.embed[pos]
+    for r, t in zip(rows, _target_spec(graph, rows)):
+        expected = jacobian_row(ref, graph, t)
         got = graph.adjacency[r].double()
-        scale = float(expected.abs().max())
-        torch.testing.assert_close(got, expected, rtol=0, atol=2e-5 * scale + 1e-7)
+        torch.testing.assert_close(got, expected, rtol=0, atol=2e-5 * float(expected.abs().max()) + 1e-7)
 
 
 def test_removing_a_source_changes_target_by_its_edge(case):

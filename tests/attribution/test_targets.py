@@ -7,10 +7,9 @@ import pandas as pd
 import pytest
 import torch
 from conftest import PROMPT
-from reference import CASES, Reference, Sources
+from reference import CASES, Sources, case_id, case_model, jacobian_row
 
 import attribution_nb as anb
-from attribution_nb.demo import tiny_model
 
 
 def _targets(model, T):
@@ -49,16 +48,11 @@ def _spec(model, graph, targets):
     return out
 
 
-@pytest.fixture(scope="module", params=CASES,
-                ids=lambda c: f"{c[0]}-{c[1]}{'' if not c[2] else '-skip' if c[2] is True else '-' + c[2]}")
+@pytest.fixture(scope="module", params=CASES, ids=case_id)
 def case(request):
-    family, activation, skip = request.param
-    model = tiny_model(family, seed=3, activation=activation, skip=skip is True, cross_layer=skip == "clt",
-                       d_features=128)
-    T = len(model.tokenize(PROMPT))
-    targets = _targets(model, T)
+    model, ref = case_model(request.param, PROMPT)
+    targets = _targets(model, len(model.tokenize(PROMPT)))
     graph = anb.attribute(model, PROMPT, targets=targets, progress=False, batch_size=16)
-    ref = Reference(model, model.tokenize(PROMPT))
     return model, graph, ref, _spec(model, graph, targets)
 
 
@@ -86,22 +80,8 @@ def test_a_logit_difference_is_the_difference_of_demeaned_logits(case):
 
 def test_target_edges_are_jacobian_rows(case):
     _, graph, ref, spec = case
-    rows = list(np.flatnonzero(graph.kinds == "logit"))
-    n = graph.nodes
-    src = ref.clean_sources
-    for r, t in zip(rows, spec):
-        leaves = ref.leaf_sources()
-        value = ref.targets(leaves, [t])[0]
-        grads = torch.autograd.grad(value, [leaves.embed, *leaves.acts, leaves.errors], allow_unused=True)
-        g_embed, g_acts, g_err = grads[0], grads[1:-1], grads[-1]
-        expected = torch.zeros(len(n), dtype=torch.float64)
-        for j, (kind, layer, pos, feat) in enumerate(zip(n.kind, n.layer, n.position, n.feature)):
-            if kind == "feature" and g_acts[layer] is not None:
-                expected[j] = g_acts[layer][pos, feat] * src.acts[layer][pos, feat]
-            elif kind == "error" and g_err is not None:
-                expected[j] = g_err[layer, pos] @ src.errors[layer, pos]
-            elif kind == "token" and g_embed is not None:
-                expected[j] = g_embed[pos] @ src.embed[pos]
+    for r, t in zip(np.flatnonzero(graph.kinds == "logit"), spec):
+        expected = jacobian_row(ref, graph, t)
         torch.testing.assert_close(graph.adjacency[r].double(), expected, rtol=0,
                                    atol=2e-5 * float(expected.abs().max()) + 1e-7)
 
