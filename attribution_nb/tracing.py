@@ -15,6 +15,8 @@ run unchanged inside a remote nnsight request.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import nnsight
@@ -52,6 +54,22 @@ class Capture:
     activations: list[torch.Tensor]  # per layer [T, F]
     reconstruction: torch.Tensor     # [L, T, d] decoders + b_dec + skip (+ cross-layer writes)
     errors: torch.Tensor             # [L, T, d] mlp_out − reconstruction
+
+    def without_features_at(self, transcoders, position: int) -> Capture:
+        """This capture with the features at ``position`` left out: their activations zeroed
+        and what they wrote (to their own layer and, cross-layer, to later ones) moved into
+        that position's error nodes, so the replacement model's output is unchanged."""
+        activations = [a.clone() for a in self.activations]
+        reconstruction = self.reconstruction.clone()
+        for layer, tc in enumerate(transcoders):
+            features = activations[layer][position].nonzero()[:, 0]
+            if len(features):
+                writes = tc.change_writes(features, activations[layer][position, features][None])
+                for j, write in enumerate(writes):
+                    reconstruction[layer + j, position] -= write[0].to(reconstruction.dtype)
+                activations[layer][position] = 0
+        return dataclasses.replace(self, activations=activations, reconstruction=reconstruction,
+                                   errors=self.mlp_out - reconstruction)
 
     def trace_inputs(self, device=None) -> TraceInputs:
         """The slice of the capture :func:`linear_trace` needs, on ``device`` (default: here)."""
@@ -91,7 +109,7 @@ class LinearTrace:
     write_leaves: list[torch.Tensor]  # per layer [B, T, d]
     mlp_in: list[torch.Tensor]        # per layer [B, T, d], functions of the leaves
     unembed_in: torch.Tensor          # [B, T, d]
-    logits: torch.Tensor              # [B, T, V]
+    logits: torch.Tensor              # [B, 1, V]: the last position's
     attn_in: list[torch.Tensor]       # per layer [B, T, d]: the residual stream before its attention
     attn_x: list[torch.Tensor]        # per layer [B, T, d]: what the attention reads (its norm's output)
     heads: list[torch.Tensor]         # per layer [B, T, n_heads · d_head]: the heads' outputs side by side
@@ -113,6 +131,32 @@ def _freeze_attention(arch: Architecture, layer) -> None:
             qk.output = out.detach()
 
 
+#: the linear trace uses eager attention while batch × heads × T² stays below this many scores
+EAGER_MAX_SCORES = 1 << 26
+
+
+@contextlib.contextmanager
+def eager_attention(envoy, scores: int):
+    """Run the model's attention as plain ``softmax(q·k) @ v`` while inside (when ``scores``,
+    the size of the batch's score tensors, is at most :data:`EAGER_MAX_SCORES`).
+
+    With queries and keys detached, the only gradient through eager attention is
+    ``patternᵀ @ grad`` into the values; a fused kernel (SDPA, flash) computes its full
+    backward instead, which was 40% of a backward pass on SmolLM2-135M at 17 tokens.  The
+    forward values are the same up to float rounding.  A model whose weights live on a
+    server keeps its own setting (its config is not ours to change)."""
+    cfg = getattr(getattr(envoy, "_module", None), "config", None)
+    saved = getattr(cfg, "_attn_implementation", None)
+    if cfg is None or saved is None or saved == "eager" or scores > EAGER_MAX_SCORES:
+        yield
+        return
+    cfg._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        cfg._attn_implementation = saved
+
+
 def linear_trace(envoy, arch: Architecture, skips: list, cap: TraceInputs, batch: int,
                  length: int | None = None) -> LinearTrace:
     """Trace ``batch`` copies of the prompt's first ``length`` tokens through the frozen local
@@ -121,7 +165,8 @@ def linear_trace(envoy, arch: Architecture, skips: list, cap: TraceInputs, batch
 
     The token embeddings become one leaf tensor and each MLP output another (features'
     decoder outputs + b_dec + error, held constant) plus the transcoder's skip term
-    ``x @ skips[l]``.  Gradients at the leaves, dotted with what a source writes there, are
+    ``x @ skips[l]``; the MLPs themselves are skipped.  Attention runs eagerly while its
+    scores are small (:func:`eager_attention`).  Gradients at the leaves, dotted with what a source writes there, are
     that source's direct effects.
     """
     layers = get_module(envoy, arch.layers)
@@ -133,10 +178,13 @@ def linear_trace(envoy, arch: Architecture, skips: list, cap: TraceInputs, batch
         write = cap.mlp_out[l, :T] if W_skip is None else cap.mlp_out[l, :T] - cap.mlp_in[l, :T] @ W_skip
         write_leaves.append(write[None].expand(batch, T, d).clone().requires_grad_(True))
     mlp_in, attn_in, attn_x, heads = [], [], [], []
-    with envoy.trace(cap.tokens[None, :T].expand(batch, -1)):
+    n_heads = getattr(getattr(getattr(envoy, "_module", None), "config", None), "num_attention_heads", 1)
+    with eager_attention(envoy, batch * n_heads * T * T), envoy.trace(cap.tokens[None, :T].expand(batch, -1)):
         get_module(envoy, arch.embed).output = embed_leaf
         for layer, W_skip, leaf in zip(layers, skips, write_leaves):
             for i, name in enumerate(arch.norms):
+                if name == arch.mlp_out:         # a norm after the MLP (Gemma): replaced below
+                    continue
                 norm = get_module(layer, name)
                 inp = norm.input
                 if name == arch.mlp_in:
@@ -150,9 +198,21 @@ def linear_trace(envoy, arch: Architecture, skips: list, cap: TraceInputs, batch
             if arch.mlp_in not in arch.norms:
                 x = get_module(layer, arch.mlp_in).input
             mlp_in.append(nnsight.save(x))
-            get_module(layer, arch.mlp_out).output = leaf if W_skip is None else leaf + x @ W_skip
+            # the MLP does not run: its stand-in is the leaf (+ the skip term), so the forward
+            # pass costs the attention only
+            out = leaf if W_skip is None else leaf + x @ W_skip
+            mlp = get_module(layer, arch.mlp)
+            if arch.mlp == arch.mlp_out:
+                mlp.skip(out)
+            else:
+                mlp.skip(mlp.input)
+                get_module(layer, arch.mlp_out).output = out
         final = get_module(envoy, arch.final_norm)
         final.output = frozen_norm(final.input, final.output, final._module, arch.norm_kind)
-        unembed_in = get_module(envoy, arch.unembed).input.save()
-        logits = get_module(envoy, arch.unembed).output.save()
+        unembed = get_module(envoy, arch.unembed)
+        unembed_in = unembed.input.save()
+        # only the last position's logits are read (a full [batch, T, vocab] product cost as
+        # much as the rest of the forward pass on SmolLM2)
+        unembed.input = unembed_in[:, -1:]
+        logits = unembed.output.save()
     return LinearTrace(embed_leaf, write_leaves, mlp_in, unembed_in, logits, attn_in, attn_x, heads)

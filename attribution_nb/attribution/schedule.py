@@ -1,12 +1,11 @@
-"""In which order feature rows are computed.
+"""The greedy order of feature rows under ``max_feature_nodes`` (with every feature kept,
+:class:`~attribution_nb.attribution.adaptive.Sweep` orders them).
 
-With all features kept, a *sweep*: by prefix bucket, then layer, then position, so prefix
-traces only grow.  With ``max_feature_nodes`` below the number of active features, a *greedy*
-order: features by their influence on the logits estimated from the rows computed so far;
-the estimate is refreshed after every batch while few rows are known
-(``WARMUP_BATCHES``), then each time the visited rows grow by ``REFRESH_GROWTH``.  Between
-refreshes the ranking stands, so the rows up to the next refresh are chosen (and, remotely,
-computed) together.
+With ``max_feature_nodes`` below the number of active features, features are visited by
+their influence on the logits estimated from the rows computed so far.  The estimate is
+refreshed after every batch while few rows are known (``WARMUP_BATCHES``), then each time
+the visited rows grow by ``REFRESH_GROWTH``.  Between refreshes the ranking stands, so the
+rows up to the next refresh are chosen (and, remotely, computed) together.
 """
 
 from __future__ import annotations
@@ -22,12 +21,6 @@ from ..graph.maths import normalize_rows
 WARMUP_BATCHES = 4
 #: afterwards, re-estimate each time the number of visited features grows by this factor
 REFRESH_GROWTH = 1.25
-
-
-def sweep_order(feat_layer: np.ndarray, feat_pos: np.ndarray, buckets: list[int]) -> np.ndarray:
-    """All features by prefix bucket, then layer, then position."""
-    bucket_of = np.searchsorted(np.array(buckets), feat_pos + 1)
-    return np.lexsort((feat_pos, feat_layer, bucket_of))
 
 
 def greedy_rounds(store, probs: np.ndarray, n_active: int, n_keep: int, n_sources: int,

@@ -21,7 +21,7 @@ from attribution_nb.demo import tiny_model
 @pytest.fixture(scope="module", params=CASES, ids=case_id)
 def case(request):
     model, ref = case_model(request.param, PROMPT)
-    graph = anb.attribute(model, PROMPT, progress=False, batch_size=16)
+    graph = anb.attribute(model, PROMPT, progress=False, batch_size=16, bos_features=True, rows="all")
     return model, graph, ref
 
 

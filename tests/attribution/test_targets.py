@@ -52,7 +52,8 @@ def _spec(model, graph, targets):
 def case(request):
     model, ref = case_model(request.param, PROMPT)
     targets = _targets(model, len(model.tokenize(PROMPT)))
-    graph = anb.attribute(model, PROMPT, targets=targets, progress=False, batch_size=16)
+    graph = anb.attribute(model, PROMPT, targets=targets, progress=False, batch_size=16, bos_features=True,
+                          rows="all")
     return model, graph, ref, _spec(model, graph, targets)
 
 
