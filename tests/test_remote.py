@@ -10,12 +10,16 @@ that the graph is the one a local run builds.  (No test reaches NDIF itself: no 
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import PROMPT
 
 import attribution_nb as anb
 from attribution_nb.demo import tiny_model
+from attribution_nb import attention
+from attribution_nb.attention import _maps_on_server as maps_on_server
+from attribution_nb.ids import NodeId
 
 
 class _NotOnTheServer:
@@ -124,7 +128,7 @@ def test_requests_carry_neither_weights_nor_transcoders(requests):
     assert max(rows) < 1.5 * n_active * model.d_model * 4 + 200_000 < 0.5 * tc_bytes
 
 
-def test_meta_model_from_a_folder(tmp_path):
+def test_meta_model_from_a_folder(tmp_path, monkeypatch):
     """``load_model(folder, remote=...)`` builds the model on the meta device (no weights
     here); the simulated server loads them, and the graph is the local one."""
     model = tiny_model("llama", seed=3, d_features=128, skip=True)
@@ -134,8 +138,19 @@ def test_meta_model_from_a_folder(tmp_path):
     remote = anb.load_model(str(tmp_path), transcoders=str(tmp_path / "tc"), remote="local")
     assert not remote.weights_here and remote.device.type == "cpu"
     assert remote.transcoders[0].W_enc.device.type == "cpu"
-    with pytest.raises(ValueError, match="live only on the remote server"):     # attention maps read weights here
-        anb.attribute_attention(remote, PROMPT, 1, 0, -1, 2)
+    with pytest.raises(ValueError, match="live only on the remote server"):     # head loadings read weights here
+        tokens = model.tokenize(PROMPT)
+        anb.edge_heads(remote, PROMPT, NodeId.for_token(2, int(tokens[2])),
+                       NodeId.for_logit(len(tokens) - 1, int(model.logits(PROMPT).argmax())))
+    # QK tables: the head's maps are made on the server (one request), the table here; it is the local one
+    on_server = []
+    monkeypatch.setattr(attention, "_maps_on_server", lambda *a: on_server.append(1) or maps_on_server(*a))
+    local_table, remote_table = (anb.attribute_attention(m, PROMPT, 1, 0, -1, 2) for m in (model, remote))
+    assert on_server == [1]
+    pd.testing.assert_frame_equal(remote_table, local_table, rtol=1e-9, atol=1e-12)
+    assert remote_table.attrs["score"] == pytest.approx(local_table.attrs["score"], rel=1e-12)
+    torch.testing.assert_close(anb.attention_scores(remote, PROMPT, 0, 1), anb.attention_scores(model, PROMPT, 0, 1),
+                               equal_nan=True)
     _assert_same_graph(anb.attribute(model, PROMPT, progress=False), anb.attribute(remote, PROMPT, progress=False))
     with pytest.raises(ValueError, match="device='cuda' with remote='local'"):
         anb.load_model(str(tmp_path), transcoders=str(tmp_path / "tc"), remote="local", device="cuda")

@@ -72,7 +72,7 @@ def attribute(model: ReplacementCore, prompt, *, targets=None, max_n_logits: int
     batch_size, max_feature_nodes, max_n_logits, desired_logit_prob = _check(
         model, batch_size, max_feature_nodes, max_n_logits, desired_logit_prob, rows)
     clock = _Clock()
-    cap, n_bos = _capture(model, model.tokenize(prompt), bos_features)               # 1. capture
+    cap, n_bos = graph_capture(model, model.tokenize(prompt), bos_features)               # 1. capture
     goals = resolve_targets(model, cap, targets, max_n_logits, desired_logit_prob)
     active = ActiveFeatures.of(cap.activations)
     n_keep = len(active) if max_feature_nodes is None else min(max_feature_nodes, len(active))
@@ -103,8 +103,9 @@ def attribute(model: ReplacementCore, prompt, *, targets=None, max_n_logits: int
     return graph
 
 
-def _capture(model, tokens: torch.Tensor, bos_features: bool):
-    """The clean capture, with the BOS position's features left out unless ``bos_features``."""
+def graph_capture(model, tokens: torch.Tensor, bos_features: bool = False):
+    """The clean capture as a graph sees it, and how many features were left out: those at the
+    BOS position are folded into its error nodes unless ``bos_features`` (see :func:`attribute`)."""
     cap = model.capture(tokens)
     if not torch.isfinite(cap.logits[-1]).all():
         raise ValueError("the model's logits are not finite for this prompt")
@@ -204,4 +205,4 @@ class _Clock:
             self.timings["total"] = now - self.start
 
 
-__all__ = ["attribute", "default_batch_size"]
+__all__ = ["attribute", "default_batch_size", "graph_capture"]
