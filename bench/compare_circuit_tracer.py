@@ -24,8 +24,9 @@ difference of any edge both graphs have (against our graph with every row comput
 3. runs circuit-tracer's ``attribute`` (nnsight backend, float32, all features) in a fresh
    process of its own virtual environment (created here on first use: circuit-tracer
    0.5.0 needs ``nnsight==0.7.0`` and transformers ≤ 4.57.3), then compares every edge
-   both graphs have (both leave the BOS position's features out, folded into the error
-   nodes there);
+   both graphs have, except those from error nodes at the BOS position: both leave the BOS
+   position's features out, but circuit-tracer zeroes that position's error vectors too,
+   while ours keeps what the MLPs wrote there (the features' part included) as its errors;
 
 and prints both wall times, their ratio, both peak memories (ru_maxrss of each process,
 which includes the model and the Python runtime), the number of active features and the
@@ -114,7 +115,11 @@ def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int
     to_ours = np.array([index.get(nid, -1) for nid in ct_ids]
                        + [logit_index.get(int(t.vocab_idx), -1)
                           for t in graph.logit_targets])
-    comparable_source = to_ours >= 0
+    # circuit-tracer zeroes the BOS position's error vectors as well as its features (its graph
+    # has no sources for what the MLPs write there); ours folds those features into the error
+    # nodes there, so those columns differ by design and are left out
+    comparable_source = (to_ours >= 0) & ~np.array([nid.startswith("e:") and nid.endswith(":P0") for nid in ct_ids]
+                                                   + [False] * len(graph.logit_targets))
     A = graph.adjacency_matrix
     cols = np.flatnonzero(comparable_source)
     rows = np.flatnonzero(to_ours >= 0)
@@ -354,7 +359,9 @@ def real_cases(args, python_ct: str) -> list:
                 continue
             print(f"{case:<24} {o['features']:>8} {o['rows']:>5}/{o['features']:<5} {o['seconds']:>7.1f} "
                   f"{c['seconds']:>7.1f} {r['speedup']:>7.1f}x {o['peak_mb']:>8.0f} {c['peak_mb']:>7.0f} "
-                  f"{r['max_rel_diff']:>22.1e} {r['max_load']:>5.2f}", flush=True)
+                  f"{r['max_rel_diff']:>22.1e} {r['max_load']:>5.2f}"
+                  + (f"   base {r['base']['seconds']:.1f} s, {r['base']['peak_mb']:.0f} MB" if r.get("base") else ""),
+                  flush=True)
     return results
 
 
@@ -363,18 +370,22 @@ def real_case(args, python_ct: str, folder: str, features: int, n_tokens: int) -
     tok = AutoTokenizer.from_pretrained(folder)
     ids = json.dumps([tok.bos_token_id, *tok(REAL_PROMPTS[n_tokens])["input_ids"]])
     graph_path = os.path.join(WORK, f"smollm2-{features}-{n_tokens}.graph")
-    runs: dict = {"ours": [], "ct": []}
+    tools = ["ours", "ct"] + (["base"] if args.base_code else [])
+    runs: dict = {t: [] for t in tools}
     loads = []
     for rep in range(args.repeats):
-        for tool in ("ours", "ct") if rep % 2 == 0 else ("ct", "ours"):
+        for tool in tools[rep % len(tools):] + tools[:rep % len(tools)]:     # a different order each time
             loads.append(quiet())
             if tool == "ours":      # the first run also saves the all-rows graph the comparison reads
                 cmd = [sys.executable, __file__, "--_ours", folder, ids, graph_path if rep == 0 else ""]
                 runs["ours"].append(subprocess_json(cmd))
+            elif tool == "base":
+                runs["base"].append(subprocess_json([sys.executable, __file__, "--_ours", folder, ids, ""],
+                                                    code=args.base_code))
             else:
                 cmd = [python_ct, __file__, "--_ct", folder, ids, graph_path if rep == 0 else "-"]
                 runs["ct"].append(subprocess_json(cmd, memory_gb=args.ct_memory_gb))
-    bad = [r for r in runs["ours"] + runs["ct"] if "error" in r]
+    bad = [r for rs in runs.values() for r in rs if "error" in r]
     if bad:
         return {"tokens": n_tokens, "features_per_layer": features, "ours": bad[0], "ct": bad[0]}
     med = {t: {k: float(np.median([r[k] for r in rs])) for k in ("seconds", "cpu_seconds", "peak_mb")}
@@ -382,7 +393,7 @@ def real_case(args, python_ct: str, folder: str, features: int, n_tokens: int) -
     first_ct = runs["ct"][0]          # the run that compared its edges with ours
     ours = dict(runs["ours"][0], **med["ours"])
     return {"tokens": n_tokens, "features_per_layer": features, "ours": ours, "ct": dict(first_ct, **med["ct"]),
-            "runs": runs, "speedup": med["ct"]["seconds"] / med["ours"]["seconds"],
+            "base": med.get("base"), "runs": runs, "speedup": med["ct"]["seconds"] / med["ours"]["seconds"],
             "max_rel_diff": first_ct["max_rel_diff"], "max_load": max(loads)}
 
 

@@ -48,7 +48,8 @@ def layered_influence(m: sp.csr_array, w: np.ndarray, row_layer: np.ndarray) -> 
     """``compute_influence`` in one pass: every edge goes to a lower layer, so rows taken top
     layer first have their final influence when their turn comes (``row_layer``: each
     node's layer, −1 for tokens; rows that are empty cost nothing)."""
-    sums = np.asarray(abs(m).sum(1)).ravel()
+    m = m if (m.data >= 0).all() else abs(m)
+    sums = np.asarray(m.sum(1)).ravel()
     inv = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
     infl = np.zeros(m.shape[0])
     received = w.astype(np.float64).copy()
@@ -58,8 +59,7 @@ def layered_influence(m: sp.csr_array, w: np.ndarray, row_layer: np.ndarray) -> 
         x = received[block] * inv[block]
         if not x.any():
             continue
-        sub = m[block]
-        contrib = np.asarray(abs(sub).T @ x).ravel()
+        contrib = np.asarray(m[block].T @ x).ravel()
         infl += contrib
         received += contrib
     return infl
@@ -285,7 +285,10 @@ class Sweep:
             self.visited[more] = True
 
     def matrix(self) -> sp.csr_array:
-        """The rows so far, in source numbering with the targets after them."""
+        """|A| of the rows so far, in source numbering with the targets after them (the
+        certificate reads magnitudes only)."""
         keys: list = [i if v else None for i, v in enumerate(self.visited.tolist())]
         keys += [None] * (len(self.w) - self.n_active - self.n_logits) + [("logit", i) for i in range(self.n_logits)]
-        return self.store.csr(keys, len(self.w), dtype=np.float64)
+        m = self.store.csr(keys, len(self.w), dtype=np.float64)
+        np.abs(m.data, out=m.data)
+        return m

@@ -191,8 +191,11 @@ def test_a_prompt_without_bos_keeps_its_first_features(llama):
 
 
 def test_batch_size_defaults_from_the_device(llama):
-    assert default_batch_size(llama) == 32
+    assert default_batch_size(llama, 11) == 32                       # a tiny model: the most
     assert anb.attribute(llama, PROMPT, progress=False).info["batch_size"] == 32
+    cfg = llama.hf_model.config
+    per_copy = 15 * cfg.num_hidden_layers * 4000 * cfg.hidden_size * 4    # 4,000 tokens: ~61 MB of trace a copy
+    assert default_batch_size(llama, 4000) == max(16, min(32, (256 << 20) // per_copy)) == 16
     with pytest.raises(ValueError, match="rows must be 'adaptive' or 'all', got 'some'"):
         anb.attribute(llama, PROMPT, rows="some")
     torch.manual_seed(0)
