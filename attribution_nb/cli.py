@@ -41,7 +41,8 @@ def _summary(graph, pruned, seconds: float) -> str:
         ("targets: " + ", ".join(f"{t!r} = {v:.3f}" for t, v in zip(graph.logits.token, graph.logits.logit))
          if graph.logits.token_id.isna().any() else
          "top predictions: " + ", ".join(f"{t!r} {p:.3f}" for t, p in zip(graph.logits.token, graph.logits.probability))),
-        f"graph: {(graph.nodes.kind == 'feature').sum()} features, {len(graph.edges)} edges; "
+        f"graph: {(graph.nodes.kind == 'feature').sum()} features ({graph.info.get('feature_rows', '?')} with rows), "
+        f"{len(graph.edges)} edges; "
         f"pruned: {(pruned.nodes.kind == 'feature').sum()} features, {len(pruned.edges)} edges",
         f"replacement score {s['replacement']:.3f}, completeness score {s['completeness']:.3f}",
         "most influential features:",
@@ -56,8 +57,11 @@ def _attribute(args) -> int:
     t0 = time.perf_counter()
     model = load_model(None if args.model == "demo" else args.model, transcoders=args.transcoders)
     targets = list(args.target or []) + [LogitDiff(a, b) for a, b in (args.contrast or [])]
+    # the page's sliders prune at any threshold: it gets every row
+    rows = "all" if args.all_rows or args.html else "adaptive"
     graph = attribute(model, args.prompt, targets=targets or None, max_feature_nodes=args.max_feature_nodes,
-                      batch_size=args.batch_size, progress=True)
+                      batch_size=args.batch_size, rows=rows, bos_features=args.bos_features,
+                      prune_thresholds=(args.node_threshold, args.edge_threshold), progress=True)
     pruned = graph.prune(args.node_threshold, args.edge_threshold)
     print(f"model: {model!r}")
     print(_summary(graph, pruned, time.perf_counter() - t0))
@@ -80,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--tables", choices=["csv", "parquet"], help="also write nodes/edges/logits tables")
         p.add_argument("--html", default=None, help="also write a standalone HTML page of the graph with sliders")
         p.add_argument("--max-feature-nodes", type=int, default=None)
-        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--batch-size", type=int, default=None, help="targets per backward pass (default: from the "
+                                                                       "model's size and the device)")
+        p.add_argument("--all-rows", action="store_true", help="compute every feature's row (default: only those "
+                                                               "the pruned graph needs, proved; always with --html)")
+        p.add_argument("--bos-features", action="store_true", help="keep the BOS position's features")
         p.add_argument("--target", action="append", metavar="TOKEN",
                        help="explain this token's logit (repeat for several; default: the top logits)")
         p.add_argument("--contrast", nargs=2, action="append", metavar=("A", "B"),

