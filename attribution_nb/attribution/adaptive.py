@@ -209,6 +209,7 @@ class Sweep:
         self.position = np.concatenate([engine.src_pos.numpy(), goal_pos])
         self.kinds = np.array(["feature"] * self.n_active + ["error"] * (L * T) + ["token"] * T
                               + ["logit"] * self.n_logits, dtype=object)
+        self.ranked = np.flatnonzero(np.isin(self.kinds, ("feature", "error")))
         self.received = np.zeros(len(self.w))
         self.visited = np.zeros(self.n_active, dtype=bool)
         self.certificate: Certificate | None = None
@@ -252,8 +253,7 @@ class Sweep:
 
     def _budget(self, n_groups: int) -> float:
         """What one group may defer: a share of the node threshold's influence so far."""
-        ranked = np.flatnonzero(np.isin(self.kinds, ("feature", "error")))
-        r = self.received[ranked]
+        r = self.received[self.ranked]
         kept = _fewest_holding(r, self.thresholds[0])
         return DEFER_SHARE * (r[kept].min() if kept.any() else 0.0) / n_groups
 
@@ -266,23 +266,25 @@ class Sweep:
         defer = (e[order] == 0) | (cost <= budget)
         return np.sort(idx[order[~defer]])
 
-    def finish(self) -> sp.csr_array:
-        """Visit deferred features until the certificate holds; returns the partial graph."""
+    def finish(self) -> None:
+        """Visit deferred features until the certificate holds."""
+        e = self.received          # after the sweep, the influence in the partial graph (see run)
         while True:
-            m = self.matrix()
             unvisited = np.zeros(len(self.w), dtype=bool)
             unvisited[:self.n_active] = ~self.visited
-            e = layered_influence(m, self.w, self.layer)
-            if not unvisited.any() or not e[unvisited].any():
+            if not e[unvisited].any():
                 self.certificate = Certificate(True, "exact: every feature without a row has no influence", 0.0)
-                return m
+                return
+            m = self.matrix()
+            e = layered_influence(m, self.w, self.layer)
             self.certificate = certify(m, self.w, self.kinds, self.layer, self.position, unvisited,
                                        *self.thresholds, influence=e)
             if self.certificate.ok:
-                return m
+                return
             more = np.flatnonzero(unvisited[:self.n_active] & (e[:self.n_active] > 0))
             self.compute(more)
             self.visited[more] = True
+            e = layered_influence(self.matrix(), self.w, self.layer)
 
     def matrix(self) -> sp.csr_array:
         """|A| of the rows so far, in source numbering with the targets after them (the
