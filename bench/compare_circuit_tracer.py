@@ -367,8 +367,12 @@ def real_cases(args, python_ct: str) -> list:
             results.append(r)
             o, c = r["ours"], r["ct"]
             case = f"smollm2 {n_tokens} tok {features} F"
-            if "error" in o or "error" in c:
-                print(f"{case:<24} failed: {o.get('error') or c.get('error')}", flush=True)
+            if "error" in o:
+                print(f"{case:<24} ours failed: {o['error']}", flush=True)
+                continue
+            if "error" in c:
+                print(f"{case:<24} {o['features']:>8} {o['rows']:>5}/{o['features']:<5} {o['seconds']:>7.1f} {'—':>7} "
+                      f"{'—':>8} {o['peak_mb']:>8.0f}   circuit-tracer: {c['error'][:120]}", flush=True)
                 continue
             print(f"{case:<24} {o['features']:>8} {o['rows']:>5}/{o['features']:<5} {o['seconds']:>7.1f} "
                   f"{c['seconds']:>7.1f} {r['speedup']:>7.1f}x {o['peak_mb']:>8.0f} {c['peak_mb']:>7.0f} "
@@ -398,9 +402,11 @@ def real_case(args, python_ct: str, folder: str, features: int, n_tokens: int) -
             else:
                 cmd = [python_ct, __file__, "--_ct", folder, ids, graph_path if rep == 0 else "-"]
                 runs["ct"].append(subprocess_json(cmd, memory_gb=args.ct_memory_gb))
-    bad = [r for rs in runs.values() for r in rs if "error" in r]
-    if bad:
-        return {"tokens": n_tokens, "features_per_layer": features, "ours": bad[0], "ct": bad[0]}
+    bad = {t: next(r for r in rs if "error" in r) for t, rs in runs.items() if any("error" in r for r in rs)}
+    if bad:                  # keep what ran (circuit-tracer may run out of memory where ours does not)
+        ok = {t: dict(rs[0], **{k: float(np.median([r[k] for r in rs])) for k in ("seconds", "peak_mb")})
+              for t, rs in runs.items() if t not in bad}
+        return {"tokens": n_tokens, "features_per_layer": features, **ok, **bad, "runs": runs}
     med = {t: {k: float(np.median([r[k] for r in rs])) for k in ("seconds", "cpu_seconds", "peak_mb")}
            for t, rs in runs.items()}
     first_ct = runs["ct"][0]          # the run that compared its edges with ours
