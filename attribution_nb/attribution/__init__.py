@@ -5,18 +5,22 @@ The algorithm, for one prompt (:func:`attribute`; one module a step):
 1. **Capture** (:meth:`ReplacementCore.capture`).  One clean forward pass records every
    MLP's input and output.  Each transcoder encodes its MLP input; ``error = true output −
    reconstruction`` is held fixed, so the replacement model reproduces the model's logits.
+   The features at a BOS position are folded into its error nodes (unless ``bos_features``).
    The logit targets are chosen (:mod:`.targets`).
 2. **Linearise** (:mod:`.rows`).  A second trace runs ``batch_size`` copies of the prompt
    with attention patterns and norm scales frozen, token embeddings replaced by a leaf
    tensor and each MLP output replaced by a constant leaf (decoder outputs + b_dec + error)
-   plus the transcoder's skip term.  The residual stream is now linear in its sources.
+   plus the transcoder's skip term; the MLPs themselves are skipped and attention runs
+   eagerly.  The residual stream is now linear in its sources.
 3. **Logit rows.**  For each target logit, the gradient of its demeaned logit (unembedding
    row minus the mean row, read at the unembedding input) at each leaf, dotted with what each
    source writes there, is that source's direct effect.  Copy ``b`` of the batch carries
    target ``b``, so one backward pass gives ``batch_size`` rows (:mod:`.store` keeps them).
 4. **Feature rows.**  The same, for each feature's pre-activation (its encoder vector read
-   at its layer's MLP input), in the order of :mod:`.schedule`: all of them, or, with
-   ``max_feature_nodes``, the most influential ones on the logits estimated so far.
+   at its layer's MLP input): by default those the graph pruned at ``prune_thresholds``
+   needs, with a proof (:mod:`.adaptive`); with ``rows="all"`` every one; with
+   ``max_feature_nodes`` below the number of active features, the most influential ones on
+   the logits estimated so far (:mod:`.schedule`).
 5. **Graph** (:mod:`.assemble`).  Rows for features and logits, columns for features,
    error nodes and token nodes; tokens and errors have no incoming edges.
 """
