@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..graph.maths import _fewest_holding, _mask_entries, _row_blocks, _row_sums, edge_scores
+from ..graph.maths import _fewest_holding, clean_up, edge_scores
 
 
 def layered_influence(m: sp.csr_array, w: np.ndarray, row_layer: np.ndarray) -> np.ndarray:
@@ -96,7 +96,7 @@ def certify(m: sp.csr_array, w: np.ndarray, kinds: np.ndarray, layer: np.ndarray
     node_mask = kept | always
     missing_mass = float(eu.sum()) + min(deficit, float(delta[U].sum()))     # what U's own rows would hold
     sure, possible = _edges_decided(m, e, delta, w, missing_mass, edge_threshold)
-    a, b = _clean_up(m, sure, node_mask, kinds), _clean_up(m, possible, node_mask, kinds)
+    a, b = clean_up(m, sure, node_mask.copy(), kinds), clean_up(m, possible, node_mask.copy(), kinds)
     if not np.array_equal(a, b):
         return Certificate(False, f"{int((a != b).sum())} node(s) hang on edges near the edge threshold", deficit)
     return Certificate(True, "", deficit)
@@ -164,23 +164,6 @@ def _edges_decided(m, e, delta, w, extra_mass, t) -> tuple[np.ndarray, np.ndarra
         floor = lo[_fewest_holding(lo, need / total_lo)].min()
         possible = hi >= floor
     return sure, possible
-
-
-def _clean_up(m: sp.csr_array, edges: np.ndarray, node_mask: np.ndarray, kinds: np.ndarray) -> np.ndarray:
-    """The node mask after pruning's clean-up with these edges (as in ``prune_masks``)."""
-    edges, node_mask = edges.copy(), node_mask.copy()
-    always = np.isin(kinds, ("token", "logit"))
-    is_feature, is_error = kinds == "feature", kinds == "error"
-    while True:
-        _mask_entries(m, edges, node_mask)
-        has_in = _row_sums(m, lambda a, b: edges[a:b]) > 0
-        has_out = np.zeros(len(node_mask), dtype=bool)
-        for _, _, a, b in _row_blocks(m):
-            has_out[m.indices[a:b][edges[a:b]]] = True
-        new = node_mask & (always | (is_feature & has_in & has_out) | (is_error & has_out))
-        if np.array_equal(new, node_mask):
-            return node_mask
-        node_mask = new
 
 
 #: a (bucket, layer) group may defer features whose summed ``influence × layer`` stays under

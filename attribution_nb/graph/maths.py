@@ -226,7 +226,6 @@ def prune_masks(adjacency, logit_weights, kinds: np.ndarray, node_threshold: flo
     node_threshold = _check_threshold("node_threshold", node_threshold)
     edge_threshold = _check_threshold("edge_threshold", edge_threshold)
     m = as_csr(adjacency)
-    n = m.shape[0]
     kinds = np.asarray(kinds)
     w = _as_numpy(logit_weights)
     if influence is None:
@@ -240,6 +239,15 @@ def prune_masks(adjacency, logit_weights, kinds: np.ndarray, node_threshold: flo
     edge_mask = _fewest_holding(scores, edge_threshold)
     del scores
 
+    return clean_up(m, edge_mask, node_mask, kinds), edge_mask
+
+
+def clean_up(m: sp.csr_array, edge_mask: np.ndarray, node_mask: np.ndarray, kinds: np.ndarray) -> np.ndarray:
+    """Pruning's last step: the largest part of ``node_mask`` in which every feature has an
+    incoming and an outgoing kept edge and every error node an outgoing one (tokens and logits
+    always stay).  ``edge_mask`` (one per stored entry) is narrowed in place to the kept nodes."""
+    n = m.shape[0]
+    always = np.isin(kinds, ("token", "logit"))
     is_feature, is_error = kinds == "feature", kinds == "error"
     while True:
         _mask_entries(m, edge_mask, node_mask)
@@ -250,7 +258,7 @@ def prune_masks(adjacency, logit_weights, kinds: np.ndarray, node_threshold: flo
         keep = always | (is_feature & has_in & has_out) | (is_error & has_out)
         new_mask = node_mask & keep
         if np.array_equal(new_mask, node_mask):
-            return node_mask, edge_mask
+            return node_mask
         node_mask = new_mask
 
 
