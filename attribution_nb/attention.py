@@ -18,7 +18,8 @@ residual stream before layer ``ℓ``'s attention.  :func:`attention_scores` give
 ``[T, T]`` score matrix of a head through the same maps (its softmax is the head's pattern).
 
 Gemma-2 soft-caps the scores (``c·tanh(s/c)``): the table explains ``s`` before the cap.
-Local models only (the maps read the weights here).
+For a model whose weights live on a server the maps and :func:`edge_heads`' gradient work
+run there (one request each), and the tables are made here.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .architectures import get_module
 from .attribution import graph_capture
 from .attribution.rows import ActiveFeatures, RowEngine, RowRunner
 from .attribution.store import RowStore
+from .backend import model_device, to_device
 from .checks import as_int
 from .ids import NodeId
 from .tracing import linear_trace
@@ -325,21 +327,23 @@ def _source_sides(model, tokens, maps: HeadMaps, q: int, k: int, batch_size: int
     return U, u0, V, v0, ids, kinds
 
 
-def _patterns(model, tokens: torch.Tensor) -> list[torch.Tensor]:
-    """The clean attention patterns [heads, T, T] of every layer (Hugging Face's eager attention)."""
-    cfg = model.hf_model.config
+def _patterns(hf_model, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """The clean attention patterns [heads, T, T] of every layer (Hugging Face's eager attention),
+    float64 on the model's device."""
+    cfg = hf_model.config
     saved = cfg._attn_implementation
     cfg._attn_implementation = "eager"
     try:
         with torch.no_grad():
-            out = model.hf_model(tokens[None].to(model.device), output_attentions=True)
+            device = next(hf_model.parameters()).device
+            out = hf_model(tokens[None].to(device), output_attentions=True)
     finally:
         cfg._attn_implementation = saved
-    return [a[0].detach().to("cpu", torch.float64) for a in out.attentions]
+    return [a[0].detach().double() for a in out.attentions]
 
 
 def _values(model, layer: int, kv_head: int) -> torch.Tensor:
-    """One key-value head's value projection W_V [d_head, d] (float64)."""
+    """One key-value head's value projection W_V [d_head, d] (float64, on the weights' device)."""
     arch, cfg = model.architecture, model.hf_model.config
     hf_layer = get_module(model.hf_model, arch.layers)[layer]
     mod = get_module(hf_layer, arch.values)
@@ -347,26 +351,33 @@ def _values(model, layer: int, kv_head: int) -> torch.Tensor:
     if arch.qk_fused:
         d = mod.weight.shape[0]
         hd = d // n_heads
-        return mod.weight.detach().double()[:, 2 * d + kv_head * hd: 2 * d + (kv_head + 1) * hd].T.cpu()
+        return mod.weight.detach().double()[:, 2 * d + kv_head * hd: 2 * d + (kv_head + 1) * hd].T
     n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
     hd = mod.weight.shape[0] // n_kv
-    return mod.weight.detach().double()[kv_head * hd:(kv_head + 1) * hd].cpu()
+    return mod.weight.detach().double()[kv_head * hd:(kv_head + 1) * hd]
 
 
-def _source_dot(model, cap, node, grads) -> torch.Tensor:
-    """Per batch row: the gradient at the source's write, dotted with what it writes (its share)."""
-    g_embed, g_writes = grads[0], grads[1:]
+def _source_writes(model, cap, node) -> list[tuple[int, int, torch.Tensor]]:
+    """What a source node writes to the linear trace's leaves: ``(leaf, position, vector)``
+    (leaf 0: the token embeddings; ``1 + ℓ``: layer ``ℓ``'s MLP write), float64."""
     if node.kind == "token":
-        return g_embed[:, node.position].double() @ cap.embed[node.position].double()
+        return [(0, node.position, cap.embed[node.position].double())]
     if node.kind == "error":
-        return g_writes[node.layer][:, node.position].double() @ cap.errors[node.layer, node.position].double()
+        return [(1 + node.layer, node.position, cap.errors[node.layer, node.position].double())]
     act = cap.activations[node.layer][node.position, node.feature].double()
-    total = torch.zeros(g_embed.shape[0], dtype=torch.float64)
-    for j, w in enumerate(model.transcoders[node.layer].direction_writes(node.feature)):
-        g = g_writes[node.layer + j]
+    return [(1 + node.layer + j, node.position, act * w.detach().double())
+            for j, w in enumerate(model.transcoders[node.layer].direction_writes(node.feature))]
+
+
+def _writes_dot(grads, writes) -> torch.Tensor:
+    """Per batch row: the gradients at a source's writes, dotted with them (its share)."""
+    total = None
+    for leaf, position, vector in writes:
+        g = grads[leaf]
         if g is not None:
-            total += act * (g[:, node.position].double() @ w.detach().double())
-    return total
+            part = g[:, position].double() @ vector.to(g.device)
+            total = part if total is None else total + part
+    return torch.zeros(len(next(g for g in grads if g is not None)), dtype=torch.float64) if total is None else total
 
 
 def edge_heads(model, prompt, source: str, target: str, *, bos_features: bool = False) -> pd.DataFrame:
@@ -379,9 +390,10 @@ def edge_heads(model, prompt, source: str, target: str, *, bos_features: bool = 
     where ``Δx_ℓ`` is what the source adds to the attention's input at layer ``ℓ`` (through every
     earlier path), ``A_h`` the frozen pattern and ``g`` the gradient of the target at head ``h``'s
     output at ``q``.  The loadings sum to the edge (``table.attrs["edge"]``) of the graph
-    :func:`attribute` makes with the same ``bos_features``.  Targets: features and token logits."""
+    :func:`attribute` makes with the same ``bos_features``.  Targets: features and token logits.
+    For a model whose weights live on a server, the gradient work runs there (one request)."""
     tokens = model.tokenize(prompt)
-    T, L = len(tokens), model.n_layers
+    T = len(tokens)
     _check_head(model, 0, 0, T)
     s, t = NodeId.parse(source), NodeId.parse(target)
     if s.kind == "logit" or t.kind in ("token", "error"):
@@ -389,64 +401,68 @@ def edge_heads(model, prompt, source: str, target: str, *, bos_features: bool = 
                          f"got {source} → {target}")
     if t.kind == "logit" and t.token_id is None:
         raise ValueError(f"{target} is a custom target; head loadings are for features and token logits")
-    if not model.weights_here:
-        raise ValueError("head loadings read the attention patterns and value weights here, and this model's "
-                         "weights live only on the remote server; load it locally (QK tables work remotely)")
     q = T - 1 if t.kind == "logit" else t.position
     if s.position is None or q is None or s.position >= q or q >= T:
         raise ValueError(f"{source} → {target} does not cross positions forward in this {T}-token prompt "
                          f"(only edges from an earlier position travel through attention)")
     cap, _ = graph_capture(model, tokens, bos_features)
-    arch, skips = model.architecture, model.transcoders.skip_weights()
-    clean = linear_trace(model.nn, arch, skips, cap.trace_inputs(), 1)
-    if t.kind == "logit":
-        top = L
-        read, vector = clean.unembed_in, model.demeaned_unembedding([t.token_id])[0]
+    if t.kind == "logit":       # (a target reads after the top layer, or after its own layer's attention)
+        read_layer, vector = None, model.demeaned_unembedding([t.token_id])[0]
     else:
-        layer_t, f_t = int(t.layer or 0), int(t.feature or 0)
-        top = layer_t + 1                                   # a feature reads after its layer's attention
-        read, vector = clean.mlp_in[layer_t], model.transcoders[layer_t].W_enc[:, f_t]
-    loss = (read[0, q] * vector.to(read.device, read.dtype)).sum()
-    grads = torch.autograd.grad(loss, clean.heads[:top], allow_unused=True)
-    patterns = _patterns(model, tokens)
-    cfg = model.hf_model.config
-    n_heads = cfg.num_attention_heads
-    n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
-    # per head: the vector its value projection and the target's gradient read at each earlier position
-    reads = []
-    for layer in range(top):
-        for head in range(n_heads):
-            W_V = _values(model, layer, head // (n_heads // n_kv))
-            hd = W_V.shape[0]
-            g = grads[layer]
-            g_h = torch.zeros(hd, dtype=torch.float64) if g is None else \
-                g[0, q, head * hd:(head + 1) * hd].detach().to("cpu", torch.float64)
-            reads.append((layer, head, W_V.T @ g_h))
-    loadings = _head_rows(model, cap, s, reads, patterns, q)
-    rows = [(layer, head, float(x), float(patterns[layer][head, q, s.position]))
-            for (layer, head, _), x in zip(reads, loadings)]
+        read_layer = int(t.layer or 0)
+        vector = model.transcoders[read_layer].W_enc[:, int(t.feature or 0)].detach()
+    loadings, weights = model.backend.run(
+        model.nn, _loadings, model.nn, model.architecture, model.transcoders.skip_weights(), cap.trace_inputs(),
+        read_layer, vector.cpu(), q, s.position, _source_writes(model, cap, s))
+    n_heads = weights.shape[1]
+    rows = [(layer, head, float(loadings[layer * n_heads + head]), float(weights[layer, head]))
+            for layer in range(weights.shape[0]) for head in range(n_heads)]
     table = pd.DataFrame(rows, columns=["layer", "head", "loading", "weight_to_source"])
     table = table.reindex(table.loading.abs().sort_values(ascending=False, kind="stable").index).reset_index(drop=True)
     table.attrs.update(source=source, target=target, edge=float(table.loading.sum()))
     return table
 
 
-def _head_rows(model, cap, source, reads, patterns, q: int, batch: int = 32) -> np.ndarray:
-    """For each (layer, head, w): the source's share of ``Σ_{p<q} A[q, p] · w·x_layer[p]`` in the
-    frozen model (gradient rows of the linear trace, ``batch`` heads a backward pass)."""
-    arch, skips = model.architecture, model.transcoders.skip_weights()
+def _loadings(envoy, arch, skips, inputs, read_layer, vector, q: int, p_source: int, writes,
+              batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`edge_heads`' numbers, computed where the model is (here, or on a server inside one
+    request: only the envoy, the architecture and plain tensors come in): the loadings of every
+    head below the target, flattened [top · n_heads], and their patterns' weight from ``q`` to
+    the source's position [top, n_heads]."""
+    weights = _Weights(envoy._module, arch)
+    device = model_device(envoy)
+    skips, writes, vector, inputs = to_device(skips, device), to_device(writes, device), vector.to(device), \
+        inputs.to(device)
+    top = len(skips) if read_layer is None else read_layer + 1
+    clean = linear_trace(envoy, arch, skips, inputs, 1)
+    read = clean.unembed_in if read_layer is None else clean.mlp_in[read_layer]
+    loss = (read[0, q] * vector.to(read.dtype)).sum()
+    grads = torch.autograd.grad(loss, clean.heads[:top], allow_unused=True)
+    patterns = _patterns(weights.hf_model, inputs.tokens)
+    cfg = weights.hf_model.config
+    n_heads = cfg.num_attention_heads
+    n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
+    reads = []            # per head: what its value projection and the target's gradient read at each position
+    for layer in range(top):
+        for head in range(n_heads):
+            W_V = _values(weights, layer, head // (n_heads // n_kv))
+            hd = W_V.shape[0]
+            g = grads[layer]
+            g_h = torch.zeros(hd, dtype=torch.float64, device=device) if g is None else \
+                g[0, q, head * hd:(head + 1) * hd].detach().double()
+            reads.append((layer, head, W_V.T @ g_h))
     out = []
-    for start in range(0, len(reads), batch):
+    for start in range(0, len(reads), batch):     # the source's share of Σ_{p<q} A[q, p] · w·x_layer[p]
         chunk = reads[start:start + batch]
-        trace = linear_trace(model.nn, arch, skips, cap.trace_inputs(), len(chunk))
+        trace = linear_trace(envoy, arch, skips, inputs, len(chunk))
         parts = []
         for b, (layer, head, w) in enumerate(chunk):
             x = trace.attn_x[layer][b, :q]                                  # [q, d]
-            weights = patterns[layer][head, q, :q].to(x.device, x.dtype)
-            parts.append(weights @ (x @ w.to(x.device, x.dtype)))
+            parts.append(patterns[layer][head, q, :q].to(x.dtype) @ (x @ w.to(x.dtype)))
         grads = torch.autograd.grad(sum(parts[1:], parts[0]), trace.leaves, allow_unused=True)
-        out.append(_source_dot(model, cap, source, grads).numpy())
-    return np.concatenate(out)
+        out.append(_writes_dot(grads, writes).cpu())
+    seen = torch.stack([patterns[layer][:, q, p_source] for layer in range(top)]).cpu()
+    return torch.cat(out), seen
 
 
 def attention_edges(model, graph, node_id: str, k: int = 5) -> pd.DataFrame:

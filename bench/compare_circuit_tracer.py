@@ -50,6 +50,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(HERE, ".ct-venv")
 WORK = os.path.join(HERE, ".work")
+WARM_UP_TOKENS = 17
 CT_REQUIREMENTS = ["circuit-tracer==0.5.0", "nnsight==0.7.0", "transformers<=4.57.3", "scipy"]  # scipy: to read our graph
 
 
@@ -87,7 +88,7 @@ def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int
     prompt = json.loads(prompt)
     if isinstance(prompt, list):
         prompt = torch.tensor(prompt)
-    attribute(prompt, model, batch_size=batch_size)      # warm-up on the same prompt (defaults: all features)
+    attribute(warm_up_prompt(prompt), model, batch_size=batch_size)      # warm-up (defaults: all features)
     t, cpu = time.perf_counter(), time.process_time()
     graph = attribute(prompt, model, batch_size=batch_size)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
@@ -259,7 +260,7 @@ def run_ours(folder: str, prompt: str, out: str, batch_size: int | None) -> dict
     prompt = json.loads(prompt)                  # a string, or token ids (BOS first)
     model = anb.load_model(folder, transcoders=os.path.join(folder, "transcoders"))
     kw = {"max_feature_nodes": None, "progress": False, **({"batch_size": batch_size} if batch_size else {})}
-    anb.attribute(model, prompt, **kw)           # warm-up
+    anb.attribute(model, warm_up_prompt(prompt), **kw)           # warm-up
     t, cpu = time.perf_counter(), time.process_time()
     graph = anb.attribute(model, prompt, **kw)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
@@ -273,6 +274,12 @@ def run_ours(folder: str, prompt: str, out: str, batch_size: int | None) -> dict
             "features": int((graph.nodes.kind == "feature").sum()), "edges": graph.n_edges,
             "rows": info.get("feature_rows", info["n_active_features"]), "certificate": info.get("certificate", ""),
             "bos_left_out": info.get("bos_features_left_out", 0), "timings": info["timings"]}
+
+
+def warm_up_prompt(prompt, n_tokens: int = WARM_UP_TOKENS):
+    """The prompt a process warms up on: token ids are cut to their first ``n_tokens`` (so a
+    64-token case does not pay for a second full run; the 17-token case warms up on itself)."""
+    return prompt[:n_tokens] if not isinstance(prompt, str) else prompt
 
 
 def quiet(max_cores: float = 0.25, window: float = 3.0, timeout: float = 900.0) -> float:
@@ -331,6 +338,8 @@ def main() -> None:
     ap.add_argument("--real-features", type=int, nargs="+", default=[2048, 8192])
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per tool and real-size case (median)")
     ap.add_argument("--batch-size", type=int, default=None, help="both tools' batch size (default: each its own)")
+    ap.add_argument("--ct-batch-size", type=int, default=None,
+                    help="circuit-tracer's batch size only (its default 512 does not fit in 24 GB at 64 tokens)")
     ap.add_argument("--ct-memory-gb", type=float, default=20.0)
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--base-code", help="also time the attribution_nb in this folder (e.g. a git worktree of an "
@@ -342,7 +351,7 @@ def main() -> None:
         print(json.dumps(run_ours(*args._ours, batch_size=args.batch_size)))
         return
     if args._ct:
-        print(json.dumps(run_circuit_tracer(*args._ct, batch_size=args.batch_size or 512)))
+        print(json.dumps(run_circuit_tracer(*args._ct, batch_size=args.ct_batch_size or args.batch_size or 512)))
         return
     python_ct = ensure_venv()
     os.makedirs(WORK, exist_ok=True)
@@ -356,7 +365,9 @@ def real_cases(args, python_ct: str) -> list:
     """SmolLM2-135M: alternate the tools, each run started on a quiet machine; medians."""
     print("real size: SmolLM2-135M (30 layers, d_model 576), seeded JumpReLU transcoders (~10 active per token "
           "per layer), 2 threads, float32, all features; each tool's defaults otherwise; median of "
-          f"{args.repeats}, alternating, each run started when the rest of the machine used < 0.25 core")
+          f"{args.repeats}, alternating, each run started when the rest of the machine used < 0.25 core; "
+          f"batch: ours {args.batch_size or 'default'}, circuit-tracer {args.ct_batch_size or args.batch_size or 512}; "
+          f"warm-up on the first {WARM_UP_TOKENS} tokens")
     print(f"{'case':<24} {'features':>8} {'rows':>11} {'ours s':>7} {'ct s':>7} {'speed-up':>8} {'ours MB':>8} "
           f"{'ct MB':>7} {'max |Δedge|/max|edge|':>22} {'load':>5}")
     results = []
@@ -395,13 +406,13 @@ def real_case(args, python_ct: str, folder: str, features: int, n_tokens: int) -
             loads.append(quiet())
             if tool == "ours":      # the first run also saves the all-rows graph the comparison reads
                 cmd = [sys.executable, __file__, "--_ours", folder, ids, graph_path if rep == 0 else ""]
-                runs["ours"].append(subprocess_json(cmd))
+                runs["ours"].append(subprocess_json(cmd + batch_flags(args)))
             elif tool == "base":
-                runs["base"].append(subprocess_json([sys.executable, __file__, "--_ours", folder, ids, ""],
-                                                    code=args.base_code))
+                runs["base"].append(subprocess_json([sys.executable, __file__, "--_ours", folder, ids, ""]
+                                                    + batch_flags(args), code=args.base_code))
             else:
                 cmd = [python_ct, __file__, "--_ct", folder, ids, graph_path if rep == 0 else "-"]
-                runs["ct"].append(subprocess_json(cmd, memory_gb=args.ct_memory_gb))
+                runs["ct"].append(subprocess_json(cmd + batch_flags(args), memory_gb=args.ct_memory_gb))
     bad = {t: next(r for r in rs if "error" in r) for t, rs in runs.items() if any("error" in r for r in rs)}
     if bad:                  # keep what ran (circuit-tracer may run out of memory where ours does not)
         ok = {t: dict(rs[0], **{k: float(np.median([r[k] for r in rs])) for k in ("seconds", "peak_mb")})
@@ -414,6 +425,12 @@ def real_case(args, python_ct: str, folder: str, features: int, n_tokens: int) -
     return {"tokens": n_tokens, "features_per_layer": features, "ours": ours, "ct": dict(first_ct, **med["ct"]),
             "base": med.get("base"), "runs": runs, "speedup": med["ct"]["seconds"] / med["ours"]["seconds"],
             "max_rel_diff": first_ct["max_rel_diff"], "max_load": max(loads)}
+
+
+def batch_flags(args) -> list[str]:
+    """The batch options a worker process needs (they choose the batch inside it)."""
+    return ((["--batch-size", str(args.batch_size)] if args.batch_size else [])
+            + (["--ct-batch-size", str(args.ct_batch_size)] if args.ct_batch_size else []))
 
 
 def tiny_cases(args, python_ct: str) -> list:
@@ -432,10 +449,11 @@ def tiny_cases(args, python_ct: str) -> list:
 def tiny_case(args, python_ct: str, folder: str, arch: str, features: int, n_tokens: int) -> dict:
     prompt = json.dumps(prompt_of(n_tokens))
     graph_path = os.path.join(WORK, f"{arch}-{features}-{n_tokens}.graph")
-    ours = subprocess_json([sys.executable, __file__, "--_ours", folder, prompt, graph_path])
-    base = (subprocess_json([sys.executable, __file__, "--_ours", folder, prompt, graph_path + ".base"],
-                            code=args.base_code) if args.base_code else None)
-    theirs = (subprocess_json([python_ct, __file__, "--_ct", folder, prompt, graph_path], memory_gb=args.ct_memory_gb)
+    ours = subprocess_json([sys.executable, __file__, "--_ours", folder, prompt, graph_path] + batch_flags(args))
+    base = (subprocess_json([sys.executable, __file__, "--_ours", folder, prompt, graph_path + ".base"]
+                            + batch_flags(args), code=args.base_code) if args.base_code else None)
+    theirs = (subprocess_json([python_ct, __file__, "--_ct", folder, prompt, graph_path] + batch_flags(args),
+                              memory_gb=args.ct_memory_gb)
               if "error" not in ours else {"error": "skipped"})
     case = f"{arch} {n_tokens} tok {features} F"
     r = {"arch": arch, "tokens": n_tokens, "features_per_layer": features, "ours": ours, "ct": theirs, "base": base}

@@ -18,6 +18,7 @@ from conftest import PROMPT
 import attribution_nb as anb
 from attribution_nb.demo import tiny_model
 from attribution_nb import attention
+from attribution_nb.attention import _loadings as loadings_on_server
 from attribution_nb.attention import _maps_on_server as maps_on_server
 from attribution_nb.ids import NodeId
 
@@ -138,10 +139,15 @@ def test_meta_model_from_a_folder(tmp_path, monkeypatch):
     remote = anb.load_model(str(tmp_path), transcoders=str(tmp_path / "tc"), remote="local")
     assert not remote.weights_here and remote.device.type == "cpu"
     assert remote.transcoders[0].W_enc.device.type == "cpu"
-    with pytest.raises(ValueError, match="live only on the remote server"):     # head loadings read weights here
-        tokens = model.tokenize(PROMPT)
-        anb.edge_heads(remote, PROMPT, NodeId.for_token(2, int(tokens[2])),
-                       NodeId.for_logit(len(tokens) - 1, int(model.logits(PROMPT).argmax())))
+    # head loadings: the gradient work runs on the server (one request), and equals the local one
+    tokens = model.tokenize(PROMPT)
+    edge = (NodeId.for_token(2, int(tokens[2])), NodeId.for_logit(len(tokens) - 1, int(model.logits(PROMPT).argmax())))
+    on_server = []
+    monkeypatch.setattr(attention, "_loadings", lambda *a: on_server.append(1) or loadings_on_server(*a))
+    local_heads, remote_heads = (anb.edge_heads(m, PROMPT, *edge) for m in (model, remote))
+    assert len(on_server) == 2          # (a local model runs the same function, here)
+    pd.testing.assert_frame_equal(remote_heads, local_heads, rtol=1e-6, atol=1e-9)
+    assert abs(local_heads.attrs["edge"]) > 1e-3 and (local_heads.loading.abs() > 1e-6).sum() >= 2
     # QK tables: the head's maps are made on the server (one request), the table here; it is the local one
     on_server = []
     monkeypatch.setattr(attention, "_maps_on_server", lambda *a: on_server.append(1) or maps_on_server(*a))
