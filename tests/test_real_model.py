@@ -12,7 +12,7 @@ from reference import Reference
 from test_tokens import joined
 
 import attribution_nb as anb
-from attribution_nb.transcoders import calibrated_transcoders, random_transcoders
+from attribution_nb.transcoders import calibrated_transcoders, mlp_inputs_on, random_transcoders
 
 pytestmark = pytest.mark.slow
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -133,13 +133,7 @@ def smol_real_size(smol_hf):
     """2,048 seeded JumpReLU features per layer whose thresholds fire ~10 per token (as in
     ``bench/compare_circuit_tracer.py --real``)."""
     hf, tokenizer = smol_hf
-    inputs: list = []
-    hooks = [layer.mlp.register_forward_pre_hook(lambda m, a: inputs.append(a[0][0, 1:].detach()))
-             for layer in hf.model.layers]
-    with torch.no_grad():
-        hf(torch.tensor([[tokenizer.bos_token_id, *tokenizer(CALIBRATION)["input_ids"]]]))
-    for h in hooks:
-        h.remove()
+    inputs = mlp_inputs_on(hf, [tokenizer.bos_token_id, *tokenizer(CALIBRATION)["input_ids"]])
     tcs = calibrated_transcoders(inputs, 2048, active_per_token=10)
     return anb.ReplacementModel(hf, tokenizer, tcs, name="smollm2-135m-2048")
 

@@ -10,6 +10,7 @@ source on the target.  The maths is in :mod:`.maths` (pure functions), the file 
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -176,10 +177,27 @@ class AttributionGraph:
                            influence=self.influence())
 
     def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> AttributionGraph:
-        """A new graph with the nodes and edges that carry most of the influence on the logits."""
-        node_mask, edge_mask = self.prune_masks(node_threshold, edge_threshold)
+        """A new graph with the nodes and edges that carry most of the influence on the logits.
+        Warns where a graph built with adaptive rows is not proved exact (:meth:`rows_note`)."""
+        node_mask, edge_mask = self.prune_masks(node_threshold, edge_threshold)     # (checks the thresholds)
+        note = self.rows_note(node_threshold, edge_threshold)
+        if note:
+            warnings.warn(note, stacklevel=2)
         return self.subgraph(node_mask, edge_mask,
                              info=dict(self.info, node_threshold=node_threshold, edge_threshold=edge_threshold))
+
+    def rows_note(self, node_threshold: float, edge_threshold: float) -> str:
+        """Why pruning at these thresholds may differ from pruning the graph with every row
+        (``""`` where it cannot): :func:`~attribution_nb.attribute`'s adaptive rows are proved
+        to give the same pruned nodes at its ``prune_thresholds`` only."""
+        missing = int(self.info.get("features_without_rows", 0) or 0)
+        proved = self.info.get("prune_thresholds")
+        if not missing or proved is None or np.allclose([node_threshold, edge_threshold], proved, rtol=0, atol=1e-9):
+            return ""
+        return (f"{missing} features of this graph have no rows (adaptive rows, proved for pruning at "
+                f"({proved[0]:g}, {proved[1]:g})); at ({node_threshold:g}, {edge_threshold:g}) the pruned graph may "
+                f"differ from the one with every row: build it with attribute(..., rows='all') or "
+                f"prune_thresholds=({node_threshold:g}, {edge_threshold:g})")
 
     def subgraph(self, node_mask: np.ndarray, edge_mask: np.ndarray | None = None, info: dict | None = None):
         """The graph restricted to ``node_mask`` (and to the stored entries in ``edge_mask``)."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from .activations import ACTIVATIONS
 from .formats import FORMATS, PRESETS, load_transcoder, load_transcoders
-from .set import TranscoderSet, calibrated_transcoders, random_transcoders
+from .set import TranscoderSet, calibrated_transcoders, mlp_inputs_on, random_transcoders
 from .transcoder import Transcoder
 
 __all__ = ["ACTIVATIONS", "FORMATS", "PRESETS", "Transcoder", "TranscoderSet", "load_transcoder", "load_transcoders",
-           "random_transcoders", "calibrated_transcoders"]
+           "random_transcoders", "calibrated_transcoders", "mlp_inputs_on"]

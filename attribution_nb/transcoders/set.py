@@ -107,11 +107,30 @@ def random_transcoders(d_model: int, n_layers: int, d_features: int, *, activati
     return TranscoderSet(out)
 
 
+def mlp_inputs_on(hf_model, token_ids: list[int]) -> list[torch.Tensor]:
+    """Each layer's MLP inputs [n_tokens - 1, d_model] on ``token_ids`` (position 0, the BOS,
+    left out) for a model whose layers are ``hf_model.model.layers[i].mlp`` (Llama, Qwen,
+    Gemma): the calibration text :func:`calibrated_transcoders` reads."""
+    layers = getattr(getattr(hf_model, "model", None), "layers", None)
+    if layers is None or not all(hasattr(layer, "mlp") for layer in layers):
+        raise ValueError(f"{type(hf_model).__name__} has no model.layers[i].mlp modules to read MLP inputs from")
+    inputs: list[torch.Tensor] = []
+    hooks = [layer.mlp.register_forward_pre_hook(lambda m, a: inputs.append(a[0][0, 1:].detach()))
+             for layer in layers]
+    try:
+        with torch.no_grad():
+            hf_model(torch.as_tensor([list(token_ids)]))
+    finally:
+        for h in hooks:
+            h.remove()
+    return inputs
+
+
 def calibrated_transcoders(mlp_inputs: list[torch.Tensor], d_features: int, *, active_per_token: float = 10.0,
                            seed: int = 0) -> TranscoderSet:
     """Seeded random JumpReLU transcoders for a real model, for benchmarks and tests at real
     size (no trained transcoders exist offline): ``mlp_inputs[l]`` [n_tokens, d_model] are
-    layer ``l``'s MLP inputs on a calibration text; each layer's threshold is set so that
+    layer ``l``'s MLP inputs on a calibration text (:func:`mlp_inputs_on`); each layer's threshold is set so that
     about ``active_per_token`` features fire per token there, and decoders are scaled to the
     inputs' norm.  Graphs built with them test speed and exactness, not interpretability."""
     if not mlp_inputs:

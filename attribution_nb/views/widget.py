@@ -100,7 +100,18 @@ class GraphWidget(InterventionControls):
                                   **{k: v for k, v in state.items() if k not in ("supernodes", "status")},
                                   supernodes=payload["supernodes"])
         self.view.on_msg(self._on_message)
+        self.view.observe(self._note_rows, names=["node_threshold", "edge_threshold"])
+        self._note_rows()
         self.timings["build_s"] = time.perf_counter() - t0
+
+    def _note_rows(self, _change=None) -> None:
+        """In the status line: where the sliders stand at thresholds that a graph built with
+        adaptive rows is not proved exact for (:meth:`AttributionGraph.rows_note`)."""
+        note = self.graph.rows_note(self.view.node_threshold, self.view.edge_threshold)
+        if note:
+            self.view.status = {"text": note, "level": "info", "rows_note": True}
+        elif self.view.status.get("rows_note"):
+            self.view.status = {}
 
     # -- display -----------------------------------------------------------------------
     def _ipython_display_(self):
@@ -247,6 +258,7 @@ class GraphWidget(InterventionControls):
     def close(self) -> None:
         """Close the widget's view (a closed widget is not shown again) and drop its callbacks."""
         self.view.on_msg(self._on_message, remove=True)
+        self.view.unobserve(self._note_rows, names=["node_threshold", "edge_threshold"])
         self.view.close()
         _forget_hot_reload(self.view)
 

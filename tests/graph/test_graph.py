@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -283,3 +284,16 @@ def test_loading_an_inconsistent_sparse_matrix_raises(llama_graph, tmp_path):
     save_file(tensors, path, metadata={"attribution_nb.graph": json.dumps(header)})
     with pytest.raises(ValueError, match="inconsistent sparse adjacency"):
         anb.AttributionGraph.load(path)
+
+
+def test_pruning_where_adaptive_rows_are_not_proved_warns():
+    model = anb.load_model()
+    graph = anb.attribute(model, "fact : the capital of the state containing dallas is", progress=False)
+    assert graph.info["features_without_rows"] > 0 and graph.info["prune_thresholds"] == [0.8, 0.98]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        graph.prune(0.8, 0.98)                                   # proved: silent
+    with pytest.warns(UserWarning, match=r"no rows .* at \(0.5, 0.9\) the pruned graph may differ"):
+        graph.prune(0.5, 0.9)
+    every = anb.attribute(model, "fact : the capital of the state containing dallas is", progress=False, rows="all")
+    assert every.rows_note(0.5, 0.9) == ""

@@ -326,3 +326,24 @@ def test_testing_the_pinned_subgraph_adds_the_table_to_the_runs(llama, llama_gra
     assert run["mode"] == "test" and len(run["rows"]) == len(table)
     assert run["rows"][0][:3] == list(table.iloc[0][["claim", "group", "affects"]])
     assert f"{int(table.agrees.sum())} agree" in run["what"]
+
+
+def test_the_status_line_says_where_adaptive_rows_are_not_proved(llama):
+    """A graph with features left without rows is exact when pruned at its ``prune_thresholds``
+    only: elsewhere the widget's status line says so (and goes when the sliders come back)."""
+    demo = anb.load_model()
+    graph = anb.attribute(demo, "fact : the capital of the state containing dallas is", progress=False)
+    assert graph.info["features_without_rows"] > 0        # top-layer features away from the answer's position
+    w = GraphWidget(graph, demo)
+    assert w.view.status == {}
+    w.view.node_threshold = 0.6
+    n = graph.info["features_without_rows"]
+    assert w.view.status["level"] == "info" and f"{n} features of this graph have no rows" in w.view.status["text"]
+    assert "(0.6, 0.98)" in w.view.status["text"] and "rows='all'" in w.view.status["text"]
+    w.view.node_threshold = 0.8
+    assert w.view.status == {}
+    w.close()
+    every = anb.attribute(llama, PROMPT, progress=False, rows="all")
+    w = GraphWidget(every, llama, node_threshold=0.5)
+    assert every.info["features_without_rows"] == 0 and w.view.status == {}
+    w.close()
