@@ -90,7 +90,9 @@ class RowEngine:
             self.skips, self.writes = to_device(self.skips, device), to_device(self.writes, device)
 
     def retrace(self, length: int) -> None:
-        """The frozen model on the prompt's first ``length`` tokens, ``batch`` copies."""
+        """The frozen model on the prompt's first ``length`` tokens, ``batch`` copies (the
+        previous trace dropped first: two traces at once would double the peak memory)."""
+        self.trace = None
         self.trace = linear_trace(self.envoy, self.arch, self.skips, self.cap, self.batch, length)
         self.length = length
 
