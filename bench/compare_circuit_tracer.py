@@ -2,6 +2,7 @@
 
     python bench/compare_circuit_tracer.py                      # real-size cases, then the tiny ones
     python bench/compare_circuit_tracer.py --real --real-features 2048 --real-tokens 17 --repeats 3
+    python bench/compare_circuit_tracer.py --real --real-features 2048 --real-tokens 64 --ct-batch-size 128
     python bench/compare_circuit_tracer.py --tiny --arch llama --tokens 11 32 --features 512
 
 **Real size** (first): SmolLM2-135M (30 layers, d_model 576) from the offline
@@ -9,7 +10,9 @@
 tools read, with seeded random JumpReLU transcoders (2,048 and 8,192 features per layer,
 thresholds set on a calibration text so ~10 fire per token per layer), prompts of 17 and
 64 tokens (SmolLM2's ``<|im_start|>`` first, as BOS).  Each tool runs with its defaults
-(all features, no cap), one warm-up per process; the tools alternate, each timed run
+(all features, no cap; ``--ct-batch-size`` changes circuit-tracer's batch alone: its default
+512 does not fit in 24 GB at 64 tokens), one warm-up per process on the prompt's first 17
+tokens (a 64-token case does not pay for a second full run); the tools alternate, each timed run
 starts only when the rest of the machine uses < 0.25 core (/proc/stat), and the table
 shows medians of ``--repeats`` runs, peak RSS, our rows computed of all, and the largest
 difference of any edge both graphs have (against our graph with every row computed).
