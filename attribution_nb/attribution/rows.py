@@ -4,7 +4,7 @@ passes through the frozen linear trace, and the runner that feeds it batches.
 Sources are numbered in "active order": features sorted by (layer, position, index), then
 error nodes (layer-major), then token nodes.  A target at layer ``l`` and position ``p`` can
 only see sources below ``l`` at positions ``≤ p``: only those are computed and stored, one
-small matmul per (layer, position) block of features.
+batched matmul per layer (:class:`Segments`).
 
 A :class:`RowEngine` is what a remote request carries (see :mod:`attribution_nb.backend`):
 the envoy, the architecture, the skip matrices, a slimmed capture and the active features'
@@ -50,6 +50,70 @@ class ActiveFeatures:
         return ActiveFeatures(self.layer[order], self.position[order], self.index[order], self.activation[order])
 
 
+@dataclass(frozen=True)
+class Segments:
+    """What one layer's sources write, laid out for batched products: at each position its
+    active features, then its error node, cut into segments of ``K`` entries (zero-padded).
+    The direct effects of them all on a batch of targets are then one batched matmul per
+    written layer, instead of a small matmul per position and an einsum for the errors (at
+    64 tokens those were a sixth of ``attribute``).  ``K`` is the mean number of entries per
+    position, so the padding adds at most as much again."""
+
+    position: torch.Tensor          # [S] each segment's position, ascending
+    writes: list[torch.Tensor]      # per written layer (own first) [S, K, d] float32
+    columns: torch.Tensor           # [S·K] each entry's source column in the graph, −1 for padding
+    ends: list[int]                 # ends[p]: the segments at positions ≤ p are the first ends[p]
+
+    @classmethod
+    def of(cls, writes: list[torch.Tensor], counts: torch.Tensor, errors: torch.Tensor,
+           first_column: int, error_column: int) -> Segments:
+        """``writes``: the layer's features' writes (active order) per written layer;
+        ``counts`` [T]: features per position; ``errors`` [T, d]: the layer's error nodes,
+        whose columns are ``error_column + position``."""
+        counts = counts.cpu()
+        T, device = len(counts), writes[0].device
+        entries = counts + 1                                   # the features, then the error
+        K = max(1, math.ceil(int(entries.sum()) / T))
+        per_pos = (entries + K - 1) // K
+        first_seg = torch.cat([torch.zeros(1, dtype=torch.long), per_pos.cumsum(0)[:-1]])
+        pos = torch.repeat_interleave(torch.arange(T), entries)
+        rank = torch.arange(len(pos)) - torch.cat([torch.zeros(1, dtype=torch.long), entries.cumsum(0)[:-1]])[pos]
+        slot = (first_seg[pos] + rank // K) * K + rank % K
+        is_error = rank == entries[pos] - 1
+        S = int(per_pos.sum())
+        columns = torch.full((S * K,), -1, dtype=torch.long)
+        columns[slot[~is_error]] = first_column + torch.arange(int(counts.sum()))
+        columns[slot[is_error]] = error_column + torch.arange(T)
+        padded = []
+        for j, w in enumerate(writes):
+            p = torch.zeros(S * K, w.shape[-1], dtype=torch.float32, device=device)
+            p[slot[~is_error].to(device)] = w.float()
+            if j == 0:                                          # errors write to their own layer only
+                p[slot[is_error].to(device)] = errors.float().to(device)
+            padded.append(p.view(S, K, -1))
+        return cls(torch.repeat_interleave(torch.arange(T), per_pos).to(device), padded, columns,
+                   per_pos.cumsum(0).tolist())
+
+    def to(self, device) -> Segments:
+        return Segments(self.position.to(device), [w.to(device) for w in self.writes], self.columns, self.ends)
+
+    def products(self, reach: list, top_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(columns, effects [n, len(columns)])``: the direct effects of the entries at
+        positions ≤ ``top_pos``, each its write to layer ``l + j`` dotted with ``g`` [n, ≥
+        top_pos + 1, d] at its position, summed over ``(j, g)`` in ``reach`` (own layer first)."""
+        S = self.ends[top_pos]
+        n = reach[0][1].shape[0]
+        at = self.position[:S]
+        acc = None
+        for j, g in reach:
+            g_seg = g.float().transpose(0, 1).index_select(0, at)              # [S, n, d]
+            block = torch.bmm(self.writes[j][:S], g_seg.transpose(1, 2))     # [S, K, n] (the fast layout)
+            acc = block if acc is None else acc + block
+        cols = self.columns[: S * self.writes[0].shape[1]]
+        keep = cols >= 0
+        return cols[keep], acc.permute(2, 0, 1).reshape(n, -1)[:, keep.to(acc.device)].cpu()
+
+
 class RowEngine:
     """Computes sparse rows (see the module docstring) for ≤ ``batch`` targets per backward pass."""
 
@@ -66,16 +130,18 @@ class RowEngine:
         self.buckets = sorted({math.ceil(T * k / PREFIX_STEPS) for k in range(1, PREFIX_STEPS + 1)}) \
             if T >= PREFIX_MIN_TOKENS else [T]
         self.layer_starts, self.writes, self.pos_bounds = [], [], []
+        self._segments: list[Segments] | None = None   # built from the writes where the model is
         start = 0
         for l, tc in enumerate(model.transcoders):
             n_l = int((active.layer == l).sum())
             sl = slice(start, start + n_l)
             self.layer_starts.append(start)
-            # float32 products whatever the model's dtype (half precision loses too much in the sums);
-            # writes[l][j]: what layer l's features write to layer l + j
-            self.writes.append(tc.feature_writes(active.index[sl], active.activation[sl].to(tc.W_dec.device)))
+            # float32 products whatever the model's dtype (half precision loses too much in the sums)
+            writes = tc.feature_writes(active.index[sl], active.activation[sl].to(tc.W_dec.device))
             # features of layer l at position p are columns pos_bounds[l][p]:pos_bounds[l][p + 1]
-            self.pos_bounds.append((start + torch.searchsorted(active.position[sl], torch.arange(T + 1))).tolist())
+            counts = torch.bincount(active.position[sl], minlength=T)
+            self.pos_bounds.append((start + torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])).tolist())
+            self.writes.append((writes, counts))
             start += n_l
         self.n_features = start
         self.n_sources = start + L * T + T
@@ -88,6 +154,19 @@ class RowEngine:
         if self.cap.embed.device != device:
             self.cap = self.cap.to(device)
             self.skips, self.writes = to_device(self.skips, device), to_device(self.writes, device)
+
+    def __getstate__(self) -> dict:
+        # a request carries the compact writes; the server builds its segments again
+        return {**self.__dict__, "_segments": None}
+
+    @property
+    def segments(self) -> list[Segments]:
+        """The writes as :class:`Segments`, built on first use (a remote request carries the
+        compact writes, up to a third smaller)."""
+        if self._segments is None:
+            self._segments = [Segments.of(w, c, self.cap.errors[l], self.layer_starts[l], self.n_features + l * self.T)
+                              for l, (w, c) in enumerate(self.writes)]
+        return self._segments
 
     def retrace(self, length: int) -> None:
         """The frozen model on the prompt's first ``length`` tokens, ``batch`` copies (the
@@ -124,24 +203,15 @@ class RowEngine:
         for l in range(min(top_layer, self.L)):
             if g_writes[l] is None:
                 continue
-            # the layers this layer's features write to that a target in the batch can see
-            reach = [(self.writes[l][j], g_writes[l + j][:n, : top_pos + 1].float())
-                     for j in range(len(self.writes[l])) if l + j < top_layer and g_writes[l + j] is not None]
-            bounds, off = self.pos_bounds[l], self.layer_starts[l]
-            for p in range(top_pos + 1):
-                a, b = bounds[p], bounds[p + 1]
-                if a < b:
-                    block = reach[0][1][:, p] @ reach[0][0][a - off:b - off].T
-                    for write, g in reach[1:]:
-                        block = block + g[:, p] @ write[a - off:b - off].T
-                    out[:, a:b] = block.float()
-            base = self.n_features + l * self.T
-            out[:, base:base + top_pos + 1] = torch.einsum("ntd,td->nt", reach[0][1],
-                                                           self.cap.errors[l, : top_pos + 1].float())
+            # the layers this layer's sources write to that a target in the batch can see
+            reach = [(j, g_writes[l + j][:n, : top_pos + 1]) for j in range(len(self.segments[l].writes))
+                     if l + j < top_layer and g_writes[l + j] is not None]
+            cols, effects = self.segments[l].products(reach, top_pos)
+            out[:, cols] = effects
         if g_embed is not None:
             base = self.n_features + self.L * self.T
-            out[:, base:base + top_pos + 1] = torch.einsum("ntd,td->nt", g_embed[:n, : top_pos + 1].float(),
-                                                           self.cap.embed[: top_pos + 1].float())
+            g = g_embed[:n, : top_pos + 1].float()
+            out[:, base:base + top_pos + 1] = (g * self.cap.embed[: top_pos + 1].float()).sum(-1).cpu()
         return out
 
     def __call__(self, layers: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor):
