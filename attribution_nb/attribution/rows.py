@@ -104,11 +104,10 @@ class Segments:
         S = self.ends[top_pos]
         n = reach[0][1].shape[0]
         at = self.position[:S]
-        acc = None
+        acc = torch.zeros(S, self.writes[0].shape[1], n, device=self.writes[0].device)
         for j, g in reach:
             g_seg = g.float().transpose(0, 1).index_select(0, at)              # [S, n, d]
-            block = torch.bmm(self.writes[j][:S], g_seg.transpose(1, 2))     # [S, K, n] (the fast layout)
-            acc = block if acc is None else acc + block
+            acc.baddbmm_(self.writes[j][:S], g_seg.transpose(1, 2))          # [S, K, n] (the fast layout)
         cols = self.columns[: S * self.writes[0].shape[1]]
         keep = cols >= 0
         return cols[keep], acc.permute(2, 0, 1).reshape(n, -1)[:, keep.to(acc.device)].cpu()
