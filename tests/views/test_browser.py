@@ -434,6 +434,46 @@ def test_the_widget_intervenes_and_says_why_not(browser, jupyterlab, demo_graph,
     assert errors == []
 
 
+_BOX_JS = """root => { const box = e => e.getBoundingClientRect();
+  const status = document.querySelector(root + ' .anb-status'), widget = document.querySelector(root);
+  const s = box(status), w = box(widget), p = box(document.querySelector(root + ' .anb-plot'));
+  return {status: [s.left, s.top, s.right, s.bottom], widget: [w.left, w.right],
+          plot: [p.left, p.top, p.right, p.bottom], scroll: [status.scrollWidth, status.clientWidth,
+          status.scrollHeight, status.clientHeight],
+          lines: Math.round(s.height / parseFloat(getComputedStyle(status).lineHeight))}; }"""
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_the_status_line_says_where_rows_are_missing(browser, jupyterlab, demo_graph, shots, size):
+    """The demo graph has adaptive rows (some features without rows): with a slider away from
+    the thresholds they were proved for, the status line says so, whole and wrapped, beside
+    the plot rather than over it; back at those thresholds the note goes."""
+    _, graph = demo_graph
+    assert graph.info["features_without_rows"] > 0
+    page, errors = _open_lab(browser, f"{jupyterlab}/lab/workspaces/rows-{size}/tree/widget.ipynb?reset", SIZES[size])
+    root = ".anb-graph-widget"
+    assert page.locator("#filebrowser").is_visible()
+    status = page.locator(f"{root} .anb-status")
+    assert "no rows" not in status.inner_text()
+    _set_slider(page, root, "edge_threshold", 0.6)
+    page.wait_for_function(f"document.querySelector('{root} .anb-status').textContent.includes('no rows')")
+    text = status.inner_text()
+    assert f"{graph.info['features_without_rows']} features of this graph have no rows" in text
+    assert "rows='all'" in text and status.get_attribute("data-level") == "info"
+    seen = page.evaluate(_BOX_JS, root)
+    sx0, sy0, sx1, sy1 = seen["status"]
+    assert seen["widget"][0] - 1 <= sx0 and sx1 <= seen["widget"][1] + 1, seen       # inside the widget
+    assert seen["scroll"][0] <= seen["scroll"][1] + 1 and seen["scroll"][2] <= seen["scroll"][3] + 1, seen  # not cut
+    px0, py0, px1, py1 = seen["plot"]
+    assert sx1 <= px0 or sx0 >= px1 or sy1 <= py0 or sy0 >= py1, seen                  # not over the plot
+    assert seen["lines"] >= 2, seen                                                    # wrapped, not one long line
+    page.locator(f"{root} .anb-status").scroll_into_view_if_needed()
+    page.screenshot(path=os.path.join(shots, f"lab-rows-note-{size}.png"))
+    _set_slider(page, root, "edge_threshold", 0.98)
+    page.wait_for_function(f"!document.querySelector('{root} .anb-status').textContent.includes('no rows')")
+    assert errors == []
+
+
 def test_plotly_is_fetched_once_per_page(browser, jupyterlab):
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(f"{jupyterlab}/lab/workspaces/two/tree/two.ipynb?reset")
