@@ -94,9 +94,6 @@ class Segments:
         return cls(torch.repeat_interleave(torch.arange(T), per_pos).to(device), padded, columns,
                    per_pos.cumsum(0).tolist())
 
-    def to(self, device) -> Segments:
-        return Segments(self.position.to(device), [w.to(device) for w in self.writes], self.columns, self.ends)
-
     def products(self, reach: list, top_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(columns, effects [n, len(columns)])``: the direct effects of the entries at
         positions ≤ ``top_pos``, each its write to layer ``l + j`` dotted with ``g`` [n, ≥
@@ -128,7 +125,7 @@ class RowEngine:
         # prefix lengths a batch may run on: a target at position p only needs positions ≤ p
         self.buckets = sorted({math.ceil(T * k / PREFIX_STEPS) for k in range(1, PREFIX_STEPS + 1)}) \
             if T >= PREFIX_MIN_TOKENS else [T]
-        self.layer_starts, self.writes, self.pos_bounds = [], [], []
+        self.layer_starts, self.writes = [], []
         self._segments: list[Segments] | None = None   # built from the writes where the model is
         start = 0
         for l, tc in enumerate(model.transcoders):
@@ -137,10 +134,8 @@ class RowEngine:
             self.layer_starts.append(start)
             # float32 products whatever the model's dtype (half precision loses too much in the sums)
             writes = tc.feature_writes(active.index[sl], active.activation[sl].to(tc.W_dec.device))
-            # features of layer l at position p are columns pos_bounds[l][p]:pos_bounds[l][p + 1]
-            counts = torch.bincount(active.position[sl], minlength=T)
-            self.pos_bounds.append((start + torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])).tolist())
-            self.writes.append((writes, counts))
+            # with the number of the layer's features at each position (for the segments)
+            self.writes.append((writes, torch.bincount(active.position[sl], minlength=T)))
             start += n_l
         self.n_features = start
         self.n_sources = start + L * T + T
@@ -161,7 +156,7 @@ class RowEngine:
     @property
     def segments(self) -> list[Segments]:
         """The writes as :class:`Segments`, built on first use (a remote request carries the
-        compact writes, up to a third smaller)."""
+        compact writes: the padding can make segments twice their size)."""
         if self._segments is None:
             self._segments = [Segments.of(w, c, self.cap.errors[l], self.layer_starts[l], self.n_features + l * self.T)
                               for l, (w, c) in enumerate(self.writes)]
