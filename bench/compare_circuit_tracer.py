@@ -33,9 +33,11 @@ difference of any edge both graphs have (against our graph with every row comput
 
 and prints both wall times, their ratio, both peak memories (ru_maxrss of each process,
 which includes the model and the Python runtime), the number of active features and the
-largest edge difference relative to the largest edge.  circuit-tracer runs under a
-memory cap (``--ct-memory-gb``, default 20) so that running out shows as "out of memory"
-instead of stalling the machine.
+largest edge difference relative to the largest edge.  ``--ct-memory-gb`` caps
+circuit-tracer's address space (default: no cap; with no swap, running out of memory ends
+its process and the row says "out of memory").  An address-space cap counts mapped memory
+too: a cap of 20 stops circuit-tracer's default batch at 64 tokens, which needs about 20 GB
+resident.
 """
 
 from __future__ import annotations
@@ -335,8 +337,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per tool and real-size case (median)")
     ap.add_argument("--batch-size", type=int, default=None, help="both tools' batch size (default: each its own)")
     ap.add_argument("--ct-batch-size", type=int, default=None,
-                    help="circuit-tracer's batch size only (its default 512 does not fit in 24 GB at 64 tokens)")
-    ap.add_argument("--ct-memory-gb", type=float, default=20.0)
+                    help="circuit-tracer's batch size only (its default is 512: about 20 GB at 64 tokens)")
+    ap.add_argument("--ct-memory-gb", type=float, default=None,
+                    help="cap circuit-tracer's address space (default: none; an address-space cap counts "
+                         "mapped memory too, so 20 stops its default batch at 64 tokens, which peaks at "
+                         "about 20 GB resident)")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--base-code", help="also time the attribution_nb in this folder (e.g. a git worktree of an "
                                         "earlier revision) in the same run, alternating with this one")
