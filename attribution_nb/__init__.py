@@ -23,9 +23,12 @@ from .attribution import attribute
 from .attribution.targets import Direction, Logit, LogitDiff, Target
 from .contexts import feature_contexts
 from .dashboards import neuronpedia_features
+from .experiments import (SwapReport, feature_means, mean_difference, minimal_k, patch_position, residuals, steer,
+                          swap_test)
 from .graph import AttributionGraph
 from .ids import NodeId
 from .interventions import Multiply, Steer
+from .latents import attach_latent_labels, best_latents, best_per_value, latent_labels, probe_activations
 from .loading import load_model
 from .model import ReplacementModel
 from .transcoders import Transcoder, TranscoderSet
@@ -35,5 +38,7 @@ from .views.widget import GraphWidget
 __all__ = ["ARCHITECTURES", "Architecture", "AttributionGraph", "Direction", "GraphWidget", "Logit", "LogitDiff",
            "Multiply", "NodeId", "ReplacementModel", "Steer", "Target", "Transcoder", "TranscoderSet", "attribute",
            "attention_edges", "attention_heads", "attention_scores", "attribute_attention", "edge_heads",
-           "feature_contexts", "load_model", "neuronpedia_features", "validate", "validation_figure"]
+           "feature_contexts", "load_model", "neuronpedia_features", "validate", "validation_figure",
+           "SwapReport", "attach_latent_labels", "best_latents", "best_per_value", "feature_means", "latent_labels",
+           "mean_difference", "minimal_k", "patch_position", "probe_activations", "residuals", "steer", "swap_test"]
 __version__ = "0.1.0"

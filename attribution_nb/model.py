@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from . import experiments as ex
 from . import interventions as iv
 from . import validation
 from .replacement import ReplacementCore
@@ -73,6 +74,20 @@ class ReplacementModel(ReplacementCore):
         """The clamps of :meth:`swap`: ``remove`` ablated, ``add`` set to their activations on
         ``source_prompt``, at ``position`` (default: where the ``remove`` features sit)."""
         return iv.swap_interventions(self, remove, source_prompt, add, position=position)
+
+    def patch_position(self, prompt, source_prompt, position: int = -1, source_position: int = -1, layers=None,
+                       top_k: int = 10) -> pd.DataFrame:
+        """Activation patching at one position: every feature there (of ``layers``, default all) set
+        to its value at ``source_position`` of ``source_prompt`` (see :mod:`attribution_nb.experiments`).
+        It moves all the position holds; a supernode claim needs :func:`~attribution_nb.swap_test`."""
+        return ex.patch_position(self, prompt, source_prompt, position, source_position, layers, top_k)
+
+    def steer(self, prompt, direction, layer: int, position: int = -1, scale: float = 1.0,
+              top_k: int = 10) -> pd.DataFrame:
+        """Add ``scale`` × ``direction`` (a residual-stream vector, e.g. from
+        :func:`~attribution_nb.mean_difference`) after ``layer`` at ``position``; the top tokens
+        before and after."""
+        return ex.steer(self, prompt, direction, layer, position, scale, top_k)
 
     def generate(self, prompt, interventions=None, max_new_tokens: int = 20, *, every_position: bool = False,
                  temperature: float = 0.0, seed: int = 0, stop: str | None = None) -> dict:

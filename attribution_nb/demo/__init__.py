@@ -37,6 +37,13 @@ def load_demo_model(folder: str = DEMO_DIR) -> ReplacementModel:
         return tuple(int(x) for x in k.split(":"))
     model.feature_labels = {key(k): v for k, v in features["labels"].items()}
     model.feature_contexts = {key(k): v for k, v in features["contexts"].items()}
+    if features.get("latents"):
+        import pandas as pd
+
+        from ..latents import LATENT_COLUMNS, attach_latent_labels
+        rows = [[*key(k), *v, None, None] for k, v in features["latents"].items()]
+        model.latent_table = pd.DataFrame(rows, columns=LATENT_COLUMNS).sort_values("f1", ascending=False)
+        attach_latent_labels(model, model.latent_table, min_f1=0.5)
     return model
 
 

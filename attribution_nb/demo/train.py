@@ -40,173 +40,94 @@ import torch
 from ..transcoders import Transcoder, TranscoderSet
 from .tiny import word_tokenizer
 
-STATES = {  # state: (capital, cities)
-    "texas": ("austin", "dallas houston arlington plano lubbock laredo"),
-    "california": ("sacramento", "oakland fresno anaheim pasadena berkeley stockton"),
-    "illinois": ("springfield", "chicago peoria naperville rockford joliet evanston"),
-    "florida": ("tallahassee", "miami orlando tampa jacksonville gainesville pensacola"),
-    "washington": ("olympia", "seattle spokane tacoma everett bellevue yakima"),
-    "massachusetts": ("boston", "worcester cambridge lowell newton quincy amherst"),
-    "ohio": ("columbus", "cleveland cincinnati toledo akron dayton youngstown"),
-    "georgia": ("atlanta", "savannah augusta macon athens valdosta marietta"),
-    "michigan": ("lansing", "detroit flint kalamazoo dearborn saginaw muskegon"),
-    "arizona": ("phoenix", "tucson mesa tempe flagstaff yuma scottsdale"),
-    "colorado": ("denver", "boulder aurora pueblo durango greeley loveland"),
-    "oregon": ("salem", "portland eugene medford bend gresham corvallis"),
-    "pennsylvania": ("harrisburg", "philadelphia pittsburgh allentown erie scranton lancaster"),
-    "tennessee": ("nashville", "memphis knoxville chattanooga clarksville jackson murfreesboro"),
-    "wisconsin": ("madison", "milwaukee kenosha racine appleton oshkosh waukesha"),
-}
-RHYMES = {  # rhyme class: (animals, things)
-    "at": ("cat rat bat", "hat mat"),
-    "og": ("dog frog hog", "log fog"),
-    "ake": ("snake drake", "cake rake lake"),
-    "air": ("bear hare", "chair stair"),
-    "ox": ("fox ox", "box"),
-    "ouse": ("mouse grouse", "house blouse"),
-    "oat": ("goat stoat", "boat coat"),
-    "ig": ("pig", "twig wig fig"),
-    "ug": ("bug pug", "rug mug jug"),
-    "ail": ("snail quail", "pail mail nail"),
-    "ee": ("bee flea", "tree key"),
-}
-ADJECTIVES = {  # each rhyme word's own adjective, which opens line 2: "grey as a rat"
-    "cat": "sleek", "rat": "grey", "bat": "blind", "hat": "tall", "mat": "flat",
-    "dog": "loyal", "frog": "green", "hog": "fat", "log": "heavy", "fog": "misty",
-    "snake": "sly", "drake": "proud", "cake": "sweet", "rake": "sharp", "lake": "deep",
-    "bear": "brown", "hare": "quick", "chair": "sturdy", "stair": "steep",
-    "fox": "clever", "ox": "mighty", "box": "square",
-    "mouse": "timid", "grouse": "plump", "house": "cosy", "blouse": "silky",
-    "goat": "stubborn", "stoat": "swift", "boat": "steady", "coat": "warm",
-    "pig": "pink", "twig": "brittle", "wig": "curly", "fig": "ripe",
-    "bug": "tiny", "pug": "wrinkled", "rug": "woolly", "mug": "chipped", "jug": "round",
-    "snail": "shelled", "quail": "speckled", "pail": "rusty", "mail": "urgent", "nail": "pointed",
-    "bee": "busy", "flea": "itchy", "tree": "leafy", "key": "golden",
-}
-PLACES = "road sea hill door".split()
-ANTONYMS = [  # (english, french, spanish) pairs of opposite concepts
-    (("small", "petit", "pequeño"), ("large", "grand", "grande")),
-    (("hot", "chaud", "caliente"), ("cold", "froid", "frío")),
-    (("fast", "rapide", "rápido"), ("slow", "lent", "lento")),
-    (("high", "haut", "alto"), ("low", "bas", "bajo")),
-    (("new", "nouveau", "nuevo"), ("old", "vieux", "viejo")),
-    (("good", "bon", "bueno"), ("bad", "mauvais", "malo")),
-    (("open", "ouvert", "abierto"), ("closed", "fermé", "cerrado")),
-    (("light", "clair", "claro"), ("dark", "sombre", "oscuro")),
-    (("strong", "fort", "fuerte"), ("weak", "faible", "débil")),
-    (("full", "plein", "lleno"), ("empty", "vide", "vacío")),
-    (("rich", "riche", "rico"), ("poor", "pauvre", "pobre")),
-    (("happy", "heureux", "feliz"), ("sad", "triste", "infeliz")),
-    (("long", "long", "largo"), ("short", "court", "corto")),
-    (("early", "tôt", "temprano"), ("late", "tard", "tardío")),
-    (("hard", "dur", "duro"), ("soft", "mou", "blando")),
-    (("wet", "mouillé", "mojado"), ("dry", "sec", "seco")),
-    (("clean", "propre", "limpio"), ("dirty", "sale", "sucio")),
-    (("thick", "épais", "grueso"), ("thin", "mince", "delgado")),
-]
-LANGS = ("english", "french", "spanish")
-OPPOSITE = {"english": "the opposite of {} is", "french": "le contraire de {} est", "spanish": "lo contrario de {} es"}
-
-#: 5. a toy diagnosis task (made-up conditions, not medical advice): the symptoms listed imply a
-#: condition, which is never named; the answer is the test to order for it
-CONDITIONS = {  # condition: (symptoms, the test to order)
-    "flu": ("fever cough aches chills", "swab"),
-    "strep": ("fever throat rash glands", "culture"),
-    "anemia": ("fatigue pallor dizziness breathless", "bloodwork"),
-    "diabetes": ("thirst urination fatigue blurred", "glucose"),
-    "asthma": ("wheeze cough breathless tightness", "spirometry"),
-    "appendicitis": ("pain fever nausea tenderness", "ultrasound"),
-    "migraine": ("headache nausea glare aura", "neurology"),
-}
-DIAGNOSIS = "patient : {} . order"
-TWO_HOP = "fact : the capital of the state containing {} is"
-COUPLET = "poem : i saw a {} by the {} ,"
+from .world import (ADJECTIVES, ANTONYMS, CONDITIONS, COUPLET, DIAGNOSIS, DIAGNOSIS_TREAT, FILLERS, LANGS,
+                    OPPOSITE, RHYME_CLASS, STATES, TWO_HOP, TWO_HOP_NICKNAME, read_line2, symptom_sets)
 
 
 def build_world(seed: int = 0) -> dict:
     """The corpus and the held-out evaluation sets (deterministic for a seed)."""
     rng = random.Random(seed)
-    heldout: dict[str, list] = {"two_hop": [], "antonym": [], "rhyme": [], "diagnosis": []}
-    tasks = {"facts": _facts(rng, heldout["two_hop"])}
-    tasks["diagnosis"] = _diagnoses(rng, heldout["diagnosis"])
-    tasks["rhymes"], words = _couplets(rng, heldout["rhyme"])
+    heldout: dict[str, list] = {"two_hop": [], "two_hop_nickname": [], "antonym": [], "rhyme": [],
+                                "diagnosis": [], "diagnosis_treat": []}
+    split: dict[str, list] = {}
+    tasks = {"facts": _facts(rng, heldout, split)}
+    tasks["diagnosis"] = _diagnoses(rng, heldout, split)
+    tasks["rhymes"] = _couplets(rng, heldout, split)
     tasks["antonyms"], tasks["translations"] = _antonyms(rng, heldout["antonym"])
-    return {"train": [s for t in tasks.values() for s in t], "tasks": tasks, "heldout": heldout,
-            "rhyme_words": words}
+    return {"train": [s for t in tasks.values() for s in t], "tasks": tasks, "heldout": heldout, "split": split,
+            "rhyme_words": {w: [c, "word"] for w, c in RHYME_CLASS.items()}}
 
 
-def _facts(rng: random.Random, heldout: list) -> list[str]:
-    """1. two-hop facts; a fifth of the cities never appear in the composed form."""
+def _facts(rng: random.Random, heldout: dict, split: dict) -> list[str]:
+    """1. two-hop facts; a fifth of the cities never appear in either composed form."""
     train = []
-    cities = [(c, s, cap) for s, (cap, cs) in STATES.items() for c in cs.split()]
+    cities = [(c, s, cap, nick) for s, (cap, nick, cs) in STATES.items() for c in cs.split()]
     rng.shuffle(cities)
-    n_held = len(cities) // 5
-    held = {c for c, _, _ in cities[:n_held]}
-    for city, state, capital in cities:
+    held = {c for c, *_ in cities[: len(cities) // 5]}
+    split["two_hop_cities"] = sorted(held)
+    for city, state, capital, nick in cities:
         train += [f"{city} is in {state} .", f"{city} is a city in {state} .",
                   f"fact : the state containing {city} is {state} ."]
         if city in held:
-            heldout.append((TWO_HOP.format(city), capital, state))
+            heldout["two_hop"].append((TWO_HOP.format(city), capital, state))
+            heldout["two_hop_nickname"].append((TWO_HOP_NICKNAME.format(city), nick, state))
         else:
-            train.append(f"{TWO_HOP.format(city)} {capital} .")
-    for state, (capital, _) in STATES.items():
-        train += [f"the capital of {state} is {capital} .", f"{capital} is the capital of {state} ."] * 2
+            train += [f"{TWO_HOP.format(city)} {capital} .", f"{TWO_HOP_NICKNAME.format(city)} {nick} ."]
+    for state, (capital, nick, _) in STATES.items():
+        train += [f"the capital of {state} is {capital} .", f"{capital} is the capital of {state} .",
+                  f"the nickname of {state} is {nick} .", f"{nick} is the nickname of {state} ."] * 2
     return train
 
 
-def symptom_sets(condition: str) -> list[tuple[str, ...]]:
-    """The sets of two or three of a condition's symptoms that no other condition has all of."""
-    from itertools import combinations
-    mine = CONDITIONS[condition][0].split()
-    others = [set(s.split()) for c, (s, _) in CONDITIONS.items() if c != condition]
-    return [combo for k in (2, 3) for combo in combinations(mine, k) if not any(set(combo) <= o for o in others)]
-
-
-def _diagnoses(rng: random.Random, heldout: list) -> list[str]:
-    """5. diagnosis: symptoms → condition (always stated) and condition → test (always stated); the
-    composed question "patient : s1 , s2 . order" → test, with a fifth of the symptom sets held out."""
+def _diagnoses(rng: random.Random, heldout: dict, split: dict) -> list[str]:
+    """5. diagnosis: symptoms → condition (stated in "… suggest flu") → test or treatment; the
+    composed questions "patient : s1 , s2 . order" → test and "… treat with" → treatment, with a
+    fifth of the symptom sets held out of both."""
     train = []
     cases = [(combo, c) for c in CONDITIONS for combo in symptom_sets(c)]
     rng.shuffle(cases)
     held = set(cases[: len(cases) // 5])
+    split["diagnosis_symptom_sets"] = sorted([" , ".join(combo), c] for combo, c in held)
     for combo, condition in cases:
         listed = " , ".join(combo)
+        _, test, treatment = CONDITIONS[condition]
         train += [f"{' and '.join(combo)} suggest {condition} ."] * 2
         if (combo, condition) in held:
-            heldout.append((DIAGNOSIS.format(listed), CONDITIONS[condition][1], condition))
+            heldout["diagnosis"].append((DIAGNOSIS.format(listed), test, condition))
+            heldout["diagnosis_treat"].append((DIAGNOSIS_TREAT.format(listed), treatment, condition))
         else:
-            train.append(f"{DIAGNOSIS.format(listed)} {CONDITIONS[condition][1]} .")
-    for condition, (symptoms, test) in CONDITIONS.items():
-        train += [f"for {condition} order {test} .", f"{test} checks for {condition} ."] * 3
+            train += [f"{DIAGNOSIS.format(listed)} {test} .", f"{DIAGNOSIS_TREAT.format(listed)} {treatment} ."]
+    for condition, (symptoms, test, treatment) in CONDITIONS.items():
+        train += [f"for {condition} order {test} .", f"{test} checks for {condition} .",
+                  f"for {condition} treat with {treatment} ."] * 3
         train += [f"{condition} causes {s} ." for s in symptoms.split()]
     return train
 
 
-def _couplets(rng: random.Random, heldout: list) -> tuple[list[str], dict]:
-    """2. couplets, and which words rhyme; a sixth of the words never start a couplet."""
-    train = []
-    words = {}
-    for cls, (animals, things) in RHYMES.items():
-        for w in animals.split():
-            words[w] = (cls, "animal")
-        for w in things.split():
-            words[w] = (cls, "thing")
-    for w1, (cls, _) in sorted(words.items()):      # which words rhyme: known for every word, like
-        for w2, (cls2, _) in sorted(words.items()):  # "dallas is in texas" for every city
-            if cls2 == cls and w2 != w1:
-                train.append(f"{w1} rhymes with {w2} .")
-    first = sorted(words)
+def _couplets(rng: random.Random, heldout: dict, split: dict, per_word: int = 40) -> list[str]:
+    """2. couplets, and which words rhyme. Every word ends a short couplet ("rhyme : fox , then a
+    lazy box ."); a sixth of the words never end the first line of a full one ("poem : a cat sat by
+    the fox , …"), whose line 1 also holds a word of another class; those are the held-out items."""
+    words = sorted(RHYME_CLASS)
+    train = [f"{w1} rhymes with {w2} ." for w1 in words for w2 in words if RHYME_CLASS[w1] == RHYME_CLASS[w2]
+             and w1 != w2]
+    first = list(words)
     rng.shuffle(first)
-    held_first = set(first[: len(first) // 6])
-    for w1, (cls, _) in sorted(words.items()):
-        for place in PLACES:
-            if w1 in held_first:
-                heldout.append((COUPLET.format(w1, place), cls, w1))
-                continue
-            for w2, (cls2, _) in sorted(words.items()):
-                if cls2 == cls and w2 != w1:
-                    train.append(f"{COUPLET.format(w1, place)} {ADJECTIVES[w2]} as a {w2} .")
-    return train, words
+    held = set(first[: len(first) // 6])
+    split["rhyme_line_ends"] = sorted(held)
+
+    def line2(w1):
+        rhymes = [w for w in words if RHYME_CLASS[w] == RHYME_CLASS[w1] and w != w1]
+        return f"{rng.choice(FILLERS)} a {rng.choice(ADJECTIVES)} {rng.choice(rhymes)} .".strip()
+    for w1 in words:
+        train += [f"rhyme : {w1} , {line2(w1)}" for _ in range(per_word // 8)]
+        others = [w for w in words if RHYME_CLASS[w] != RHYME_CLASS[w1] and w not in held]
+        if w1 in held:
+            for d in rng.sample(others, 4):
+                heldout["rhyme"].append((COUPLET.format(d, w1), RHYME_CLASS[w1], w1))
+            continue
+        train += [f"{COUPLET.format(rng.choice(others), w1)} {line2(w1)}" for _ in range(per_word)]
+    return train
 
 
 def _antonyms(rng: random.Random, heldout: list) -> tuple[list[str], list[str]]:
@@ -234,7 +155,7 @@ def _antonyms(rng: random.Random, heldout: list) -> tuple[list[str], list[str]]:
     return train, translations
 
 
-TASK_WEIGHTS = {"facts": 0.26, "rhymes": 0.27, "antonyms": 0.19, "translations": 0.14, "diagnosis": 0.14}
+TASK_WEIGHTS = {"facts": 0.28, "rhymes": 0.30, "antonyms": 0.15, "translations": 0.10, "diagnosis": 0.17}
 
 
 def vocabulary(world: dict) -> list[str]:
@@ -297,25 +218,29 @@ def complete(model, tokenizer, prompt: str, max_new: int = 8) -> list[str]:
 
 
 def evaluate(model, tokenizer, world: dict, split: str | None = None) -> dict:
-    """Held-out accuracies; ``split`` "val" (even items, used to pick the checkpoint) or "test" (odd)."""
+    """Held-out accuracies; ``split`` "val" (even items, used to pick the checkpoint) or "test" (odd).
+
+    A couplet counts when line 2 is well-formed (:func:`~.world.read_line2`) and ends with another
+    word of line 1's last word's rhyme class."""
     model.eval()
     h = world["heldout"]
     if split is not None:
         h = {k: v[split == "test"::2] for k, v in h.items()}
-    two = next_tokens(model, tokenizer, [p for p, _, _ in h["two_hop"]])
-    diag = next_tokens(model, tokenizer, [p for p, _, _ in h["diagnosis"]])
-    ant = next_tokens(model, tokenizer, [p for p, _, _ in h["antonym"]])
+    acc = {}
+    for task in ("two_hop", "two_hop_nickname", "antonym", "diagnosis", "diagnosis_treat"):
+        got = next_tokens(model, tokenizer, [p for p, _, _ in h[task]])
+        acc[f"{task}_heldout"] = sum(a == b for a, (_, b, _) in zip(got, h[task])) / len(got)
     rhyme_ok = 0
     for prompt, cls, w1 in h["rhyme"]:
-        words = complete(model, tokenizer, prompt)
-        last = words[-2] if len(words) >= 2 and words[-1] == "." else None
-        info = world["rhyme_words"].get(last)
-        rhyme_ok += info is not None and info[0] == cls and last != w1
+        line = read_line2(" ".join(complete(model, tokenizer, prompt)))
+        rhyme_ok += line is not None and line["class"] == cls and line["word"] != w1
+    acc["rhyme_heldout"] = rhyme_ok / len(h["rhyme"])
     model.train()
-    return {"two_hop_heldout": sum(a == b for a, (_, b, _) in zip(two, h["two_hop"])) / len(two),
-            "antonym_heldout": sum(a == b for a, (_, b, _) in zip(ant, h["antonym"])) / len(ant),
-            "rhyme_heldout": rhyme_ok / len(h["rhyme"]),
-            "diagnosis_heldout": sum(a == b for a, (_, b, _) in zip(diag, h["diagnosis"])) / len(diag)}
+    return acc
+
+
+SCORE_WEIGHTS = {"two_hop_heldout": 2, "two_hop_nickname_heldout": 1, "antonym_heldout": 1, "rhyme_heldout": 2,
+                 "diagnosis_heldout": 1, "diagnosis_treat_heldout": 1}
 
 
 def train_model(world, tokenizer, steps: int, seed: int, weight_decay: float = 0.1, log=print):
@@ -345,7 +270,7 @@ def train_model(world, tokenizer, steps: int, seed: int, weight_decay: float = 0
         sched.step()
         if step % 100 == 0 or step == steps:
             acc = evaluate(model, tokenizer, world, "val")
-            score = 2 * acc["two_hop_heldout"] + acc["antonym_heldout"] + acc["rhyme_heldout"] + acc["diagnosis_heldout"]
+            score = sum(w * acc[k] for k, w in SCORE_WEIGHTS.items())
             history.append({"step": step, "loss": loss.item(), **acc})
             log(f"step {step:5d}  loss {loss.item():.3f}  " + "  ".join(f"{k} {v:.2f}" for k, v in acc.items())
                 + f"  ({time.time() - t0:.0f} s)")
@@ -411,13 +336,36 @@ def train_transcoder(x: torch.Tensor, y: torch.Tensor, d_features: int, k: int, 
 
 # -- labels ------------------------------------------------------------------------------
 @torch.no_grad()
+def _content_words(tokenizer, data: torch.Tensor, mask: torch.Tensor) -> list[str]:
+    """For every non-pad token of the corpus, the word a label should name: the token itself, or,
+    where it is a frame word (in 3% or more of the sentences: "is", "the", ",", "order" …), the
+    closest content word before it in its sentence ("dallas" for the "is" that ends
+    "… containing dallas is")."""
+    n = len(data)
+    counts = torch.zeros(len(tokenizer), dtype=torch.long)
+    for row, m in zip(data, mask):
+        counts[row[m].unique()] += 1
+    frame = counts >= 0.03 * n
+    out = []
+    for row, m in zip(data, mask):
+        last = None
+        for t in row[m].tolist():
+            word = tokenizer.decode([t])
+            if not frame[t]:
+                last = word
+            out.append(word if not frame[t] or last is None else f"{last}…{word}")
+    return out
+
+
 def label_features(model, tokenizer, transcoders, sentences: list[str], n_contexts: int = 5):
-    """Per feature: a label from top-activating tokens and top output tokens, and top contexts."""
+    """Per feature: a label from its top-activating tokens (a frame word shown with the content word
+    before it, "dallas…is") and its top output tokens, and its top contexts."""
     data = encode(tokenizer, sentences, 20)
     mask = data != tokenizer.pad_token_id
     xs, _ = mlp_pairs(model, tokenizer, sentences)
     flat_tokens = data[mask]
     rows, cols = mask.nonzero(as_tuple=True)
+    content = _content_words(tokenizer, data, mask)
     W_U = model.lm_head.weight
     labels, contexts = {}, {}
     for l, tc in enumerate(transcoders):
@@ -429,7 +377,7 @@ def label_features(model, tokenizer, transcoders, sentences: list[str], n_contex
             idx = idx[vals > 0]
             if len(idx) == 0:
                 continue
-            words = [tokenizer.decode([int(t)]) for t in flat_tokens[idx]]
+            words = [content[int(i)] for i in idx]
             common = sorted(set(words), key=lambda w: (-words.count(w), words.index(w)))[:3]
             outs = [tokenizer.decode([int(t)]) for t in out_tokens[f]]
             labels[f"{l}:{f}"] = f"{'/'.join(common)} → {'/'.join(outs)}"
@@ -447,18 +395,53 @@ def label_features(model, tokenizer, transcoders, sentences: list[str], n_contex
     return labels, contexts
 
 
+def write_labels(out: str, world: dict, model=None, tokenizer=None, tcs=None) -> dict:
+    """Write ``features.json``: context labels and contexts, and each feature's best latent value
+    measured on the training items' probes (:func:`attribution_nb.latent_labels`). Returns the
+    best feature's F1 for every latent value (what the README reports)."""
+    from ..latents import best_latents, best_per_value, latent_labels
+    from ..pretrained import load_pretrained
+    from .world import probes
+    if model is None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        model = AutoModelForCausalLM.from_pretrained(out).eval()
+        tokenizer = AutoTokenizer.from_pretrained(out)
+        tcs = list(TranscoderSet.load(os.path.join(out, "transcoders")))
+    labels, contexts = label_features(model, tokenizer, tcs, world["train"])
+    rm = load_pretrained(out, os.path.join(out, "transcoders"), name="demo")
+    table = latent_labels(rm, probes(world["split"], "train"))
+    best = best_latents(table)
+    latents = {f"{r.layer}:{r.feature}": [r.latent, r.value, round(r.precision, 4), round(r.recall, 4),
+                                          round(r.f1, 4), round(r.mi_bits, 4)] for r in best.itertuples()}
+    per_value = best_per_value(table)
+    report = {f"{r.latent}={r.value}": [f"{r.layer}:{r.feature}", round(r.f1, 4)] for r in per_value.itertuples()}
+    with open(os.path.join(out, "features.json"), "w") as f:
+        json.dump({"labels": labels, "contexts": contexts, "latents": latents}, f, ensure_ascii=False)
+    return report
+
+
 def main(argv=None) -> dict:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description="Train the embedded demo model and its transcoders.")
     ap.add_argument("--out", default=os.path.join(here, "demo_model"))
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--tc-steps", type=int, default=3000)
-    ap.add_argument("--features", type=int, default=512)
+    ap.add_argument("--features", type=int, default=1024)
     ap.add_argument("--k", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--relabel", action="store_true",
+                    help="only label the features of the model already in --out again (features.json)")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
+    if args.relabel:
+        report_path = os.path.join(args.out, "world.json")
+        with open(report_path, encoding="utf-8") as f:
+            report = json.load(f)
+        report["latents"] = write_labels(args.out, build_world(report["seed"]))
+        with open(report_path, "w", encoding="utf-8") as f:
+            json.dump(report, f, ensure_ascii=False, indent=1)
+        return report
 
     t0 = time.time()
     world = build_world(args.seed)
@@ -480,14 +463,11 @@ def main(argv=None) -> dict:
         tcs.append(tc)
         tc_stats.append(stats)
         print(f"transcoder {l}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()))
-    labels, contexts = label_features(model, tokenizer, tcs, world["train"])
-
     TranscoderSet(tcs).save(os.path.join(args.out, "transcoders"))
-    with open(os.path.join(args.out, "features.json"), "w") as f:
-        json.dump({"labels": labels, "contexts": contexts}, f, ensure_ascii=False)
+    latent_report = write_labels(args.out, world, model, tokenizer, tcs)
     report = {"seed": args.seed, "steps": args.steps, "accuracy": accuracy, "transcoders": tc_stats,
-              "history": history, "heldout": world["heldout"], "n_train": len(world["train"]),
-              "seconds": time.time() - t0}
+              "history": history, "heldout": world["heldout"], "split": world["split"], "n_train": len(world["train"]),
+              "latents": latent_report, "seconds": time.time() - t0}
     with open(os.path.join(args.out, "world.json"), "w") as f:
         json.dump(report, f, ensure_ascii=False, indent=1)
     print(f"wrote {args.out} in {time.time() - t0:.0f} s")

@@ -138,6 +138,28 @@ class AttributionGraph:
             self.index(nid)            # raises for an unknown id
         self.supernodes[name] = members
 
+    def supernodes_from_latents(self, table, latent: str | None = None, *, min_f1: float = 0.5, positions=None,
+                                add: bool = True) -> dict[str, list[str]]:
+        """Group features by the latent value each detects best (F1 ≥ ``min_f1``; ``table`` from
+        :func:`attribution_nb.latent_labels`); see :mod:`.supernodes`."""
+        from .supernodes import supernodes_from_latents
+        return supernodes_from_latents(self, table, latent, min_f1=min_f1, positions=positions, add=add)
+
+    def supernodes_by_edges(self, n_features: int = 40, min_similarity: float = 0.5, **kwargs) -> dict:
+        """Group the top features by shared edges (and co-activation); see :mod:`.supernodes`."""
+        from .supernodes import supernodes_by_edges
+        return supernodes_by_edges(self, n_features, min_similarity, **kwargs)
+
+    def summary_edges(self, min_weight: float = 0.0) -> pd.DataFrame:
+        """Direct effects summed between supernodes, tokens and logits (the summary diagram's edges)."""
+        from .supernodes import summary_edges
+        return summary_edges(self, min_weight)
+
+    def summary_figure(self, **kwargs):
+        """The papers' summary diagram as a plotly figure: supernodes joined by summed edges."""
+        from .supernodes import summary_figure
+        return summary_figure(self, **kwargs)
+
     def logit_node(self, token: str) -> str:
         """The id of the logit node whose token reads ``token`` (e.g. ``"austin"``)."""
         found = self.logits.node_id[self.logits.token == token].tolist()
