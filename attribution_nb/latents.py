@@ -40,8 +40,11 @@ def _probe_frame(probes) -> pd.DataFrame:
     bad = df.prompt[~df.prompt.map(lambda p: isinstance(p, str) and bool(p.strip()))]
     if len(bad):
         raise ValueError(f"probe prompts must be non-empty strings, got {bad.iloc[0]!r}")
-    if "position" not in df.columns:
-        df["position"] = -1
+    df["position"] = df["position"].fillna(-1) if "position" in df.columns else -1
+    bad = df.position[~df.position.map(lambda p: float(p).is_integer())]
+    if len(bad):
+        raise ValueError(f"probe positions must be whole numbers, got {bad.iloc[0]!r}")
+    df["position"] = df.position.astype(int)
     if not [c for c in df.columns if c not in ("prompt", "position")]:
         raise ValueError("probes name no latent: add columns such as 'state' or 'rhyme' beside 'prompt'")
     return df.reset_index(drop=True)

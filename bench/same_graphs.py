@@ -43,7 +43,7 @@ TINY = {
     "llama-clt": ("llama", "jumprelu", "clt", PROMPT, None),
     "gemma2-clt": ("gemma2", "relu", "clt", PROMPT, 80),
 }
-DEMO = {"demo-dallas": PROMPT, "demo-couplet": "poem : i saw a cat by the road ,"}
+DEMO = {"demo-dallas": PROMPT, "demo-couplet": "poem : a dog sat by the cat ,"}
 
 
 def _arrays(graph) -> tuple[dict, dict]:

@@ -146,7 +146,8 @@ def probes(split: dict, which: str = "train") -> list[dict]:
     ("train") or in it ("heldout"), so features are labelled on one and tested on the other.
     Latents: ``state``, ``capital``, ``nickname``, ``frame`` (two-hop); ``rhyme`` (the class line 2
     must end in, at the line break); ``condition``, ``test``, ``treatment`` (diagnosis);
-    ``concept``, ``answer`` (English names) and ``language`` (multilingual)."""
+    ``concept``, ``answer`` (English names) and ``language`` (multilingual, at the concept word:
+    position -2)."""
     if which not in ("train", "heldout"):
         raise ValueError(f"which must be 'train' or 'heldout', got {which!r}")
     held = which == "heldout"
@@ -176,6 +177,6 @@ def probes(split: dict, which: str = "train") -> list[dict]:
         for pair in ANTONYMS:
             for side in (0, 1):
                 for li, lang in enumerate(LANGS):
-                    out.append({"prompt": OPPOSITE[lang].format(pair[side][li]), "concept": pair[side][0],
-                                "answer": pair[1 - side][0], "language": lang})
+                    out.append({"prompt": OPPOSITE[lang].format(pair[side][li]), "position": -2,
+                                "concept": pair[side][0], "answer": pair[1 - side][0], "language": lang})
     return out

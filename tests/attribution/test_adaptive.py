@@ -18,7 +18,7 @@ PROMPT = "fact : the capital of the state containing dallas is"
 #: the demo model's case-study prompts (notebooks 01-09)
 CASE_STUDIES = ["fact : the capital of the state containing dallas is",
                 "fact : the capital of the state containing oakland is",
-                "poem : i saw a cat by the road ,", "the opposite of small is", "le contraire de petit est",
+                "poem : a dog sat by the cat ,", "the opposite of small is", "le contraire de petit est",
                 "patient : fever , rash , cough . order"]
 
 

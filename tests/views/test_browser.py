@@ -23,7 +23,7 @@ import attribution_nb as anb
 
 CHROMIUM = "/usr/bin/chromium"
 PROMPT = "fact : the capital of the state containing dallas is"
-COUPLET = "poem : i saw a cat by the road ,"
+COUPLET = "poem : a dog sat by the cat ,"
 SIZES = {"laptop": (1400, 900), "large": (1920, 1080)}
 pytestmark = pytest.mark.browser
 
