@@ -30,7 +30,7 @@ from . import DEMO_DIR
 from . import world as W
 
 #: the protocol of every swap below (fixed for all case studies, not tuned per item)
-PROTOCOL = {"min_f1": 0.3, "layers": (0, 1, 2), "inhibit": 2.0, "scale": 2.0}
+PROTOCOL = {"min_f1": 0.3, "layers": (0, 1, 2, 3), "inhibit": 2.0, "scale": 2.0}
 
 
 def split(folder: str = DEMO_DIR) -> dict:
@@ -172,7 +172,7 @@ def condition_inhibit(model, folder: str = DEMO_DIR, **protocol) -> SwapReport:
 # -- multilingual ------------------------------------------------------------------------------
 def concept_swap(model, folder: str = DEMO_DIR, **protocol) -> SwapReport:
     """Every antonym prompt of the training items × one other concept: the concept family (features
-    that detect a concept at the concept word, whatever the language) set at the *last* position to
+    that detect a concept at the last position, whatever the language) set there to
     their mean on the target concept's prompt in the same language; a hit is the target concept's
     antonym in the prompt's language."""
     probes = [p for p in W.probes(split(folder), "train") if "concept" in p]

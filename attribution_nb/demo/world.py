@@ -122,7 +122,7 @@ def read_line2(text: str) -> dict | None:
     """Parse a generated second line: ``{"filler", "adjective", "word", "class"}`` where it is a
     well-formed line of the world (a known filler, a known adjective, a rhyme word, a full stop),
     else ``None``."""
-    words = text.split()
+    words = re.sub(r"\s*([.,])", r" \1", text).split()     # a decoder may glue "mat." together
     if "." in words:
         words = words[: words.index(".") + 1]
     m = _LINE2.match(" ".join(words))
@@ -146,8 +146,7 @@ def probes(split: dict, which: str = "train") -> list[dict]:
     ("train") or in it ("heldout"), so features are labelled on one and tested on the other.
     Latents: ``state``, ``capital``, ``nickname``, ``frame`` (two-hop); ``rhyme`` (the class line 2
     must end in, at the line break); ``condition``, ``test``, ``treatment`` (diagnosis);
-    ``concept``, ``answer`` (English names) and ``language`` (multilingual, at the concept word:
-    position -2)."""
+    ``concept``, ``answer`` (English names) and ``language`` (multilingual)."""
     if which not in ("train", "heldout"):
         raise ValueError(f"which must be 'train' or 'heldout', got {which!r}")
     held = which == "heldout"
@@ -177,6 +176,6 @@ def probes(split: dict, which: str = "train") -> list[dict]:
         for pair in ANTONYMS:
             for side in (0, 1):
                 for li, lang in enumerate(LANGS):
-                    out.append({"prompt": OPPOSITE[lang].format(pair[side][li]), "position": -2,
+                    out.append({"prompt": OPPOSITE[lang].format(pair[side][li]),
                                 "concept": pair[side][0], "answer": pair[1 - side][0], "language": lang})
     return out
