@@ -125,7 +125,7 @@ def _items(items) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _outcome(model, tokens, clamps, pos, check, item, max_new_tokens):
+def _outcome(model, tokens, clamps, check, item, max_new_tokens):
     ops = parse_interventions(model, clamps, len(tokens))
     if check is None:
         top = model.tokenizer.decode([int(free_logits(model, tokens, ops)[-1].argmax())]).strip()
@@ -155,20 +155,20 @@ def swap_test(model: ReplacementCore, items, supernodes: dict, reference: dict, 
     rng = random.Random(seed)
     rows = []
     for item in df.itertuples():
-        text = item.prompt + (f" {item.forced}" if item.forced else "")
-        tokens = model.tokenize(text)
-        pos = _position(model.tokenize(item.prompt), item.position, item.prompt)
+        tokens = model.tokenize(item.prompt)
+        pos = _position(tokens, item.position, item.prompt)
+        if item.forced:
+            tokens = model.tokenize(f"{item.prompt} {item.forced}")
         remove = list(supernodes[item.source])
         add = {} if item.target is None else {k: reference[item.target][k] for k in supernodes[item.target]}
-        out, hit = _outcome(model, tokens, swap_clamps(pos, remove, add, inhibit=inhibit, scale=scale), pos, check,
-                            item, max_new_tokens)
+        out, hit = _outcome(model, tokens, swap_clamps(pos, remove, add, inhibit=inhibit, scale=scale), check, item,
+                            max_new_tokens)
         row = {"prompt": item.prompt, "source": item.source, "target": item.target, "expected": item.expected,
                "after": out, "hit": hit, "n_removed": len(remove), "n_added": len(add)}
         if control:
             c_remove, c_add = _random_like(model, tokens, pos, remove, add, rng)
             row["control_after"], row["control_hit"] = _outcome(
-                model, tokens, swap_clamps(pos, c_remove, c_add, inhibit=inhibit, scale=scale), pos, check, item,
-                max_new_tokens)
+                model, tokens, swap_clamps(pos, c_remove, c_add, inhibit=inhibit, scale=scale), check, item, max_new_tokens)
         rows.append(row)
     return SwapReport(pd.DataFrame(rows), {"inhibit": inhibit, "scale": scale})
 
@@ -186,12 +186,10 @@ def _random_like(model, tokens, pos, remove, add, rng):
                                                    if (layer, f) not in taken]
         c_remove += [(layer, f) for f in rng.sample(pool, need)]
     c_add = {}
-    for (layer, _), value in add.items():
-        while True:
-            f = rng.randrange(model.transcoders[layer].d_features)
-            if (layer, f) not in taken and (layer, f) not in c_add:
-                c_add[(layer, f)] = value
-                break
+    for layer in sorted({layer for layer, _ in add}):
+        values = [v for (l2, _), v in add.items() if l2 == layer]
+        free = [f for f in range(model.transcoders[layer].d_features) if (layer, f) not in taken]
+        c_add.update({(layer, f): v for f, v in zip(rng.sample(free, len(values)), values)})
     return c_remove, c_add
 
 

@@ -42,8 +42,8 @@ def load_demo_model(folder: str = DEMO_DIR) -> ReplacementModel:
 
         from ..latents import LATENT_COLUMNS, attach_latent_labels
         rows = [[*key(k), *v, None, None] for k, v in features["latents"].items()]
-        model.latent_table = pd.DataFrame(rows, columns=LATENT_COLUMNS).sort_values("f1", ascending=False)
-        attach_latent_labels(model, model.latent_table, min_f1=0.5)
+        best = pd.DataFrame(rows, columns=LATENT_COLUMNS).sort_values("f1", ascending=False)
+        attach_latent_labels(model, best, min_f1=0.5)
     return model
 
 
