@@ -7,9 +7,11 @@ given). :func:`latent_labels` runs every probe through the model, reads every tr
 at the probe's position, and scores each feature as a detector of each latent value:
 
 * a feature *fires* on a probe when its activation is above ``threshold`` (0);
-* ``precision`` = P(value | fires), ``recall`` = P(fires | value), ``f1`` their harmonic mean,
-  over the probes where that latent is known (a probe may leave a latent blank);
-* ``mi_bits`` = the mutual information (bits) between the firing and the whole latent variable.
+* ``precision`` = P(value | fires) over *all* probes (a probe may leave a latent blank: firing there
+  counts against the feature, so a feature that fires on every prompt is no treatment feature),
+  ``recall`` = P(fires | value), ``f1`` their harmonic mean;
+* ``mi_bits`` = the mutual information (bits) between the firing and the latent variable, "not
+  defined" being one more of its values.
 
 The table ranks what a label only suggests: a feature labelled "dallas/houston → austin" by its
 contexts may fire for three states; its Texas F1 says so. :func:`attach_latent_labels` writes the
@@ -91,23 +93,26 @@ def latent_labels(model: ReplacementCore, probes, *, threshold: float = 0.0, min
     acts = probe_activations(model, df.prompt.tolist(), df.position.tolist())
     rows = []
     for latent in [c for c in df.columns if c not in ("prompt", "position")]:
-        known = df[latent].notna().to_numpy().copy()
+        known = df[latent].notna().to_numpy()
         if not known.any():
             continue
-        values = df[latent][known].astype(str).to_numpy()
-        names, codes = np.unique(values, return_inverse=True)
-        onehot = torch.zeros(len(values), len(names))
-        onehot[torch.arange(len(values)), torch.from_numpy(codes)] = 1.0
-        n_value = onehot.sum(0)                                          # [V]
+        names, codes = np.unique(df[latent][known].astype(str).to_numpy(), return_inverse=True)
+        # one column per value, and one for the probes where the latent is not defined: they count
+        # against a feature's precision (firing on a capital prompt is no evidence for a treatment)
+        onehot = torch.zeros(len(df), len(names) + 1)
+        onehot[torch.from_numpy(np.flatnonzero(known)), torch.from_numpy(codes)] = 1.0
+        onehot[torch.from_numpy(np.flatnonzero(~known)), len(names)] = 1.0
+        onehot = onehot[:, onehot.sum(0) > 0]
+        n_value = onehot.sum(0)                                          # [V (+1)]
         for layer, a in enumerate(acts):
-            fires = (a[torch.from_numpy(known)] > threshold).float()      # [N, F]
-            tp = fires.T @ onehot                                        # [F, V]
+            fires = (a > threshold).float()                              # [N, F], every probe
+            tp = fires.T @ onehot                                        # [F, V (+1)]
             n_fire = fires.sum(0)                                        # [F]
             precision = tp / n_fire.clamp(min=1)[:, None]
             recall = tp / n_value[None]
             f1 = 2 * tp / (n_fire[:, None] + n_value[None])
-            mi = _mutual_information(tp, n_fire, n_value, len(values))  # [F]
-            f, v = torch.nonzero(tp >= max(min_fires, 1), as_tuple=True)
+            mi = _mutual_information(tp, n_fire, n_value, len(df))      # [F]
+            f, v = torch.nonzero(tp[:, : len(names)] >= max(min_fires, 1), as_tuple=True)   # defined values only
             rows.append(pd.DataFrame({
                 "layer": layer, "feature": f.numpy(), "latent": latent, "value": names[v.numpy()],
                 "precision": precision[f, v].double().numpy(), "recall": recall[f, v].double().numpy(),

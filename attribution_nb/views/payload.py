@@ -121,7 +121,8 @@ def graph_payload(graph, model=None, *, details_for: int | None = None) -> dict:
 
 def feature_details(graph, model, node_ids, k: int = 6) -> dict:
     """For each feature node: the tokens its decoder direction promotes and suppresses most
-    through the (demeaned) unembedding, and its top-activating contexts, if the model has them."""
+    through the (demeaned) unembedding, its top-activating contexts, if the model has them, and the
+    latent value it detects best (:func:`attribution_nb.attach_latent_labels`), if measured."""
     out: dict = {}
     by_layer: dict[int, list] = {}
     for nid in node_ids:
@@ -145,7 +146,8 @@ def feature_details(graph, model, node_ids, k: int = 6) -> dict:
         for r, (nid, feature) in enumerate(items):
             contexts = model.feature_contexts.get((layer, feature), [])[:4]
             out[nid] = {"promotes": _tokens(model, ti[r], tv[r]), "suppresses": _tokens(model, bi[r], bv[r]),
-                        "contexts": [[str(text), float(act)] for text, act in contexts]}
+                        "contexts": [[str(text), float(act)] for text, act in contexts],
+                        "latent": getattr(model, "feature_latents", {}).get((layer, feature), "")}
     return out
 
 

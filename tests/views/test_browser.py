@@ -286,10 +286,13 @@ def test_the_page_prunes_like_python_over_the_full_range(browser, demo_graph, tm
 def test_the_panel_walks_the_graph_and_follows_the_sliders(browser, demo_graph, tmp_path, shots):
     model, graph = demo_graph
     page, errors = _open_page(browser, graph, tmp_path / "g.html", SIZES["laptop"], model)
-    node = graph.prune(0.8, 0.98).top_features(1).node_id[0]
+    top = graph.prune(0.8, 0.98).top_features(10)
+    node, latent = next((n.node_id, model.feature_latents[(n.layer, n.feature)]) for n in top.itertuples()
+                        if (n.layer, n.feature) in model.feature_latents)
     _click_until_shown(page, node, _nodes_of(page, "#anb-root"), ".anb-node-title")
     panel = page.inner_text(".anb-panel")
     assert "promotes" in panel and "suppresses" in panel and "where it fires most" in panel
+    assert f"detects {latent}" in panel                             # the measured latent, beside the contexts
     assert page.locator(".anb-context mark").count() > 0          # the active token is marked
     # the inputs listed are the drawn ones, and stay so after a slider move
     for et in (0.98, 0.6):

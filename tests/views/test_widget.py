@@ -274,6 +274,10 @@ def test_panel_contexts_come_from_the_model():
     text, act = model.feature_contexts[(node.layer, node.feature)][0]
     assert w.view.payload["details"][node.node_id]["contexts"][0] == [text, pytest.approx(act)]
     assert html.escape(text) not in ("",)
+    for n in graph.top_features(20).itertuples():     # the latent each feature detects best, where measured
+        assert w.view.payload["details"].get(n.node_id, {}).get("latent", "") in (
+            "", model.feature_latents.get((n.layer, n.feature), ""))
+    assert any(d.get("latent") for d in w.view.payload["details"].values())
 
 
 def test_predicted_change_matches_frozen_mode_exactly(llama, llama_graph):

@@ -400,6 +400,7 @@ function anbMount(root, G, host) {
       if (carried && carried.rows && (carried.source === d.id || carried.target === d.id)) panel.append(headsSection(carried));
       const info = (host.get("details") || {})[d.id] || G.details[d.id];
       if (d.kind === "feature" && info) {
+        if (info.latent) panel.append(el("div", "anb-meta anb-latent", "detects " + info.latent));
         panel.append(tokenList("promotes", info.promotes, "anb-pos"), tokenList("suppresses", info.suppresses, "anb-neg"));
         if (info.contexts.length) panel.append(contextList(info.contexts));
       } else if (d.kind === "feature" && host.interactive) {
