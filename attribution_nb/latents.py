@@ -80,15 +80,20 @@ def probe_activations(model: ReplacementCore, prompts, positions=-1, batch_size:
 
 
 def latent_labels(model: ReplacementCore, probes, *, threshold: float = 0.0, min_fires: int = 1,
-                  attach: bool = False, min_f1: float = 0.5) -> pd.DataFrame:
+                  undefined: str = "negative", attach: bool = False, min_f1: float = 0.5) -> pd.DataFrame:
     """Score every feature against every latent value of ``probes`` (see the module's docstring).
 
     Returns one row per (feature, latent value) where the feature fires on at least
     ``min_fires`` probes of that value: ``layer, feature, latent, value, precision, recall, f1,
     mi_bits, fires`` (probes it fires on, among those with the latent known) and ``n_value``
-    (probes with that value), sorted by F1. :func:`best_latents` keeps each feature's best row;
+    (probes with that value), sorted by F1. ``undefined="negative"`` (the default, for labels) counts
+    firing on probes that leave the latent blank against precision; ``"ignore"`` scores each latent
+    only among the probes that define it ("which state, among two-hop prompts?": how a case study
+    picks its supernodes). :func:`best_latents` keeps each feature's best row;
     ``attach=True`` also writes labels of F1 ≥ ``min_f1`` into ``model`` (:func:`attach_latent_labels`).
     """
+    if undefined not in ("negative", "ignore"):
+        raise ValueError(f"undefined must be 'negative' or 'ignore', got {undefined!r}")
     df = _probe_frame(probes)
     acts = probe_activations(model, df.prompt.tolist(), df.position.tolist())
     rows = []
@@ -97,21 +102,23 @@ def latent_labels(model: ReplacementCore, probes, *, threshold: float = 0.0, min
         if not known.any():
             continue
         names, codes = np.unique(df[latent][known].astype(str).to_numpy(), return_inverse=True)
-        # one column per value, and one for the probes where the latent is not defined: they count
-        # against a feature's precision (firing on a capital prompt is no evidence for a treatment)
+        used = np.arange(len(df)) if undefined == "negative" else np.flatnonzero(known)
+        # one column per value, and (with "negative") one for the probes where the latent is not
+        # defined: they count against precision (firing on a capital prompt is no evidence for a treatment)
         onehot = torch.zeros(len(df), len(names) + 1)
         onehot[torch.from_numpy(np.flatnonzero(known)), torch.from_numpy(codes)] = 1.0
         onehot[torch.from_numpy(np.flatnonzero(~known)), len(names)] = 1.0
+        onehot = onehot[torch.from_numpy(used)]
         onehot = onehot[:, onehot.sum(0) > 0]
         n_value = onehot.sum(0)                                          # [V (+1)]
         for layer, a in enumerate(acts):
-            fires = (a > threshold).float()                              # [N, F], every probe
+            fires = (a[torch.from_numpy(used)] > threshold).float()      # [N, F]
             tp = fires.T @ onehot                                        # [F, V (+1)]
             n_fire = fires.sum(0)                                        # [F]
             precision = tp / n_fire.clamp(min=1)[:, None]
             recall = tp / n_value[None]
             f1 = 2 * tp / (n_fire[:, None] + n_value[None])
-            mi = _mutual_information(tp, n_fire, n_value, len(df))      # [F]
+            mi = _mutual_information(tp, n_fire, n_value, len(used))    # [F]
             f, v = torch.nonzero(tp[:, : len(names)] >= max(min_fires, 1), as_tuple=True)   # defined values only
             rows.append(pd.DataFrame({
                 "layer": layer, "feature": f.numpy(), "latent": latent, "value": names[v.numpy()],

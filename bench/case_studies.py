@@ -25,9 +25,11 @@ def main(argv=None):
     with open(os.path.join(args.folder, "world.json"), encoding="utf-8") as f:
         report = json.load(f)
     print("held-out accuracy:", {k: round(v, 3) for k, v in report["accuracy"]["all"].items()})
-    best = anb.best_per_value(cases.latent_table(model, args.folder))
-    print("best feature's F1 per latent value, median over values:",
-          best.groupby("latent").f1.median().round(2).to_dict(), f"(all values: {best.f1.median():.2f})")
+    for name, table in (("among all probes (the labels)", anb.latent_labels(model, W.probes(cases.split(args.folder)))),
+                        ("within each case study (the supernodes)", cases.latent_table(model, args.folder))):
+        best = anb.best_per_value(table)
+        print(f"best feature's F1 per latent value, {name}: median {best.f1.median():.2f} over {len(best)} values;",
+              best.groupby("latent").f1.median().round(2).to_dict())
     rows = [("two-hop state swap, capital frame", cases.two_hop_swap(model, "capital", args.folder)),
             ("two-hop state swap, nickname frame", cases.two_hop_swap(model, "nickname", args.folder)),
             ("poetry: suppress the plan", cases.rhyme_suppress(model, args.folder)),

@@ -56,6 +56,14 @@ def test_latent_labels_count_precision_recall_f1_and_mutual_information(llama):
         assert row.mi_bits == pytest.approx(mi, abs=1e-6)
         checked += 1
     assert checked == 40
+    # scored only among the probes that define the latent: the blank probe drops out of every count
+    inside = anb.latent_labels(llama, probes, undefined="ignore")
+    for row in inside[inside.latent == "colour"].sample(20, random_state=1).itertuples():
+        known = [i for i, c in enumerate(probes.colour) if pd.notna(c)]
+        fires = (acts[row.layer][known, row.feature] > 0).numpy()
+        scores, mi = _hand_scores(fires, [probes.colour[i] for i in known])
+        assert (row.precision, row.recall, row.f1) == pytest.approx(scores[row.value], abs=1e-6)
+        assert row.mi_bits == pytest.approx(mi, abs=1e-6)
     assert (table.f1.diff().dropna() <= 1e-12).all()           # sorted best first
     # a latent that is the feature itself: the feature that fires on exactly the 'on' probes gets F1 1
     layer, feature = int(table.layer[0]), int(table.feature[0])
@@ -74,6 +82,8 @@ def test_latent_labels_refuse_bad_probes(llama):
         anb.latent_labels(llama, [{"prompt": "texas is", "position": 9, "x": 1}])
     with pytest.raises(ValueError, match="empty"):
         anb.latent_labels(llama, [])
+    with pytest.raises(ValueError, match="undefined must be"):
+        anb.latent_labels(llama, [{"prompt": "texas is", "x": 1}], undefined="skip")
 
 
 def test_attached_latent_labels_show_in_graphs_and_do_not_stack(llama):

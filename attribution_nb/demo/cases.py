@@ -40,9 +40,11 @@ def split(folder: str = DEMO_DIR) -> dict:
 
 
 def latent_table(model, folder: str = DEMO_DIR):
-    """Every feature scored against every latent on the training items' probes (cached on the model)."""
+    """Every feature scored against every latent on the training items' probes, each latent among the
+    probes of its own case study (``undefined="ignore"``; cached on the model)."""
     if getattr(model, "_case_latents", None) is None:
-        model._case_latents = latent_labels(model, W.probes(split(folder), "train"))
+        # each latent scored among the prompts of its own case study (a state among two-hop prompts)
+        model._case_latents = latent_labels(model, W.probes(split(folder), "train"), undefined="ignore")
     return model._case_latents
 
 
@@ -123,9 +125,11 @@ def rhyme_inject(model, forced: bool = False, folder: str = DEMO_DIR, **protocol
     for p, w1 in heldout_couplets(folder):
         for t in random.Random(p).sample(sorted(c for c in W.RHYMES if c != W.RHYME_CLASS[w1]), 2):
             item = {"prompt": p, "source": W.RHYME_CLASS[w1], "target": t}
-            if forced:
-                words = model.generate(p, max_new_tokens=8, stop=".")["before"].split()
-                item["forced"] = " ".join(words[:-2])
+            if forced:      # the model's own line 2 up to its last word (skipped where it is not well-formed)
+                line = W.read_line2(model.generate(p, max_new_tokens=8, stop=".")["before"])
+                if line is None:
+                    continue
+                item["forced"] = f"{line['filler']} a {line['adjective']}".strip()
             items.append(item)
     if forced:
         def next_word(item, text):
