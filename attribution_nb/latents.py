@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .contexts import _activations
 from .replacement import ReplacementCore
 
 LATENT_COLUMNS = ["layer", "feature", "latent", "value", "precision", "recall", "f1", "mi_bits", "fires", "n_value"]
@@ -56,7 +57,6 @@ def _probe_frame(probes) -> pd.DataFrame:
 def probe_activations(model: ReplacementCore, prompts, positions=-1, batch_size: int = 32) -> list[torch.Tensor]:
     """Every layer's transcoder activations [N, F] at one position of each prompt (default the
     last). Prompts of one token length run together, so no padding enters any activation."""
-    from .contexts import _activations
     prompts = list(prompts)
     positions = [positions] * len(prompts) if isinstance(positions, int) else [int(p) for p in positions]
     if len(positions) != len(prompts):
@@ -167,7 +167,7 @@ def attach_latent_labels(model: ReplacementCore, table: pd.DataFrame, min_f1: fl
     The latent part of an earlier call is replaced, not stacked."""
     if not 0.0 <= min_f1 <= 1.0 or math.isnan(min_f1):
         raise ValueError(f"min_f1 must be in [0, 1], got {min_f1!r}")
-    latents = getattr(model, "feature_latents", {})
+    latents = model.feature_latents
     for key, text in list(latents.items()):          # take an earlier call's prefix off
         label = model.feature_labels.get(key, "")
         if label.startswith(text):

@@ -74,6 +74,7 @@ class ReplacementCore:
         self.transcoders = TranscoderSet(self._checked(transcoders))
         self.feature_labels = feature_labels or {}      # (layer, feature) -> label
         self.feature_contexts: dict = {}                 # (layer, feature) -> [[text, activation], ...]
+        self.feature_latents: dict = {}                  # (layer, feature) -> "state=texas F1 0.91"
         self.max_length = getattr(module.config, "max_position_embeddings", None)
 
     def _checked(self, transcoders) -> list[Transcoder]:

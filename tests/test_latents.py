@@ -168,8 +168,9 @@ def test_patch_position_with_the_prompt_itself_changes_nothing_and_with_another_
     assert not np.allclose(moved.logit_after, moved.logit_before, atol=1e-3)
     clamps = anb.experiments.patch_position_interventions(llama, p, q)
     cap = llama.capture(llama.tokenize(q))
+    last = len(llama.tokenize(p)) - 1
     for (layer, pos, f), v in list(clamps.items())[:20]:
-        assert v == pytest.approx(float(cap.activations[layer][-1, f]))
+        assert pos == last and v == pytest.approx(float(cap.activations[layer][-1, f]))
 
 
 def test_steer_adds_the_direction_to_the_residual(llama):

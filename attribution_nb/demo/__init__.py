@@ -13,6 +13,9 @@ import json
 import os
 import warnings
 
+import pandas as pd
+
+from ..latents import LATENT_COLUMNS, attach_latent_labels
 from ..model import ReplacementModel
 from ..pretrained import load_pretrained
 from .tiny import FAMILIES, WORDS, tiny_config, tiny_model, word_tokenizer
@@ -38,9 +41,6 @@ def load_demo_model(folder: str = DEMO_DIR) -> ReplacementModel:
     model.feature_labels = {key(k): v for k, v in features["labels"].items()}
     model.feature_contexts = {key(k): v for k, v in features["contexts"].items()}
     if features.get("latents"):
-        import pandas as pd
-
-        from ..latents import LATENT_COLUMNS, attach_latent_labels
         rows = [[*key(k), *v, None, None] for k, v in features["latents"].items()]
         best = pd.DataFrame(rows, columns=LATENT_COLUMNS).sort_values("f1", ascending=False)
         attach_latent_labels(model, best, min_f1=0.5)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from typing import Any
 
 import pandas as pd
 
@@ -30,7 +31,7 @@ from . import DEMO_DIR
 from . import world as W
 
 #: the protocol of every swap below (fixed for all case studies, not tuned per item)
-PROTOCOL = {"min_f1": 0.3, "layers": (0, 1, 2, 3), "inhibit": 2.0, "scale": 2.0}
+PROTOCOL: dict[str, Any] = {"min_f1": 0.3, "layers": (0, 1, 2, 3), "inhibit": 2.0, "scale": 2.0}
 
 
 def split(folder: str = DEMO_DIR) -> dict:

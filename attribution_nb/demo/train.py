@@ -37,11 +37,13 @@ import time
 
 import torch
 
+from ..latents import best_latents, best_per_value, latent_labels
+from ..pretrained import load_pretrained
 from ..transcoders import Transcoder, TranscoderSet
 from .tiny import word_tokenizer
 
 from .world import (ADJECTIVES, ANTONYMS, CONDITIONS, COUPLET, DIAGNOSIS, DIAGNOSIS_TREAT, FILLERS, LANGS,
-                    OPPOSITE, RHYME_CLASS, STATES, TWO_HOP, TWO_HOP_NICKNAME, read_line2, symptom_sets)
+                    OPPOSITE, RHYME_CLASS, STATES, TWO_HOP, TWO_HOP_NICKNAME, probes, read_line2, symptom_sets)
 
 
 def build_world(seed: int = 0) -> dict:
@@ -363,7 +365,6 @@ def label_features(model, tokenizer, transcoders, sentences: list[str], n_contex
     data = encode(tokenizer, sentences, 20)
     mask = data != tokenizer.pad_token_id
     xs, _ = mlp_pairs(model, tokenizer, sentences)
-    flat_tokens = data[mask]
     rows, cols = mask.nonzero(as_tuple=True)
     content = _content_words(tokenizer, data, mask)
     W_U = model.lm_head.weight
@@ -399,9 +400,6 @@ def write_labels(out: str, world: dict, model=None, tokenizer=None, tcs=None) ->
     """Write ``features.json``: context labels and contexts, and each feature's best latent value
     measured on the training items' probes (:func:`attribution_nb.latent_labels`). Returns the
     best feature's F1 for every latent value (what the README reports)."""
-    from ..latents import best_latents, best_per_value, latent_labels
-    from ..pretrained import load_pretrained
-    from .world import probes
     if model is None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         model = AutoModelForCausalLM.from_pretrained(out).eval()

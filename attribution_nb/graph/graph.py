@@ -24,6 +24,7 @@ from .files import NODE_COLUMNS, read_graph, save_graph
 from .maths import (_mask_entries, _row_sums, as_csr, completeness_score, compute_influence, entry_rows,
                     prune_masks, replacement_score)
 from .neuronpedia import graph_json, write_graph_files
+from .supernodes import summary_edges, summary_figure, supernodes_by_edges, supernodes_from_latents
 
 
 class AttributionGraph:
@@ -142,22 +143,18 @@ class AttributionGraph:
                                 add: bool = True) -> dict[str, list[str]]:
         """Group features by the latent value each detects best (F1 ≥ ``min_f1``; ``table`` from
         :func:`attribution_nb.latent_labels`); see :mod:`.supernodes`."""
-        from .supernodes import supernodes_from_latents
         return supernodes_from_latents(self, table, latent, min_f1=min_f1, positions=positions, add=add)
 
     def supernodes_by_edges(self, n_features: int = 40, min_similarity: float = 0.5, **kwargs) -> dict:
         """Group the top features by shared edges (and co-activation); see :mod:`.supernodes`."""
-        from .supernodes import supernodes_by_edges
         return supernodes_by_edges(self, n_features, min_similarity, **kwargs)
 
     def summary_edges(self, min_weight: float = 0.0) -> pd.DataFrame:
         """Direct effects summed between supernodes, tokens and logits (the summary diagram's edges)."""
-        from .supernodes import summary_edges
         return summary_edges(self, min_weight)
 
     def summary_figure(self, **kwargs):
         """The papers' summary diagram as a plotly figure: supernodes joined by summed edges."""
-        from .supernodes import summary_figure
         return summary_figure(self, **kwargs)
 
     def logit_node(self, token: str) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..checks import as_float, as_int
+from ..latents import best_latents
 from .maths import entry_rows
 
 
@@ -26,7 +27,6 @@ def supernodes_from_latents(graph, table: pd.DataFrame, latent: str | None = Non
     """``{"<latent>=<value>": [feature node ids]}``: the graph's features grouped by the latent value
     each detects best (F1 ≥ ``min_f1``), at ``positions`` (default all; negative counts from the
     end). With ``add`` the groups become the graph's supernodes (replacing groups of those names)."""
-    from ..latents import best_latents
     min_f1 = as_float("min_f1", min_f1, 0.0, 1.0)
     missing = {"layer", "feature", "latent", "value", "f1"} - set(table.columns)
     if missing:

@@ -147,7 +147,7 @@ def feature_details(graph, model, node_ids, k: int = 6) -> dict:
             contexts = model.feature_contexts.get((layer, feature), [])[:4]
             out[nid] = {"promotes": _tokens(model, ti[r], tv[r]), "suppresses": _tokens(model, bi[r], bv[r]),
                         "contexts": [[str(text), float(act)] for text, act in contexts],
-                        "latent": getattr(model, "feature_latents", {}).get((layer, feature), "")}
+                        "latent": model.feature_latents.get((layer, feature), "")}
     return out
 
 

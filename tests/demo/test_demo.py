@@ -2,7 +2,6 @@
 
 import json
 import os
-from collections import deque
 
 import pytest
 import torch

@@ -409,7 +409,10 @@ def test_the_widget_intervenes_and_says_why_not(browser, jupyterlab, demo_graph,
     node_mask, edge_mask = graph.prune_masks(0.8, 0.6)
     page.wait_for_function(f"document.querySelector('{root} .anb-counts').textContent.startsWith('{int(node_mask.sum())} nodes')")
     assert _counts(page.inner_text(f"{root} .anb-counts")) == (int(node_mask.sum()), int(edge_mask.sum()))
-    node = graph.prune(0.8, 0.6).top_features(1).node_id[0]
+    pruned = graph.prune(0.8, 0.6)         # the most influential feature with a drawn input from an earlier position
+    pos = dict(zip(pruned.nodes.node_id, pruned.nodes.position))
+    node = next(n for n in pruned.top_features(30).node_id
+                if any(pos[s] < pos[n] for s in pruned.edges.source[pruned.edges.target == n]))
     _click_until_shown(page, node, _nodes_of(page, root), f"{root} .anb-node-title")
     # a refusal from the kernel shows in the status line
     page.fill(f"{root} input.anb-value", "1e9")
