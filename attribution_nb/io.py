@@ -12,8 +12,12 @@ package's code by value, and its Rust extension must not become a module global 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
+import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 
@@ -124,35 +128,105 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
     return data
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """A temporary path beside ``path`` to write to; on success its bytes are synced to disk and it
-    replaces ``path`` at once, on failure (any exception, KeyboardInterrupt included) it is removed
-    and ``path`` is left as it was.
+def check_target(path: str | os.PathLike) -> str:
+    """``path`` as a string if a writer may replace it: absent, or a regular file.
 
-    The temporary file is created exclusively with a unique name in the target's folder (no fixed
-    ``.tmp`` name that a symlink could redirect or another writer share); it gets the existing
-    file's mode when overwriting, else the mode a new file gets under the umask.
+    A directory, a symlink (it would be replaced, not followed: say which file you mean), a
+    device such as ``/dev/null`` or ``/dev/stdout``, a FIFO or a socket is refused by name: the
+    atomic replace would turn it into a regular file.  A missing folder is named too.
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"cannot write {path}: it is a directory")
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot write {path}: its folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"a file path must be a non-empty string, got {path!r}")
+    if "\0" in path:
+        raise ValueError(f"a file path cannot hold a NUL character, got {path!r}")
     try:
-        mode = os.stat(path).st_mode & 0o7777 if os.path.isfile(path) else 0o666 & ~_umask()
-        os.chmod(tmp, mode)
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        st = os.lstat(path)
+    except FileNotFoundError:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"cannot write {path}: its folder {folder} does not exist") from None
+        return path
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    if stat.S_ISLNK(st.st_mode):
+        raise ValueError(f"refusing to write {path}: it is a symlink (to {os.readlink(path)!r}), which a save would replace "
+                         f"rather than follow; remove it, or pass the file it points to")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+        raise ValueError(f"refusing to write {path}: it exists and is {kind}, not a regular file "
+                         f"(a save replaces the file it is given); choose a file path")
+    return path
+
+
+def _tag() -> str:
+    """This process's mark in temporary names: host and pid, so a later writer can tell a dead one's leftovers."""
+    host = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+    return f"{host}-{os.getpid()}"
+
+
+def _remove_stale(folder: str, base: str) -> None:
+    """Remove temporary files that a killed writer on this host left for ``base`` (its pid no longer runs)."""
+    host = _tag().split("-")[0]
+    pattern = re.compile(rf"^\.{re.escape(base)}\.{host}-(\d+)\.[^.]+\.tmp$")
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            m = pattern.match(name)
+            if m is None or int(m.group(1)) == os.getpid():
+                continue
+            try:
+                os.kill(int(m.group(1)), 0)
+            except ProcessLookupError:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(folder, name))
+            except (PermissionError, OverflowError):
+                pass
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[str]]:
+    """Temporary paths beside ``paths`` to write to, replacing them as one set.
+
+    Every target is checked first (:func:`check_target`; two names for one file are refused).
+    Only when every temporary file is written does each get its mode (the existing file's, else
+    what the umask gives a new file), get synced, and replace its target, so a failure while
+    writing (a full disk, an exception, Ctrl-C) leaves every target as it was and removes every
+    temporary file.  Temporary names are unique and created exclusively; ones a killed writer
+    left (``kill -9``) are removed by the next write of the same file.
+    """
+    paths = tuple(check_target(p) for p in paths)
+    real = [os.path.realpath(p) for p in paths]
+    for i, r in enumerate(real):
+        if r in real[:i]:
+            raise ValueError(f"two outputs name the same file: {paths[real.index(r)]!r} and {paths[i]!r}")
+    tmps: list[str] = []
+    try:
+        for p in paths:
+            folder, base = os.path.dirname(os.path.abspath(p)), os.path.basename(p)
+            _remove_stale(folder, base)
+            fd, tmp = tempfile.mkstemp(prefix=f".{base}.{_tag()}.", suffix=".tmp", dir=folder)
+            os.close(fd)
+            tmps.append(tmp)
+        yield list(tmps)
+        for p, tmp in zip(paths, tmps):
+            check_target(p)                      # (nothing planted meanwhile)
+            os.chmod(tmp, os.stat(p).st_mode & 0o7777 if os.path.isfile(p) else 0o666 & ~_umask())
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        for p, tmp in zip(paths, tmps):
+            os.replace(tmp, p)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
+        for tmp in tmps:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """One temporary path beside ``path`` that replaces it on success (see :func:`atomic_paths`)."""
+    with atomic_paths(path) as (tmp,):
+        yield tmp
 
 
 def _umask() -> int:
@@ -161,10 +235,21 @@ def _umask() -> int:
     return mask
 
 
+def encodable(text: str, what: str) -> str:
+    """``text`` if UTF-8 can encode it, else a ``ValueError`` naming ``what`` and the first bad character."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{what} holds {text[err.start]!r} at character {err.start}, which UTF-8 cannot encode "
+                         f"(a lone surrogate)") from None
+    return text
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+    data = encodable(text, f"the text for {os.fspath(path)}").encode("utf-8")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,

@@ -136,7 +136,9 @@ def _check_tables(path, meta: dict, nodes: pd.DataFrame, logits: pd.DataFrame, a
     for row in nodes.itertuples(index=False):
         _check_node(fail, row, L, T)
     probs = logits["probability"].to_numpy()
-    if not (np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all() and np.isfinite(logits["logit"]).all()):
+    values = logits["logit"].to_numpy()
+    unknown = np.isnan(values).all() and meta["info"].get("imported_from") is not None     # (a graph JSON has no logit values)
+    if not (np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all() and (unknown or np.isfinite(values).all())):
         raise fail("logit probabilities must be in [0, 1] and logits finite")
     def ids(column) -> list:
         return [None if pd.isna(t) else int(t) for t in column]
@@ -201,3 +203,29 @@ def _adjacency(path, tensors: dict, n: int) -> sp.csr_array:
     if indptr[-1] < 2**31:
         indptr = indptr.astype(np.int32)
     return sp.csr_array((tensors["data"], indices, indptr), shape=(n, n))
+
+
+def sniff(path: str | os.PathLike) -> str:
+    """What the file at ``path`` looks like from its first bytes: ``"json"`` for a JSON object,
+    else ``"safetensors"`` (the reader then checks it).  Files of other known kinds are named in a
+    ``ValueError``: a PyTorch or numpy zip, a pickle, HTML."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(64)
+    n = int.from_bytes(head[:8], "little") if len(head) >= 9 else -1
+    if 0 < n <= size - 8 and head[8:9] == b"{":
+        return "safetensors"
+    text = head.lstrip()
+    if text[:1] == b"{":
+        return "json"
+    kinds = [(b"PK\x03\x04", "a zip archive (a PyTorch .pt such as circuit-tracer's Graph.to_pt, or a numpy .npz); "
+              "attribution_nb never unpickles: write it as JSON with circuit-tracer's create_graph_files and load that"),
+             (b"\x80", "a Python pickle; attribution_nb never unpickles"),
+             (b"<", "an HTML or XML document (a page written by to_html is not loadable; load the .graph file)")]
+    for magic, what in kinds:
+        if text.startswith(magic):
+            raise ValueError(f"{path} is {what}")
+    return "safetensors"

@@ -1,0 +1,92 @@
+"""Feature pages a local viewer can show: one JSON per feature, in the form circuit-tracer's
+frontend reads for a scan whose name starts with ``./`` (``{scan}/{cantor(layer, feature)}.json``).
+
+Each page holds the feature's top-activating contexts (the model's ``feature_contexts``: the
+demo model's shipped ones, or those :func:`attribution_nb.feature_contexts` measured), run
+through the model again so that every token of a shown context has its own activation; the
+tokens its decoder promotes and suppresses most; and ``act_min`` / ``act_max`` for the colour
+scale.  What is not measured (an activation histogram, quantiles, firing frequency) is left
+out, and the viewer then leaves those parts out too.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from ..contexts import _activations
+from ..views.payload import feature_details
+from .neuronpedia import cantor
+
+
+def _plain(context: str) -> str:
+    """A context ``"… containing dallas [is]"`` as the text it marks: ``"… containing dallas is"``."""
+    i = context.rfind("[")
+    return context[:i] + context[i + 1:-1] if i >= 0 and context.endswith("]") else context
+
+
+def feature_pages(graph, model, *, scan: str, n_contexts: int = 4) -> dict[int, dict]:
+    """``{cantor index: page}`` for every feature of ``graph`` (see the module's docstring)."""
+    feats = graph.nodes[graph.nodes.kind == "feature"]
+    first = feats.drop_duplicates(["layer", "feature"])
+    details = feature_details(graph, model, first.node_id, k=8)
+    wanted = []                                   # (layer, feature, context text, token ids)
+    for layer, f in zip(first.layer.astype(int), first.feature.astype(int)):
+        for text, _ in model.feature_contexts.get((layer, f), [])[:n_contexts]:
+            ids = model.tokenize(_plain(str(text))).cpu()
+            wanted.append((layer, f, ids))
+    acts = _context_activations(model, wanted)
+    pages = {}
+    for nid, layer, f in zip(first.node_id, first.layer.astype(int), first.feature.astype(int)):
+        examples = []
+        for (lay, feat, ids), a in zip(wanted, acts):
+            if (lay, feat) == (layer, f):
+                strings = _pieces(model, ids.tolist())
+                examples.append({"tokens": strings, "tokens_acts_list": [round(float(x), 4) for x in a],
+                                 "train_token_ind": len(strings) - 1, "is_repeated_datapoint": False})
+        top = max((max(e["tokens_acts_list"]) for e in examples), default=0.0)
+        d = details.get(nid, {})
+        pages[cantor(layer, f)] = {
+            "transcoder_id": scan, "index": cantor(layer, f), "layer": layer, "feature": f,
+            "label": str(graph.node(nid).label or ""), "latent": d.get("latent", ""),
+            "examples_quantiles": [{"quantile_name": "Top activations", "examples": examples}] if examples else [],
+            "top_logits": [t for t, _ in d.get("promotes", [])], "bottom_logits": [t for t, _ in d.get("suppresses", [])],
+            "act_min": 0.0, "act_max": float(top) if top > 0 else 1.0}
+    return pages
+
+
+def _context_activations(model, wanted: list) -> list[list[float]]:
+    """Each wanted context's activations of its feature at every token (contexts of one length run together)."""
+    out: list = [None] * len(wanted)
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for i, (_, _, ids) in enumerate(wanted):
+        by_len[len(ids)].append(i)
+    for idx in by_len.values():
+        for s in range(0, len(idx), 32):
+            chunk = idx[s:s + 32]
+            layers = _activations(model, torch.stack([wanted[i][2] for i in chunk]))
+            for row, i in enumerate(chunk):
+                layer, f, _ = wanted[i]
+                out[i] = layers[layer][row, :, f].tolist()
+    return out
+
+
+def _pieces(model, ids: list[int]) -> list[str]:
+    """Each token as the text it adds to the decoded sequence (its leading space included), so the
+    viewer, which sets tokens side by side, shows the text as written; a token that ends inside a
+    character falls back to the readable form (``<e5 b0>``) of :meth:`prompt_strings`."""
+    readable = model.prompt_strings(ids)
+    out, before = [], ""
+    skip = set(getattr(model.tokenizer, "all_special_ids", []) or [])
+    for i, tid in enumerate(ids):
+        if tid in skip:
+            out.append(readable[i])
+            continue
+        text = model.tokenizer.decode([t for t in ids[:i + 1] if t not in skip])
+        if text.startswith(before) and "\ufffd" not in text[len(before):]:
+            out.append(text[len(before):])
+        else:
+            out.append(readable[i])
+        before = text
+    return out
