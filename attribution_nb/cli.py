@@ -10,7 +10,8 @@ import time
 
 from .attribution import attribute
 from .attribution.targets import LogitDiff
-from .io import atomic_paths
+from .graph import AttributionGraph
+from .io import atomic_paths, check_targets
 from .loading import load_model
 
 DEMO_PROMPT = "fact : the capital of the state containing dallas is"
@@ -27,8 +28,7 @@ def _outputs(args) -> list[str]:
     folder = os.path.dirname(out)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    with atomic_paths(*paths):               # (checks every target and that no two name one file; writes nothing)
-        pass
+    check_targets(*paths)
     return paths
 
 
@@ -99,7 +99,6 @@ except KeyboardInterrupt:
 
 
 def _export(args) -> int:
-    from .graph import AttributionGraph
     graph = AttributionGraph.load(args.graph)
     model = None
     if args.features:

@@ -159,6 +159,16 @@ def check_target(path: str | os.PathLike) -> str:
     return path
 
 
+def check_targets(*paths: str | os.PathLike) -> tuple[str, ...]:
+    """Every path checked by :func:`check_target`, and no two naming one file; nothing is written."""
+    checked = tuple(check_target(p) for p in paths)
+    real = [os.path.realpath(p) for p in checked]
+    for i, r in enumerate(real):
+        if r in real[:i]:
+            raise ValueError(f"two outputs name the same file: {checked[real.index(r)]!r} and {checked[i]!r}")
+    return checked
+
+
 def _tag() -> str:
     """This process's mark in temporary names: host and pid, so a later writer can tell a dead one's leftovers."""
     host = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
@@ -194,11 +204,7 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[str]]:
     temporary file.  Temporary names are unique and created exclusively; ones a killed writer
     left (``kill -9``) are removed by the next write of the same file.
     """
-    paths = tuple(check_target(p) for p in paths)
-    real = [os.path.realpath(p) for p in paths]
-    for i, r in enumerate(real):
-        if r in real[:i]:
-            raise ValueError(f"two outputs name the same file: {paths[real.index(r)]!r} and {paths[i]!r}")
+    paths = check_targets(*paths)
     tmps: list[str] = []
     try:
         for p in paths:

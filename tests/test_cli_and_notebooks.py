@@ -1,6 +1,7 @@
 """The command line and the notebooks, run as a user would run them."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,38 @@ def test_notebook_runs_top_to_bottom(path, tmp_path):
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "all checks passed" in outputs
+
+
+def test_cli_outputs_are_checked_before_work_and_written_as_one_set(tmp_path, capsys):
+    out = str(tmp_path / "g.graph")
+    assert main(["demo", "--out", out, "--html", out]) == 2
+    assert "two outputs name the same file" in capsys.readouterr().err
+    (tmp_path / "victim").write_text("mine")
+    (tmp_path / "d.nodes.csv").symlink_to(tmp_path / "victim")
+    assert main(["demo", "--out", str(tmp_path / "d.graph"), "--tables", "csv"]) == 2
+    assert "d.nodes.csv: it is a symlink" in capsys.readouterr().err
+    assert (tmp_path / "victim").read_text() == "mine" and not (tmp_path / "d.graph").exists()
+    os.mkfifo(tmp_path / "p.html")
+    assert main(["demo", "--out", str(tmp_path / "p.graph"), "--html", str(tmp_path / "p.html")]) == 2
+    assert "it exists and is a FIFO" in capsys.readouterr().err
+    # a good run writes the graph, its three tables and the page, and they agree
+    assert main(["demo", "--out", str(tmp_path / "ok.graph"), "--tables", "csv", "--html", str(tmp_path / "ok.html")]) == 0
+    g = anb.AttributionGraph.load(tmp_path / "ok.graph")
+    nodes = pd.read_csv(tmp_path / "ok.nodes.csv")
+    assert list(nodes.node_id) == list(g.nodes.node_id) and len(pd.read_csv(tmp_path / "ok.edges.csv")) == g.n_edges
+    assert (tmp_path / "ok.html").stat().st_size > 1e6
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_cli_export_and_serve(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d.graph")]) == 0
+    folder = tmp_path / "np"
+    assert main(["export", str(tmp_path / "d.graph"), "--neuronpedia", str(folder), "--slug", "dallas", "--features"]) == 0
+    back = anb.AttributionGraph.load(folder / "dallas.json")
+    assert set(back.nodes.node_id) == set(anb.AttributionGraph.load(tmp_path / "d.graph").nodes.node_id)
+    assert len(os.listdir(folder / "features" / "demo")) == (back.nodes.kind == "feature").sum()
+    capsys.readouterr()
+    assert main(["serve", str(tmp_path), "--python", sys.executable]) == 2
+    assert "no graph-metadata.json" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "d.graph"), "--neuronpedia", str(folder), "--model", "demo"]) == 2
+    assert "used only with --features" in capsys.readouterr().err

@@ -154,3 +154,87 @@ def test_a_full_disk_or_a_refused_folder_leaves_the_old_file_and_no_temporary(tm
         write_text(target, "new")
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["g.json"]
     assert tempfile.mkstemp is refused
+
+
+def _special_files(tmp_path):
+    """A FIFO and (where this user may make one) a character device like /dev/null, made in tmp_path."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    out = {"a FIFO": fifo}
+    try:
+        os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        out["a device"] = tmp_path / "null"
+    except (PermissionError, OSError):
+        pass
+    return out
+
+
+def test_a_special_file_or_a_symlink_is_refused_and_left_as_it_was(tmp_path):
+    for kind, path in _special_files(tmp_path).items():
+        before = os.lstat(path).st_mode
+        with pytest.raises(ValueError, match=f"it exists and is {kind}, not a regular file"):
+            write_text(path, "x")
+        assert os.lstat(path).st_mode == before
+    victim = tmp_path / "victim"
+    victim.write_text("mine")
+    (tmp_path / "link").symlink_to(victim)
+    with pytest.raises(ValueError, match="is a symlink"):
+        write_text(tmp_path / "link", "x")
+    assert victim.read_text() == "mine" and (tmp_path / "link").is_symlink()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_a_set_of_outputs_is_written_all_or_nothing(tmp_path):
+    from attribution_nb.io import atomic_paths
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("old a")
+    b.write_text("old b")
+    with pytest.raises(OSError), atomic_paths(a, b) as (ta, tb):
+        with open(ta, "w") as f:
+            f.write("new a")
+        raise OSError(28, "No space left on device")      # the second file fails to write
+    assert (a.read_text(), b.read_text()) == ("old a", "old b") and sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt"]
+    with pytest.raises(ValueError, match="two outputs name the same file"):
+        with atomic_paths(a, tmp_path / "." / "a.txt"):
+            pass
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_safetensors_files_get_the_mode_a_plain_write_gives(tmp_path, umask):
+    """(safetensors' save_file replaces the file it is given: the mode is set after it has written)"""
+    from attribution_nb.io import save_safetensors
+    import torch
+    old = os.umask(umask)
+    try:
+        save_safetensors({"x": torch.zeros(3)}, tmp_path / "new.st")
+        assert stat.S_IMODE(os.stat(tmp_path / "new.st").st_mode) == 0o666 & ~umask
+        os.chmod(tmp_path / "new.st", 0o640)
+        save_safetensors({"x": torch.ones(3)}, tmp_path / "new.st")
+        assert stat.S_IMODE(os.stat(tmp_path / "new.st").st_mode) == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_a_killed_writer_s_temporary_file_is_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "g.json"
+    script = f"""
+import os, time
+from attribution_nb.io import atomic_path
+with atomic_path({str(target)!r}) as tmp:
+    open(tmp, "w").write("partial")
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.kill()                                     # kill -9: no cleanup can run
+    proc.wait(timeout=30)
+    assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")], "the killed writer should have left its file"
+    write_text(target, "done")
+    assert os.listdir(tmp_path) == ["g.json"] and target.read_text() == "done"
+
+
+def test_text_utf8_cannot_encode_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match=r"holds '\\ud800' at character 2, which UTF-8 cannot encode"):
+        write_text(tmp_path / "x.json", "ab\ud800")
+    assert os.listdir(tmp_path) == []

@@ -17,7 +17,11 @@ import torch
 
 from ..contexts import _activations
 from ..views.payload import feature_details
-from .neuronpedia import cantor
+
+
+def cantor(x: int, y: int) -> int:
+    """circuit-tracer's and Neuronpedia's one-number feature index for ``(layer, feature)``."""
+    return (x + y) * (x + y + 1) // 2 + y
 
 
 def _plain(context: str) -> str:
@@ -39,13 +43,14 @@ def feature_pages(graph, model, *, scan: str, n_contexts: int = 4) -> dict[int, 
     acts = _context_activations(model, wanted)
     pages = {}
     for nid, layer, f in zip(first.node_id, first.layer.astype(int), first.feature.astype(int)):
-        examples = []
+        examples: list[dict] = []
+        top = 0.0
         for (lay, feat, ids), a in zip(wanted, acts):
             if (lay, feat) == (layer, f):
                 strings = _pieces(model, ids.tolist())
                 examples.append({"tokens": strings, "tokens_acts_list": [round(float(x), 4) for x in a],
                                  "train_token_ind": len(strings) - 1, "is_repeated_datapoint": False})
-        top = max((max(e["tokens_acts_list"]) for e in examples), default=0.0)
+                top = max(top, *a)
         d = details.get(nid, {})
         pages[cantor(layer, f)] = {
             "transcoder_id": scan, "index": cantor(layer, f), "layer": layer, "feature": f,

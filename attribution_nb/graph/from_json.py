@@ -110,13 +110,13 @@ def _nodes(items: list, tokens: list[str], fail) -> tuple[list[dict], list[str]]
             raise fail(f"two nodes have the id {nid!r}: its links cannot be told apart (circuit-tracer gives an error "
                        f"node and a layer-0 feature one id when the feature's index is below the layer count)")
         seen.add(nid)
-        kind = KIND_OF.get(n.get("feature_type"))
+        kind = KIND_OF.get(str(n.get("feature_type")))
         if kind is None:
             raise fail(f"node {nid!r} has feature_type {n.get('feature_type')!r}; known: {sorted(KIND_OF)}")
         pos = _int(n.get("ctx_idx"), f"node {nid!r}'s ctx_idx", fail)
         if pos >= T:
             raise fail(f"node {nid!r} is at position {pos}, past the prompt's {T} tokens")
-        clerp = n.get("clerp") if isinstance(n.get("clerp"), str) else ""
+        clerp: str = n["clerp"] if isinstance(n.get("clerp"), str) else ""
         act = n.get("activation")
         act = float(act) if isinstance(act, int | float) and not isinstance(act, bool) and math.isfinite(act) else np.nan
         row = {"kind": kind, "position": pos, "token": tokens[pos], "token_id": None, "feature": None,

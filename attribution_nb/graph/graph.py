@@ -28,6 +28,13 @@ from .neuronpedia import graph_json, write_graph_files
 from .supernodes import summary_edges, summary_figure, supernodes_by_edges, supernodes_from_latents
 
 
+def _needs_every_edge(info: dict) -> None:
+    if info.get("edges_complete") is False:
+        raise ValueError(f"this graph was read from {info.get('file', 'a graph JSON')}, which holds only the edges its "
+                         f"writer kept (pruned at node threshold {info.get('node_threshold')}); pruning needs the full "
+                         f"edge set: attribute the prompt again to prune at other thresholds")
+
+
 class AttributionGraph:
     """An attribution graph for one prompt: ``nodes``, ``edges`` and ``logits`` tables.
 
@@ -193,10 +200,7 @@ class AttributionGraph:
 
     def prune_masks(self, node_threshold: float = 0.8, edge_threshold: float = 0.98):
         """``(node_mask, edge_mask)`` of :meth:`prune`; ``edge_mask`` follows ``sparse_adjacency.data``."""
-        if self.info.get("edges_complete") is False:
-            raise ValueError(f"this graph was read from {self.info.get('file', 'a graph JSON')}, which holds only the "
-                             f"edges its writer kept (pruned at node threshold {self.info.get('node_threshold')}); "
-                             f"pruning needs the full edge set: attribute the prompt again to prune at other thresholds")
+        _needs_every_edge(self.info)
         return prune_masks(self.sparse_adjacency, self.logit_weights, self.kinds, node_threshold, edge_threshold,
                            influence=self.influence())
 
@@ -254,12 +258,9 @@ class AttributionGraph:
 
     # -- files -------------------------------------------------------------------
     def to_neuronpedia(self, folder: str | os.PathLike | None = None, **kwargs):
-        """The pruned graph in Neuronpedia's / circuit-tracer's graph JSON (a dict); with
-        ``folder``, also write ``{slug}.json`` and ``graph-metadata.json`` there and return the
-        file's path.  Keywords: ``slug``, ``scan``, ``node_threshold``, ``edge_threshold``,
-        ``prune``; with a folder also ``features=True, model=model``: one page per feature (top
-        contexts, promoted and suppressed tokens) that circuit-tracer's local viewer shows offline.
-        :meth:`from_neuronpedia` reads the file back."""
+        """The pruned graph as Neuronpedia / circuit-tracer graph JSON (a dict), or written to ``folder``
+        (its path returned; ``features=True, model=model`` adds feature pages for a local viewer).
+        Keywords: ``slug``, ``scan``, ``node_threshold``, ``edge_threshold``, ``prune``."""
         return graph_json(self, **kwargs) if folder is None else write_graph_files(self, folder, **kwargs)
 
     def to_html(self, path: str | os.PathLike, **kwargs) -> str:
@@ -273,19 +274,13 @@ class AttributionGraph:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AttributionGraph:
-        """Read a graph written by :meth:`save` (safetensors + JSON; nothing is unpickled), or a graph
-        JSON (circuit-tracer's, Neuronpedia's or :meth:`to_neuronpedia`'s: see :meth:`from_neuronpedia`)."""
-        if sniff(path) == "json":
-            return cls.from_neuronpedia(path)
-        return cls(**read_graph(path))
+        """Read a graph written by :meth:`save` (nothing is unpickled), or a graph JSON (:meth:`from_neuronpedia`)."""
+        return cls.from_neuronpedia(path) if sniff(path) == "json" else cls(**read_graph(path))
 
     @classmethod
     def from_neuronpedia(cls, source) -> AttributionGraph:
-        """A graph from a graph JSON file (path) or dict written by circuit-tracer's
-        ``create_graph_files``, Neuronpedia, or :meth:`to_neuronpedia`: nodes, links, tokens,
-        logits with probabilities, labels and supernodes.  The file holds a pruned graph; what it
-        lacks is listed in ``graph.info['absent']``, and :meth:`prune` refuses (see
-        :mod:`attribution_nb.graph.from_json`)."""
+        """A graph from a graph JSON (path or dict) of circuit-tracer, Neuronpedia or :meth:`to_neuronpedia`;
+        what a pruned file lacks is in ``info['absent']`` (see :mod:`attribution_nb.graph.from_json`)."""
         g = cls(**read_graph_json(source))
         g.nodes["influence"] = g.influence()
         return g

@@ -21,15 +21,11 @@ import numpy as np
 import pandas as pd
 
 from ..io import encodable, read_json, write_text
+from .feature_pages import cantor, feature_pages
 from .maths import entry_rows
 
 FEATURE_TYPES = {"feature": "cross layer transcoder", "error": "mlp reconstruction error", "token": "embedding",
                  "logit": "logit"}
-
-
-def cantor(x: int, y: int) -> int:
-    """circuit-tracer's and Neuronpedia's one-number feature index for ``(layer, feature)``."""
-    return (x + y) * (x + y + 1) // 2 + y
 
 
 def cantor_unpair(z: int) -> tuple[int, int]:
@@ -80,6 +76,12 @@ def graph_json(graph, *, slug: str | None = None, scan: str | None = None,
 
     ``influence`` is each node's cumulative influence share over the graph given here (as
     circuit-tracer writes it, see :func:`cumulative_shares`); logits have none."""
+    return _export(graph, slug=slug, scan=scan, node_threshold=node_threshold, edge_threshold=edge_threshold,
+                   prune=prune)[0]
+
+
+def _export(graph, *, slug, scan, node_threshold, edge_threshold, prune):
+    """``(graph JSON dict, the graph it holds)``."""
     g = graph.prune(node_threshold, edge_threshold) if prune else graph
     slug = check_slug(slug) if slug is not None else \
         re.sub(r"[^a-z0-9]+", "-", graph.prompt.lower()).strip("-")[:60] or "graph"
@@ -126,7 +128,7 @@ def graph_json(graph, *, slug: str | None = None, scan: str | None = None,
         "qParams": {"pinnedIds": [], "supernodes": supernodes, "linkType": "both", "clickedId": "", "sg_pos": ""},
         "nodes": nodes,
         "links": links,
-    }
+    }, g
 
 
 #: a slug names one file in the folder: letters, digits, ``-``, ``_`` and ``.`` (not first), at most 100
@@ -164,7 +166,7 @@ def write_graph_files(graph, folder: str | os.PathLike, *, model=None, features:
         kwargs["scan"] = f"./graph_data/features/{scan_name}"
     else:
         kwargs["scan"] = scan_name
-    data = graph_json(graph, **kwargs)
+    data, kept = _export(graph, **{"slug": None, "node_threshold": 0.8, "edge_threshold": 0.98, "prune": True, **kwargs})
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{data['metadata']['slug']}.json")
@@ -172,9 +174,6 @@ def write_graph_files(graph, folder: str | os.PathLike, *, model=None, features:
     text = json.dumps(data)
     pages = {}
     if features:
-        from .feature_pages import feature_pages
-        from .graph import AttributionGraph
-        kept = AttributionGraph.from_neuronpedia(data)
         pages = feature_pages(kept, model, scan=scan_name)
     with _locked(folder):
         listing: dict = {"graphs": []}
