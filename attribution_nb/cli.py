@@ -11,6 +11,7 @@ import time
 from .attribution import attribute
 from .attribution.targets import LogitDiff
 from .graph import AttributionGraph
+from .checks import require
 from .io import atomic_paths, check_targets
 from .loading import load_model
 
@@ -29,6 +30,8 @@ def _outputs(args) -> list[str]:
     if folder:
         os.makedirs(folder, exist_ok=True)
     check_targets(*paths)
+    if args.tables == "parquet":
+        require("pyarrow")
     return paths
 
 
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args)
         return _attribute(args)
-    except (ValueError, KeyError, OSError) as err:      # (a missing file, a folder given as --out, a full disk)
+    except (ValueError, KeyError, OSError, ImportError) as err:      # (a missing file, a folder as --out, a full disk)
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ import os
 
 import torch
 
+from .checks import require
 from .model import ReplacementModel
 from .transcoders import load_transcoders
 
@@ -23,6 +24,8 @@ def load_pretrained(model_id: str, transcoders, *, name: str, device: str = "cpu
     for :func:`~attribution_nb.transcoders.load_transcoders`, or ``Transcoder`` objects)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     extra = {"gguf_file": gguf_file} if gguf_file else {}
+    if gguf_file:
+        require("gguf")
     tokenizer = AutoTokenizer.from_pretrained(model_id, **extra)
     if remote:
         if device != "cpu":
