@@ -47,13 +47,12 @@ def neuronpedia_features(model, features, *, model_id: str, source: str, cache_d
         fetch: ``url -> parsed JSON`` (default: an HTTP GET); not called for cached features.
     Returns a table: ``layer``, ``feature``, ``label``, ``top_context``, ``from_cache``.
     """
-    if "{layer}" not in source:
-        raise ValueError(f"source must contain '{{layer}}' (e.g. '{{layer}}-gemmascope-transcoder-16k'), got {source!r}")
+    _check_source(source)
     pairs = _pairs(features)
     cache = cache_dir or DEFAULT_CACHE
     rows = []
     for layer, feature in pairs:
-        data, cached = _response(cache, model_id, source.format(layer=layer), feature, fetch or fetch_json)
+        data, cached = _response(cache, model_id, source.replace("{layer}", str(layer)), feature, fetch or fetch_json)
         label, contexts = parse_feature(data, n_contexts, before)
         if label:
             model.feature_labels[(layer, feature)] = label
@@ -62,6 +61,16 @@ def neuronpedia_features(model, features, *, model_id: str, source: str, cache_d
         rows.append({"layer": layer, "feature": feature, "label": label,
                      "top_context": contexts[0][0] if contexts else "", "from_cache": cached})
     return pd.DataFrame(rows, columns=["layer", "feature", "label", "top_context", "from_cache"])
+
+
+def _check_source(source) -> None:
+    """A source template is text with ``{layer}`` and no other braces (no format specs: it is never ``.format``-ed)."""
+    if not isinstance(source, str) or len(source) > 200:
+        raise ValueError(f"source must be a string of at most 200 characters with '{{layer}}', got {source!r:.80}")
+    rest = source.replace("{layer}", "")
+    if "{layer}" not in source or "{" in rest or "}" in rest:
+        raise ValueError(f"source must contain '{{layer}}' and no other braces (e.g. '{{layer}}-gemmascope-transcoder-16k'), "
+                         f"got {source!r:.80}")
 
 
 def _pairs(features) -> list[tuple[int, int]]:

@@ -17,6 +17,7 @@ from nnsight import Envoy, NNsight
 
 from .architectures import Architecture, architecture_for, get_module
 from .backend import backend_for
+from .io import encodable
 from .tokens import display_token, display_tokens, unknown_words_hint
 from .tracing import Capture, record, transcoder_reads
 from .transcoders import Transcoder, TranscoderSet
@@ -39,7 +40,15 @@ def _wrap(hf_model, tokenizer, remote):
 
 def _token_ids(prompt) -> torch.Tensor:
     """Token ids given as a list, array or tensor: whole numbers in one dimension."""
-    t = torch.as_tensor(prompt)
+    if isinstance(prompt, str | bytes) or not hasattr(prompt, "__len__") or isinstance(prompt, dict | set):
+        raise TypeError(f"prompt must be a string or a sequence of token ids (a list, array or 1-D tensor), "
+                        f"got {type(prompt).__name__}: {prompt!r:.80}")
+    try:
+        t = torch.as_tensor(prompt)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise ValueError(f"token ids must be whole numbers in one sequence, got {prompt!r:.80} ({err})") from None
+    if t.ndim == 0:
+        raise TypeError(f"prompt must be a string or a sequence of token ids, got the single number {prompt!r}")
     if t.numel() == 0:
         return t.to(torch.long).flatten()
     if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
@@ -189,6 +198,11 @@ class ReplacementCore:
     def _encode(self, prompt: str) -> torch.Tensor:
         if not prompt.strip():
             raise ValueError("prompt is empty; give at least one word")
+        limit = 64 * self.max_length if self.max_length is not None else 1 << 20
+        if len(prompt) > limit:         # (checked before tokenising, which would take the memory first)
+            context = f"the model's context is {self.max_length} tokens" if self.max_length else "no context limit is set"
+            raise ValueError(f"prompt has {len(prompt):,} characters, more than {limit:,} ({context}); shorten it")
+        encodable(prompt, "the prompt")
         ids = torch.tensor(self.tokenizer(prompt)["input_ids"], dtype=torch.long)
         unk = getattr(self.tokenizer, "unk_token_id", None)
         if unk is not None and (ids == unk).any():

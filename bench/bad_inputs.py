@@ -129,12 +129,80 @@ def cases(model, graph, tmp):
         ("load_model unknown name", lambda: anb.load_model("no/such-model"), "no/such-model"),
         ("remote=1", lambda: anb.ReplacementModel(model.hf_model, model.tokenizer, list(model.transcoders), remote=1),
          "remote"),
+        # issue 31's classes: prompts, flags, loaders, special files, widget state, templates
+        ("prompt 123", lambda: anb.attribute(model, 123), "got int: 123"),
+        ("prompt None", lambda: anb.attribute(model, None), "NoneType"),
+        ("prompt of 50M characters", lambda: anb.attribute(model, "the " * 12_500_000), "50,000,000 characters"),
+        ("prompt with a lone surrogate", lambda: anb.attribute(model, "the \ud800 capital"), "lone surrogate"),
+        ("token id 2**70", lambda: anb.attribute(model, [1, 2**70]), "token ids must be whole numbers"),
+        ("prune_thresholds (2, -1)", a(prune_thresholds=(2, -1)), "prune_thresholds[0]"),
+        ("prune_thresholds (nan, nan)", a(prune_thresholds=(math.nan, math.nan)), "nan"),
+        ("prune_thresholds 0.8", a(prune_thresholds=0.8), "prune_thresholds must be"),
+        ("bos_features 'yes'", a(bos_features="yes"), "bos_features"),
+        ("progress 'no'", a(progress="no"), "progress"),
+        ("load_model demo with transcoders", lambda: anb.load_model("demo", transcoders="/x"), "transcoders='/x'"),
+        ("load_model device bogus", lambda: anb.load_model("demo", device="bogus"), "bogus"),
+        ("load_model demo float16", lambda: anb.load_model("demo", dtype=torch.float16), "float16"),
+        ("load_model int dtype", lambda: anb.load_model("demo", dtype=torch.int64), "int64"),
+        ("load_model name 123", lambda: anb.load_model(123), "123"),
+        ("save graph onto a FIFO", lambda: graph.save(_fifo(tmp)), "FIFO"),
+        ("save graph onto a symlink", lambda: graph.save(_link(tmp)), "symlink"),
+        ("label with a lone surrogate", lambda: graph.set_label(feat, "x\udc80"), "lone surrogate"),
+        ("label with a NUL", lambda: graph.set_label(feat, "a\x00b"), "NUL"),
+        ("supernode name with a lone surrogate", lambda: graph.add_supernode("\ud800", [feat]), "lone surrogate"),
+        ("load a graph index as a graph", lambda: anb.AttributionGraph.load(_index(tmp)), "graph index"),
+        ("load a zip as a graph", lambda: anb.AttributionGraph.load(_zip(tmp)), "never unpickles"),
+        ("to_neuronpedia features without model", lambda: graph.to_neuronpedia(tmp, features=True), "needs model="),
+        ("to_neuronpedia slug 'abc\\n'", lambda: graph.to_neuronpedia(tmp, slug="abc\n"), "slug"),
+        ("neuronpedia source with a format spec", lambda: anb.neuronpedia_features(
+            model, [(0, 1)], model_id="m", source="{layer}{layer:>1000000000}", cache_dir=tmp, fetch=lambda u: {}),
+         "no other braces"),
+        ("widget state with an unknown member", lambda: _widget(model, graph).__setattr__(
+            "state", {"supernodes": {"bad": ["nope"]}}), "nope"),
+        ("widget state threshold 7", lambda: _widget(model, graph).__setattr__("state", {"node_threshold": 7}),
+         "node_threshold"),
+        ("widget state not a dict", lambda: _widget(model, graph).__setattr__("state", [1]), "state must be a dict"),
     ]
     def in_training_mode():
         model.hf_model.train()           # (classify puts it back in eval mode)
         anb.attribute(model, PROMPT, progress=False)
     out.append(("model in training mode", in_training_mode, "training mode"))
     return out
+
+
+def _fifo(tmp: str) -> str:
+    path = os.path.join(tmp, "fifo.graph")
+    if not os.path.exists(path):
+        os.mkfifo(path)
+    return path
+
+
+def _link(tmp: str) -> str:
+    path = os.path.join(tmp, "link.graph")
+    if not os.path.lexists(path):
+        os.symlink(os.path.join(tmp, "victim"), path)
+    return path
+
+
+def _index(tmp: str) -> str:
+    path = os.path.join(tmp, "index", "graph-metadata.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write('{"graphs": []}')
+    return path
+
+
+def _zip(tmp: str) -> str:
+    import zipfile
+    path = os.path.join(tmp, "g.pt")
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("data.pkl", b"x")
+    return path
+
+
+def _widget(model, graph):
+    import attribution_nb as anb
+    return anb.GraphWidget(graph, model)
 
 
 def classify(thunk, names: str, model) -> tuple[str, str]:

@@ -67,12 +67,12 @@ def attribute(model: ReplacementCore, prompt, *, targets=None, max_n_logits: int
             nodes as with every row (:mod:`.adaptive`; features left without rows stay as
             sources, with no incoming edges); ``"all"``: every feature's row.
         bos_features: keep the features at the first position when it holds a special token
-            (BOS).  By default they are left out, as circuit-tracer does (attention-sink
-            artefacts, the same on every prompt): what they write is folded into that
-            position's error nodes, so every edge stays exact.
-        prune_thresholds: the ``(node_threshold, edge_threshold)`` the adaptive rows are proved for.
+            (BOS).  By default they are left out, as circuit-tracer does (attention-sink artefacts,
+            the same on every prompt): what they write is folded into that position's error nodes.
+        prune_thresholds: the ``(node_threshold, edge_threshold)`` the adaptive rows are proved for;
         progress: show a progress bar (default: when there are more than 8 backward passes).
     """
+    prune_thresholds = _check_flags(bos_features, progress, prune_thresholds)
     batch_size, max_feature_nodes, max_n_logits, desired_logit_prob = _check(
         model, batch_size, max_feature_nodes, max_n_logits, desired_logit_prob, rows)
     clock = _Clock()
@@ -201,6 +201,19 @@ def _check(model, batch_size, max_feature_nodes, max_n_logits, desired_logit_pro
         batch_size = as_int("batch_size", batch_size, minimum=1)
     return (batch_size, max_feature_nodes,
             as_int("max_n_logits", max_n_logits, minimum=1), as_float("desired_logit_prob", desired_logit_prob, 0.0, 1.0))
+
+
+def _check_flags(bos_features, progress, prune_thresholds) -> tuple[float, float]:
+    """``bos_features`` and ``progress`` are booleans (``progress`` may be None); the thresholds two numbers in [0, 1]."""
+    if not isinstance(bos_features, bool | np.bool_):
+        raise ValueError(f"bos_features must be True or False, got {bos_features!r}")
+    if progress is not None and not isinstance(progress, bool | np.bool_):
+        raise ValueError(f"progress must be True, False or None, got {progress!r}")
+    if isinstance(prune_thresholds, str) or not hasattr(prune_thresholds, "__len__") or len(prune_thresholds) != 2:
+        raise ValueError(f"prune_thresholds must be (node_threshold, edge_threshold), got {prune_thresholds!r}")
+    bos_features = bool(bos_features)
+    return (as_float("prune_thresholds[0] (node_threshold)", prune_thresholds[0], 0.0, 1.0),
+            as_float("prune_thresholds[1] (edge_threshold)", prune_thresholds[1], 0.0, 1.0))
 
 
 class _Clock:

@@ -19,6 +19,7 @@ import torch
 
 from ..checks import as_int
 from ..ids import EXAMPLES, KINDS
+from ..io import encodable
 from ..views.page import graph_to_html
 from .files import NODE_COLUMNS, read_graph, save_graph, sniff
 from .from_json import read_graph_json
@@ -26,6 +27,15 @@ from .maths import (_mask_entries, _row_sums, as_csr, completeness_score, comput
                     prune_masks, replacement_score)
 from .neuronpedia import graph_json, write_graph_files
 from .supernodes import summary_edges, summary_figure, supernodes_by_edges, supernodes_from_latents
+
+
+def _text(value, what: str) -> str:
+    """``value`` if it is a string UTF-8 can encode and holds no NUL (exports and images would drop it)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is a string, got {value!r}")
+    if "\0" in value:
+        raise ValueError(f"{what} cannot hold a NUL character, got {value!r}")
+    return encodable(value, what)
 
 
 def _needs_every_edge(info: dict) -> None:
@@ -131,14 +141,12 @@ class AttributionGraph:
 
     def set_label(self, node_id: str, label: str) -> None:
         """Give ``node_id`` a label (kept by :meth:`save`)."""
-        if not isinstance(label, str):
-            raise ValueError(f"a label is a string, got {label!r}")
-        self.nodes.loc[self.index(node_id), "label"] = label
+        self.nodes.loc[self.index(node_id), "label"] = _text(label, "a label")
 
     def add_supernode(self, name: str, members) -> None:
         """Name a group of nodes (a supernode, kept by :meth:`save`); replaces a group of that name."""
         name = (name or "").strip() if isinstance(name, str) else name
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str) or not _text(name, "a supernode's name"):
             raise ValueError(f"a supernode needs a non-empty name, got {name!r}")
         members = list(members)
         if not members:

@@ -137,7 +137,7 @@ _SLUG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 
 def check_slug(slug) -> str:
     """``slug`` if it can name a file inside the graph folder, else a ``ValueError`` naming it."""
-    if not isinstance(slug, str) or not _SLUG.match(slug) or slug == "graph-metadata":
+    if not isinstance(slug, str) or not _SLUG.fullmatch(slug) or slug == "graph-metadata":
         raise ValueError(f"slug must be letters, digits, '-', '_' or '.' (not first), at most 100 characters, and not "
                          f"'graph-metadata' (it names a file in the folder), got {slug!r}")
     return slug

@@ -36,6 +36,34 @@ STATE_KEYS = ("selected", "node_threshold", "edge_threshold", "collapse", "picke
 _VIEW_CLASS: list = []
 
 
+def check_state(graph, new) -> None:
+    """A widget state checked whole against ``graph`` (before any of it is applied)."""
+    if not isinstance(new, dict):
+        raise TypeError(f"state must be a dict like widget.state, got {type(new).__name__}")
+    unknown = set(new) - set(STATE_KEYS)
+    if unknown:
+        raise KeyError(f"unknown state keys {sorted(unknown)}; known: {list(STATE_KEYS)}")
+    for key in ("node_threshold", "edge_threshold"):
+        if key in new:
+            as_float(key, new[key], 0.0, 1.0)
+    for key in ("supernodes", "interventions"):
+        if key in new and not isinstance(new[key], dict):
+            raise TypeError(f"state[{key!r}] must be a dict, got {type(new[key]).__name__}")
+    for name, members in (new.get("supernodes") or {}).items():
+        if not isinstance(name, str) or not isinstance(members, list | tuple):
+            raise ValueError(f"state['supernodes'] maps names to lists of node ids, got {name!r}: {members!r}")
+        missing = [m for m in members if m not in graph._index]
+        if missing:
+            raise KeyError(f"supernode {name!r}: nodes {missing[:5]} are not in this graph; nothing was changed")
+    for node_id in new.get("interventions") or {}:
+        if node_id not in graph._index:
+            raise KeyError(f"intervention on {node_id!r}, which is not in this graph; nothing was changed")
+    if "picked" in new and not isinstance(new["picked"], list | tuple):
+        raise TypeError(f"state['picked'] must be a list of node ids, got {type(new['picked']).__name__}")
+    if new.get("selected") is not None and new["selected"] not in graph._index:
+        raise KeyError(f"selected node {new['selected']!r} is not in this graph; nothing was changed")
+
+
 def _view_class():
     """The anywidget class (built once, on first use, so that importing this needs no anywidget)."""
     if _VIEW_CLASS:
@@ -232,9 +260,8 @@ class GraphWidget(InterventionControls):
 
     @state.setter
     def state(self, new: dict) -> None:
-        unknown = set(new) - set(STATE_KEYS)
-        if unknown:
-            raise KeyError(f"unknown state keys {sorted(unknown)}")
+        """Apply a state (as :attr:`state` returns it), checked whole first: a refused state changes nothing."""
+        check_state(self.graph, new)
         with self.view.hold_sync():
             if "supernodes" in new:
                 self.graph.supernodes = {}
