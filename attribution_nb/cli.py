@@ -11,7 +11,7 @@ import time
 from .attribution import attribute
 from .attribution.targets import LogitDiff
 from .graph import AttributionGraph
-from .checks import require
+from .checks import as_float, require
 from .io import atomic_paths, check_targets
 from .loading import load_model
 
@@ -69,6 +69,8 @@ def _summary(graph, pruned, seconds: float) -> str:
 
 def _attribute(args) -> int:
     t0 = time.perf_counter()
+    for flag in ("node_threshold", "edge_threshold"):
+        as_float("--" + flag.replace("_", "-"), getattr(args, flag), 0.0, 1.0)
     paths = _outputs(args)
     model = load_model(None if args.model == "demo" else args.model, transcoders=args.transcoders)
     targets = list(args.target or []) + [LogitDiff(a, b) for a, b in (args.contrast or [])]

@@ -22,13 +22,14 @@ import re
 from dataclasses import dataclass
 
 KINDS = ("feature", "error", "token", "logit")
+_N = r"(0|[1-9][0-9]{0,17})"        # a canonical number: ASCII digits, no leading zero, no sign
 _PATTERNS = {
-    "feature": re.compile(r"^f:L(\d+):P(\d+):(\d+)$"),
-    "error": re.compile(r"^e:L(\d+):P(\d+)$"),
-    "token": re.compile(r"^t:P(\d+):(\d+)$"),
-    "logit": re.compile(r"^l:P(\d+):(\d+)$"),
+    "feature": re.compile(rf"f:L{_N}:P{_N}:{_N}"),
+    "error": re.compile(rf"e:L{_N}:P{_N}"),
+    "token": re.compile(rf"t:P{_N}:{_N}"),
+    "logit": re.compile(rf"l:P{_N}:{_N}"),
 }
-_TARGET = re.compile(r"^l:P(\d+):c(\d+)$")
+_TARGET = re.compile(rf"l:P{_N}:c{_N}")
 EXAMPLES = ("'f:L1:P3:42' (feature), 'e:L1:P3' (error node), 't:P3:1042' (token), "
             "'l:P10:231' (logit: position and token id)")
 
@@ -70,7 +71,7 @@ class NodeId:
         if not isinstance(node_id, str):
             raise ValueError(f"a node id is a string like {EXAMPLES}, got {node_id!r}")
         for kind, pattern in _PATTERNS.items():
-            m = pattern.match(node_id)
+            m = pattern.fullmatch(node_id)
             if m:
                 n = [int(x) for x in m.groups()]
                 if kind == "feature":
@@ -78,7 +79,7 @@ class NodeId:
                 if kind == "error":
                     return cls(kind, layer=n[0], position=n[1])
                 return cls(kind, position=n[0], token_id=n[1])
-        m = _TARGET.match(node_id)
+        m = _TARGET.fullmatch(node_id)
         if m:
             return cls("logit", position=int(m.group(1)), target=int(m.group(2)))
         raise ValueError(f"unknown node id {node_id!r}; ids look like {EXAMPLES}")
@@ -95,4 +96,6 @@ class NodeId:
             return self.for_error(self.layer, self.position)  # type: ignore[arg-type]
         if self.kind == "token":
             return self.for_token(self.position, self.token_id)  # type: ignore[arg-type]
+        if self.target is not None:
+            return self.for_target(self.position, self.target)  # type: ignore[arg-type]
         return self.for_logit(self.position, self.token_id)  # type: ignore[arg-type]

@@ -47,7 +47,7 @@ def test_cli_bad_input_is_a_clear_error(tmp_path, capsys):
     assert main(["attribute", "", "--out", str(tmp_path / "x.graph")]) == 2
     assert "prompt is empty" in capsys.readouterr().err
     assert main(["attribute", "the", "--node-threshold", "2", "--out", str(tmp_path / "x.graph")]) == 2
-    assert "node_threshold must be in [0, 1], got 2.0" in capsys.readouterr().err
+    assert "--node-threshold must be in [0, 1], got 2.0" in capsys.readouterr().err
     assert not (tmp_path / "x.graph").exists()
     (tmp_path / "a.graph").mkdir()                     # a folder where the graph file should go
     assert main(["attribute", "the", "--out", str(tmp_path / "a.graph")]) == 2

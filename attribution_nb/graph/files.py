@@ -37,6 +37,8 @@ _TEXT_COLUMNS = ["node_id", "kind", "layer", "position", "token", "token_id", "f
 def save_graph(graph, path: str | os.PathLike) -> None:
     """Write ``graph`` (an :class:`AttributionGraph`) to ``path``."""
     m = graph.sparse_adjacency
+    if not m.has_sorted_indices:        # (the reader refuses unsorted rows: duplicates hide in them)
+        m = m.sorted_indices()
     tensors = {
         "indptr": torch.from_numpy(m.indptr.astype(np.int64)),
         "indices": torch.from_numpy(m.indices.astype(np.int32)),
@@ -80,7 +82,9 @@ def read_graph(path: str | os.PathLike) -> dict:
         raise ValueError(f"{os.fspath(path)}: the graph's metadata is not JSON ({err})") from None
     try:
         return _parse(path, meta, tensors)
-    except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as err:
+    except (KeyError, TypeError, IndexError, AttributeError, OverflowError, ValueError) as err:
+        if isinstance(err, ValueError) and str(err).startswith(os.fspath(path)):
+            raise
         raise ValueError(f"{os.fspath(path)}: not a valid attribution_nb graph file ({type(err).__name__}: {err})") from None
 
 
@@ -89,10 +93,14 @@ def _parse(path, meta: dict, tensors: dict) -> dict:
         version = meta.get("version") if isinstance(meta, dict) else None
         raise ValueError(f"{os.fspath(path)} has graph format version {version!r}; "
                          f"this attribution_nb reads versions {READS}")
+    if "checksum" not in meta and meta["version"] >= 3:
+        raise ValueError(f"{os.fspath(path)}: the graph has no checksum, so it cannot be verified (every file this "
+                         f"package writes has one): it was edited or written by other code")
     if "checksum" in meta and meta["checksum"] != _checksum(tensors, meta):
         raise ValueError(f"{os.fspath(path)}: checksum mismatch: the file was changed or damaged after it was written")
     if meta["version"] == 2:
         _from_version_2(meta)
+    check_header(path, meta)
     n = meta["n_nodes"]
     nodes = pd.DataFrame(meta["nodes"])
     nodes["feature"] = nodes["feature"].astype("Int64")
@@ -111,6 +119,52 @@ def _parse(path, meta: dict, tensors: dict) -> dict:
     return dict(prompt=meta["prompt"], tokens=meta["tokens"], token_ids=meta["token_ids"], nodes=nodes,
                 adjacency=adjacency, logits=logits, n_layers=meta["n_layers"], model_name=meta["model_name"],
                 info=meta["info"], supernodes=meta["supernodes"])
+
+
+def _ints(values, low: int, high: int, none_ok: bool = False) -> bool:
+    return isinstance(values, list) and all((v is None and none_ok) or (type(v) is int and low <= v < high) for v in values)
+
+
+def check_header(path, meta: dict) -> None:
+    """The header's fields have the types and sizes a graph needs, before any table is built."""
+    def fail(why: str) -> ValueError:
+        return ValueError(f"{os.fspath(path)}: {why}")
+    for key, kind in (("prompt", str), ("tokens", list), ("token_ids", list), ("n_nodes", int), ("n_layers", int),
+                      ("model_name", str), ("nodes", dict), ("logits", dict), ("info", dict), ("supernodes", dict)):
+        if type(meta.get(key)) is not kind:
+            raise fail(f"{key!r} must be a {kind.__name__}, got {type(meta.get(key)).__name__}")
+    n, T = meta["n_nodes"], len(meta["tokens"])
+    if not 0 < n < 1 << 31 or not 0 < meta["n_layers"] <= 10_000 or not all(isinstance(t, str) for t in meta["tokens"]):
+        raise fail(f"n_nodes {n}, n_layers {meta['n_layers']} or the tokens are out of range")
+    if not _ints(meta["token_ids"], 0, 1 << 31) or len(meta["token_ids"]) != T:
+        raise fail(f"token_ids must be {T} integers in [0, 2**31), one per token")
+    nodes = meta["nodes"]
+    if set(nodes) != set(_TEXT_COLUMNS) or any(not isinstance(v, list) or len(v) != n for v in nodes.values()):
+        raise fail(f"the node table must have the columns {_TEXT_COLUMNS}, each of {n} values")
+    checks = {"node_id": all(isinstance(v, str) for v in nodes["node_id"]), "kind": all(v in KINDS for v in nodes["kind"]),
+              "layer": _ints(nodes["layer"], -1, meta["n_layers"] + 1), "position": _ints(nodes["position"], 0, T),
+              "token": all(isinstance(v, str) for v in nodes["token"]),
+              "token_id": _ints(nodes["token_id"], 0, 1 << 31, none_ok=True),
+              "feature": _ints(nodes["feature"], 0, 1 << 31, none_ok=True),
+              "label": all(v is None or isinstance(v, str) for v in nodes["label"])}
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise fail(f"node column(s) {bad} hold values of the wrong type or out of range")
+    wrong = [i for i, (k, p, t) in enumerate(zip(nodes["kind"], nodes["position"], nodes["token"]))
+             if k != "logit" and t != meta["tokens"][p]]
+    if wrong:
+        raise fail(f"node {nodes['node_id'][wrong[0]]!r} shows token {nodes['token'][wrong[0]]!r}, but its position holds "
+                   f"{meta['tokens'][nodes['position'][wrong[0]]]!r}")
+    if [t for k, t in zip(nodes["kind"], nodes["token"]) if k == "logit"] != meta["logits"].get("token"):
+        raise fail("the logit nodes' tokens and the logits table disagree")
+    logits = meta["logits"]
+    if set(logits) != {"token", "token_id"} or not all(isinstance(t, str) for t in logits["token"]) \
+            or not _ints(logits["token_id"], 0, 1 << 31, none_ok=True) or len(logits["token"]) != len(logits["token_id"]):
+        raise fail("the logits table must have token strings and token ids (or null), one per logit")
+    ids = set(nodes["node_id"])
+    for name, members in meta["supernodes"].items():
+        if not isinstance(members, list) or not members or any(m not in ids for m in members):
+            raise fail(f"supernode {name!r} names nodes the graph does not have (or none)")
 
 
 def _column(path, tensors: dict, name: str, n: int) -> np.ndarray:
@@ -144,8 +198,29 @@ def _check_tables(path, meta: dict, nodes: pd.DataFrame, logits: pd.DataFrame, a
         return [None if pd.isna(t) else int(t) for t in column]
     if ids(logits["token_id"]) != ids(nodes["token_id"][nodes["kind"] == "logit"]):
         raise fail("the logits table and the logit nodes disagree on token ids")
+    _check_edges(fail, meta, nodes, adjacency)
+
+
+def _check_edges(fail, meta: dict, nodes: pd.DataFrame, adjacency: sp.csr_array) -> None:
+    """Edges finite, sorted and unique in each row, running forward, into features and logits only."""
     if not np.isfinite(adjacency.data).all():
         raise fail("the adjacency holds non-finite edge weights")
+    kinds = nodes["kind"].to_numpy()
+    has_inputs = np.diff(adjacency.indptr) > 0
+    if (has_inputs & np.isin(kinds, ["error", "token"])).any():
+        raise fail(f"node {nodes['node_id'].iloc[int(np.flatnonzero(has_inputs & np.isin(kinds, ['error', 'token']))[0])]} "
+                   f"has incoming edges; error and token nodes have none")
+    if len(adjacency.indices) and (kinds[adjacency.indices] == "logit").any():
+        raise fail("a logit node is the source of an edge; logits have no outgoing edges")
+    starts = np.zeros(len(adjacency.indices), dtype=bool)
+    starts[adjacency.indptr[:-1][has_inputs]] = True
+    if len(adjacency.indices) > 1 and (np.diff(adjacency.indices.astype(np.int64))[~starts[1:]] <= 0).any():
+        raise fail("the adjacency's entries are not sorted and unique within each row (duplicate edges)")
+    unknown_acts = meta["info"].get("imported_from") is not None       # (a graph JSON lacks error and token activations)
+    if not np.isfinite(nodes["influence"]).all() or not (unknown_acts or np.isfinite(nodes["activation"]).all()):
+        raise fail("node activations and influences must be finite")
+    if not (kinds == "logit").any():
+        raise fail("the graph has no logit node")
     layer, pos = nodes["layer"].to_numpy(), nodes["position"].to_numpy()
     rows = np.repeat(np.arange(adjacency.shape[0]), np.diff(adjacency.indptr))
     cols = adjacency.indices
@@ -160,13 +235,13 @@ def _check_node(fail, row, L: int, T: int) -> None:
         node = NodeId.parse(row.node_id)
     except ValueError as err:
         raise fail(str(err)) from None
-    expect = {"feature": (row.layer, row.position, row.feature, None), "error": (row.layer, row.position, None, None),
-              "token": (None, row.position, None, row.token_id), "logit": (None, row.position, None, row.token_id)}
+    def num(v):
+        return None if v is None or v is pd.NA else int(v)
+    expect = (row.layer if row.kind in ("feature", "error") else None, row.position, num(row.feature), num(row.token_id))
     layer_ok = {"feature": 0 <= row.layer < L, "error": 0 <= row.layer < L, "token": row.layer == -1,
                 "logit": row.layer == L}
     got = (node.layer, node.position, node.feature, node.token_id)
-    want = tuple(None if v is None or v is pd.NA else int(v) for v in expect[row.kind])
-    if node.kind != row.kind or got != want or not layer_ok[row.kind] or not 0 <= row.position < T:
+    if node.kind != row.kind or got != expect or not layer_ok[row.kind] or not 0 <= row.position < T:
         raise fail(f"node {row.node_id!r} disagrees with its row (kind {row.kind}, layer {row.layer}, "
                    f"position {row.position}, feature {row.feature}, token id {row.token_id}) or lies outside "
                    f"{L} layers × {T} positions")

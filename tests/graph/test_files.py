@@ -67,16 +67,20 @@ def test_a_mutated_file_loads_unchanged_or_raises_naming_the_file(small, saved, 
     _same(loaded, small)
 
 
-def _craft(small, tmp_path, change):
-    """Save, then rewrite the file with ``change(tensors, meta)`` applied and no checksum (as a
-    hand-made file would be), so the structural checks themselves are what refuses it."""
+def _craft(small, tmp_path, change, checksum: bool = True):
+    """Save, then rewrite the file with ``change(tensors, meta)`` applied and its checksum recomputed
+    (as a careful forger would), so the meaning checks themselves are what refuses it."""
     from safetensors import safe_open
+
+    from attribution_nb.graph.files import _checksum
     small.save(tmp_path / "ok.graph")
     with safe_open(str(tmp_path / "ok.graph"), "np") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = json.loads(f.metadata()["attribution_nb.graph"])
     del meta["checksum"]
     change(tensors, meta)
+    if checksum:
+        meta["checksum"] = _checksum(tensors, meta)
     save_file(tensors, str(tmp_path / "crafted.graph"), metadata={"attribution_nb.graph": json.dumps(meta)})
     return tmp_path / "crafted.graph"
 
@@ -107,9 +111,16 @@ def _int_data(tensors, meta):
     (_set("node_id", 0, "f:L9:P9:9"), "disagrees with its row"),
     (_set("kind", 0, "error"), "disagrees with its row"),
     (_set("node_id", 1, "<img src=x onerror=alert(1)>"), "unknown node id"),
-    (_set("kind", 0, "magic"), "unknown node kinds"),
+    (_set("kind", 0, "magic"), r"node column\(s\) \['kind'\]"),
+    (_set("node_id", 0, "f:L0:P01:5"), "unknown node id"),
+    (_set("layer", 0, 1.5), r"\['layer'\]"),
+    (_set("token_id", -1, True), r"\['token_id'\]"),
+    (lambda t, m: m.update(n_layers=10**9), "n_layers"),
+    (lambda t, m: m.update(prompt=123), "'prompt' must be a str"),
+    (lambda t, m: m["supernodes"].update(x=["f:L9:P9:9"]), "supernode 'x'"),
+    (lambda t, m: t["activation"].__setitem__(0, np.nan), "activations and influences must be finite"),
     (_nan_edge, "non-finite edge weights"),
-    (_backward_edge, "does not run forward"),
+    (_backward_edge, "(does not run forward|a logit node is the source)"),
     (_bad_probability, r"probabilities must be in \[0, 1\]"),
     (_int_data, "tensor 'data' has dtype int32"),
 ])
@@ -117,6 +128,85 @@ def test_each_inconsistency_is_named(small, tmp_path, change, says):
     path = _craft(small, tmp_path, change)
     with pytest.raises(ValueError, match=f"crafted.graph.*{says}"):
         anb.AttributionGraph.load(path)
+
+
+def test_a_graph_file_without_its_checksum_is_refused(small, tmp_path):
+    path = _craft(small, tmp_path, lambda t, m: None, checksum=False)
+    with pytest.raises(ValueError, match="crafted.graph: the graph has no checksum"):
+        anb.AttributionGraph.load(path)
+
+
+def _mutations(meta: dict, rng) -> list:
+    """Edits of a graph header's fields: every node column, the logits, tokens, numbers, supernodes."""
+    hostile = [None, True, -1, 1.5, 2**70, float("nan"), "", "x\n", "١", [], {}, "f:L0:P1:1\n", 10**9, "0"]
+    out = []
+    n = len(meta["nodes"]["node_id"])
+    for col in meta["nodes"]:
+        for i in rng.choice(n, size=min(n, 4), replace=False):
+            for v in hostile:
+                out.append(("nodes", col, int(i), v))
+    for key in ("prompt", "tokens", "token_ids", "n_layers", "n_nodes", "model_name", "info", "supernodes"):
+        for v in hostile:
+            out.append((key, None, None, v))
+    for i in range(len(meta["token_ids"])):
+        for v in (-1, True, 2**40, "1"):
+            out.append(("token_ids", None, i, v))
+    for v in hostile:
+        out.append(("logits", "token_id", 0, v))
+        out.append(("logits", "token", 0, v))
+    return out
+
+
+def _apply(meta: dict, m) -> None:
+    where, col, i, v = m
+    if where == "nodes":
+        meta["nodes"][col][i] = v
+    elif where == "logits":
+        meta["logits"][col][i] = v
+    elif i is not None:
+        meta[where][i] = v
+    else:
+        meta[where] = v
+
+
+@pytest.mark.parametrize("checksum", [True, False], ids=["checksum-recomputed", "checksum-dropped"])
+def test_header_mutations_are_refused_by_name_or_load_equal(small, tmp_path, checksum):
+    """Every edit of the header (≥ 250 per mode, checksum recomputed or dropped) gives the package's
+    ValueError naming the file, or a graph equal to the original one (an edit that changes nothing)."""
+    from safetensors import safe_open
+
+    from attribution_nb.graph.files import _checksum
+    small.save(tmp_path / "ok.graph")
+    with safe_open(str(tmp_path / "ok.graph"), "np") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        original = json.loads(f.metadata()["attribution_nb.graph"])
+    mutations = _mutations(original, np.random.default_rng(0))
+    assert len(mutations) >= 250
+    outcomes = {"refused": 0, "equal": 0}
+    for m in mutations:
+        meta = json.loads(json.dumps(original))
+        del meta["checksum"]
+        _apply(meta, m)
+        if checksum:
+            meta["checksum"] = _checksum(tensors, meta)
+        path = tmp_path / "m.graph"
+        save_file(tensors, str(path), metadata={"attribution_nb.graph": json.dumps(meta)})
+        try:
+            loaded = anb.AttributionGraph.load(path)
+        except ValueError as err:
+            assert "m.graph" in str(err), (m, str(err))
+            outcomes["refused"] += 1
+            continue
+        loaded.prune(0.8, 0.98)             # it works, and only free text may differ: labels, names, the prompt
+        if m[1] == "label" or m[0] in ("model_name", "prompt", "info"):
+            rest = loaded.nodes.drop(columns="label"), small.nodes.drop(columns="label")
+            pd.testing.assert_frame_equal(*rest)
+            assert (loaded.sparse_adjacency != small.sparse_adjacency).nnz == 0 and loaded.tokens == small.tokens
+            outcomes["free text"] = outcomes.get("free text", 0) + 1
+            continue
+        _same(loaded, small)
+        outcomes["equal"] += 1
+    assert outcomes["refused"] > 0.8 * len(mutations), outcomes
 
 
 def test_overlapping_tensors_are_refused_before_reading(tmp_path):
