@@ -36,6 +36,7 @@ Feature = tuple[int, int]   # (layer, feature)
 
 
 def _position(tokens: torch.Tensor, position: int, prompt) -> int:
+    position = as_int("position", position)
     if not -len(tokens) <= position < len(tokens):
         raise ValueError(f"position {position} is outside the prompt {prompt!r} ({len(tokens)} tokens)")
     return position % len(tokens)
@@ -48,6 +49,8 @@ def patch_position_interventions(model: ReplacementCore, prompt, source_prompt, 
     ``position`` of either prompt set to its activation at ``source_position`` of ``source_prompt``."""
     tokens, src = model.tokenize(prompt), model.tokenize(source_prompt)
     pos, spos = _position(tokens, position, prompt), _position(src, source_position, source_prompt)
+    if layers is not None and (isinstance(layers, str | bytes | dict) or not hasattr(layers, "__iter__")):
+        raise ValueError(f"layers must be a list of layer numbers (or None: all), got {layers!r}")
     layers = range(model.n_layers) if layers is None else [as_int("layer", layer, 0, model.n_layers - 1)
                                                             for layer in layers]
     here, there = model.capture(tokens), model.capture(src)

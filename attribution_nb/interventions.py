@@ -23,6 +23,7 @@ import numbers
 from dataclasses import dataclass
 
 import nnsight
+import numpy as np
 import pandas as pd
 import torch
 
@@ -96,7 +97,7 @@ def _integral(k) -> bool:
 def _items(interventions) -> list:
     if isinstance(interventions, dict):
         return list(interventions.items())
-    if isinstance(interventions, (str, bytes)) or not hasattr(interventions, "__iter__"):
+    if isinstance(interventions, (str, bytes, torch.Tensor, np.ndarray)) or not hasattr(interventions, "__iter__"):
         raise ValueError(f"interventions must be a dict {{target: value}} or a list of (target, value) pairs, "
                          f"got {interventions!r}")
     items = list(interventions)
@@ -123,7 +124,7 @@ def _how(key, how):
 def parse_interventions(model, interventions, n_positions: int) -> list[Op]:
     """Validate and normalise ``{target: value}`` (or a list of pairs) into operations."""
     ops = []
-    for key, how in _items(interventions or {}):
+    for key, how in _items({} if interventions is None else interventions):
         how = _how(key, how)
         for kind, layer, pos, feat in parse_key(key):
             if layer is None or not 0 <= layer < model.n_layers:
@@ -288,6 +289,7 @@ def intervention_table(model: ReplacementCore, before: torch.Tensor, after: torc
                        top_k: int) -> pd.DataFrame:
     """Top tokens before and after, sorted by the change in probability."""
     p0, p1 = torch.softmax(before.double(), -1), torch.softmax(after.double(), -1)
+    top_k = min(top_k, p0.shape[-1])            # (asking for more than the vocabulary shows all of it)
     ids = torch.cat([p0.topk(top_k).indices, p1.topk(top_k).indices]).unique()
     df = pd.DataFrame({"token": model.token_strings(ids), "token_id": ids.tolist(),
                        "p_before": p0[ids].numpy(), "p_after": p1[ids].numpy(),
@@ -344,7 +346,7 @@ def generate(model: ReplacementCore, prompt, interventions=None, max_new_tokens:
     temperature = as_float("temperature", temperature, 0.0)
     seed = as_int("seed", seed)
     tokens = model.tokenize(prompt)
-    ops = parse_interventions(model, interventions or {}, len(tokens))
+    ops = parse_interventions(model, {} if interventions is None else interventions, len(tokens))
     if not every_position:   # "every position" clamps stop at the prompt's end
         ops = [o for o in ops if o.position is not None] + [
             Op(o.kind, o.layer, p, o.feature, o.how) for o in ops if o.position is None for p in range(len(tokens))]

@@ -17,6 +17,7 @@ from nnsight import Envoy, NNsight
 
 from .architectures import Architecture, architecture_for, get_module
 from .backend import backend_for
+from .checks import as_int
 from .io import encodable
 from .tokens import display_token, display_tokens, unknown_words_hint
 from .tracing import Capture, record, transcoder_reads
@@ -232,7 +233,9 @@ class ReplacementCore:
 
     def token_id(self, token: str) -> int:
         """The id of a single-token string; raises if the tokenizer splits it."""
-        ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
+        if not isinstance(token, str) or not token:
+            raise ValueError(f"a token is a non-empty string, got {token!r:.60}")
+        ids = self.tokenizer(encodable(token, "the token"), add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             pieces = [self.tokenizer.decode([i]) for i in ids]
             raise ValueError(f"target token {token!r} is not a single token: the tokenizer splits it into {pieces}")
@@ -244,6 +247,7 @@ class ReplacementCore:
     def feature_top_tokens(self, layer: int, feature: int, k: int = 10) -> pd.DataFrame:
         """The tokens a feature's decoder direction promotes most through the unembedding
         (the direct path, ignoring later layers and the final norm's scale)."""
+        layer, feature, k = as_int("layer", layer), as_int("feature", feature), as_int("k", k, minimum=1)
         n_features = self.transcoders[layer].d_features if 0 <= layer < self.n_layers else 0
         if not 0 <= feature < n_features:
             raise ValueError(f"no feature {feature} at layer {layer} (layers 0..{self.n_layers - 1}, "

@@ -175,7 +175,8 @@ class AttributionGraph:
 
     def logit_node(self, token: str) -> str:
         """The id of the logit node whose token reads ``token`` (e.g. ``"austin"``)."""
-        found = self.logits.node_id[self.logits.token == token].tolist()
+        ok = isinstance(token, str) and encodable(token, "the token") is token
+        found = self.logits.node_id[self.logits.token == token].tolist() if ok else []
         if len(found) != 1:
             raise KeyError(f"{len(found)} logit nodes read {token!r}; the logits are {self.logits.token.tolist()} "
                            f"(their ids: graph.logits.node_id)")

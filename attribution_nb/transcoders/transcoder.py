@@ -27,7 +27,11 @@ from .activations import ACTIVATIONS
 
 def _as_tensor(name: str, value) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
-        value = torch.as_tensor(value)
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+            raise TypeError(f"{name} must be a floating-point tensor (or array), got {type(value).__name__}: "
+                            f"{value!r:.60} ({err})") from None
     if not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
     if not torch.isfinite(value).all():
