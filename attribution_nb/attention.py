@@ -380,6 +380,25 @@ def _writes_dot(grads, writes) -> torch.Tensor:
     return torch.zeros(len(next(g for g in grads if g is not None)), dtype=torch.float64) if total is None else total
 
 
+def _check_edge_ends(model, tokens, s, t, source: str, target: str) -> None:
+    """The ids name nodes this prompt and model can have: a token node's token id is the prompt's,
+    a logit sits at the last position, features exist, and the source's layer is below the target's."""
+    T, L = len(tokens), model.n_layers
+    if s.kind == "token" and int(tokens[s.position]) != s.token_id:
+        raise ValueError(f"{source}: position {s.position} of this prompt holds token id {int(tokens[s.position])}, "
+                         f"not {s.token_id}")
+    if t.kind == "logit" and t.position != T - 1:
+        raise ValueError(f"{target}: a logit node sits at the last position ({T - 1}) of this {T}-token prompt")
+    for node, text in ((s, source), (t, target)):
+        if node.kind in ("feature", "error") and not 0 <= node.layer < L:
+            raise ValueError(f"{text}: layer {node.layer} is outside the model's layers 0..{L - 1}")
+        if node.kind == "feature" and not 0 <= node.feature < model.transcoders[node.layer].d_features:
+            raise ValueError(f"{text}: layer {node.layer} has {model.transcoders[node.layer].d_features} features")
+    if t.kind == "feature" and s.kind in ("feature", "error") and s.layer >= t.layer:
+        raise ValueError(f"{source} → {target}: the source's layer {s.layer} is not below the target's ({t.layer}), "
+                         f"so there is no such edge")
+
+
 def edge_heads(model, prompt, source: str, target: str, *, bos_features: bool = False) -> pd.DataFrame:
     """Which attention heads carry the edge ``source → target`` (node ids of a graph of
     ``prompt``; the source at an earlier position than the target), and how much.
@@ -405,6 +424,7 @@ def edge_heads(model, prompt, source: str, target: str, *, bos_features: bool = 
     if s.position is None or q is None or s.position >= q or q >= T:
         raise ValueError(f"{source} → {target} does not cross positions forward in this {T}-token prompt "
                          f"(only edges from an earlier position travel through attention)")
+    _check_edge_ends(model, tokens, s, t, source, target)
     cap, _ = graph_capture(model, tokens, bos_features)
     if t.kind == "logit":       # (a target reads after the top layer, or after its own layer's attention)
         read_layer, vector = None, model.demeaned_unembedding([t.token_id])[0]

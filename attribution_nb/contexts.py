@@ -19,16 +19,18 @@ import torch
 from tqdm.auto import tqdm
 
 from .architectures import get_module
+from .checks import as_int
 from .replacement import ReplacementCore
 from .tracing import transcoder_reads
 
 
 def feature_contexts(model: ReplacementCore, texts, *, n_contexts: int = 5, candidates: int = 40,
-                     window: int = 64, before: int = 12, batch_size: int = 16,
+                     window: int | None = None, before: int = 12, batch_size: int = 16,
                      progress: bool | None = None) -> dict[tuple[int, int], list]:
     """Each active feature's ``n_contexts`` strongest distinct contexts in ``texts`` (strings).
 
-    Texts longer than ``window`` tokens are cut into windows of that length; ``before`` tokens
+    Texts longer than ``window`` tokens (default: 64, or the model's context if shorter) are cut
+    into windows of that length; ``before`` tokens
     precede the marked token in a context; ``candidates`` activations per feature are kept
     while streaming (distinct contexts are chosen among them).
     """
@@ -49,11 +51,15 @@ def feature_contexts(model: ReplacementCore, texts, *, n_contexts: int = 5, cand
     return best.contexts(model.tokenizer, windows, n_contexts, before)
 
 
-def _windows(model: ReplacementCore, texts, window: int) -> list[torch.Tensor]:
+def _windows(model: ReplacementCore, texts, window: int | None) -> list[torch.Tensor]:
     if isinstance(texts, str):
         raise ValueError("texts must be a list of strings, not one string")
-    if window < 1:
-        raise ValueError(f"window must be at least 1 token, got {window}")
+    if window is None:
+        window = min(64, model.max_length or 64)
+    window = as_int("window", window, minimum=1)
+    if model.max_length is not None and window > model.max_length:
+        raise ValueError(f"window is {window} tokens, longer than the model's context of {model.max_length}: "
+                         f"pass window={model.max_length} or less")
     out = []
     for text in texts:
         if not isinstance(text, str):

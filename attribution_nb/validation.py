@@ -80,6 +80,16 @@ def _logit_change(graph, delta: np.ndarray, target_row: int) -> float:
     return float(per_unit @ delta)
 
 
+def _same_model(graph, model: ReplacementCore) -> None:
+    """The graph came from this model: its name, layer count and prompt tokens agree (else a ValueError)."""
+    tokens = model.tokenize(graph.token_ids).tolist()
+    same_tokens = model.prompt_strings(tokens) == list(graph.tokens)
+    if graph.n_layers != model.n_layers or (graph.model_name and model.name and graph.model_name != model.name) \
+            or not same_tokens:
+        raise ValueError(f"this graph was made with model {graph.model_name!r} ({graph.n_layers} layers, tokens "
+                         f"{graph.tokens[:4]}…), not with {model.name!r} ({model.n_layers} layers): validate it with its own model")
+
+
 def validate(graph, model: ReplacementCore, groups: dict | None = None, *, how: float = 0.0,
              mode: str = "free", target: str | None = None, tolerance: float = 0.02) -> pd.DataFrame:
     """Test the graph's claims about ``groups`` (name → feature node ids; default
@@ -90,6 +100,7 @@ def validate(graph, model: ReplacementCore, groups: dict | None = None, *, how: 
     ``agrees``.  ``target``: a token logit node of the graph (default: the top logit)."""
     if mode not in ("free", "frozen"):
         raise ValueError(f"mode must be 'free' or 'frozen', got {mode!r}")
+    _same_model(graph, model)
     how = as_float("how", how, -1e6, 1e6)
     tolerance = as_float("tolerance", tolerance, 0.0, 1.0)
     groups = default_groups(graph) if groups is None else {str(k): list(v) for k, v in dict(groups).items()}

@@ -161,6 +161,15 @@ def cases(model, graph, tmp):
             "state", {"supernodes": {"bad": ["nope"]}}), "nope"),
         ("widget state threshold 7", lambda: _widget(model, graph).__setattr__("state", {"node_threshold": 7}),
          "node_threshold"),
+        ("Direction of zeros", lambda: anb.Direction(torch.zeros(8), layer=0), "all zeros"),
+        ("Direction complex", lambda: anb.Direction(torch.ones(8, dtype=torch.complex64), layer=0), "real numbers"),
+        ("validate another model's graph", lambda: anb.load_model().validate(graph), "validate it with its own model"),
+        ("edge_heads wrong token id", lambda: anb.edge_heads(model, PROMPT, "t:P1:9999", feat), "holds token id"),
+        ("edge_heads logit not last", lambda: anb.edge_heads(model, PROMPT, "t:P1:" + str(graph.token_ids[1]),
+                                                              "l:P5:" + str(graph.token_ids[1])), "last position"),
+        ("edge_heads layer order", lambda: anb.edge_heads(model, PROMPT, "f:L3:P1:1", "f:L1:P5:1"), "not below"),
+        ("feature_contexts window past context", lambda: anb.feature_contexts(model, ["a b"], window=10**6),
+         "longer than the model's context"),
         ("widget state not a dict", lambda: _widget(model, graph).__setattr__("state", [1]), "state must be a dict"),
     ]
     def in_training_mode():

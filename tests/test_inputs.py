@@ -249,7 +249,7 @@ def test_close_gives_the_callers_objects_back():
 
 
 def test_the_bad_input_catalogue_gives_only_clear_errors():
-    """``bench/bad_inputs.py``: 116 bad inputs across the public API, each must end in a clear error."""
+    """``bench/bad_inputs.py``: 123 bad inputs across the public API, each must end in a clear error."""
     import subprocess
     import sys
     from pathlib import Path
@@ -257,3 +257,14 @@ def test_the_bad_input_catalogue_gives_only_clear_errors():
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "0 silent, 0 crashes" in done.stdout
+
+
+@pytest.mark.parametrize("value, ok", [(12, 12), (12.0, 12), ("12", 12), ("12.5", None), (12.5, None), (True, None),
+                                       (-1, None), (float("inf"), None), (float("nan"), None), (None, None), ("١٢", None)])
+def test_config_numbers_are_whole_numbers_or_named(value, ok):
+    from attribution_nb.transcoders.formats.base import whole
+    if ok is not None:
+        assert whole("cfg.json", "k", value) == ok
+    else:
+        with pytest.raises(ValueError, match=r"cfg.json: k must be a whole number, got"):
+            whole("cfg.json", "k", value)

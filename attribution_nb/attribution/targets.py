@@ -133,10 +133,18 @@ class Direction(Target):
     weight: float = 1.0
 
     def __post_init__(self):
-        v = torch.as_tensor(np.asarray(self.vector, dtype=np.float64) if not torch.is_tensor(self.vector)
-                            else self.vector.detach().cpu().double())
+        raw = self.vector
+        if (torch.is_tensor(raw) and (raw.is_complex() or raw.dtype == torch.bool)) or \
+                (isinstance(raw, np.ndarray) and raw.dtype.kind in "cbOUS"):
+            raise ValueError(f"a Direction's vector must hold real numbers, got dtype {raw.dtype}")
+        try:
+            v = torch.as_tensor(np.asarray(raw, dtype=np.float64) if not torch.is_tensor(raw) else raw.detach().cpu().double())
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"a Direction's vector must be real numbers in one dimension, got {raw!r:.60} ({err})") from None
         if v.ndim != 1 or len(v) == 0 or not torch.isfinite(v).all():
             raise ValueError(f"a Direction's vector must be 1-D, non-empty and finite, got shape {tuple(v.shape)}")
+        if not v.abs().max() > 0:
+            raise ValueError("a Direction's vector is all zeros: it reads nothing, and its graph would have no edges")
         object.__setattr__(self, "vector", v)
         if self.layer is not None:
             object.__setattr__(self, "layer", as_int("a Direction's layer", self.layer, minimum=0))

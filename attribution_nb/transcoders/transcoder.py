@@ -187,6 +187,8 @@ class Transcoder(torch.nn.Module):
             raise ValueError(f"{os.fspath(path)}: missing tensors {missing}; found {sorted(tensors)}")
         activation = activation or meta.get("activation") or ("jumprelu" if "threshold" in tensors else "relu")
         if k is None and meta.get("k"):
+            if not (isinstance(meta["k"], str) and meta["k"].isascii() and meta["k"].isdigit()):
+                raise ValueError(f"{os.fspath(path)}: metadata k must be a whole number, got {meta['k']!r}")
             k = int(meta["k"])
         if dtype is not None:
             tensors = {name: t.to(dtype) for name, t in tensors.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,17 @@ class Format:
 
 def fail(path, why: str) -> ValueError:
     return ValueError(f"{os.fspath(path)}: {why}")
+
+
+def whole(path, key: str, value) -> int:
+    """A config value that must be a non-negative whole number (an int, a float equal to one, or such a
+    string), else a ``ValueError`` naming the file, the key and the value."""
+    v = value
+    if isinstance(v, str) and v.strip().isdigit() and v.strip().isascii():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v != int(v) or v < 0:
+        raise fail(path, f"{key} must be a whole number, got {value!r}")
+    return int(v)
 
 
 def need(path, tensors: dict, keys: list[str], what: str) -> None:

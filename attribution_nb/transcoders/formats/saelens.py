@@ -16,7 +16,7 @@ import os
 
 from ...io import read_json, read_safetensors
 from ..transcoder import Transcoder
-from .base import Format, Probe, fail, from_parts
+from .base import Format, Probe, fail, from_parts, whole
 
 ACTIVATION_OF = {"standard": "relu", "relu": "relu", "jumprelu": "jumprelu", "topk": "topk",
                  "transcoder": "relu", "jumprelu_transcoder": "jumprelu", "skip_transcoder": "relu",
@@ -48,8 +48,10 @@ def load(probe: Probe) -> Transcoder:
         if cfg.get(key, plain) not in (plain, None):
             raise fail(cfg_path, f"{key}={cfg[key]!r} is not supported (only {plain!r})")
     for key, dim in (("d_in", tensors["W_enc"].shape[0]), ("d_sae", tensors["W_enc"].shape[1])):
-        if key in cfg and int(cfg[key]) != dim:
+        if key in cfg and whole(cfg_path, key, cfg[key]) != dim:
             raise fail(weights, f"W_enc has shape {tuple(tensors['W_enc'].shape)} but cfg.json says {key}={cfg[key]}")
+    if type(cfg.get("apply_b_dec_to_input", False)) is not bool:
+        raise fail(cfg_path, f"apply_b_dec_to_input must be true or false, got {cfg['apply_b_dec_to_input']!r}")
     W_enc, b_enc = tensors["W_enc"], tensors["b_enc"]
     b_dec_in = tensors["b_dec"]
     if cfg.get("apply_b_dec_to_input", False) and not arch.endswith("transcoder"):
@@ -60,6 +62,7 @@ def load(probe: Probe) -> Transcoder:
     k = (cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")) if activation == "topk" else None
     if activation == "topk" and k is None:
         raise fail(cfg_path, "a topk architecture needs k (or activation_fn_kwargs.k)")
+    k = whole(cfg_path, "k", k) if k is not None else None
     threshold = tensors.get("threshold")
     if threshold is not None and bool((threshold < 0).any()):     # sae-lens: relu(pre) · (pre > t); here pre · (pre > t)
         raise fail(weights, "negative JumpReLU thresholds are not supported (sae-lens zeroes negative pre-activations)")

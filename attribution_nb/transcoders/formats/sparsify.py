@@ -15,7 +15,7 @@ import os
 
 from ...io import read_json, read_safetensors
 from ..transcoder import Transcoder
-from .base import Format, Probe, check_2d, fail, from_parts
+from .base import Format, Probe, check_2d, fail, from_parts, whole
 
 
 def detect(probe: Probe) -> bool:
@@ -38,7 +38,7 @@ def load(probe: Probe) -> Transcoder:
         raise fail(cfg_path, "a sparsify coder needs k (its number of active latents)")
     check_2d(weights, "encoder.weight", t["encoder.weight"])
     W_enc = t["encoder.weight"].T                 # [d_in, F]
-    if "d_in" in cfg and int(cfg["d_in"]) != W_enc.shape[0]:
+    if "d_in" in cfg and whole(cfg_path, "d_in", cfg["d_in"]) != W_enc.shape[0]:
         raise fail(weights, f"encoder.weight has shape {tuple(t['encoder.weight'].shape)} but cfg.json says "
                             f"d_in={cfg['d_in']}")
     b_enc = t["encoder.bias"]
@@ -46,7 +46,7 @@ def load(probe: Probe) -> Transcoder:
         b_enc = b_enc - t["b_dec"] @ W_enc
     skip = t.get("W_skip")
     return from_parts(weights, W_enc, b_enc, t["W_dec"], t["b_dec"], W_skip=None if skip is None else skip.T,
-                      activation="topk", k=int(cfg["k"]))
+                      activation="topk", k=whole(cfg_path, "k", cfg.get("k")))
 
 
 FORMAT = Format("sparsify", detect, load, __doc__)
