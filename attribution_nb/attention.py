@@ -275,6 +275,7 @@ def attribute_attention(model, prompt, layer: int, head: int, query_pos: int = -
     tokens = model.tokenize(prompt)
     T = len(tokens)
     layer, head, q, k = _check_head(model, layer, head, T, query_pos, key_pos)
+    batch_size = as_int("batch_size", batch_size, minimum=1)
     maps = head_maps(model, tokens, layer, head)
     U, u0, V, v0, ids, kinds = _source_sides(model, tokens, maps, q, k, batch_size, bos_features)
     a = np.flatnonzero(np.abs(U).sum(1) > 0)

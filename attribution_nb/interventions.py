@@ -82,8 +82,8 @@ def parse_key(key) -> list[tuple[str, int, int | None, int | None]]:
     if isinstance(key, tuple) and len(key) == 3 and all(k is None or _integral(k) for k in key):
         layer, pos, feat = (None if k is None else int(k) for k in key)
         return [("feature", layer, pos, feat)]  # type: ignore[list-item]
-    if isinstance(key, (tuple, list, frozenset)):   # a supernode: a group of node ids
-        return [p for k in key for p in parse_key(k)]
+    if isinstance(key, (tuple, list, frozenset)) and all(isinstance(k, str | tuple | list) for k in key):
+        return [p for k in key for p in parse_key(k)]       # a supernode: a group of node ids
     raise ValueError(f"cannot read intervention target {key!r}: give a node id, a (layer, position, feature) "
                      "tuple (position None for every position), or a tuple of node ids (a supernode)")
 

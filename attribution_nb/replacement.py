@@ -99,6 +99,10 @@ class ReplacementCore:
             if tc.n_later > self.n_layers - i - 1:
                 raise ValueError(f"transcoder {i} writes to {tc.n_later} later layers, but the model has only "
                                  f"{self.n_layers - i - 1} layers after layer {i}")
+            meta = [n for n in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip", "W_dec_later")
+                    if getattr(tc, n, None) is not None and getattr(tc, n).is_meta]
+            if meta:
+                raise ValueError(f"transcoder {i}'s {meta} live on the meta device (no values): load its weights first")
             tc.to(device=self.device, dtype=self.dtype)
         return tcs
 

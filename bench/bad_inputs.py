@@ -170,6 +170,14 @@ def cases(model, graph, tmp):
         ("edge_heads layer order", lambda: anb.edge_heads(model, PROMPT, "f:L3:P1:1", "f:L1:P5:1"), "not below"),
         ("feature_contexts window past context", lambda: anb.feature_contexts(model, ["a b"], window=10**6),
          "longer than the model's context"),
+        ("widget select 5", lambda: _widget(model, graph).select(5), "got 5"),
+        ("to_html height 0", lambda: graph.to_html(os.path.join(tmp, "h.html"), height=0), "height"),
+        ("intervention key (0, 1, 5.0)", iv({(0, 1, 5.0): 0}), "(0, 1, 5.0)"),
+        ("attribute_attention batch_size 0", lambda: anb.attribute_attention(model, PROMPT, layer=0, head=0,
+                                                                             key_pos=1, batch_size=0), "batch_size"),
+        ("GemmaScope npz of garbage", lambda: load_transcoder(_garbage_npz(tmp)), "not a readable .npz"),
+        ("transcoders on the meta device", lambda: anb.ReplacementModel(model.hf_model, model.tokenizer,
+                                                                        _meta_transcoders(model)), "meta device"),
         ("widget state not a dict", lambda: _widget(model, graph).__setattr__("state", [1]), "state must be a dict"),
     ]
     def in_training_mode():
@@ -207,6 +215,20 @@ def _zip(tmp: str) -> str:
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("data.pkl", b"x")
     return path
+
+
+def _garbage_npz(tmp: str) -> str:
+    path = os.path.join(tmp, "params.npz")
+    with open(path, "wb") as f:
+        f.write(b"PK\x03\x04 not really a zip")
+    return path
+
+
+def _meta_transcoders(model):
+    import copy
+    tcs = [copy.deepcopy(tc) for tc in model.transcoders]
+    tcs[0].to("meta")
+    return tcs
 
 
 def _widget(model, graph):

@@ -11,7 +11,7 @@ import json
 import os
 from string import Template
 
-from ..checks import as_float
+from ..checks import as_float, as_int
 from ..io import write_text
 from .payload import graph_payload
 
@@ -49,6 +49,7 @@ def graph_to_html(graph, path: str | os.PathLike, *, model=None, node_threshold:
     from plotly.offline import get_plotlyjs
 
     node_threshold = as_float("node_threshold", node_threshold, 0.0, 1.0)
+    height = as_int("height (pixels)", height, 200, 5000)
     edge_threshold = as_float("edge_threshold", edge_threshold, 0.0, 1.0)
     data = graph_payload(graph, model)
     state = initial_state(node_threshold, min(edge_threshold, data["max_edge_threshold"]), height)

@@ -303,14 +303,16 @@ class GraphWidget(InterventionControls):
 
     def select(self, node_id: str | None) -> None:
         """Select a node (or a drawn supernode ``"s:<name>"``) and open its panel; None clears."""
+        if node_id is not None and not isinstance(node_id, str):
+            raise ValueError(f"select takes a node id string (or None), got {node_id!r}")
         if node_id is not None and not node_id.startswith("s:"):
             self.graph.index(node_id)   # raises for an unknown id
         self.view.selected = node_id
 
     def set_label(self, node_id: str | None, label: str) -> None:
         """Label a node on the plot and in the graph (``graph.save`` keeps it)."""
-        if node_id is None or node_id.startswith("s:"):
-            raise ValueError("select a feature, error, token or logit node to label it")
+        if not isinstance(node_id, str) or node_id.startswith("s:"):
+            raise ValueError(f"select a feature, error, token or logit node to label it, got {node_id!r}")
         self.graph.set_label(node_id, label)
         self.view.labels = {**self.view.labels, node_id: label}
 

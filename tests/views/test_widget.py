@@ -351,3 +351,34 @@ def test_the_status_line_says_where_adaptive_rows_are_not_proved(llama):
     w = GraphWidget(every, llama, node_threshold=0.5)
     assert every.info["features_without_rows"] == 0 and w.view.status == {}
     w.close()
+
+
+@pytest.mark.parametrize("state, says", [
+    ({"supernodes": {"ok": None, "bad": ["nope"]}}, "maps names to lists"),
+    ({"supernodes": {"ok": ["F"], "bad": ["nope"]}}, r"nodes \['nope'\] are not in this graph"),
+    ({"node_threshold": 0.5, "interventions": {"f:L9:P9:9": 0}}, "not in this graph"),
+    ({"node_threshold": 0.5, "selected": 5}, "not in this graph"),
+    ({"picked": [], "edge_threshold": 7}, "edge_threshold"),
+    ([("supernodes", {})], "state must be a dict"),
+])
+def test_a_refused_state_changes_nothing(llama, llama_graph, state, says):
+    """(Issue 31's reproducer: a refused state used to wipe the user's supernodes first.)"""
+    g = llama_graph.subgraph(np.ones(len(llama_graph.nodes), dtype=bool))
+    f = g.top_features(1).node_id[0]
+    g.add_supernode("mine", [f])
+    w = GraphWidget(g, llama)
+    if isinstance(state, dict) and state.get("supernodes", {}).get("ok") == ["F"]:
+        state = {"supernodes": {"ok": [f], "bad": ["nope"]}}        # (the top feature, known only here)
+    before = w.state
+    with pytest.raises((ValueError, KeyError, TypeError), match=says):
+        w.state = state
+    assert w.state == before and g.supernodes == {"mine": [f]}
+    w.close()
+
+
+def test_a_numeric_node_from_the_browser_goes_to_the_status_line(widget):
+    widget._on_message(widget.view, {"action": "select", "node": 5}, [])
+    widget._on_message(widget.view, {"action": "label", "node": 7, "text": "x"}, [])
+    assert "got 7" in widget.view.status.get("text", "") and widget.view.status.get("level") == "error"
+    with pytest.raises(ValueError, match="select takes a node id string"):
+        widget.select(5)

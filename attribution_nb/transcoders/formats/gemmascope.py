@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import torch
 
@@ -18,7 +20,7 @@ def load(probe: Probe) -> Transcoder:
     try:
         with np.load(probe.path, allow_pickle=False) as f:
             arrays = {k: torch.from_numpy(np.asarray(f[k], dtype=np.float32)) for k in f.files}
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise fail(probe.path, f"not a readable .npz file ({err})") from None
     missing = [k for k in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold") if k not in arrays]
     if missing:
