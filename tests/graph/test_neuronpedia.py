@@ -212,3 +212,21 @@ def test_a_damaged_index_is_named_before_the_graph_is_written(tmp_path):
     with pytest.raises(ValueError, match="graph-metadata.json: not a readable graph index"):
         colliding_graph().to_neuronpedia(tmp_path, slug="c", prune=False)
     assert sorted(os.listdir(tmp_path)) == ["graph-metadata.json"]
+
+
+def test_an_unpruned_demo_graph_exports_unique_ids_where_circuit_tracer_s_collide(demo):
+    """The demo's layer 0 has 1,024 features and 4 layers: features 0–3 at layer 0 share circuit-tracer's
+    error-node ids ``0_{layer}_{pos}`` (feature 3 is active on this prompt); find such a pair in the
+    graph, then check our ids stay apart."""
+    dallas = anb.attribute(demo, "le contraire de petit est", rows="all", progress=False)
+    n = dallas.nodes
+    errors = {(int(r.layer), int(r.position)) for r in n[n.kind == "error"].itertuples()}
+    clashing = [r.node_id for r in n[(n.kind == "feature") & (n.layer == 0)].itertuples()
+                if int(r.feature) < dallas.n_layers and (int(r.feature), int(r.position)) in errors]
+    assert clashing, "the graph must hold a layer-0 feature whose circuit-tracer id is also an error node's"
+    data = dallas.to_neuronpedia(prune=False, slug="all")
+    ids = [x["node_id"] for x in data["nodes"]]
+    assert len(ids) == len(set(ids)) == len(n)
+    for nid in clashing:
+        f = dallas.node(nid)
+        assert f"0_{f.feature}_{f.position}" in ids and f"err_{f.feature}_{f.position}" in ids
