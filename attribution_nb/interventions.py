@@ -344,7 +344,7 @@ def generate(model: ReplacementCore, prompt, interventions=None, max_new_tokens:
     """Continuations of ``prompt`` with and without ``interventions`` (free mode)."""
     max_new_tokens = as_int("max_new_tokens", max_new_tokens, minimum=0)
     temperature = as_float("temperature", temperature, 0.0)
-    seed = as_int("seed", seed)
+    seed = as_int("seed", seed, 0, 2**63 - 1)
     tokens = model.tokenize(prompt)
     ops = parse_interventions(model, {} if interventions is None else interventions, len(tokens))
     if not every_position:   # "every position" clamps stop at the prompt's end

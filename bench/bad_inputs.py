@@ -178,6 +178,9 @@ def cases(model, graph, tmp):
         ("GemmaScope npz of garbage", lambda: load_transcoder(_garbage_npz(tmp)), "not a readable .npz"),
         ("transcoders on the meta device", lambda: anb.ReplacementModel(model.hf_model, model.tokenizer,
                                                                         _meta_transcoders(model)), "meta device"),
+        ("generate seed 2**64", lambda: model.generate(PROMPT, {}, max_new_tokens=2, temperature=1.0, seed=2**64), "seed"),
+        ("a truncated model.safetensors", lambda: anb.load_model(_truncated_model(tmp), transcoders=os.path.join(
+            _truncated_model(tmp), "transcoders")), "cannot be read"),
         ("widget state not a dict", lambda: _widget(model, graph).__setattr__("state", [1]), "state must be a dict"),
     ]
     def in_training_mode():
@@ -229,6 +232,20 @@ def _meta_transcoders(model):
     tcs = [copy.deepcopy(tc) for tc in model.transcoders]
     tcs[0].to("meta")
     return tcs
+
+
+def _truncated_model(tmp: str) -> str:
+    import shutil
+
+    import attribution_nb as anb
+    folder = os.path.join(tmp, "truncated")
+    if not os.path.exists(folder):
+        shutil.copytree(os.path.join(os.path.dirname(anb.__file__), "demo_model"), folder)
+        path = os.path.join(folder, "model.safetensors")
+        data = open(path, "rb").read()
+        with open(path, "wb") as f:
+            f.write(data[: len(data) // 2])
+    return folder
 
 
 def _widget(model, graph):

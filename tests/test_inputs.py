@@ -249,7 +249,7 @@ def test_close_gives_the_callers_objects_back():
 
 
 def test_the_bad_input_catalogue_gives_only_clear_errors():
-    """``bench/bad_inputs.py``: 129 bad inputs across the public API, each must end in a clear error."""
+    """``bench/bad_inputs.py``: 131 bad inputs across the public API, each must end in a clear error."""
     import subprocess
     import sys
     from pathlib import Path
