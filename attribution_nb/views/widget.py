@@ -286,7 +286,10 @@ class GraphWidget(InterventionControls):
         """Close the widget's view (a closed widget is not shown again) and drop its callbacks."""
         self.view.on_msg(self._on_message, remove=True)
         self.view.unobserve(self._note_rows, names=["node_threshold", "edge_threshold"])
+        layout = getattr(self.view, "layout", None)
         self.view.close()
+        if layout is not None:          # (a DOM widget's Layout is a widget of its own, registered until closed)
+            layout.close()
         _forget_hot_reload(self.view)
 
     @property

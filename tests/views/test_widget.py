@@ -242,6 +242,14 @@ def test_plotly_is_sent_when_the_browser_asks(llama_graph):
     assert len(type(w.view)._esm.default_value if hasattr(type(w.view)._esm, "default_value") else w.view._esm) < 100_000
 
 
+def test_closed_widgets_leave_nothing_registered(llama_graph):
+    from ipywidgets.widgets.widget import _instances
+    before = len(_instances)
+    for _ in range(5):
+        GraphWidget(llama_graph).close()
+    assert len(_instances) == before
+
+
 def test_close_releases_the_view(llama_graph):
     w = GraphWidget(llama_graph)
     ref, view_ref = weakref.ref(w), weakref.ref(w.view)
