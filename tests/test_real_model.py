@@ -156,3 +156,36 @@ def test_adaptive_rows_keep_the_pruned_graph_at_real_size(smol_real_size, text):
     sample = has_row[:: max(1, len(has_row) // 200)]
     a = A[sample].toarray()
     np.testing.assert_allclose(B[sample].toarray(), a, rtol=1e-4, atol=1e-5 * np.abs(a).max())
+
+
+def test_neuronpedia_export_and_feature_pages_on_byte_level_text(smol, tmp_path):
+    """SmolLM2's byte-level tokens (a Chinese prompt splits characters): the export round-trips, and
+    feature pages hold contexts whose byte pieces the viewer joins back into whole characters, each
+    marked token's activation equal to the model's own at the end of that text."""
+    import json
+
+    from attribution_nb.graph.neuronpedia import cantor_unpair
+    from attribution_nb.latents import probe_activations
+    model, _ = smol
+    model.feature_contexts = anb.feature_contexts(model, ["小猫很小，大象很大。", "« Où est l'élève ? » demanda-t-il.",
+                                                          "The café is naïve, 東京 is large."], window=16)
+    graph = anb.attribute(model, "«小»的反义词是", progress=False, max_n_logits=1, max_feature_nodes=120)
+    keep = graph.nodes.kind != "feature"
+    keep[graph.top_features(40).node_id.map(graph.index)] = True
+    sub = graph.subgraph(keep.to_numpy())
+    path = sub.to_neuronpedia(tmp_path, slug="zh", features=True, model=model, prune=False)
+    back = anb.AttributionGraph.load(path)
+    assert back.tokens == graph.tokens and back.token_ids == graph.token_ids and back.n_edges == sub.n_edges
+    pages = [json.loads(p.read_text()) for p in (tmp_path / "features" / "smollm2-135m").iterdir()]
+    examples = [(page, e) for page in pages for q in page["examples_quantiles"] for e in q["examples"]]
+    feats = sub.nodes[sub.nodes.kind == "feature"]
+    assert len(pages) == len(feats.drop_duplicates(["layer", "feature"])) and len(examples) > 20
+    for page, e in examples[::5]:
+        tokens = e["tokens"][1:] if e["tokens"][0] == model.tokenizer.bos_token else e["tokens"]
+        data = b"".join(bytes(int(h, 16) for h in t.split("\\x")[1:]) if t.startswith("\\x") else t.encode()
+                        for t in tokens)
+        text = data.decode("utf-8")                                # whole characters again
+        assert "\ufffd" not in text
+        layer, f = cantor_unpair(page["index"])
+        want = float(probe_activations(model, [text])[layer][0, f])
+        assert e["tokens_acts_list"][e["train_token_ind"]] == pytest.approx(want, abs=1e-4), (text, want)

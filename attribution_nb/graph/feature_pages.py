@@ -3,7 +3,9 @@ frontend reads for a scan whose name starts with ``./`` (``{scan}/{cantor(layer,
 
 Each page holds the feature's top-activating contexts (the model's ``feature_contexts``: the
 demo model's shipped ones, or those :func:`attribution_nb.feature_contexts` measured), run
-through the model again so that every token of a shown context has its own activation; the
+through the model again so that every token of a shown context has its own activation (a
+context whose text is cut inside a character, or on which the feature no longer fires at the
+marked token once the text before it is cut, is left out); the
 tokens its decoder promotes and suppresses most; and ``act_min`` / ``act_max`` for the colour
 scale.  What is not measured (an activation histogram, quantiles, firing frequency) is left
 out, and the viewer then leaves those parts out too.
@@ -16,6 +18,7 @@ from collections import defaultdict
 import torch
 
 from ..contexts import _activations
+from ..tokens import piece_bytes
 from ..views.payload import feature_details
 
 
@@ -24,10 +27,15 @@ def cantor(x: int, y: int) -> int:
     return (x + y) * (x + y + 1) // 2 + y
 
 
-def _plain(context: str) -> str:
-    """A context ``"… containing dallas [is]"`` as the text it marks: ``"… containing dallas is"``."""
+def _plain(context: str) -> str | None:
+    """A context ``"… containing dallas [is]"`` as the text it marks: ``"… containing dallas is"``; None
+    where the marked token is only part of a character (its text is lost), and a leading broken
+    character (a window cut inside one) dropped."""
     i = context.rfind("[")
-    return context[:i] + context[i + 1:-1] if i >= 0 and context.endswith("]") else context
+    if i < 0 or not context.endswith("]"):
+        return context.lstrip("\ufffd") or None
+    text = context[:i].lstrip("\ufffd") + context[i + 1:-1]
+    return text if text and "\ufffd" not in text else None
 
 
 def feature_pages(graph, model, *, scan: str, n_contexts: int = 4) -> dict[int, dict]:
@@ -37,16 +45,16 @@ def feature_pages(graph, model, *, scan: str, n_contexts: int = 4) -> dict[int, 
     details = feature_details(graph, model, first.node_id, k=8)
     wanted = []                                   # (layer, feature, context text, token ids)
     for layer, f in zip(first.layer.astype(int), first.feature.astype(int)):
-        for text, _ in model.feature_contexts.get((layer, f), [])[:n_contexts]:
-            ids = model.tokenize(_plain(str(text))).cpu()
-            wanted.append((layer, f, ids))
+        texts = [t for t in (_plain(str(text)) for text, _ in model.feature_contexts.get((layer, f), [])) if t]
+        for text in texts[:n_contexts]:
+            wanted.append((layer, f, model.tokenize(text).cpu()))
     acts = _context_activations(model, wanted)
     pages = {}
     for nid, layer, f in zip(first.node_id, first.layer.astype(int), first.feature.astype(int)):
         examples: list[dict] = []
         top = 0.0
         for (lay, feat, ids), a in zip(wanted, acts):
-            if (lay, feat) == (layer, f):
+            if (lay, feat) == (layer, f) and a[-1] > 0:
                 strings = _pieces(model, ids.tolist())
                 examples.append({"tokens": strings, "tokens_acts_list": [round(float(x), 4) for x in a],
                                  "train_token_ind": len(strings) - 1, "is_repeated_datapoint": False})
@@ -79,8 +87,8 @@ def _context_activations(model, wanted: list) -> list[list[float]]:
 
 def _pieces(model, ids: list[int]) -> list[str]:
     """Each token as the text it adds to the decoded sequence (its leading space included), so the
-    viewer, which sets tokens side by side, shows the text as written; a token that ends inside a
-    character falls back to the readable form (``<e5 b0>``) of :meth:`prompt_strings`."""
+    viewer, which sets tokens side by side, shows the text as written; a token that is only part of
+    a character is written as its bytes, ``\\xe5\\xb0``, which the viewer joins back into the character."""
     readable = model.prompt_strings(ids)
     out, before = [], ""
     skip = set(getattr(model.tokenizer, "all_special_ids", []) or [])
@@ -89,8 +97,11 @@ def _pieces(model, ids: list[int]) -> list[str]:
             out.append(readable[i])
             continue
         text = model.tokenizer.decode([t for t in ids[:i + 1] if t not in skip])
-        if text.startswith(before) and "\ufffd" not in text[len(before):]:
+        raw = piece_bytes(model.tokenizer, tid)
+        if text.startswith(before) and "\ufffd" not in text:
             out.append(text[len(before):])
+        elif raw is not None:
+            out.append("".join(f"\\x{b:02x}" for b in raw))
         else:
             out.append(readable[i])
         before = text
