@@ -80,3 +80,11 @@ def test_cross_layer_transcoders_match_their_publisher(written):
     acts, reconstruction = tcs.encode_all(torch.from_numpy(e["x"]))
     _close(torch.stack(acts), e["acts"], "CLT encode")
     _close(reconstruction, e["out"], "CLT decode (every earlier layer's writes summed)")
+
+
+if __name__ == "__main__":      # CI's install step (.ci/run): build the publishers' environments before the tests
+    for publisher in sorted(PUBLISHERS):
+        try:
+            print(f"{publisher}: {_publisher_python(publisher)}")
+        except pytest.skip.Exception as why:         # (not under CI=true nor ANB_CONFORMANCE=1: the tests skip too)
+            print(f"{publisher}: {why}")
