@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .architectures import get_module
+from .architectures import get_module, norm_eps
 from .attribution import graph_capture
 from .attribution.rows import ActiveFeatures, RowEngine, RowRunner
 from .attribution.store import RowStore
@@ -81,7 +81,7 @@ def _attention_inputs(model, tokens: torch.Tensor, layer: int) -> torch.Tensor:
 def _norm_map(module, kind: str, r: torch.Tensor, plus_one: bool):
     """``x = N r + n`` for a norm with its scale frozen at the clean ``r`` [T, d]: N [T, d, d], n [T, d]."""
     T, d = r.shape
-    eps = float(getattr(module, "variance_epsilon", None) or getattr(module, "eps", None) or 1e-6)
+    eps = norm_eps(module)
     w = module.weight.detach().to("cpu", torch.float64)
     w = 1 + w if plus_one else w
     if kind == "layernorm":

@@ -299,10 +299,16 @@ def intervention_table(model: ReplacementCore, before: torch.Tensor, after: torc
 
 
 # -- what ReplacementModel offers as methods ------------------------------------------------
-def intervened_logits(model: ReplacementCore, prompt, interventions, mode: str = "free"):
-    """Last-position logits [V] before and after ``interventions``."""
+def check_mode(mode) -> str:
+    """``mode`` if it is ``"free"`` (a normal forward pass) or ``"frozen"`` (attention and norms as on the prompt)."""
     if mode not in ("free", "frozen"):
         raise ValueError(f"mode must be 'free' or 'frozen', got {mode!r}")
+    return mode
+
+
+def intervened_logits(model: ReplacementCore, prompt, interventions, mode: str = "free"):
+    """Last-position logits [V] before and after ``interventions``."""
+    check_mode(mode)
     tokens = model.tokenize(prompt)
     ops = parse_interventions(model, interventions, len(tokens))
     if mode == "frozen":   # its clean capture already holds the logits before

@@ -27,7 +27,7 @@ import scipy.sparse as sp
 import torch
 
 from .checks import as_float
-from .interventions import free_activations, intervened_logits, parse_interventions
+from .interventions import check_mode, free_activations, intervened_logits, parse_interventions
 from .replacement import ReplacementCore
 
 
@@ -98,8 +98,7 @@ def validate(graph, model: ReplacementCore, groups: dict | None = None, *, how: 
     Returns one row per claim: ``claim`` ("target" or "feeds"), ``group``, ``affects`` (the target
     token or the fed group), ``predicted`` and ``observed`` changes (logit, or summed activation),
     ``agrees``.  ``target``: a token logit node of the graph (default: the top logit)."""
-    if mode not in ("free", "frozen"):
-        raise ValueError(f"mode must be 'free' or 'frozen', got {mode!r}")
+    check_mode(mode)
     _same_model(graph, model)
     how = as_float("how", how, -1e6, 1e6)
     tolerance = as_float("tolerance", tolerance, 0.0, 1.0)

@@ -9,7 +9,7 @@ is, checked against what the family handles), the tiny random models of
 
 from __future__ import annotations
 
-from .base import Architecture, frozen_norm, get_module, rms_normalize
+from .base import Architecture, frozen_norm, get_module, norm_eps, rms_normalize
 from .gemma2 import GEMMA2
 from .gemma3 import GEMMA3
 from .gpt2 import GPT2
@@ -31,4 +31,4 @@ def architecture_for(hf_model) -> Architecture:
                      "(pass architecture=Architecture(...) to describe a new one)")
 
 
-__all__ = ["ARCHITECTURES", "Architecture", "architecture_for", "frozen_norm", "get_module", "rms_normalize"]
+__all__ = ["ARCHITECTURES", "Architecture", "architecture_for", "frozen_norm", "get_module", "norm_eps", "rms_normalize"]

@@ -125,7 +125,8 @@ def common_refusals(config) -> list[str]:
 
 
 # -- freezing norm scales ---------------------------------------------------------------
-def _eps(module) -> float:
+def norm_eps(module) -> float:
+    """A norm module's epsilon (``variance_epsilon`` or ``eps``; 1e-6 where it names none)."""
     eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", None)
     return 1e-6 if eps is None else float(eps)
 
@@ -134,13 +135,13 @@ def rms_normalize(x: torch.Tensor, module, frozen: bool = False) -> torch.Tensor
     """``x / rms(x)`` with the norm module's epsilon (its weight left out); ``frozen``: the
     scale passes no gradient."""
     xf = x.float()
-    scale = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + _eps(module))
+    scale = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm_eps(module))
     return (xf * (scale.detach() if frozen else scale)).to(x.dtype)
 
 
 def frozen_norm(x: torch.Tensor, y: torch.Tensor, module, kind: str) -> torch.Tensor:
     """``y`` (the norm's output for input ``x``) with the gradient of the frozen-scale map."""
-    eps = _eps(module)
+    eps = norm_eps(module)
     xf = x.float()
     if kind == "layernorm":
         centred = xf - xf.mean(-1, keepdim=True)

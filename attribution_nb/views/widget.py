@@ -25,6 +25,7 @@ import pandas as pd
 from ..attention import attribute_attention, edge_heads
 from ..checks import as_float, as_int
 from ..graph import AttributionGraph
+from ..ids import NodeId
 from ..validation import validate
 from .drawing import draw_data
 from .intervening import InterventionControls
@@ -216,7 +217,7 @@ class GraphWidget(InterventionControls):
             raise ValueError("this widget has no model: GraphWidget(graph, model) finds the heads of an edge")
         loads = edge_heads(self.model, self.graph.prompt, source, target)
         best = loads.iloc[0]
-        q = len(self.graph.tokens) - 1 if target.startswith("l:") else int(self.graph.node(target).position)
+        q = len(self.graph.tokens) - 1 if NodeId.kind_of(target) == "logit" else int(self.graph.node(target).position)
         qk = attribute_attention(self.model, self.graph.prompt, int(best["layer"]), int(best["head"]), q,
                                  int(self.graph.node(source).position))
         name = self._name
