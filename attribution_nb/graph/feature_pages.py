@@ -13,6 +13,7 @@ out, and the viewer then leaves those parts out too.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import torch
@@ -25,6 +26,13 @@ from ..views.payload import feature_details
 def cantor(x: int, y: int) -> int:
     """circuit-tracer's and Neuronpedia's one-number feature index for ``(layer, feature)``."""
     return (x + y) * (x + y + 1) // 2 + y
+
+
+def cantor_unpair(z: int) -> tuple[int, int]:
+    """The inverse of :func:`cantor`: ``(layer, feature)``."""
+    w = (math.isqrt(8 * z + 1) - 1) // 2
+    y = z - w * (w + 1) // 2
+    return w - y, y
 
 
 def _plain(context: str) -> str | None:
@@ -48,13 +56,15 @@ def feature_pages(graph, model, *, scan: str, n_contexts: int = 4) -> dict[int, 
         texts = [t for t in (_plain(str(text)) for text, _ in model.feature_contexts.get((layer, f), [])) if t]
         for text in texts[:n_contexts]:
             wanted.append((layer, f, model.tokenize(text).cpu()))
-    acts = _context_activations(model, wanted)
+    by_feature: dict[tuple[int, int], list] = defaultdict(list)
+    for (lay, feat, ids), a in zip(wanted, _context_activations(model, wanted)):
+        by_feature[(lay, feat)].append((ids, a))
     pages = {}
     for nid, layer, f in zip(first.node_id, first.layer.astype(int), first.feature.astype(int)):
         examples: list[dict] = []
         top = 0.0
-        for (lay, feat, ids), a in zip(wanted, acts):
-            if (lay, feat) == (layer, f) and a[-1] > 0:
+        for ids, a in by_feature[(layer, f)]:
+            if a[-1] > 0:
                 strings = _pieces(model, ids.tolist())
                 examples.append({"tokens": strings, "tokens_acts_list": [round(float(x), 4) for x in a],
                                  "train_token_ind": len(strings) - 1, "is_repeated_datapoint": False})

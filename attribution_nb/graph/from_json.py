@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from ..ids import NodeId
 from ..io import read_json
 from .files import NODE_COLUMNS
-from .neuronpedia import cantor_unpair
+from .feature_pages import cantor_unpair
 
 KIND_OF = {"cross layer transcoder": "feature", "per layer transcoder": "feature", "unexplored node": "feature",
            "mlp reconstruction error": "error", "embedding": "token", "logit": "logit"}

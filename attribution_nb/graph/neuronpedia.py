@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import os
 import re
 
@@ -21,18 +20,11 @@ import numpy as np
 import pandas as pd
 
 from ..io import encodable, read_json, write_text
-from .feature_pages import cantor, feature_pages
+from .feature_pages import cantor, cantor_unpair, feature_pages  # noqa: F401  (cantor_unpair: imported from here)
 from .maths import entry_rows
 
 FEATURE_TYPES = {"feature": "cross layer transcoder", "error": "mlp reconstruction error", "token": "embedding",
                  "logit": "logit"}
-
-
-def cantor_unpair(z: int) -> tuple[int, int]:
-    """The inverse of :func:`cantor`: ``(layer, feature)``."""
-    w = (math.isqrt(8 * z + 1) - 1) // 2
-    y = z - w * (w + 1) // 2
-    return w - y, y
 
 
 def cumulative_shares(influence) -> np.ndarray:
@@ -80,7 +72,8 @@ def graph_json(graph, *, slug: str | None = None, scan: str | None = None,
                    prune=prune)[0]
 
 
-def _export(graph, *, slug, scan, node_threshold, edge_threshold, prune):
+def _export(graph, *, slug: str | None = None, scan: str | None = None, node_threshold: float = 0.8,
+            edge_threshold: float = 0.98, prune: bool = True):
     """``(graph JSON dict, the graph it holds)``."""
     g = graph.prune(node_threshold, edge_threshold) if prune else graph
     slug = check_slug(slug) if slug is not None else \
@@ -166,7 +159,7 @@ def write_graph_files(graph, folder: str | os.PathLike, *, model=None, features:
         kwargs["scan"] = f"./graph_data/features/{scan_name}"
     else:
         kwargs["scan"] = scan_name
-    data, kept = _export(graph, **{"slug": None, "node_threshold": 0.8, "edge_threshold": 0.98, "prune": True, **kwargs})
+    data, kept = _export(graph, **kwargs)
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{data['metadata']['slug']}.json")
