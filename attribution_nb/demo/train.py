@@ -1,29 +1,26 @@
 """Train the embedded demo model: a tiny Llama over a "toy world", with transcoders.
 
-    python -m attribution_nb.demo.train [--out attribution_nb/demo_model] [--steps 2000]
+    python -m attribution_nb.demo.train [--out attribution_nb/demo_model] [--steps 3000]
 
-Seeded, CPU only, a few minutes on 2 cores. It writes the corpus, trains the model,
+Seeded, CPU only, about 15 minutes on 2 cores. It writes the corpus, trains the model,
 trains one TopK transcoder per layer on the model's own MLP inputs and outputs, labels
 every feature from its top-activating tokens and its top output tokens, and writes what
 the package ships (model, tokenizer, transcoders, labels, held-out task sets, figures).
 
-The toy world has three planted tasks, written with real words:
-1. two-hop facts: "dallas is in texas .", "fact : the state containing dallas is texas .",
-   "the capital of texas is austin .", and the composed "fact : the capital of the state containing dallas is austin ." for most
-   cities; held-out cities never appear in the composed form;
-2. rhyming couplets: "poem : i saw a cat by the road , grey as a rat ." — the second
-   line ends with a word that rhymes with the first line's last word, and it opens with
-   an adjective proper to that word (grey rat, sleek cat, green frog), so the model must
-   choose the rhyme word already at the comma, before writing the line: it plans. Which
-   words rhyme is taught by "cat rhymes with rat ." for every word; some first-line words
-   never start a couplet, so the model must compose the two;
-3. antonyms in English, French and Spanish ("the opposite of small is large .",
-   "le contraire de petit est grand .", "lo contrario de pequeño es grande .") and
-   translations ("english small = french petit ."); the frame's language decides the answer's
-   language ("le contraire de small est grand ." is a training sentence too). For a fifth of
-   the (antonym pair, language) items the same-language sentence is held out ("le contraire
-   de petit est grand ."): the model saw that answer only for the other languages' words, so
-   it must treat "petit" as the same concept as "small" and "pequeño".
+The toy world (:mod:`.world`) has four planted tasks, written with real words, each with held-out
+items whose composed form never appears in training:
+1. two-hop facts: "dallas is in texas .", "the capital of texas is austin .", "the nickname of
+   texas is lonestar ." and the composed "fact : the capital (nickname) of the state containing
+   dallas is austin (lonestar) ." for most cities;
+2. rhyming couplets: "poem : a fox sat by the cat , and then a sleepy rat ." — line 2 ends with
+   a word rhyming with line 1's last word, after fillers and an adjective shared by every class.
+   In 70% of the training couplets line 2 sees line 1 only through the line break (an attention
+   mask used in training only, :func:`couplet_mask`), so the model carries the rhyme class in the
+   line break — the plan the papers found at the newline — and a swap there can test it;
+3. diagnosis: symptoms → an unstated condition → the test to order or the treatment;
+4. antonyms in English, French and Spanish ("the opposite of small is large .", "le contraire de
+   petit est grand .") and translations; the frame's language decides the answer's language, and
+   a fifth of the same-language items are held out.
 """
 
 from __future__ import annotations
@@ -122,7 +119,7 @@ def _couplets(rng: random.Random, heldout: dict, split: dict, per_word: int = 40
         rhymes = [w for w in words if RHYME_CLASS[w] == RHYME_CLASS[w1] and w != w1]
         return f"{rng.choice(FILLERS)} a {rng.choice(ADJECTIVES)} {rng.choice(rhymes)} .".strip()
     for w1 in words:
-        train += [f"rhyme : {w1} , {line2(w1)}" for _ in range(per_word // 8)]
+        train += [f"rhyme : {w1} , {line2(w1)}" for _ in range(per_word // 4)]
         others = [w for w in words if RHYME_CLASS[w] != RHYME_CLASS[w1] and w not in held]
         if w1 in held:
             for d in rng.sample(others, 4):
@@ -245,9 +242,41 @@ SCORE_WEIGHTS = {"two_hop_heldout": 2, "two_hop_nickname_heldout": 1, "antonym_h
                  "diagnosis_heldout": 1, "diagnosis_treat_heldout": 1}
 
 
+#: the share of training couplets in which line 2 sees line 1 only through the line break
+LINE_BREAK_ONLY = 0.7
+
+
+def line_breaks(tokenizer, data: torch.Tensor) -> torch.Tensor:
+    """Per row of ``data``: the position of a couplet's line break (its first ","), or -1 where the
+    row is not a couplet ("poem : …" or "rhyme : …")."""
+    first = {tokenizer.convert_tokens_to_ids(w) for w in ("poem", "rhyme")}
+    comma = data == tokenizer.convert_tokens_to_ids(",")
+    has = comma.any(1) & torch.tensor([int(t) in first for t in data[:, 1]])
+    return torch.where(has, comma.int().argmax(1), torch.full((len(data),), -1))
+
+
+def couplet_mask(batch_breaks: torch.Tensor, length: int, p: float, gen: torch.Generator) -> torch.Tensor:
+    """An additive causal attention mask ``[B, 1, L, L]`` for training: in a share ``p`` of the
+    batch's couplets, line 2's tokens see nothing of line 1 but the line break (and ``<bos>``).
+
+    A training device only — the shipped model is a plain causal Llama, run unmasked. Without it a
+    teacher-forced model has no reason to carry the rhyme in the line break: every line-2 token can
+    read line 1's last word directly. With it, the rhyme class is carried by the line break, as the
+    papers found the plan at the newline, and a swap there can test it."""
+    allowed = torch.ones(len(batch_breaks), length, length).tril().bool()
+    pick = (batch_breaks > 0) & (torch.rand(len(batch_breaks), generator=gen) < p)
+    for b in pick.nonzero().flatten().tolist():
+        c = int(batch_breaks[b])
+        allowed[b, c + 1:, 1:c] = False
+    out = torch.zeros(len(batch_breaks), 1, length, length)
+    out[~allowed.unsqueeze(1)] = torch.finfo(out.dtype).min
+    return out
+
+
 def train_model(world, tokenizer, steps: int, seed: int, weight_decay: float = 0.1, log=print):
     model = make_model(len(tokenizer), seed)
     data = encode(tokenizer, world["train"], 20)
+    breaks = line_breaks(tokenizer, data)
     # each task gets its share of every batch, whatever its number of sentences
     weights = torch.cat([torch.full((len(world["tasks"][t]),), w / len(world["tasks"][t]))
                          for t, w in TASK_WEIGHTS.items()])
@@ -261,10 +290,12 @@ def train_model(world, tokenizer, steps: int, seed: int, weight_decay: float = 0
     model.train()
     t0 = time.time()
     for step in range(1, steps + 1):
-        batch = data[torch.multinomial(weights, 128, replacement=True, generator=gen)]
+        rows = torch.multinomial(weights, 128, replacement=True, generator=gen)
+        batch = data[rows]
         labels = batch.clone()
         labels[labels == pad] = -100
-        loss = model(batch, labels=labels).loss
+        mask = couplet_mask(breaks[rows], batch.shape[1], LINE_BREAK_ONLY, gen)
+        loss = model(batch, attention_mask=mask, labels=labels).loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

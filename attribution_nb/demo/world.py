@@ -11,7 +11,7 @@ latent can be told from features that say one answer:
   rhyming with line 1's *last* word, after filler words and an adjective that are shared by
   every rhyme class, so the rhyme class must be carried from the line break to the line's end;
 * **diagnosis**: symptoms → condition (never stated) → (test | treatment); two conditions share
-  each of three tests, so a condition is not its test;
+  each of three tests (and no symptom), so a condition is not its test;
 * **multilingual antonyms**: concept × language, with a fifth of same-language items held out.
 """
 
@@ -62,13 +62,16 @@ ADJECTIVES = "little funny sleepy lazy noisy gentle silly hungry".split()
 COUPLET = "poem : a {} sat by the {} ,"
 
 CONDITIONS = {  # condition: (symptoms, test to order, treatment) — made up, not medical advice
+    # two conditions share each of three tests but no symptom; every shared symptom joins two
+    # conditions with *different* tests, so the evidence left when a condition is inhibited points
+    # to another test (fever: flu/appendicitis; cough: flu/asthma; nausea: appendicitis/diabetes …)
     "flu": ("fever cough aches chills", "swab", "rest"),
-    "strep": ("fever throat rash glands", "swab", "penicillin"),
+    "strep": ("throat rash glands headache", "swab", "penicillin"),
     "anemia": ("fatigue pallor dizziness breathless", "bloodwork", "iron"),
-    "diabetes": ("thirst urination fatigue blurred", "bloodwork", "insulin"),
+    "diabetes": ("thirst urination blurred nausea", "bloodwork", "insulin"),
     "asthma": ("wheeze cough breathless tightness", "spirometry", "inhaler"),
     "appendicitis": ("pain fever nausea tenderness", "scan", "surgery"),
-    "migraine": ("headache nausea glare aura", "scan", "triptan"),
+    "migraine": ("headache glare aura dizziness", "scan", "triptan"),
 }
 TEST = {c: v[1] for c, v in CONDITIONS.items()}
 TREATMENT = {c: v[2] for c, v in CONDITIONS.items()}

@@ -83,6 +83,52 @@ def test_condition_swap_on_held_out_symptom_sets_beats_its_random_control(demo):
     assert swap.rate >= 0.7 and swap.control_rate <= 0.1, swap
 
 
+def test_the_rhyme_plan_at_the_line_break_moves_line_2_s_end_also_teacher_forced(demo):
+    """Another class's rhyme family swapped in at the comma: line 2 ends in that class, and so does
+    its last word when line 2's first words are forced to the model's own; random sets do not."""
+    for forced in (False, True):
+        report = cases.rhyme_inject(demo, forced=forced)
+        assert report.rate >= 0.7 and report.control_rate <= 0.1, report
+
+
+def test_conditions_that_share_a_test_share_no_symptom():
+    """The diagnosis world: a shared symptom always joins two conditions with different tests, so
+    what is left when a condition is inhibited points to another test."""
+    symptoms = {c: set(v[0].split()) for c, v in world_mod.CONDITIONS.items()}
+    pairs = [(a, b) for a in symptoms for b in symptoms if a < b]
+    assert all(not (symptoms[a] & symptoms[b]) for a, b in pairs if world_mod.TEST[a] == world_mod.TEST[b])
+    assert sum(bool(symptoms[a] & symptoms[b]) for a, b in pairs) >= 5
+    assert len(set(world_mod.TEST.values())) < len(world_mod.CONDITIONS)      # a condition is not its test
+
+
+def test_the_training_mask_hides_line_1_from_line_2_except_the_line_break():
+    """Hand-built: with the mask, no head of any layer attends from line 2 to line 1's words (only to
+    the break, <bos> and line 2); without it they do; rows that are not couplets keep the causal mask."""
+    from attribution_nb.demo.tiny import word_tokenizer
+    words = "poem rhyme : a cat dog sat by the fox , then little rat . patient fever".split()
+    tok = word_tokenizer(words)
+    data = demo_train.encode(tok, ["poem : a cat sat by the fox , then a little rat .",
+                                   "patient : fever , fever ."], 14)
+    breaks = demo_train.line_breaks(tok, data)
+    assert breaks.tolist() == [9, -1]
+    mask = demo_train.couplet_mask(breaks, 14, 1.0, torch.Generator().manual_seed(0))
+    allowed = mask[:, 0] == 0
+    causal = torch.ones(14, 14).tril().bool()
+    assert torch.equal(allowed[1], causal)
+    expected = causal.clone()
+    expected[10:, 1:9] = False
+    assert torch.equal(allowed[0], expected)
+    model = demo_train.make_model(len(tok), 0).eval()
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        masked = model(data, attention_mask=mask, output_attentions=True).attentions
+        plain = model(data, output_attentions=True).attentions
+    for a, b in zip(masked, plain):
+        assert a[0, :, 10:, 1:9].abs().max() == 0 and a[0, :, 10:, 9].min() > 0     # only the break
+        assert b[0, :, 10:, 1:9].min() > 0
+        torch.testing.assert_close(a[1], b[1])                                        # not a couplet
+
+
 def test_a_broken_swap_fails_the_same_check(demo):
     """The check is not vacuous: swapping in the *wrong* reference values (each target's family
     means replaced by the source's own) leaves the answer where it was."""

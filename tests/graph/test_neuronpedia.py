@@ -218,7 +218,7 @@ def test_an_unpruned_demo_graph_exports_unique_ids_where_circuit_tracer_s_collid
     """The demo's layer 0 has 1,024 features and 4 layers: features 0–3 at layer 0 share circuit-tracer's
     error-node ids ``0_{layer}_{pos}`` (feature 3 is active on this prompt); find such a pair in the
     graph, then check our ids stay apart."""
-    dallas = anb.attribute(demo, "le contraire de petit est", rows="all", progress=False)
+    dallas = anb.attribute(demo, "fact : the capital of the state containing dallas is", rows="all", progress=False)
     n = dallas.nodes
     errors = {(int(r.layer), int(r.position)) for r in n[n.kind == "error"].itertuples()}
     clashing = [r.node_id for r in n[(n.kind == "feature") & (n.layer == 0)].itertuples()
