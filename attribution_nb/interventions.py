@@ -107,25 +107,47 @@ def _items(interventions) -> list:
     return items
 
 
-def _how(key, how):
-    """An intervention's value: 'ablate' → 0, a number (set), Multiply or Steer."""
+#: the clamps a name stands for (the widget's ablate, −2× and 2× buttons)
+CLAMP_NAMES = {"ablate": 0.0, "-2x": Multiply(-2.0), "2x": Multiply(2.0)}
+
+
+def as_how(key, how, *, value_name: str | None = None, refusal: str | None = None):
+    """An intervention's value: a name of :data:`CLAMP_NAMES`, a finite number (set), a
+    :class:`Multiply` or a :class:`Steer`; anything else is a ValueError naming ``key`` and the value
+    (``value_name`` names a number out of range, ``refusal`` replaces the message for an unknown name)."""
     if isinstance(how, (Multiply, Steer)):
         return how
     if isinstance(how, str):
-        if how != "ablate":
-            raise ValueError(f"unknown intervention {how!r}; use a number, 'ablate', Multiply(m) or Steer(s)")
-        return 0.0
+        if how not in CLAMP_NAMES:
+            raise ValueError(refusal or f"unknown intervention {how!r}; use a number, 'ablate', Multiply(m) or Steer(s)")
+        return CLAMP_NAMES[how]
     try:
-        return as_float(f"intervention value for {key!r}", how, -MAX_VALUE, MAX_VALUE)
+        return as_float(value_name or f"intervention value for {key!r}", how, -MAX_VALUE, MAX_VALUE)
     except ValueError as err:
         raise ValueError(f"{err}; use a number, 'ablate', Multiply(m) or Steer(s)") from None
+
+
+def clamped_activation(activation: float, how) -> float:
+    """The activation a node takes under ``how`` (after :func:`as_how`): a value sets it,
+    ``Multiply(m)`` scales it, ``Steer(s)`` adds ``s`` units of its own write."""
+    if isinstance(how, Multiply):
+        return activation * how.factor
+    if isinstance(how, Steer):
+        return activation + how.scale
+    return float(how)
+
+
+def demeaned_logit_change(before: torch.Tensor, after: torch.Tensor, token_ids) -> np.ndarray:
+    """The change of the logits of ``token_ids`` minus the change of the mean logit (float64)."""
+    d = after.double() - before.double()
+    return (d[torch.as_tensor(np.asarray(token_ids, dtype=np.int64))] - d.mean()).cpu().numpy()
 
 
 def parse_interventions(model, interventions, n_positions: int) -> list[Op]:
     """Validate and normalise ``{target: value}`` (or a list of pairs) into operations."""
     ops = []
     for key, how in _items({} if interventions is None else interventions):
-        how = _how(key, how)
+        how = as_how(key, how)
         for kind, layer, pos, feat in parse_key(key):
             if layer is None or not 0 <= layer < model.n_layers:
                 raise ValueError(f"layer {layer} in {key!r} is out of range: the model has {model.n_layers} layers")

@@ -256,14 +256,25 @@ class ReplacementCore:
         if not 0 <= feature < n_features:
             raise ValueError(f"no feature {feature} at layer {layer} (layers 0..{self.n_layers - 1}, "
                              f"{n_features} features at that layer)")
-        direction = self.transcoders[layer].W_dec[feature].float()
+        values, indices, _, _ = self.token_effects(layer, [feature], k, demean=False)
+        return pd.DataFrame({"token": self.token_strings(indices[0].tolist()), "weight": values[0].double().numpy()})
 
-        def top(W_U):
+    def token_effects(self, layer: int, features, k: int, demean: bool = True):
+        """The ``k`` tokens each feature's decoder direction (one layer, ``features``) promotes and
+        suppresses most through the unembedding — the direct path, ignoring later layers and the
+        final norm's scale; ``demean`` subtracts each feature's mean over the vocabulary.
+        Returns ``(top values, top ids, bottom values, bottom ids)``, each ``[len(features), k]``."""
+        rows = torch.stack([self.transcoders[layer].W_dec[int(f)].float() for f in features])
+
+        def scores(W_U):
             with torch.no_grad():
-                found = (W_U.float() @ direction.to(W_U.device)).topk(min(k, W_U.shape[0]))
-            return found.values.cpu(), found.indices.cpu()
-        values, indices = self.with_unembedding(top)
-        return pd.DataFrame({"token": self.token_strings(indices.tolist()), "weight": values.double().numpy()})
+                s = rows.to(W_U.device) @ W_U.float().T            # [features, vocab]
+                if demean:
+                    s = s - s.mean(-1, keepdim=True)
+                kk = min(k, s.shape[-1])
+                top, bottom = s.topk(kk, -1), (-s).topk(kk, -1)
+            return top.values.cpu(), top.indices.cpu(), -bottom.values.cpu(), bottom.indices.cpu()
+        return self.with_unembedding(scores)
 
     def softcap(self, logits: torch.Tensor) -> torch.Tensor:
         """The model's final logit soft-cap ``c·tanh(x / c)`` (identity for most models)."""

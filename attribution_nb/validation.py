@@ -27,7 +27,8 @@ import scipy.sparse as sp
 import torch
 
 from .checks import as_float
-from .interventions import check_mode, free_activations, intervened_logits, parse_interventions
+from .interventions import (as_how, check_mode, clamped_activation, demeaned_logit_change, free_activations,
+                            intervened_logits, parse_interventions)
 from .replacement import ReplacementCore
 
 
@@ -72,12 +73,27 @@ def propagate(graph, clamped: dict[int, float], frozen: bool = False) -> np.ndar
     return delta
 
 
-def _logit_change(graph, delta: np.ndarray, target_row: int) -> float:
+def _logit_changes(graph, delta: np.ndarray, rows) -> np.ndarray:
+    """What the logit nodes at ``rows`` read from the activation changes ``delta``: an edge is the
+    source's activation times its slope, so a change Δa moves the logit by edge · Δa / a."""
     A = graph.sparse_adjacency.tocsr()
     act = graph.nodes["activation"].to_numpy(dtype=np.float64)
-    row = A[[target_row]].toarray()[0]
-    per_unit = np.divide(row, act, out=np.zeros_like(row), where=(graph.kinds == "feature") & (act != 0))
-    return float(per_unit @ delta)
+    per_unit = np.divide(1.0, act, out=np.zeros_like(act), where=np.isin(graph.kinds, ("feature", "error")) & (act != 0))
+    return np.asarray(A[rows] @ (per_unit * delta), dtype=np.float64)
+
+
+def predicted_logit_changes(graph, clamps: dict, frozen: bool = True) -> np.ndarray:
+    """The change of each logit node's (demeaned) logit, in ``graph.logits`` order, that the graph
+    predicts for ``clamps`` ({node id: intervention}). Frozen: the direct edges only, edge ×
+    (a′/a − 1) summed over the clamped nodes — exact in frozen mode, where the logits are linear in
+    the clamped activations; else features respond through the edges (:func:`propagate`)."""
+    act = graph.nodes["activation"].to_numpy(dtype=np.float64)
+    clamped = {}
+    for node_id, how in clamps.items():
+        i = graph.index(node_id)
+        clamped[i] = clamped_activation(float(act[i]), as_how(node_id, how))
+    delta = propagate(graph, clamped, frozen=frozen)
+    return _logit_changes(graph, delta, [graph.index(n) for n in graph.logits.node_id])
 
 
 def _same_model(graph, model: ReplacementCore) -> None:
@@ -119,8 +135,8 @@ def validate(graph, model: ReplacementCore, groups: dict | None = None, *, how: 
         clamped = {graph.index(m): how for m in members}
         delta = propagate(graph, clamped, frozen=mode == "frozen")
         observed = _observe(model, graph, {tuple(members): how}, mode)
-        predicted = _logit_change(graph, delta, graph.index(target))
-        seen = observed["logits"][int(t.token_id)] - clean["logits"][int(t.token_id)]
+        predicted = float(_logit_changes(graph, delta, [graph.index(target)])[0])
+        seen = demeaned_logit_change(clean["logits"], observed["logits"], [int(t.token_id)])[0]
         rows.append(("target", name, str(t.token), predicted, float(seen)))
         if mode == "frozen":
             continue
@@ -160,20 +176,18 @@ def _can_see(graph, sources: list[str], targets: list[str]) -> bool:
 
 
 def _observe(model, graph, interventions: dict, mode: str) -> dict:
-    """Demeaned last-position logits and (free mode) feature activations after ``interventions``."""
+    """Last-position logits and (free mode) feature activations after ``interventions``."""
     tokens = model.tokenize(graph.prompt) if graph.token_ids is None else torch.as_tensor(graph.token_ids)
     if mode == "frozen":
-        z = (intervened_logits(model, tokens, interventions, mode="frozen")[1] if interventions
-             else model.logits(tokens)).double()
-        return {"logits": (z - z.mean()).cpu().numpy(), "acts": None}
+        z = intervened_logits(model, tokens, interventions, mode="frozen")[1] if interventions else model.logits(tokens)
+        return {"logits": z, "acts": None}
     ops = parse_interventions(model, interventions, len(tokens))
     logits, acts = free_activations(model, tokens, ops)
-    z = logits[-1].double()
 
     def activation(node_id: str) -> float:
         n = graph.node(node_id)
         return float(acts[int(n.layer)][int(n.position), int(n.feature)])
-    return {"logits": (z - z.mean()).cpu().numpy(), "acts": activation}
+    return {"logits": logits[-1], "acts": activation}
 
 
 def validation_figure(table: pd.DataFrame):
@@ -196,4 +210,4 @@ def validation_figure(table: pd.DataFrame):
     return fig
 
 
-__all__ = ["default_groups", "propagate", "validate", "validation_figure"]
+__all__ = ["default_groups", "predicted_logit_changes", "propagate", "validate", "validation_figure"]

@@ -6,17 +6,13 @@ activations, and the edges into the logits are exactly those slopes)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from ..checks import as_float
-from ..interventions import MAX_VALUE, Multiply, Steer, intervention_table
-
-CLAMPS = {"ablate": 0.0, "-2x": Multiply(-2.0), "2x": Multiply(2.0)}
+from ..interventions import Multiply, Steer, as_how, demeaned_logit_change, intervention_table
+from ..validation import predicted_logit_changes
 
 
 def as_code(how) -> str:
@@ -61,13 +57,8 @@ class InterventionControls:
         kind = self.graph.node(node_id).kind
         if kind not in ("feature", "error"):
             raise ValueError(f"{node_id} is a {kind} node; only features and error nodes can be clamped")
-        how = CLAMPS.get(how, how) if isinstance(how, str) else how
-        if isinstance(how, str) or (not isinstance(how, (Multiply, Steer))
-                                    and (isinstance(how, bool) or not isinstance(how, (int, float))
-                                         or not math.isfinite(how))):
-            raise ValueError(f"a clamp is 'ablate', '-2x', '2x', a finite number, Multiply or Steer; got {how!r}")
-        if not isinstance(how, (Multiply, Steer)):
-            how = as_float("a clamp value", how, -MAX_VALUE, MAX_VALUE)
+        how = as_how(node_id, how, value_name="a clamp value",
+                     refusal=f"a clamp is 'ablate', '-2x', '2x', a finite number, Multiply or Steer; got {how!r}")
         self._interventions[node_id] = how
         self._show_queue()
 
@@ -95,7 +86,7 @@ class InterventionControls:
         if mode == "frozen":
             predicted = self.predicted_change(clamps)
             tokens = self.graph.logits.token_id
-            observed = _demeaned_change(before, after, tokens.fillna(0).to_numpy(dtype=np.int64))
+            observed = demeaned_logit_change(before, after, tokens.fillna(0).to_numpy(dtype=np.int64))
             record["columns"] = ["logit", "predicted Δ", "observed Δ"]
             record["rows"] = [[t, f"{p:+.4f}", "—" if pd.isna(tid) else f"{o:+.4f}"] for t, tid, p, o in
                               zip(self.graph.logits.token, tokens, predicted, observed)]
@@ -111,20 +102,8 @@ class InterventionControls:
 
     def predicted_change(self, clamps: dict) -> np.ndarray:
         """The change of each logit node's (demeaned) logit that the graph's edges predict for
-        ``clamps`` in frozen mode: the edge from a node into a logit is its activation times the
-        slope, so a clamp from activation a to a' moves the logit by edge × (a'/a − 1)."""
-        logits = self.graph.logits.node_id.tolist()
-        out = np.zeros(len(logits))
-        for node_id, how in clamps.items():
-            a = float(self.graph.node(node_id).activation)
-            if isinstance(how, Multiply):
-                factor = how.factor - 1.0
-            elif isinstance(how, Steer):
-                factor = how.scale / a if a else 0.0
-            else:
-                factor = float(how) / a - 1.0 if a else 0.0
-            out += factor * np.array([self.graph.edge(node_id, logit) for logit in logits])
-        return out
+        ``clamps`` in frozen mode (:func:`~attribution_nb.validation.predicted_logit_changes`)."""
+        return predicted_logit_changes(self.graph, clamps)
 
     def reset(self) -> None:
         """Clear the queue (the run history stays)."""
@@ -132,8 +111,3 @@ class InterventionControls:
         self.last_result = self.last_generation = None
         self._show_queue()
 
-
-def _demeaned_change(before: torch.Tensor, after: torch.Tensor, token_ids) -> np.ndarray:
-    """Change of the logits of ``token_ids`` minus the change of the mean logit."""
-    d = (after.double() - before.double())
-    return (d[torch.tensor(np.asarray(token_ids, dtype=np.int64))] - d.mean()).numpy()

@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..graph.maths import edge_scores, entry_rows, mass_before
 from . import style
@@ -132,17 +131,7 @@ def feature_details(graph, model, node_ids, k: int = 6) -> dict:
     for layer, items in by_layer.items():
         if not 0 <= layer < model.n_layers:
             continue
-        W_dec = model.transcoders[layer].W_dec
-        rows = torch.stack([W_dec[f].float() for _, f in items])
-
-        def scores(W_U, rows=rows):
-            with torch.no_grad():
-                s = rows.to(W_U.device) @ W_U.float().T            # [features, vocab]
-                s = s - s.mean(-1, keepdim=True)
-                kk = min(k, s.shape[-1])
-                top, bottom = s.topk(kk, -1), (-s).topk(kk, -1)
-            return top.values.cpu(), top.indices.cpu(), -bottom.values.cpu(), bottom.indices.cpu()
-        tv, ti, bv, bi = model.with_unembedding(scores)
+        tv, ti, bv, bi = model.token_effects(layer, [f for _, f in items], k)
         for r, (nid, feature) in enumerate(items):
             contexts = model.feature_contexts.get((layer, feature), [])[:4]
             out[nid] = {"promotes": _tokens(model, ti[r], tv[r]), "suppresses": _tokens(model, bi[r], bv[r]),
