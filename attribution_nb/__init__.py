@@ -7,14 +7,23 @@
     graph.prune(node_threshold=0.8, edge_threshold=0.98).scores()
     anb.GraphWidget(graph, model)                  # the interactive view, in JupyterLab
 
-The package, in the order data flows (each a module or a small package):
-``architectures`` (where each model family reads and writes) → ``backend`` (local or remote
-execution) → ``tracing`` (capture and the frozen linear trace) → ``replacement`` / ``model``
-(the replacement model) → ``attribution`` (targets, rows, schedule, assembly) → ``graph``
-(tables, maths, files, export) → ``views`` (widget, standalone page) and ``interventions``.
-``transcoders`` (the transcoder, activations, sets, file formats), ``ids`` (node ids) and
-``io`` (safetensors, atomic writes) serve them all; ``demo`` holds the embedded demo model,
-tiny models of every family and the demo's training script.
+Where each concept lives, in the order data flows (a module imports only from its own line or
+lines above it; ``tests/test_structure.py`` holds the same floors):
+
+* ``checks``, ``ids``, ``io``, ``tokens`` — argument checks, node ids, safe writes, readable tokens
+* ``architectures``, ``transcoders``, ``dashboards`` — where each family reads and writes; the
+  transcoder and its file formats; Neuronpedia feature pages
+* ``backend`` — local or remote execution (nnsight)
+* ``tracing`` — the clean capture and the frozen linear trace
+* ``replacement`` — the replacement model's core (runs, logits, unembedding)
+* ``contexts``, ``interventions`` — top-activating contexts; clamps, steering, frozen and free runs
+* ``latents`` — features labelled by known latents (precision, recall, F1, mutual information)
+* ``graph``, ``validation``, ``experiments`` — the graph's tables, maths, files and exports; its
+  claims tested by perturbation; swaps and activation patching with random controls
+* ``attribution``, ``model`` — ``attribute`` (targets, rows, schedule, assembly); the model façade
+* ``attention``, ``pretrained``, ``demo`` — attention edges by head; local folders; the demo world
+* ``loading``, ``views`` — ``load_model``; the widget and the standalone page
+* ``cli`` — the command line
 """
 
 from .architectures import ARCHITECTURES, Architecture

@@ -1,6 +1,7 @@
 """The package's shape, checked: every module imports on its own, imports of sibling modules
 sit at the top of a module (none hidden in functions to break a cycle), the import graph has
-no cycle, no function is over 60 lines nor any class over 250, and ruff and mypy (configured in
+no cycle and runs down the data flow (no module imports one on a floor above its own), no
+function is over 60 lines nor any class over 250, and ruff and mypy (configured in
 pyproject.toml) are clean."""
 
 import ast
@@ -83,6 +84,30 @@ def test_the_import_graph_has_no_cycle():
         if m not in state:
             walk(m)
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+#: the package's floors, bottom first (as its docstring lists them): a module imports only from its
+#: own floor or floors below
+FLOORS = [["checks", "ids", "io", "tokens"], ["architectures", "transcoders", "dashboards"], ["backend"],
+          ["tracing"], ["replacement"], ["contexts", "interventions"], ["latents"],
+          ["graph", "validation", "experiments"], ["attribution", "model"], ["attention", "pretrained", "demo"],
+          ["loading", "views"], ["cli"], ["__main__", "__init__"]]
+FLOOR = {unit: i for i, units in enumerate(FLOORS) for unit in units}
+
+
+def _unit(module: str) -> str:
+    return module.split(".")[1] if "." in module else "__init__"
+
+
+def test_imports_run_down_the_data_flow():
+    """Every unit has a floor and the package docstring names it; no import goes up a floor."""
+    units = {_unit(m) for m in MODULES}
+    assert units == set(FLOOR), f"units without a floor: {sorted(units - set(FLOOR))}"
+    import attribution_nb
+    assert all(f"``{u}``" in attribution_nb.__doc__ for u in units - {"__init__", "__main__"})
+    up = [f"{m} (floor {FLOOR[_unit(m)]}) imports {t} (floor {FLOOR[_unit(t)]})" for m, p in MODULES.items()
+          for t, _, _ in _package_imports(m, p) if FLOOR[_unit(t)] > FLOOR[_unit(m)]]
+    assert not up, "imports up the house:\n" + "\n".join(up)
 
 
 #: run in a fresh interpreter: load the third-party libraries once, then import each module

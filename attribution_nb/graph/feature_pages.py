@@ -20,7 +20,6 @@ import torch
 
 from ..contexts import _activations
 from ..tokens import piece_bytes
-from ..views.payload import feature_details
 
 
 def cantor(x: int, y: int) -> int:
@@ -50,7 +49,7 @@ def feature_pages(graph, model, *, scan: str, n_contexts: int = 4) -> dict[int, 
     """``{cantor index: page}`` for every feature of ``graph`` (see the module's docstring)."""
     feats = graph.nodes[graph.nodes.kind == "feature"]
     first = feats.drop_duplicates(["layer", "feature"])
-    details = feature_details(graph, model, first.node_id, k=8)
+    tokens = _token_effects(model, list(zip(first.layer.astype(int), first.feature.astype(int))), k=8)
     wanted = []                                   # (layer, feature, context text, token ids)
     for layer, f in zip(first.layer.astype(int), first.feature.astype(int)):
         texts = [t for t in (_plain(str(text)) for text, _ in model.feature_contexts.get((layer, f), [])) if t]
@@ -69,14 +68,27 @@ def feature_pages(graph, model, *, scan: str, n_contexts: int = 4) -> dict[int, 
                 examples.append({"tokens": strings, "tokens_acts_list": [round(float(x), 4) for x in a],
                                  "train_token_ind": len(strings) - 1, "is_repeated_datapoint": False})
                 top = max(top, *a)
-        d = details.get(nid, {})
+        promotes, suppresses = tokens[(layer, f)]
         pages[cantor(layer, f)] = {
             "transcoder_id": scan, "index": cantor(layer, f), "layer": layer, "feature": f,
-            "label": str(graph.node(nid).label or ""), "latent": d.get("latent", ""),
+            "label": str(graph.node(nid).label or ""), "latent": model.feature_latents.get((layer, f), ""),
             "examples_quantiles": [{"quantile_name": "Top activations", "examples": examples}] if examples else [],
-            "top_logits": [t for t, _ in d.get("promotes", [])], "bottom_logits": [t for t, _ in d.get("suppresses", [])],
+            "top_logits": promotes, "bottom_logits": suppresses,
             "act_min": 0.0, "act_max": float(top) if top > 0 else 1.0}
     return pages
+
+
+def _token_effects(model, features: list[tuple[int, int]], k: int) -> dict:
+    """``{(layer, feature): (promoted tokens, suppressed tokens)}`` through the demeaned unembedding."""
+    by_layer: dict[int, list[int]] = defaultdict(list)
+    for layer, f in features:
+        by_layer[layer].append(f)
+    out = {}
+    for layer, fs in by_layer.items():
+        _, top, _, bottom = model.token_effects(layer, fs, k)
+        for r, f in enumerate(fs):
+            out[(layer, f)] = (model.token_strings(top[r].tolist()), model.token_strings(bottom[r].tolist()))
+    return out
 
 
 def _context_activations(model, wanted: list) -> list[list[float]]:

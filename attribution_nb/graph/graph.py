@@ -3,8 +3,9 @@
 It keeps its nodes in one order (features, error nodes, token nodes, logit nodes) and a
 sparse adjacency ``A`` (scipy CSR) with ``A[target, source]`` = the direct effect of the
 source on the target.  The maths is in :mod:`.maths` (pure functions), the file format in
-:mod:`.files`, the Neuronpedia export in :mod:`.neuronpedia`, the standalone page in
-:mod:`attribution_nb.views.page`.
+:mod:`.files`, the Neuronpedia export in :mod:`.neuronpedia`. The standalone page is written by
+:mod:`attribution_nb.views.page`, which registers itself in :data:`PAGE_WRITERS` (the graph
+sits below the views in the data flow and never imports them).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import torch
 from ..checks import as_int
 from ..ids import EXAMPLES, KINDS
 from ..io import encodable
-from ..views.page import graph_to_html
 from .files import NODE_COLUMNS, read_graph, save_graph, sniff
 from .from_json import read_graph_json
 from .maths import (_mask_entries, _row_sums, as_csr, completeness_score, compute_influence, entry_rows,
@@ -44,6 +44,9 @@ def _needs_every_edge(info: dict) -> None:
                          f"writer kept (pruned at node threshold {info.get('node_threshold')}); pruning needs the full "
                          f"edge set: attribute the prompt again to prune at other thresholds")
 
+
+#: page writers by format, registered by the views (``"html"``: :func:`attribution_nb.views.page.graph_to_html`)
+PAGE_WRITERS: dict = {}
 
 class AttributionGraph:
     """An attribution graph for one prompt: ``nodes``, ``edges`` and ``logits`` tables.
@@ -275,7 +278,9 @@ class AttributionGraph:
     def to_html(self, path: str | os.PathLike, **kwargs) -> str:
         """Write a standalone HTML page (plotly bundled, no Python needed) whose sliders prune
         this graph exactly as :meth:`prune` does; see :func:`attribution_nb.views.page.graph_to_html`."""
-        return graph_to_html(self, path, **kwargs)
+        if "html" not in PAGE_WRITERS:
+            raise RuntimeError("the standalone page is written by attribution_nb.views.page: import attribution_nb")
+        return PAGE_WRITERS["html"](self, path, **kwargs)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the graph to one safetensors file (tensors) with its tables as JSON metadata."""

@@ -12,6 +12,7 @@ import os
 from string import Template
 
 from ..checks import as_float, as_int
+from ..graph.graph import PAGE_WRITERS
 from ..io import write_text
 from .payload import graph_payload
 
@@ -62,3 +63,6 @@ def graph_to_html(graph, path: str | os.PathLike, *, model=None, node_threshold:
         data=script_json(data), js=view_script(), state=script_json(state))
     write_text(path, text)
     return os.fspath(path)
+
+
+PAGE_WRITERS["html"] = graph_to_html
