@@ -119,7 +119,7 @@ def _couplets(rng: random.Random, heldout: dict, split: dict, per_word: int = 40
         rhymes = [w for w in words if RHYME_CLASS[w] == RHYME_CLASS[w1] and w != w1]
         return f"{rng.choice(FILLERS)} a {rng.choice(ADJECTIVES)} {rng.choice(rhymes)} .".strip()
     for w1 in words:
-        train += [f"rhyme : {w1} , {line2(w1)}" for _ in range(per_word // 2)]
+        train += [f"rhyme : {w1} , {line2(w1)}" for _ in range(per_word // 4)]
         others = [w for w in words if RHYME_CLASS[w] != RHYME_CLASS[w1] and w not in held]
         if w1 in held:
             for d in rng.sample(others, 4):
