@@ -302,15 +302,9 @@ def _source_sides(model, tokens, maps: HeadMaps, q: int, k: int, batch_size: int
     cap, _ = graph_capture(model, tokens, bos_features)
     active = ActiveFeatures.of(cap.activations)
     hd = maps.Mq.shape[1]
-    engine = RowEngine(model, cap, active, min(batch_size, 2 * hd))
-    engine.read_attention = True
-    engine.buckets = [engine.T]
+    engine = RowEngine(model, cap, active, min(batch_size, 2 * hd), read_attention=True, buckets=[len(tokens)])
     store = RowStore()
-
-    class _Quiet:
-        def update(self, n):
-            pass
-    runner = RowRunner(model.backend, engine, store, _Quiet())
+    runner = RowRunner(model.backend, engine, store)
     model.backend.prepare(engine)
     keys = [("q", j) for j in range(hd)] + [("k", j) for j in range(hd)]
     vectors = torch.cat([maps.Mq[q], maps.Mk[k]]).float()
@@ -319,13 +313,7 @@ def _source_sides(model, tokens, maps: HeadMaps, q: int, k: int, batch_size: int
     U, V = rows[:hd].T, rows[hd:].T
     u0 = maps.query(q).numpy() - U.sum(0)
     v0 = maps.key(k).numpy() - V.sum(0)
-    L, T = engine.L, engine.T
-    ids = np.array([NodeId.for_feature(int(la), int(p), int(f)) for la, p, f in
-                    zip(active.layer, active.position, active.index)]
-                   + [NodeId.for_error(la, p) for la in range(L) for p in range(T)]
-                   + [NodeId.for_token(p, int(tokens[p])) for p in range(T)], dtype=object)
-    kinds = np.array(["feature"] * len(active) + ["error"] * (L * T) + ["token"] * T, dtype=object)
-    return U, u0, V, v0, ids, kinds
+    return U, u0, V, v0, engine.layout.ids(active, tokens), engine.layout.kinds()
 
 
 def _patterns(hf_model, tokens: torch.Tensor) -> list[torch.Tensor]:

@@ -101,7 +101,7 @@ def attribute(model: ReplacementCore, prompt, *, targets=None, max_n_logits: int
             "rows": rows, "feature_rows": len(visited), "features_without_rows": len(rowless),
             "prune_thresholds": list(prune_thresholds), "bos_features_left_out": n_bos, **how,
             "timings": clock.timings, "replacement_logits_max_abs_diff": replacement_diff}
-    graph = assemble(model, prompt, cap, active, visited, store, engine.n_sources, goals, info,   # 5. graph
+    graph = assemble(model, prompt, cap, active, visited, store, engine.layout, goals, info,   # 5. graph
                      rowless=rowless)
     clock.lap("assemble", total=True)
     return graph

@@ -186,12 +186,11 @@ class Sweep:
         self.store, self.compute, self.engine = store, compute, engine
         self.adaptive, self.thresholds = adaptive, thresholds
         self.n_active, self.n_logits = len(active), len(goals_w)
-        L, T = engine.L, engine.T
+        L = engine.L
         self.w = np.concatenate([np.zeros(engine.n_sources), goals_w])
         self.layer = np.concatenate([engine.src_layer.numpy(), np.full(self.n_logits, L)])
         self.position = np.concatenate([engine.src_pos.numpy(), goal_pos])
-        self.kinds = np.array(["feature"] * self.n_active + ["error"] * (L * T) + ["token"] * T
-                              + ["logit"] * self.n_logits, dtype=object)
+        self.kinds = engine.layout.kinds(self.n_logits)
         self.ranked = np.flatnonzero(np.isin(self.kinds, ("feature", "error")))
         self.received = np.zeros(len(self.w))
         self.visited = np.zeros(self.n_active, dtype=bool)

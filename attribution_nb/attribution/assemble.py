@@ -8,22 +8,22 @@ import torch
 
 from ..graph import NODE_COLUMNS, AttributionGraph
 from ..ids import NodeId
-from .rows import ActiveFeatures
+from .rows import ActiveFeatures, SourceLayout
 
 
-def assemble(model, prompt, cap, active: ActiveFeatures, visited: np.ndarray, store, n_sources: int,
+def assemble(model, prompt, cap, active: ActiveFeatures, visited: np.ndarray, store, layout: SourceLayout,
              goals: list, info: dict, rowless: np.ndarray | None = None) -> AttributionGraph:
     """Nodes = kept features (in active order) + error nodes + token nodes + target nodes
     (logits and custom targets, kind ``logit``).  Features in ``rowless`` are nodes without
     incoming edges (sources only); other unvisited features are left out."""
-    L, T, _ = cap.mlp_in.shape
-    n_active, n_logits = len(active), len(goals)
+    L, T = layout.n_layers, layout.n_positions
+    n_logits = len(goals)
     has_row = set(visited.tolist())
     order = np.sort(np.concatenate([visited, rowless if rowless is not None else np.zeros(0, np.int64)]))
     n_keep = len(order)
-    col_map = np.full(n_sources, -1, dtype=np.int32)
+    col_map = np.full(layout.n_sources, -1, dtype=np.int32)
     col_map[order] = np.arange(n_keep)
-    col_map[n_active:] = np.arange(n_keep, n_keep + L * T + T)
+    col_map[layout.n_features:] = np.arange(n_keep, n_keep + layout.n_errors + T)
     row_keys = [i if i in has_row else None for i in order.tolist()] + [None] * (L * T + T) \
         + [("logit", i) for i in range(n_logits)]
     adjacency = store.csr(row_keys, n_keep + L * T + T + n_logits, col_map)
@@ -58,8 +58,7 @@ def node_table(model, cap, kept: ActiveFeatures, logits_df: pd.DataFrame) -> pd.
         "token": [toks[p] for p in pos_l], "feature": feat_l, "activation": kept.activation.double().tolist(),
         "label": [labels.get((l, f), "") for l, f in zip(layer_l, feat_l)],
     }
-    err_l = [l for l in range(L) for _ in range(T)]
-    err_p = [p for _ in range(L) for p in range(T)]
+    err_l, err_p = SourceLayout(len(kept), L, T).error_cells()
     error_rows = {
         "node_id": [NodeId.for_error(l, p) for l, p in zip(err_l, err_p)], "kind": ["error"] * (L * T),
         "layer": err_l, "position": err_p, "token": [toks[p] for p in err_p], "feature": [None] * (L * T),

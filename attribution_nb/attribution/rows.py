@@ -16,9 +16,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..backend import model_device, to_device
+from ..ids import NodeId
 from ..tracing import LinearTrace, linear_trace
 
 #: prompts at least this long run feature rows on prefix traces (eight prefix lengths)
@@ -48,6 +50,49 @@ class ActiveFeatures:
 
     def take(self, order) -> ActiveFeatures:
         return ActiveFeatures(self.layer[order], self.position[order], self.index[order], self.activation[order])
+
+
+@dataclass(frozen=True)
+class SourceLayout:
+    """The order of a run's source nodes, owned here: the active features (in active order), then
+    one error node per layer × position (layer-major), then one token node per position. The row
+    engine, the adaptive sweep, the graph's assembly and the attention tables index sources so."""
+
+    n_features: int
+    n_layers: int
+    n_positions: int
+
+    @property
+    def n_errors(self) -> int:
+        return self.n_layers * self.n_positions
+
+    @property
+    def n_sources(self) -> int:
+        return self.n_features + self.n_errors + self.n_positions
+
+    def error_cells(self) -> tuple[list[int], list[int]]:
+        """(layers, positions) of the error nodes, in order."""
+        L, T = self.n_layers, self.n_positions
+        return [la for la in range(L) for _ in range(T)], [p for _ in range(L) for p in range(T)]
+
+    def columns(self, active: ActiveFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each source's layer (−1 for tokens) and position."""
+        L, T = self.n_layers, self.n_positions
+        return (torch.cat([active.layer, torch.arange(L).repeat_interleave(T), torch.full((T,), -1)]),
+                torch.cat([active.position, torch.arange(T).repeat(L), torch.arange(T)]))
+
+    def kinds(self, n_targets: int = 0) -> np.ndarray:
+        """Each source's kind, then ``n_targets`` target ("logit") nodes."""
+        return np.array(["feature"] * self.n_features + ["error"] * self.n_errors + ["token"] * self.n_positions
+                        + ["logit"] * n_targets, dtype=object)
+
+    def ids(self, active: ActiveFeatures, token_ids) -> np.ndarray:
+        """Each source's node id."""
+        errors = zip(*self.error_cells())
+        return np.array([NodeId.for_feature(int(la), int(p), int(f))
+                         for la, p, f in zip(active.layer, active.position, active.index)]
+                        + [NodeId.for_error(la, p) for la, p in errors]
+                        + [NodeId.for_token(p, int(token_ids[p])) for p in range(self.n_positions)], dtype=object)
 
 
 @dataclass(frozen=True)
@@ -113,18 +158,21 @@ class Segments:
 class RowEngine:
     """Computes sparse rows (see the module docstring) for ≤ ``batch`` targets per backward pass."""
 
-    def __init__(self, model, cap, active: ActiveFeatures, batch: int):
+    def __init__(self, model, cap, active: ActiveFeatures, batch: int, *, read_attention: bool = False,
+                 buckets: list[int] | None = None):
+        """``read_attention``: targets read the residual before a layer's attention, not its MLP
+        input; ``buckets``: the prefix lengths a batch may run on (default: steps of the prompt)."""
         L, T, d = cap.mlp_in.shape
         self.L, self.T, self.batch = L, T, batch
         # what the linear trace needs, and nothing more (a remote request carries this object)
         self.envoy, self.arch, self.skips = model.nn, model.architecture, model.transcoders.skip_weights()
         self.cap = cap.trace_inputs()
         self.trace: LinearTrace | None = None     # traced on first use (on the server, for a remote model)
-        self.read_attention = False   # targets read the residual before a layer's attention, not its MLP input
+        self.read_attention = read_attention
         self.length: int | None = None
         # prefix lengths a batch may run on: a target at position p only needs positions ≤ p
-        self.buckets = sorted({math.ceil(T * k / PREFIX_STEPS) for k in range(1, PREFIX_STEPS + 1)}) \
-            if T >= PREFIX_MIN_TOKENS else [T]
+        self.buckets = buckets or (sorted({math.ceil(T * k / PREFIX_STEPS) for k in range(1, PREFIX_STEPS + 1)})
+                                   if T >= PREFIX_MIN_TOKENS else [T])
         self.layer_starts, self.writes = [], []
         self._segments: list[Segments] | None = None   # built from the writes where the model is
         start = 0
@@ -138,9 +186,9 @@ class RowEngine:
             self.writes.append((writes, torch.bincount(active.position[sl], minlength=T)))
             start += n_l
         self.n_features = start
-        self.n_sources = start + L * T + T
-        self.src_layer = torch.cat([active.layer, torch.arange(L).repeat_interleave(T), torch.full((T,), -1)])
-        self.src_pos = torch.cat([active.position, torch.arange(T).repeat(L), torch.arange(T)])
+        self.layout = SourceLayout(start, L, T)
+        self.n_sources = self.layout.n_sources
+        self.src_layer, self.src_pos = self.layout.columns(active)
 
     def _move_to_model(self) -> None:
         """Put the products' operands where the model is (a remote server's GPU, say)."""
@@ -243,7 +291,8 @@ class RowRunner:
     """Feeds targets to a :class:`RowEngine` in jobs of ``batch``, grouped into requests as the
     backend says (one job at a time here; all in one request remotely), and files the rows."""
 
-    def __init__(self, backend, engine: RowEngine, store, bar):
+    def __init__(self, backend, engine: RowEngine, store, bar=None):
+        """``bar``: a progress bar (``update(n)``), or None."""
         self.backend, self.engine, self.store, self.bar = backend, engine, store, bar
 
     def __call__(self, keys: list, layers, positions, vectors, logits: bool = False):
@@ -262,5 +311,6 @@ class RowRunner:
             last = found if want else last
             for s, piece in zip(group, pieces):
                 self.store.add(keys[s], piece)
-            self.bar.update(sum(len(keys[s]) for s in group))
+            if self.bar is not None:
+                self.bar.update(sum(len(keys[s]) for s in group))
         return last

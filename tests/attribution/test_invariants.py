@@ -164,3 +164,24 @@ def test_prefix_traces_give_the_same_graph(monkeypatch):
     assert a.nnz == b.nnz and (a.indices == b.indices).all() and (a.indptr == b.indptr).all()
     np.testing.assert_allclose(b.data, a.data, rtol=1e-4, atol=1e-6 * float(np.abs(a.data).max()))
     assert prefixed.info["replacement_logits_max_abs_diff"] < 1e-4
+
+
+def test_the_source_layout_is_the_graph_s_node_order():
+    """One owner of the node order: a graph with every feature has exactly the layout's sources
+    (ids, kinds, layers, positions) followed by its targets."""
+    from attribution_nb.attribution import graph_capture
+    from attribution_nb.attribution.rows import ActiveFeatures, SourceLayout
+    model = tiny_model("llama", seed=2, d_features=64)
+    graph = anb.attribute(model, PROMPT, rows="all", progress=False)
+    cap, _ = graph_capture(model, model.tokenize(PROMPT))
+    active = ActiveFeatures.of(cap.activations)
+    L, T = model.n_layers, len(cap.tokens)
+    layout = SourceLayout(len(active), L, T)
+    n = layout.n_sources
+    assert len(graph.nodes) == n + len(graph.logits)
+    assert list(graph.nodes.node_id[:n]) == list(layout.ids(active, cap.tokens))
+    assert list(graph.nodes.kind) == list(layout.kinds(len(graph.logits)))
+    layer, position = layout.columns(active)
+    assert graph.nodes.layer[:n].tolist() == layer.tolist() and graph.nodes.position[:n].tolist() == position.tolist()
+    errors = graph.nodes[graph.nodes.kind == "error"]
+    assert (errors.layer.tolist(), errors.position.tolist()) == layout.error_cells()
