@@ -94,12 +94,12 @@ def attribute(model: ReplacementCore, prompt, *, targets=None, max_n_logits: int
                   torch.stack([g.vector.double() for g in goals]), logits=True)
     replacement_diff = float((model.softcap(last.to(cap.logits.device)) - cap.logits[-1]).abs().max())
     clock.lap("logit_rows")
-    visited, rowless, how = _feature_rows(model, runner, active, goals, n_keep, rows, prune_thresholds)   # 4.
+    visited, rowless, notes = _feature_rows(model, runner, active, goals, n_keep, rows, prune_thresholds)   # 4.
     bar.close()
     clock.lap("feature_rows")
     info = {"n_active_features": len(active), "max_feature_nodes": max_feature_nodes, "batch_size": batch,
             "rows": rows, "feature_rows": len(visited), "features_without_rows": len(rowless),
-            "prune_thresholds": list(prune_thresholds), "bos_features_left_out": n_bos, **how,
+            "prune_thresholds": list(prune_thresholds), "bos_features_left_out": n_bos, **notes,
             "timings": clock.timings, "replacement_logits_max_abs_diff": replacement_diff}
     graph = assemble(model, prompt, cap, active, visited, store, engine.layout, goals, info,   # 5. graph
                      rowless=rowless)
@@ -131,8 +131,8 @@ def _feature_rows(model, runner: RowRunner, active: ActiveFeatures, goals: list,
     sweep.run()
     if rows == "adaptive":
         sweep.finish()
-    how = {"certificate": sweep.certificate.reason or "proved" if sweep.certificate else "every row computed"}
-    return np.flatnonzero(sweep.visited), np.flatnonzero(~sweep.visited), how
+    notes = {"certificate": sweep.certificate.reason or "proved" if sweep.certificate else "every row computed"}
+    return np.flatnonzero(sweep.visited), np.flatnonzero(~sweep.visited), notes
 
 
 #: the linear trace keeps about this many float32 [layers, tokens, d_model] tensors per prompt copy
