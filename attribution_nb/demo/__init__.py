@@ -14,6 +14,7 @@ import os
 import warnings
 
 import pandas as pd
+from transformers.utils import logging as hf_logging
 
 from ..latents import LATENT_COLUMNS, attach_latent_labels
 from ..model import ReplacementModel
@@ -32,7 +33,13 @@ def load_demo_model(folder: str = DEMO_DIR) -> ReplacementModel:
         warnings.warn("the trained demo model is not shipped yet: using a tiny random Llama with random "
                       "transcoders (graphs are well-formed but carry no meaning)", stacklevel=2)
         return tiny_model("llama", seed=0)
-    model = load_pretrained(folder, os.path.join(folder, "transcoders"), name="demo")
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()           # a 4 MB model: no "Loading weights" bar in every notebook
+    try:
+        model = load_pretrained(folder, os.path.join(folder, "transcoders"), name="demo")
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     with open(os.path.join(folder, "features.json"), encoding="utf-8") as f:
         features = json.load(f)
 
