@@ -50,6 +50,11 @@ def load_transcoder(path, *, layout: str | None = None) -> Transcoder:
     for fmt in FORMATS.values():
         if fmt.detect(probe):
             return fmt.load(probe)
+    if probe.is_dir:
+        held = sorted(os.listdir(probe.path))
+        raise ValueError(f"{probe.path}: unknown transcoder layout: a folder holding {held[:8]}"
+                         f"{' …' if len(held) > 8 else ''}; expected sae_weights.safetensors and cfg.json (sae-lens) "
+                         f"or sae.safetensors and cfg.json (sparsify)")
     raise ValueError(f"{probe.path}: unknown transcoder layout: tensors {sorted(probe.tensors)}; expected "
                      f"W_enc/W_dec/b_enc/b_dec (attribution_nb, circuit-tracer) or w_enc/w_dec (GemmaScope 2)")
 

@@ -26,7 +26,8 @@ UNSUPPORTED = {"normalize_activations": "none", "reshape_activations": "none", "
 
 
 def detect(probe: Probe) -> bool:
-    return probe.has("sae_weights.safetensors") or (probe.is_dir and not probe.has("sae.safetensors"))
+    """A folder holding sae-lens's weights file (sae-lens names its files; nothing else is claimed)."""
+    return probe.has("sae_weights.safetensors")
 
 
 def load(probe: Probe) -> Transcoder:
