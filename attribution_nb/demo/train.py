@@ -458,6 +458,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--features", type=int, default=1024)
     ap.add_argument("--k", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model-seed", type=int, default=None,
+                    help="seed of the model's initialisation and batches (default: --seed); the world and its "
+                         "held-out splits stay those of --seed")
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--relabel", action="store_true",
                     help="only label the features of the model already in --out again (features.json)")
@@ -477,7 +480,8 @@ def main(argv=None) -> dict:
     tokenizer = word_tokenizer(vocabulary(world))
     print(f"corpus: {len(world['train'])} training sentences, vocabulary {len(tokenizer)}; held out: "
           + ", ".join(f"{k} {len(v)}" for k, v in world["heldout"].items()))
-    model, history = train_model(world, tokenizer, args.steps, args.seed, args.weight_decay)
+    model_seed = args.seed if args.model_seed is None else args.model_seed
+    model, history = train_model(world, tokenizer, args.steps, model_seed, args.weight_decay)
     accuracy = {"val": evaluate(model, tokenizer, world, "val"), "test": evaluate(model, tokenizer, world, "test"),
                 "all": evaluate(model, tokenizer, world)}
     print("model (checkpoint chosen on val):", accuracy)
@@ -494,7 +498,7 @@ def main(argv=None) -> dict:
         print(f"transcoder {l}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()))
     TranscoderSet(tcs).save(os.path.join(args.out, "transcoders"))
     latent_report = write_labels(args.out, world, model, tokenizer, tcs)
-    report = {"seed": args.seed, "steps": args.steps, "accuracy": accuracy, "transcoders": tc_stats,
+    report = {"seed": args.seed, "model_seed": model_seed, "steps": args.steps, "accuracy": accuracy, "transcoders": tc_stats,
               "history": history, "heldout": world["heldout"], "split": world["split"], "n_train": len(world["train"]),
               "latents": latent_report, "seconds": time.time() - t0}
     with open(os.path.join(args.out, "world.json"), "w") as f:
