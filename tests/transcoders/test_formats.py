@@ -187,8 +187,8 @@ def test_bad_files_say_what_is_wrong(tmp_path):
         load_transcoder(path)
     folder = tmp_path / "a folder"
     folder.mkdir()
-    (folder / "cfg.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"a folder holding \['cfg.json'\]; expected sae_weights.safetensors"):
+    (folder / "weights.bin").write_bytes(b"\0" * 8)
+    with pytest.raises(ValueError, match=r"a folder holding \['weights.bin'\]; expected sae_weights.safetensors"):
         load_transcoder(folder)                          # no layout claims a folder without its weights file
     np.savez(tmp_path / "params.npz", W_enc=np.zeros((D, F)), W_dec=np.zeros((F, D)))
     with pytest.raises(ValueError, match=r"params.npz.*missing \['b_enc', 'b_dec', 'threshold'\]"):

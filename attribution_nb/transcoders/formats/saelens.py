@@ -26,8 +26,9 @@ UNSUPPORTED = {"normalize_activations": "none", "reshape_activations": "none", "
 
 
 def detect(probe: Probe) -> bool:
-    """A folder holding sae-lens's weights file (sae-lens names its files; nothing else is claimed)."""
-    return probe.has("sae_weights.safetensors")
+    """A folder holding sae-lens's weights file, or its cfg.json without sparsify's weights (so a
+    damaged sae-lens folder is named as one); any other folder is left unclaimed."""
+    return probe.has("sae_weights.safetensors") or (probe.has("cfg.json") and not probe.has("sae.safetensors"))
 
 
 def load(probe: Probe) -> Transcoder:
