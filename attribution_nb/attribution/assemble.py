@@ -16,17 +16,17 @@ def assemble(model, prompt, cap, active: ActiveFeatures, visited: np.ndarray, st
     """Nodes = kept features (in active order) + error nodes + token nodes + target nodes
     (logits and custom targets, kind ``logit``).  Features in ``rowless`` are nodes without
     incoming edges (sources only); other unvisited features are left out."""
-    L, T = layout.n_layers, layout.n_positions
     n_logits = len(goals)
+    n_fixed = layout.n_errors + layout.n_positions           # error and token nodes: always kept
     has_row = set(visited.tolist())
     order = np.sort(np.concatenate([visited, rowless if rowless is not None else np.zeros(0, np.int64)]))
     n_keep = len(order)
     col_map = np.full(layout.n_sources, -1, dtype=np.int32)
     col_map[order] = np.arange(n_keep)
-    col_map[layout.n_features:] = np.arange(n_keep, n_keep + layout.n_errors + T)
-    row_keys = [i if i in has_row else None for i in order.tolist()] + [None] * (L * T + T) \
+    col_map[layout.n_features:] = np.arange(n_keep, n_keep + n_fixed)
+    row_keys = [i if i in has_row else None for i in order.tolist()] + [None] * n_fixed \
         + [("logit", i) for i in range(n_logits)]
-    adjacency = store.csr(row_keys, n_keep + L * T + T + n_logits, col_map)
+    adjacency = store.csr(row_keys, n_keep + n_fixed + n_logits, col_map)
     customs = iter(range(n_logits))
     logits = pd.DataFrame({"token": [g.name for g in goals],
                            "token_id": pd.array([g.token_id for g in goals], dtype="Int64"),
@@ -40,7 +40,7 @@ def assemble(model, prompt, cap, active: ActiveFeatures, visited: np.ndarray, st
     graph = AttributionGraph(
         prompt=prompt if isinstance(prompt, str) else model.tokenizer.decode(tokens.tolist()),
         tokens=model.prompt_strings(tokens), token_ids=tokens.tolist(), nodes=nodes, adjacency=adjacency,
-        logits=logits, n_layers=L, model_name=model.name, info=info)
+        logits=logits, n_layers=layout.n_layers, model_name=model.name, info=info)
     graph.nodes["influence"] = graph.influence()
     return graph
 

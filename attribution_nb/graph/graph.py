@@ -48,6 +48,7 @@ def _needs_every_edge(info: dict) -> None:
 #: page writers by format, registered by the views (``"html"``: :func:`attribution_nb.views.page.graph_to_html`)
 PAGE_WRITERS: dict = {}
 
+
 class AttributionGraph:
     """An attribution graph for one prompt: ``nodes``, ``edges`` and ``logits`` tables.
 
