@@ -72,7 +72,8 @@ def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int
 
     torch.set_num_threads(2)
     arch = json.load(open(os.path.join(folder, "config.json")))["model_type"]
-    hooks = {"llama": ("mlp.hook_in", "mlp.hook_out"), "gemma2": ("ln2.hook_normalized", "hook_mlp_out")}[arch]
+    hooks = {"llama": ("mlp.hook_in", "mlp.hook_out"), "qwen3": ("mlp.hook_in", "mlp.hook_out"),
+             "gemma2": ("ln2.hook_normalized", "hook_mlp_out")}[arch]
     tcs = {}
     n_layers = json.load(open(os.path.join(folder, "transcoders", "index.json")))["n_layers"]
     for layer in range(n_layers):
@@ -179,6 +180,23 @@ REAL_PROMPTS = {
          "at night would see the beam sweep across the water and know that the harbour lay safely to the north, "
          "beyond the"),
 }
+#: natural text for prompts longer than the table's (bench/scaling.py --model: its first n − 1 tokens)
+LONG_TEXT = (
+    "The old lighthouse keeper climbed the spiral stairs every evening at dusk. He lit the great lamp, wound "
+    "the clockwork that turned the lens, and wrote the weather in his log. Ships passing the rocks at night "
+    "would see the beam sweep across the water and know that the harbour lay safely to the north. In winter "
+    "the storms came in from the west, and the waves broke so high against the tower that salt crusted the "
+    "windows of the lamp room. On those nights he did not sleep at all; he sat by the stove with a pot of tea, "
+    "listening to the wind and counting the seconds between the flashes of the lighthouse on the far headland. "
+    "His daughter, who taught at the village school, came out on the supply boat every second Sunday with "
+    "bread, letters and newspapers that were already a week old. She asked him once whether he was lonely. He "
+    "said that a man who keeps a light is never alone, because somewhere out in the dark there is always "
+    "someone looking for it. Years later, when the light was automated and the keepers were sent ashore, she "
+    "found his logbooks in a box in the attic: forty years of wind, rain, fog and the names of ships, written "
+    "in the same careful hand, and on the last page a single line that said the lamp had been lit as usual, "
+    "the sea was calm, and the visibility was good all the way to the horizon and beyond. She read it twice, "
+    "closed the book, and decided to take the whole collection to the maritime museum in the city, where the "
+    "curator promised to keep them together on one shelf, under a small brass plate with his name.")
 CALIBRATION = ("Rain fell on the quiet town all night. In the morning the children ran to school, the baker opened "
                "his shop, and the river rose above the old stone bridge. Scientists measure the speed of light in "
                "a vacuum as nearly three hundred thousand kilometres per second.")
@@ -232,6 +250,61 @@ def build_real_case(features: int, active_per_token: float = 10.0, seed: int = 0
     tcs.save(os.path.join(folder, "transcoders"))
     open(os.path.join(folder, "done"), "w").close()
     return folder
+
+
+#: Qwen3-0.6B's published config (Qwen/Qwen3-0.6B, config.json): 28 layers, d_model 1024,
+#: 16 query heads and 8 key-value heads of 128, MLP 3,072, q/k norms, rotary base 1e6, tied embeddings
+QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                 num_key_value_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=40960,
+                 rms_norm_eps=1e-6, rope_theta=1_000_000.0, tie_word_embeddings=True, hidden_act="silu",
+                 attention_bias=False, initializer_range=0.02)
+
+
+def build_qwen_case(features: int, active_per_token: float = 10.0, seed: int = 0) -> str:
+    """A Qwen3-0.6B-shaped model (its real config, :data:`QWEN3_06B`) with seeded random weights,
+    built offline and saved as a Hugging Face folder both tools read, with SmolLM2's tokenizer
+    (its ids all fall inside Qwen3's vocabulary; cost does not depend on which ids a prompt
+    has), and seeded random JumpReLU transcoders of ``features`` per layer calibrated as in
+    :func:`build_real_case`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
+
+    from attribution_nb.transcoders import calibrated_transcoders, mlp_inputs_on
+    smol = build_real_case(2048)                        # for its tokenizer files
+    base = os.path.join(WORK, "qwen3-0.6b")
+    tok = AutoTokenizer.from_pretrained(smol)
+    if not os.path.exists(os.path.join(base, "done")):
+        torch.manual_seed(seed)
+        config = Qwen3Config(**QWEN3_06B, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+        hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        hf.save_pretrained(base)
+        cfg_path = os.path.join(base, "config.json")      # transformers 4 (circuit-tracer's) reads rope_theta
+        cfg = json.load(open(cfg_path))
+        cfg["rope_theta"] = QWEN3_06B["rope_theta"]
+        json.dump(cfg, open(cfg_path, "w"), indent=1)
+        tok.save_pretrained(base)
+        _old_tokenizer_class(base)
+        open(os.path.join(base, "done"), "w").close()
+    folder = os.path.join(WORK, f"qwen3-0.6b-{features}-{seed}")
+    if os.path.exists(os.path.join(folder, "done")):
+        return folder
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(base):
+        if name != "done" and not os.path.exists(os.path.join(folder, name)):
+            os.symlink(os.path.join(base, name), os.path.join(folder, name))
+    hf = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    inputs = mlp_inputs_on(hf, [tok.bos_token_id, *tok(CALIBRATION)["input_ids"]])
+    del hf
+    calibrated_transcoders(inputs, features, active_per_token=active_per_token, seed=seed).save(
+        os.path.join(folder, "transcoders"))
+    open(os.path.join(folder, "done"), "w").close()
+    return folder
+
+
+#: --real-model: what the header says, and the function that builds a case of n features per layer
+REAL_MODELS = {"smollm2": ("SmolLM2-135M (30 layers, d_model 576)", build_real_case),
+               "qwen3-0.6b": ("Qwen3-0.6B's shape (28 layers, d_model 1024, 16/8 heads of 128, MLP 3,072; "
+                              "seeded random weights)", build_qwen_case)}
 
 
 def _old_tokenizer_class(folder: str) -> None:
@@ -334,6 +407,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="the tiny cases only")
     ap.add_argument("--real-tokens", type=int, nargs="+", default=[17, 64], choices=sorted(REAL_PROMPTS))
     ap.add_argument("--real-features", type=int, nargs="+", default=[2048, 8192])
+    ap.add_argument("--real-model", choices=sorted(REAL_MODELS), default="smollm2",
+                    help="the real-size model: SmolLM2-135M (default) or a Qwen3-0.6B-shaped one (random weights)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per tool and real-size case (median)")
     ap.add_argument("--batch-size", type=int, default=None, help="both tools' batch size (default: each its own)")
     ap.add_argument("--ct-batch-size", type=int, default=None,
@@ -363,8 +438,9 @@ def main() -> None:
 
 
 def real_cases(args, python_ct: str) -> list:
-    """SmolLM2-135M: alternate the tools, each run started on a quiet machine; medians."""
-    print("real size: SmolLM2-135M (30 layers, d_model 576), seeded JumpReLU transcoders (~10 active per token "
+    """SmolLM2-135M or the Qwen3-0.6B shape: alternate the tools, each run started on a quiet machine; medians."""
+    title, build = REAL_MODELS[args.real_model]
+    print(f"real size: {title}, seeded JumpReLU transcoders (~10 active per token "
           "per layer), 2 threads, float32, all features; each tool's defaults otherwise; median of "
           f"{args.repeats}, alternating, each run started when the rest of the machine used < 0.25 core; "
           f"batch: ours {args.batch_size or 'default'}, circuit-tracer {args.ct_batch_size or args.batch_size or 512}; "
@@ -373,12 +449,12 @@ def real_cases(args, python_ct: str) -> list:
           f"{'ct MB':>7} {'max |Δedge|/max|edge|':>22} {'load':>5}")
     results = []
     for features in args.real_features:
-        folder = build_real_case(features)
+        folder = build(features)
         for n_tokens in args.real_tokens:
             r = real_case(args, python_ct, folder, features, n_tokens)
             results.append(r)
             o, c = r["ours"], r["ct"]
-            case = f"smollm2 {n_tokens} tok {features} F"
+            case = f"{args.real_model} {n_tokens} tok {features} F"
             if "error" in o:
                 print(f"{case:<24} ours failed: {o['error']}", flush=True)
                 continue
@@ -398,7 +474,7 @@ def real_case(args, python_ct: str, folder: str, features: int, n_tokens: int) -
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(folder)
     ids = json.dumps([tok.bos_token_id, *tok(REAL_PROMPTS[n_tokens])["input_ids"]])
-    graph_path = os.path.join(WORK, f"smollm2-{features}-{n_tokens}.graph")
+    graph_path = os.path.join(WORK, f"{os.path.basename(folder)}-{n_tokens}.graph")
     tools = ["ours", "ct"] + (["base"] if args.base_code else [])
     runs: dict = {t: [] for t in tools}
     loads = []

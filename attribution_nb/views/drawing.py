@@ -1,6 +1,6 @@
 """What the views draw, as a pure function of the graph and the thresholds: the kept nodes
 (supernodes collapsed or not) and the edges between them.  The browser computes the same from
-the payload (``static/view.js``); this is the kernel's account of it (``GraphWidget.drawn``),
+the payload (``static/js/prune.js``); this is the kernel's account of it (``GraphWidget.drawn``),
 which the browser tests compare with what the page shows."""
 
 from __future__ import annotations

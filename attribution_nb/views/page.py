@@ -1,6 +1,6 @@
 """A graph as one standalone HTML page: plotly's offline bundle, the graph as JSON (see
-:mod:`.payload`) and the same front end as the notebook widget (``static/view.js``), which
-prunes live when the sliders move.  ``static/page.html`` and ``static/page.css`` are the page
+:mod:`.payload`) and the same front end as the notebook widget (the ES modules in
+``static/js/``, joined by :func:`front_end`), which prunes live when the sliders move.  ``static/page.html`` and ``static/page.css`` are the page
 around it.  With ``model=``, the panel also shows what each feature promotes, suppresses and
 where it fires most.  No network is needed to open it."""
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from string import Template
 
 from ..checks import as_float, as_int
@@ -30,10 +31,29 @@ def static_text(name: str) -> str:
         return f.read()
 
 
-def view_script() -> str:
-    """``static/view.js`` as a classic script (its ES-module export, which the widget uses, cut)."""
-    text = static_text("view.js")
-    return text[:text.rindex("export default")]
+#: the front end's modules (``static/js/``), in the order they are joined (each one's imports first)
+MODULES = ("prune", "state", "dom", "layout", "traces", "names", "draw", "tools", "panel", "runs", "subgraph", "hosts",
+           "mount")
+_IMPORT = re.compile(r'^import \{[^}]*\} from "\./([a-z]+)\.js";\n', re.M)
+_EXPORT = re.compile(r"^export (?=(async )?function |const )", re.M)
+_DEFAULT = re.compile(r"^export default .*\n", re.M)
+
+
+def front_end(module: bool = True) -> str:
+    """The front end as one script: the modules of ``static/js/`` joined in :data:`MODULES` order,
+    their imports of each other cut (they share the one top-level scope the join makes).
+    ``module``: an ES module whose default export is anywidget's ``{initialize, render}`` (the
+    widget's ``_esm``); else a classic script that defines ``anbMount`` and ``anbPageHost`` (the
+    standalone page)."""
+    parts = []
+    for name in MODULES:
+        text = static_text(os.path.join("js", name + ".js"))
+        for imported in _IMPORT.findall(text):
+            if MODULES.index(imported) > MODULES.index(name):
+                raise RuntimeError(f"static/js/{name}.js imports {imported}.js, which MODULES joins after it")
+        parts.append(f"// ---- {name}.js\n" + _EXPORT.sub("", _IMPORT.sub("", text)))
+    text = "\n".join(parts)
+    return text if module else _DEFAULT.sub("", text)
 
 
 def initial_state(node_threshold: float, edge_threshold: float, height: int, n_labels: int = 8) -> dict:
@@ -60,7 +80,7 @@ def graph_to_html(graph, path: str | os.PathLike, *, model=None, node_threshold:
         css=static_text("view.css") + static_text("page.css"),
         footer=html.escape(f"{graph.model_name} · {len(graph.nodes)} nodes, {graph.n_edges} edges in the full graph · "
                            f"made with attribution_nb"),
-        data=script_json(data), js=view_script(), state=script_json(state))
+        data=script_json(data), js=front_end(module=False), state=script_json(state))
     write_text(path, text)
     return os.fspath(path)
 

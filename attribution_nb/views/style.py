@@ -36,7 +36,7 @@ def plotly_text(value) -> str:
 
 
 def for_page() -> dict:
-    """The settings as JSON for the browser's script (``static/view.js``)."""
+    """The settings as JSON for the browser's script (``static/js/``)."""
     return {"kinds": {k: list(v) for k, v in KIND_STYLE.items()}, "bins": [list(b) for b in EDGE_BINS],
             "colours": {str(k): v for k, v in EDGE_COLOURS.items()},
             "strong": {str(k): v for k, v in STRONG_COLOURS.items()},

@@ -1,5 +1,5 @@
 """The notebook view of an attribution graph: one anywidget whose front end is the standalone
-page's (``static/view.js``), with its state kept here in the kernel.
+page's (``static/js/``, see :func:`.page.front_end`), with its state kept here in the kernel.
 
 ``GraphWidget(graph, model)`` draws tokens at the bottom, one row per layer, logits on top,
 one column per prompt position (as wide as its fullest cell).  The sliders prune in the
@@ -29,7 +29,7 @@ from ..ids import NodeId
 from ..validation import validate
 from .drawing import draw_data
 from .intervening import InterventionControls
-from .page import initial_state, static_text
+from .page import front_end, initial_state, static_text
 from .panel import edge_tables
 from .payload import feature_details, graph_payload
 
@@ -73,7 +73,7 @@ def _view_class():
     import traitlets as t
 
     class GraphView(anywidget.AnyWidget):
-        _esm = static_text("view.js")
+        _esm = front_end(module=True)
         _css = static_text("view.css")
         payload = t.Dict().tag(sync=True)
         height = t.Int(560).tag(sync=True)

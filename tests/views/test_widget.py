@@ -1,5 +1,5 @@
-"""GraphWidget and the payload without a browser: the browser's pruning rule (re-implemented
-here from the payload) against the graph's, the messages the front end sends against the
+"""GraphWidget and the payload without a browser: the browser's pruning rule (``prune.js``, run
+in node on the payload) against the graph's, the messages the front end sends against the
 intervention API, refusals against the status line.  What a person sees is in test_browser.py."""
 
 import gc
@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import PROMPT
+from front_end import run_js
 
 import attribution_nb as anb
 from attribution_nb.views import payload as payload_module
@@ -33,22 +34,10 @@ def send(w, **msg):
 
 
 def browser_prune(payload: dict, nt: float, et: float):
-    """``static/view.js``'s pruning, line for line, in numpy: kept node and edge masks."""
-    n, e = payload["nodes"], payload["edges"]
-    kind = np.array(n["kind"])
-    fixed = np.isin(kind, ("token", "logit"))
-    node = fixed | ((nt > 0) & (np.array(n["mb"]) < nt))
-    edge = (et > 0) & (np.array(e["mb"]) < et)
-    s, t = np.array(e["s"], dtype=int), np.array(e["t"], dtype=int)
-    while True:
-        edge &= node[s] & node[t]
-        has_in, has_out = np.zeros(len(kind), bool), np.zeros(len(kind), bool)
-        has_in[t[edge]] = True
-        has_out[s[edge]] = True
-        keep = fixed | ((kind == "feature") & has_in & has_out) | ((kind == "error") & has_out)
-        if not (node & ~keep).any():
-            return node, edge
-        node &= keep
+    """``static/js/prune.js``'s pruning itself, run in node on the payload: kept node and edge masks."""
+    got = run_js("prune.js", "const {node, edge} = m.prune(data.G, data.nt, data.et); "
+                 "return [Array.from(node), Array.from(edge)];", {"G": payload, "nt": nt, "et": et})
+    return np.array(got[0], dtype=bool), np.array(got[1], dtype=bool)
 
 
 @pytest.mark.parametrize("nt,et", [(0.8, 0.98), (0.5, 0.9), (0.95, 0.7), (1.0, 1.0), (0.0, 0.5), (0.3, 0.0)])
@@ -238,7 +227,7 @@ def test_plotly_is_sent_when_the_browser_asks(llama_graph):
     w.view.send = lambda content, buffers=None: sent.append(content)
     send(w, action="plotly")
     assert sent[0]["type"] == "plotly" and "Plotly" in sent[0]["source"] and len(sent[0]["source"]) > 1_000_000
-    # the widget itself carries no bundle: its front end is view.js, a few tens of kB
+    # the widget itself carries no bundle: its front end is static/js/, a few tens of kB
     assert len(type(w.view)._esm.default_value if hasattr(type(w.view)._esm, "default_value") else w.view._esm) < 100_000
 
 
