@@ -20,34 +20,90 @@ lines above it; ``tests/test_structure.py`` holds the same floors):
 * ``latents`` — features labelled by known latents (precision, recall, F1, mutual information)
 * ``graph``, ``validation``, ``experiments`` — the graph's tables, maths, files and exports; its
   claims tested by perturbation; swaps and activation patching with random controls
-* ``attribution``, ``model`` — ``attribute`` (targets, rows, schedule, assembly); the model façade
+* ``attribution``, ``model`` — ``attribute`` in phases (targets; ``SourceLayout``, the node order;
+  the row engine and its schedule; ``AttributionRun``, what assembly reads); the model façade
 * ``attention``, ``pretrained``, ``demo`` — attention edges by head; local folders; the demo world
-* ``loading``, ``views`` — ``load_model``; the widget and the standalone page
+* ``loading``, ``views`` — ``load_model``; the widget and the standalone page (one front end: the
+  ES modules of ``views/static/js``, one state object)
 * ``cli`` — the command line
 """
 
 from .architectures import ARCHITECTURES, Architecture
-from .attention import attention_edges, attention_heads, attention_scores, attribute_attention, edge_heads
+from .attention import (
+    attention_edges,
+    attention_heads,
+    attention_scores,
+    attribute_attention,
+    edge_heads,
+)
 from .attribution import attribute
 from .attribution.targets import Direction, Logit, LogitDiff, Target
 from .contexts import feature_contexts
 from .dashboards import neuronpedia_features
-from .experiments import (SwapReport, feature_means, mean_difference, minimal_k, patch_position, residuals, steer,
-                          swap_test)
+from .experiments import (
+    SwapReport,
+    feature_means,
+    mean_difference,
+    minimal_k,
+    patch_position,
+    residuals,
+    steer,
+    swap_test,
+)
 from .graph import AttributionGraph
 from .ids import NodeId
 from .interventions import Multiply, Steer
-from .latents import attach_latent_labels, best_latents, best_per_value, latent_labels, probe_activations
+from .latents import (
+    attach_latent_labels,
+    best_latents,
+    best_per_value,
+    latent_labels,
+    probe_activations,
+)
 from .loading import load_model
 from .model import ReplacementModel
 from .transcoders import Transcoder, TranscoderSet
 from .validation import validate, validation_figure
 from .views.widget import GraphWidget
 
-__all__ = ["ARCHITECTURES", "Architecture", "AttributionGraph", "Direction", "GraphWidget", "Logit", "LogitDiff",
-           "Multiply", "NodeId", "ReplacementModel", "Steer", "Target", "Transcoder", "TranscoderSet", "attribute",
-           "attention_edges", "attention_heads", "attention_scores", "attribute_attention", "edge_heads",
-           "feature_contexts", "load_model", "neuronpedia_features", "validate", "validation_figure",
-           "SwapReport", "attach_latent_labels", "best_latents", "best_per_value", "feature_means", "latent_labels",
-           "mean_difference", "minimal_k", "patch_position", "probe_activations", "residuals", "steer", "swap_test"]
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "AttributionGraph",
+    "Direction",
+    "GraphWidget",
+    "Logit",
+    "LogitDiff",
+    "Multiply",
+    "NodeId",
+    "ReplacementModel",
+    "Steer",
+    "Target",
+    "Transcoder",
+    "TranscoderSet",
+    "attribute",
+    "attention_edges",
+    "attention_heads",
+    "attention_scores",
+    "attribute_attention",
+    "edge_heads",
+    "feature_contexts",
+    "load_model",
+    "neuronpedia_features",
+    "validate",
+    "validation_figure",
+    "SwapReport",
+    "attach_latent_labels",
+    "best_latents",
+    "best_per_value",
+    "feature_means",
+    "latent_labels",
+    "mean_difference",
+    "minimal_k",
+    "patch_position",
+    "probe_activations",
+    "residuals",
+    "steer",
+    "swap_test",
+]
 __version__ = "0.1.0"

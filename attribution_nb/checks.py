@@ -45,17 +45,22 @@ def _bounds(lo: float, hi: float) -> str:
 
 
 #: optional pieces: what they are for and the command that installs them
-OPTIONAL = {"pyarrow": ("parquet tables", "pip install 'attribution_nb[parquet]'"),
-            "gguf": ("GGUF model files", "pip install 'attribution_nb[gguf]'"),
-            "jupyterlab": ("JupyterLab", "pip install 'attribution_nb[notebook]'"),
-            "huggingface_hub": ("fetching from the Hugging Face hub", "pip install huggingface_hub")}
+OPTIONAL = {
+    "pyarrow": ("parquet tables", "pip install 'attribution_nb[parquet]'"),
+    "gguf": ("GGUF model files", "pip install 'attribution_nb[gguf]'"),
+    "jupyterlab": ("JupyterLab", "pip install 'attribution_nb[notebook]'"),
+    "huggingface_hub": ("fetching from the Hugging Face hub", "pip install huggingface_hub"),
+}
 
 
 def require(module: str) -> None:
     """Import ``module`` or raise an ``ImportError`` that names what needs it and how to install it."""
     import importlib
+
     try:
         importlib.import_module(module)
     except ImportError:
         what, command = OPTIONAL[module]
-        raise ImportError(f"{what} need the optional package {module!r}, which is not installed: {command}") from None
+        raise ImportError(
+            f"{what} need the optional package {module!r}, which is not installed: {command}"
+        ) from None

@@ -24,9 +24,17 @@ from .replacement import ReplacementCore
 from .tracing import transcoder_reads
 
 
-def feature_contexts(model: ReplacementCore, texts, *, n_contexts: int = 5, candidates: int = 40,
-                     window: int | None = None, before: int = 12, batch_size: int = 16,
-                     progress: bool | None = None) -> dict[tuple[int, int], list]:
+def feature_contexts(
+    model: ReplacementCore,
+    texts,
+    *,
+    n_contexts: int = 5,
+    candidates: int = 40,
+    window: int | None = None,
+    before: int = 12,
+    batch_size: int = 16,
+    progress: bool | None = None,
+) -> dict[tuple[int, int], list]:
     """Each active feature's ``n_contexts`` strongest distinct contexts in ``texts`` (strings).
 
     Texts longer than ``window`` tokens (default: 64, or the model's context if shorter) are cut
@@ -35,15 +43,23 @@ def feature_contexts(model: ReplacementCore, texts, *, n_contexts: int = 5, cand
     while streaming (distinct contexts are chosen among them).
     """
     if n_contexts < 1 or candidates < n_contexts:
-        raise ValueError(f"need 1 ≤ n_contexts ≤ candidates, got n_contexts={n_contexts}, candidates={candidates}")
+        raise ValueError(
+            f"need 1 ≤ n_contexts ≤ candidates, got n_contexts={n_contexts}, candidates={candidates}"
+        )
     windows = _windows(model, texts, window)
     best = _TopK(model, candidates)
     groups = defaultdict(list)
     for i, w in enumerate(windows):
         groups[len(w)].append(i)
-    jobs = [idx[s:s + batch_size] for idx in groups.values() for s in range(0, len(idx), batch_size)]
-    bar = tqdm(jobs, desc="feature contexts", leave=False, disable=not (progress if progress is not None
-                                                                         else len(jobs) > 8))
+    jobs = [
+        idx[s : s + batch_size] for idx in groups.values() for s in range(0, len(idx), batch_size)
+    ]
+    bar = tqdm(
+        jobs,
+        desc="feature contexts",
+        leave=False,
+        disable=not (progress if progress is not None else len(jobs) > 8),
+    )
     for idx in bar:
         tokens = torch.stack([windows[i] for i in idx])
         for layer, acts in enumerate(_activations(model, tokens)):
@@ -58,15 +74,17 @@ def _windows(model: ReplacementCore, texts, window: int | None) -> list[torch.Te
         window = min(64, model.max_length or 64)
     window = as_int("window", window, minimum=1)
     if model.max_length is not None and window > model.max_length:
-        raise ValueError(f"window is {window} tokens, longer than the model's context of {model.max_length}: "
-                         f"pass window={model.max_length} or less")
+        raise ValueError(
+            f"window is {window} tokens, longer than the model's context of {model.max_length}: "
+            f"pass window={model.max_length} or less"
+        )
     out = []
     for text in texts:
         if not isinstance(text, str):
             raise ValueError(f"texts must be strings, got {type(text).__name__}: {text!r}")
         if text.strip():
             ids = torch.tensor(model.tokenizer(text)["input_ids"], dtype=torch.long)
-            out += [ids[s:s + window] for s in range(0, len(ids), window)]
+            out += [ids[s : s + window] for s in range(0, len(ids), window)]
     if not out:
         raise ValueError("texts holds no text")
     return out
@@ -80,8 +98,13 @@ def _activations(model: ReplacementCore, tokens: torch.Tensor) -> list[torch.Ten
     with model.trace(tokens.to(model.device)):
         ins = nnsight.save([get_module(layer, arch.mlp_in).input for layer in layers])
     hf_layers = get_module(model.hf_model, arch.layers)
-    return [model.transcoders[l].encode(transcoder_reads(arch, get_module(hf_layers[l], arch.mlp_in), x)).float().cpu()
-            for l, x in enumerate(ins)]
+    return [
+        model.transcoders[l]
+        .encode(transcoder_reads(arch, get_module(hf_layers[l], arch.mlp_in), x))
+        .float()
+        .cpu()
+        for l, x in enumerate(ins)
+    ]
 
 
 class _TopK:
@@ -95,7 +118,7 @@ class _TopK:
 
     def add(self, layer: int, acts: torch.Tensor, window_ids: torch.Tensor) -> None:
         B, T, F = acts.shape
-        flat = acts.reshape(B * T, F).T                                 # [F, B·T]
+        flat = acts.reshape(B * T, F).T  # [F, B·T]
         k = min(self.k, B * T)
         top = flat.topk(k, dim=1)
         where = torch.stack([window_ids[top.indices // T], top.indices % T], -1)
@@ -128,7 +151,9 @@ def _context_text(tokenizer, ids: torch.Tensor, position: int, before: int) -> s
     if start == 0 and position > 0 and ids[0].item() == getattr(tokenizer, "bos_token_id", None):
         start = 1
     prefix = tokenizer.decode(ids[start:position].tolist())
-    full = tokenizer.decode(ids[start:position + 1].tolist())
-    token = full[len(prefix):] if full.startswith(prefix) else tokenizer.decode([int(ids[position])])
+    full = tokenizer.decode(ids[start : position + 1].tolist())
+    token = (
+        full[len(prefix) :] if full.startswith(prefix) else tokenizer.decode([int(ids[position])])
+    )
     lead = token[: len(token) - len(token.lstrip())]
     return f"{prefix}{lead}[{token.strip()}]"

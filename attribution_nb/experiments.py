@@ -32,27 +32,40 @@ from .interventions import Multiply, _continue, free_logits, intervention_table,
 from .latents import probe_activations
 from .replacement import ReplacementCore
 
-Feature = tuple[int, int]   # (layer, feature)
+Feature = tuple[int, int]  # (layer, feature)
 
 
 def _position(tokens: torch.Tensor, position: int, prompt) -> int:
     position = as_int("position", position)
     if not -len(tokens) <= position < len(tokens):
-        raise ValueError(f"position {position} is outside the prompt {prompt!r} ({len(tokens)} tokens)")
+        raise ValueError(
+            f"position {position} is outside the prompt {prompt!r} ({len(tokens)} tokens)"
+        )
     return position % len(tokens)
 
 
 # -- activation patching ---------------------------------------------------------------------
-def patch_position_interventions(model: ReplacementCore, prompt, source_prompt, position: int = -1,
-                                 source_position: int = -1, layers=None) -> dict:
+def patch_position_interventions(
+    model: ReplacementCore,
+    prompt,
+    source_prompt,
+    position: int = -1,
+    source_position: int = -1,
+    layers=None,
+) -> dict:
     """The clamps of :func:`patch_position`: every feature of ``layers`` (default all) active at
     ``position`` of either prompt set to its activation at ``source_position`` of ``source_prompt``."""
     tokens, src = model.tokenize(prompt), model.tokenize(source_prompt)
     pos, spos = _position(tokens, position, prompt), _position(src, source_position, source_prompt)
-    if layers is not None and (isinstance(layers, str | bytes | dict) or not hasattr(layers, "__iter__")):
+    if layers is not None and (
+        isinstance(layers, str | bytes | dict) or not hasattr(layers, "__iter__")
+    ):
         raise ValueError(f"layers must be a list of layer numbers (or None: all), got {layers!r}")
-    layers = range(model.n_layers) if layers is None else [as_int("layer", layer, 0, model.n_layers - 1)
-                                                            for layer in layers]
+    layers = (
+        range(model.n_layers)
+        if layers is None
+        else [as_int("layer", layer, 0, model.n_layers - 1) for layer in layers]
+    )
     here, there = model.capture(tokens), model.capture(src)
     clamps = {}
     for layer in layers:
@@ -62,18 +75,29 @@ def patch_position_interventions(model: ReplacementCore, prompt, source_prompt, 
     return clamps
 
 
-def patch_position(model: ReplacementCore, prompt, source_prompt, position: int = -1, source_position: int = -1,
-                   layers=None, top_k: int = 10) -> pd.DataFrame:
+def patch_position(
+    model: ReplacementCore,
+    prompt,
+    source_prompt,
+    position: int = -1,
+    source_position: int = -1,
+    layers=None,
+    top_k: int = 10,
+) -> pd.DataFrame:
     """Activation patching at one position (see the module's docstring): the top tokens before and
     after every feature there takes ``source_prompt``'s value (free mode)."""
-    clamps = patch_position_interventions(model, prompt, source_prompt, position, source_position, layers)
+    clamps = patch_position_interventions(
+        model, prompt, source_prompt, position, source_position, layers
+    )
     tokens = model.tokenize(prompt)
     after = free_logits(model, tokens, parse_interventions(model, clamps, len(tokens)))[-1]
     return intervention_table(model, model.logits(tokens), after, as_int("top_k", top_k, minimum=1))
 
 
 # -- supernode swaps ---------------------------------------------------------------------------
-def feature_means(model: ReplacementCore, prompts, features, position: int = -1) -> dict[Feature, float]:
+def feature_means(
+    model: ReplacementCore, prompts, features, position: int = -1
+) -> dict[Feature, float]:
     """Each feature's mean activation at ``position`` of ``prompts`` (the values a swap clamps to)."""
     prompts = list(prompts)
     if not prompts:
@@ -82,7 +106,9 @@ def feature_means(model: ReplacementCore, prompts, features, position: int = -1)
     return {(int(l), int(f)): float(acts[l][:, f].mean()) for l, f in features}
 
 
-def swap_clamps(position: int, remove, add_values: dict, *, inhibit: float = 2.0, scale: float = 4.0) -> dict:
+def swap_clamps(
+    position: int, remove, add_values: dict, *, inhibit: float = 2.0, scale: float = 4.0
+) -> dict:
     """``{(layer, position, feature): how}``: ``remove`` multiplied by ``-inhibit`` (0 when
     ``inhibit`` is 0: ablated), ``add_values`` ({(layer, feature): value}) clamped to ``scale`` × value."""
     clamps: dict = {}
@@ -97,6 +123,7 @@ def swap_clamps(position: int, remove, add_values: dict, *, inhibit: float = 2.0
 class SwapReport:
     """What :func:`swap_test` measured: ``table`` (one row per item), the swap's hit ``rate`` and
     the random control's ``control_rate``, over ``n`` items."""
+
     table: pd.DataFrame
     settings: dict = field(default_factory=dict)
 
@@ -110,10 +137,18 @@ class SwapReport:
 
     @property
     def control_rate(self) -> float:
-        return float(self.table.control_hit.mean()) if self.n and "control_hit" in self.table else float("nan")
+        return (
+            float(self.table.control_hit.mean())
+            if self.n and "control_hit" in self.table
+            else float("nan")
+        )
 
     def __repr__(self) -> str:
-        ctrl = f", random same-size control {self.table.control_hit.sum()}/{self.n}" if "control_hit" in self.table else ""
+        ctrl = (
+            f", random same-size control {self.table.control_hit.sum()}/{self.n}"
+            if "control_hit" in self.table
+            else ""
+        )
         return f"SwapReport: {self.table.hit.sum()}/{self.n} hits ({self.rate:.0%}){ctrl}; {self.settings}"
 
 
@@ -137,9 +172,19 @@ def _outcome(model, tokens, clamps, check, item, max_new_tokens):
     return text, bool(check(item, text))
 
 
-def swap_test(model: ReplacementCore, items, supernodes: dict, reference: dict, *, inhibit: float = 2.0,
-              scale: float = 4.0, control: bool = True, seed: int = 0, check=None,
-              max_new_tokens: int = 8) -> SwapReport:
+def swap_test(
+    model: ReplacementCore,
+    items,
+    supernodes: dict,
+    reference: dict,
+    *,
+    inhibit: float = 2.0,
+    scale: float = 4.0,
+    control: bool = True,
+    seed: int = 0,
+    check=None,
+    max_new_tokens: int = 8,
+) -> SwapReport:
     """Swap (or, where an item's ``target`` is None, only inhibit) supernodes on every item.
 
     ``items``: rows with ``prompt``, ``source`` (the value whose supernode is inhibited),
@@ -156,24 +201,54 @@ def swap_test(model: ReplacementCore, items, supernodes: dict, reference: dict, 
         if v not in supernodes:
             raise ValueError(f"no supernode for {v!r}; supernodes has {sorted(supernodes)}")
     rng = random.Random(seed)
-    rows = []
-    for item in df.itertuples():
-        tokens = model.tokenize(item.prompt)
-        pos = _position(tokens, item.position, item.prompt)
-        if item.forced:
-            tokens = model.tokenize(f"{item.prompt} {item.forced}")
-        remove = list(supernodes[item.source])
-        add = {} if item.target is None else {k: reference[item.target][k] for k in supernodes[item.target]}
-        out, hit = _outcome(model, tokens, swap_clamps(pos, remove, add, inhibit=inhibit, scale=scale), check, item,
-                            max_new_tokens)
-        row = {"prompt": item.prompt, "source": item.source, "target": item.target, "expected": item.expected,
-               "after": out, "hit": hit, "n_removed": len(remove), "n_added": len(add)}
-        if control:
-            c_remove, c_add = _random_like(model, tokens, pos, remove, add, rng)
-            row["control_after"], row["control_hit"] = _outcome(
-                model, tokens, swap_clamps(pos, c_remove, c_add, inhibit=inhibit, scale=scale), check, item, max_new_tokens)
-        rows.append(row)
+    rows = [
+        _swap_one(
+            model,
+            item,
+            supernodes,
+            reference,
+            (inhibit, scale),
+            check,
+            max_new_tokens,
+            control and rng,
+        )
+        for item in df.itertuples()
+    ]
     return SwapReport(pd.DataFrame(rows), {"inhibit": inhibit, "scale": scale})
+
+
+def _swap_one(model, item, supernodes, reference, strength, check, max_new_tokens, rng) -> dict:
+    """One item of :func:`swap_test`: its swap and (with ``rng``) a random control of the same size."""
+    inhibit, scale = strength
+    tokens = model.tokenize(item.prompt)
+    pos = _position(tokens, item.position, item.prompt)
+    if item.forced:
+        tokens = model.tokenize(f"{item.prompt} {item.forced}")
+    remove = list(supernodes[item.source])
+    add = (
+        {}
+        if item.target is None
+        else {k: reference[item.target][k] for k in supernodes[item.target]}
+    )
+    clamps = swap_clamps(pos, remove, add, inhibit=inhibit, scale=scale)
+    out, hit = _outcome(model, tokens, clamps, check, item, max_new_tokens)
+    row = {
+        "prompt": item.prompt,
+        "source": item.source,
+        "target": item.target,
+        "expected": item.expected,
+        "after": out,
+        "hit": hit,
+        "n_removed": len(remove),
+        "n_added": len(add),
+    }
+    if rng:
+        c_remove, c_add = _random_like(model, tokens, pos, remove, add, rng)
+        c_clamps = swap_clamps(pos, c_remove, c_add, inhibit=inhibit, scale=scale)
+        row["control_after"], row["control_hit"] = _outcome(
+            model, tokens, c_clamps, check, item, max_new_tokens
+        )
+    return row
 
 
 def _random_like(model, tokens, pos, remove, add, rng):
@@ -184,9 +259,16 @@ def _random_like(model, tokens, pos, remove, add, rng):
     c_remove = []
     for layer in sorted({layer for layer, _ in remove}):
         need = sum(1 for l2, _ in remove if l2 == layer)
-        active = [f for f in torch.nonzero(cap.activations[layer][pos] > 0).flatten().tolist() if (layer, f) not in taken]
-        pool = active if len(active) >= need else [f for f in range(model.transcoders[layer].d_features)
-                                                   if (layer, f) not in taken]
+        active = [
+            f
+            for f in torch.nonzero(cap.activations[layer][pos] > 0).flatten().tolist()
+            if (layer, f) not in taken
+        ]
+        pool = (
+            active
+            if len(active) >= need
+            else [f for f in range(model.transcoders[layer].d_features) if (layer, f) not in taken]
+        )
         c_remove += [(layer, f) for f in rng.sample(pool, need)]
     c_add = {}
     for layer in sorted({layer for layer, _ in add}):
@@ -196,15 +278,25 @@ def _random_like(model, tokens, pos, remove, add, rng):
     return c_remove, c_add
 
 
-def minimal_k(model: ReplacementCore, items, ranked: dict, reference: dict, ks=(1, 2, 4, 8, 16, 32), **kwargs
-              ) -> pd.DataFrame:
+def minimal_k(
+    model: ReplacementCore, items, ranked: dict, reference: dict, ks=(1, 2, 4, 8, 16, 32), **kwargs
+) -> pd.DataFrame:
     """The swap's hit rate with only the ``k`` best features of each value (``ranked``: {value:
     [(layer, feature)] best first}), for each ``k``: how many features the effect needs."""
     rows = []
     for k in ks:
         k = as_int("k", k, minimum=1)
-        report = swap_test(model, items, {v: fs[:k] for v, fs in ranked.items()}, reference, control=False, **kwargs)
-        rows.append({"k": k, "rate": report.rate, "hits": int(report.table.hit.sum()), "n": report.n})
+        report = swap_test(
+            model,
+            items,
+            {v: fs[:k] for v, fs in ranked.items()},
+            reference,
+            control=False,
+            **kwargs,
+        )
+        rows.append(
+            {"k": k, "rate": report.rate, "hits": int(report.table.hit.sum()), "n": report.n}
+        )
     return pd.DataFrame(rows)
 
 
@@ -223,22 +315,34 @@ def residuals(model: ReplacementCore, prompts, layer: int, position: int = -1) -
         tokens = model.tokenize(prompt)
         pos = _position(tokens, position, prompt)
         with model.trace(tokens[None]):
-            h = nnsight.save(_layer_output(get_module(model.nn, model.architecture.layers)[layer])[0, pos].cpu())
+            h = nnsight.save(
+                _layer_output(get_module(model.nn, model.architecture.layers)[layer])[0, pos].cpu()
+            )
         out.append(h.float())
     if not out:
         raise ValueError("residuals needs at least one prompt")
     return torch.stack(out)
 
 
-def mean_difference(model: ReplacementCore, prompts_to, prompts_from, layer: int, position: int = -1) -> torch.Tensor:
+def mean_difference(
+    model: ReplacementCore, prompts_to, prompts_from, layer: int, position: int = -1
+) -> torch.Tensor:
     """mean residual(``prompts_to``) − mean residual(``prompts_from``) after ``layer``: a direction
     that moves the model from the second kind of prompt towards the first."""
-    return residuals(model, prompts_to, layer, position).mean(0) - residuals(model, prompts_from, layer, position).mean(0)
+    return residuals(model, prompts_to, layer, position).mean(0) - residuals(
+        model, prompts_from, layer, position
+    ).mean(0)
 
 
 @torch.no_grad()
-def steered_logits(model: ReplacementCore, prompt, direction: torch.Tensor, layer: int, position: int = -1,
-                   scale: float = 1.0) -> torch.Tensor:
+def steered_logits(
+    model: ReplacementCore,
+    prompt,
+    direction: torch.Tensor,
+    layer: int,
+    position: int = -1,
+    scale: float = 1.0,
+) -> torch.Tensor:
     """Last-position logits [V] with ``scale`` × ``direction`` added to the residual after ``layer``
     at ``position``."""
     layer = as_int("layer", layer, 0, model.n_layers - 1)
@@ -246,8 +350,10 @@ def steered_logits(model: ReplacementCore, prompt, direction: torch.Tensor, laye
     direction = torch.as_tensor(direction, dtype=torch.float32).flatten()
     d = model.unembed_weight.shape[-1]
     if direction.shape[0] != d or not torch.isfinite(direction).all():
-        raise ValueError(f"direction must be {d} finite numbers (the residual width), got shape "
-                         f"{tuple(direction.shape)}")
+        raise ValueError(
+            f"direction must be {d} finite numbers (the residual width), got shape "
+            f"{tuple(direction.shape)}"
+        )
     tokens = model.tokenize(prompt)
     pos = _position(tokens, position, prompt)
     arch = model.architecture
@@ -259,8 +365,15 @@ def steered_logits(model: ReplacementCore, prompt, direction: torch.Tensor, laye
     return model.softcap(logits.to(model.device))
 
 
-def steer(model: ReplacementCore, prompt, direction, layer: int, position: int = -1, scale: float = 1.0,
-          top_k: int = 10) -> pd.DataFrame:
+def steer(
+    model: ReplacementCore,
+    prompt,
+    direction,
+    layer: int,
+    position: int = -1,
+    scale: float = 1.0,
+    top_k: int = 10,
+) -> pd.DataFrame:
     """The top tokens before and after steering (see :func:`steered_logits`)."""
     after = steered_logits(model, prompt, direction, layer, position, scale)
     return intervention_table(model, model.logits(prompt), after, as_int("top_k", top_k, minimum=1))

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 
 KINDS = ("feature", "error", "token", "logit")
-_N = r"(0|[1-9][0-9]{0,17})"        # a canonical number: ASCII digits, no leading zero, no sign
+_N = r"(0|[1-9][0-9]{0,17})"  # a canonical number: ASCII digits, no leading zero, no sign
 _PATTERNS = {
     "feature": re.compile(rf"f:L{_N}:P{_N}:{_N}"),
     "error": re.compile(rf"e:L{_N}:P{_N}"),
@@ -30,8 +30,10 @@ _PATTERNS = {
     "logit": re.compile(rf"l:P{_N}:{_N}"),
 }
 _TARGET = re.compile(rf"l:P{_N}:c{_N}")
-EXAMPLES = ("'f:L1:P3:42' (feature), 'e:L1:P3' (error node), 't:P3:1042' (token), "
-            "'l:P10:231' (logit: position and token id)")
+EXAMPLES = (
+    "'f:L1:P3:42' (feature), 'e:L1:P3' (error node), 't:P3:1042' (token), "
+    "'l:P10:231' (logit: position and token id)"
+)
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,8 @@ class NodeId:
     layer: int | None = None
     position: int | None = None
     feature: int | None = None
-    token_id: int | None = None       # token and logit nodes
-    target: int | None = None         # custom target nodes (kind "logit", no token id)
+    token_id: int | None = None  # token and logit nodes
+    target: int | None = None  # custom target nodes (kind "logit", no token id)
 
     @staticmethod
     def for_feature(layer: int, position: int, feature: int) -> str:

@@ -41,30 +41,36 @@ MAX_VALUE = 1e6
 @dataclass(frozen=True)
 class Multiply:
     """Multiply a feature's activation by ``factor`` (``Multiply(-2)`` is the papers' −2× inhibition)."""
+
     factor: float
 
     def __post_init__(self):
-        object.__setattr__(self, "factor", as_float("Multiply's factor", self.factor, -MAX_VALUE, MAX_VALUE))
+        object.__setattr__(
+            self, "factor", as_float("Multiply's factor", self.factor, -MAX_VALUE, MAX_VALUE)
+        )
 
 
 @dataclass(frozen=True)
 class Steer:
     """Add ``scale`` × the feature's decoder direction at the position(s)."""
+
     scale: float
 
     def __post_init__(self):
-        object.__setattr__(self, "scale", as_float("Steer's scale", self.scale, -MAX_VALUE, MAX_VALUE))
+        object.__setattr__(
+            self, "scale", as_float("Steer's scale", self.scale, -MAX_VALUE, MAX_VALUE)
+        )
 
 
 @dataclass(frozen=True)
 class Op:
     """One normalised intervention (see :func:`parse_interventions`)."""
 
-    kind: str          # "feature" or "error"
+    kind: str  # "feature" or "error"
     layer: int
-    position: int | None   # None: every position
+    position: int | None  # None: every position
     feature: int | None
-    how: object        # float (set), Multiply, Steer, or "ablate" for errors
+    how: object  # float (set), Multiply, Steer, or "ablate" for errors
 
 
 def parse_key(key) -> list[tuple[str, int, int | None, int | None]]:
@@ -72,20 +78,28 @@ def parse_key(key) -> list[tuple[str, int, int | None, int | None]]:
     if isinstance(key, str):
         kind = NodeId.kind_of(key)
         if kind in ("token", "logit"):
-            raise ValueError(f"cannot clamp {key!r}: it is a {kind} node; only features and error nodes can be clamped")
+            raise ValueError(
+                f"cannot clamp {key!r}: it is a {kind} node; only features and error nodes can be clamped"
+            )
         try:
             node = NodeId.parse(key)
         except ValueError:
-            raise ValueError(f"unknown node id {key!r}; expected 'f:L<layer>:P<pos>:<feature>' or "
-                             "'e:L<layer>:P<pos>'") from None
+            raise ValueError(
+                f"unknown node id {key!r}; expected 'f:L<layer>:P<pos>:<feature>' or "
+                "'e:L<layer>:P<pos>'"
+            ) from None
         return [(node.kind, node.layer, node.position, node.feature)]  # type: ignore[list-item]
     if isinstance(key, tuple) and len(key) == 3 and all(k is None or _integral(k) for k in key):
         layer, pos, feat = (None if k is None else int(k) for k in key)
         return [("feature", layer, pos, feat)]  # type: ignore[list-item]
-    if isinstance(key, (tuple, list, frozenset)) and all(isinstance(k, str | tuple | list) for k in key):
-        return [p for k in key for p in parse_key(k)]       # a supernode: a group of node ids
-    raise ValueError(f"cannot read intervention target {key!r}: give a node id, a (layer, position, feature) "
-                     "tuple (position None for every position), or a tuple of node ids (a supernode)")
+    if isinstance(key, (tuple, list, frozenset)) and all(
+        isinstance(k, str | tuple | list) for k in key
+    ):
+        return [p for k in key for p in parse_key(k)]  # a supernode: a group of node ids
+    raise ValueError(
+        f"cannot read intervention target {key!r}: give a node id, a (layer, position, feature) "
+        "tuple (position None for every position), or a tuple of node ids (a supernode)"
+    )
 
 
 def _integral(k) -> bool:
@@ -97,9 +111,13 @@ def _integral(k) -> bool:
 def _items(interventions) -> list:
     if isinstance(interventions, dict):
         return list(interventions.items())
-    if isinstance(interventions, (str, bytes, torch.Tensor, np.ndarray)) or not hasattr(interventions, "__iter__"):
-        raise ValueError(f"interventions must be a dict {{target: value}} or a list of (target, value) pairs, "
-                         f"got {interventions!r}")
+    if isinstance(interventions, (str, bytes, torch.Tensor, np.ndarray)) or not hasattr(
+        interventions, "__iter__"
+    ):
+        raise ValueError(
+            f"interventions must be a dict {{target: value}} or a list of (target, value) pairs, "
+            f"got {interventions!r}"
+        )
     items = list(interventions)
     bad = [p for p in items if not (isinstance(p, (tuple, list)) and len(p) == 2)]
     if bad:
@@ -119,7 +137,10 @@ def as_how(key, how, *, value_name: str | None = None, refusal: str | None = Non
         return how
     if isinstance(how, str):
         if how not in CLAMP_NAMES:
-            raise ValueError(refusal or f"unknown intervention {how!r}; use a number, 'ablate', Multiply(m) or Steer(s)")
+            raise ValueError(
+                refusal
+                or f"unknown intervention {how!r}; use a number, 'ablate', Multiply(m) or Steer(s)"
+            )
         return CLAMP_NAMES[how]
     try:
         return as_float(value_name or f"intervention value for {key!r}", how, -MAX_VALUE, MAX_VALUE)
@@ -150,21 +171,36 @@ def parse_interventions(model, interventions, n_positions: int) -> list[Op]:
         how = as_how(key, how)
         for kind, layer, pos, feat in parse_key(key):
             if layer is None or not 0 <= layer < model.n_layers:
-                raise ValueError(f"layer {layer} in {key!r} is out of range: the model has {model.n_layers} layers")
+                raise ValueError(
+                    f"layer {layer} in {key!r} is out of range: the model has {model.n_layers} layers"
+                )
             if pos is not None and not 0 <= pos < n_positions:
-                raise ValueError(f"position {pos} in {key!r} is out of range: the prompt has {n_positions} tokens")
+                raise ValueError(
+                    f"position {pos} in {key!r} is out of range: the prompt has {n_positions} tokens"
+                )
             if kind == "feature":
                 n_feat = model.transcoders[layer].d_features
                 if feat is None or not 0 <= feat < n_feat:
-                    raise ValueError(f"feature {feat} in {key!r} is out of range: layer {layer} has {n_feat} features")
+                    raise ValueError(
+                        f"feature {feat} in {key!r} is out of range: layer {layer} has {n_feat} features"
+                    )
             elif how != 0.0:
-                raise ValueError(f"error node {key!r} can only be ablated (0 or 'ablate'), got {how!r}")
+                raise ValueError(
+                    f"error node {key!r} can only be ablated (0 or 'ablate'), got {how!r}"
+                )
             ops.append(Op(kind, layer, pos, feat, how))
     return ops
 
 
-def write_deltas(transcoders, layer: int, ops: list[Op], x: torch.Tensor, out: torch.Tensor,
-                 error: torch.Tensor | None = None, cross_layer: bool = False) -> dict[int, torch.Tensor]:
+def write_deltas(
+    transcoders,
+    layer: int,
+    ops: list[Op],
+    x: torch.Tensor,
+    out: torch.Tensor,
+    error: torch.Tensor | None = None,
+    cross_layer: bool = False,
+) -> dict[int, torch.Tensor]:
     """Changes [T, d] to MLP outputs caused by the operations on layer ``layer``, given its MLP
     input ``x`` [T, d] and output ``out``: ``{layer: Δ}``, plus ``{later layer: Δ}`` for a
     cross-layer transcoder, whose features also write to later layers.
@@ -188,9 +224,11 @@ def write_deltas(transcoders, layer: int, ops: list[Op], x: torch.Tensor, out: t
         if op.kind == "error":
             if error is None:
                 if cross_layer:
-                    raise ValueError(f"ablating error node(s) of layer {layer} in free mode is not supported with "
-                                     "cross-layer transcoders (the error depends on earlier layers' features); "
-                                     "use mode='frozen'")
+                    raise ValueError(
+                        f"ablating error node(s) of layer {layer} in free mode is not supported with "
+                        "cross-layer transcoders (the error depends on earlier layers' features); "
+                        "use mode='frozen'"
+                    )
                 error = out - tc(x)
             delta[pos] -= error[pos]
         elif isinstance(op.how, Steer):
@@ -216,13 +254,18 @@ def free_logits(model: ReplacementCore, tokens: torch.Tensor, ops: list[Op]) -> 
     return free_run(model, tokens, ops)[0]
 
 
-def free_activations(model: ReplacementCore, tokens: torch.Tensor, ops: list[Op]) -> tuple[torch.Tensor, list]:
+def free_activations(
+    model: ReplacementCore, tokens: torch.Tensor, ops: list[Op]
+) -> tuple[torch.Tensor, list]:
     """Logits [T, V] and every layer's transcoder activations [T, F] of a normal forward pass with
     the interventions in place (the activations each layer's transcoder reads there, before the
     layer's own interventions are applied to its output)."""
     logits, reads = free_run(model, tokens, ops, record=True)
     with torch.no_grad():
-        acts = [tc.encode(x.to(tc.W_enc.device, tc.W_enc.dtype)) for tc, x in zip(model.transcoders, reads)]
+        acts = [
+            tc.encode(x.to(tc.W_enc.device, tc.W_enc.dtype))
+            for tc, x in zip(model.transcoders, reads)
+        ]
     return logits, acts
 
 
@@ -234,10 +277,14 @@ def free_run(model: ReplacementCore, tokens: torch.Tensor, ops: list[Op], record
     # the block names only these (not ``model``): a remote request carries what it names
     tcs = {l: model.transcoders[l] for l in layers_hit}
     cross_layer = model.transcoders.cross_layer
-    layers, unembed, n_layers = get_module(model.nn, arch.layers), get_module(model.nn, arch.unembed), model.n_layers
+    layers, unembed, n_layers = (
+        get_module(model.nn, arch.layers),
+        get_module(model.nn, arch.unembed),
+        model.n_layers,
+    )
     reads = None
     with model.trace(tokens[None]):
-        pending: dict[int, torch.Tensor] = {}       # cross-layer writes waiting for their layer
+        pending: dict[int, torch.Tensor] = {}  # cross-layer writes waiting for their layer
         if record:
             reads = nnsight.save([])
         start = 0 if record else (layers_hit[0] if layers_hit else n_layers)
@@ -264,27 +311,37 @@ def free_run(model: ReplacementCore, tokens: torch.Tensor, ops: list[Op], record
     return model.softcap(logits.to(model.device)), reads
 
 
-def frozen_logits(model: ReplacementCore, tokens: torch.Tensor, ops: list[Op],
-                  batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def frozen_logits(
+    model: ReplacementCore, tokens: torch.Tensor, ops: list[Op], batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Last-position logits [V] before, and after the interventions in the frozen model
     (direct effects only: before + W_U · J · Δwrites, then the model's soft-cap if any)."""
     cap = model.capture(tokens)
     d = cap.mlp_in.shape[-1]
     deltas: dict[int, torch.Tensor] = {}
     for layer in sorted({op.layer for op in ops}):
-        for l, change in write_deltas(model.transcoders, layer, ops, cap.mlp_in[layer], cap.mlp_out[layer],
-                                      cap.errors[layer]).items():
+        for l, change in write_deltas(
+            model.transcoders, layer, ops, cap.mlp_in[layer], cap.mlp_out[layer], cap.errors[layer]
+        ).items():
             deltas[l] = change if l not in deltas else deltas[l] + change
     # what the linear trace needs (a remote request carries exactly this)
-    args = (model.nn, model.architecture, model.transcoders.skip_weights(), cap.trace_inputs(), deltas,
-            min(batch_size, d))
+    args = (
+        model.nn,
+        model.architecture,
+        model.transcoders.skip_weights(),
+        cap.trace_inputs(),
+        deltas,
+        min(batch_size, d),
+    )
     logit_change = model.backend.run(model.nn, frozen_logit_change, *args)
     before = cap.logits[-1]
     raw_after = cap.raw_logits + logit_change.to(cap.raw_logits.device, before.dtype)
     return before, model.softcap(raw_after)
 
 
-def frozen_logit_change(envoy, arch, skips, cap: TraceInputs, deltas: dict, batch: int) -> torch.Tensor:
+def frozen_logit_change(
+    envoy, arch, skips, cap: TraceInputs, deltas: dict, batch: int
+) -> torch.Tensor:
     """``W_U · J · Δwrites`` [V] (float64, on the CPU): the last position's change of logits when
     the MLP outputs change by ``deltas`` ({layer: [T, d]}) in the frozen model, J from
     backward passes through :func:`~attribution_nb.tracing.linear_trace` (``batch`` rows of J
@@ -299,23 +356,32 @@ def frozen_logit_change(envoy, arch, skips, cap: TraceInputs, deltas: dict, batc
     for s in range(0, d, batch):
         e = min(s + batch, d)
         loss = (trace.unembed_in[: e - s, T - 1] * eye[s:e]).sum()
-        grads = torch.autograd.grad(loss, [trace.write_leaves[l] for l in deltas], retain_graph=True,
-                                    allow_unused=True)
+        grads = torch.autograd.grad(
+            loss, [trace.write_leaves[l] for l in deltas], retain_graph=True, allow_unused=True
+        )
         for g, delta in zip(grads, deltas.values()):
             if g is not None:
                 change[s:e] += (g[: e - s] * delta[None]).sum((1, 2)).double()
     return (W_U.double() @ change).cpu()
 
 
-def intervention_table(model: ReplacementCore, before: torch.Tensor, after: torch.Tensor,
-                       top_k: int) -> pd.DataFrame:
+def intervention_table(
+    model: ReplacementCore, before: torch.Tensor, after: torch.Tensor, top_k: int
+) -> pd.DataFrame:
     """Top tokens before and after, sorted by the change in probability."""
     p0, p1 = torch.softmax(before.double(), -1), torch.softmax(after.double(), -1)
-    top_k = min(top_k, p0.shape[-1])            # (asking for more than the vocabulary shows all of it)
+    top_k = min(top_k, p0.shape[-1])  # (asking for more than the vocabulary shows all of it)
     ids = torch.cat([p0.topk(top_k).indices, p1.topk(top_k).indices]).unique()
-    df = pd.DataFrame({"token": model.token_strings(ids), "token_id": ids.tolist(),
-                       "p_before": p0[ids].numpy(), "p_after": p1[ids].numpy(),
-                       "logit_before": before[ids].double().numpy(), "logit_after": after[ids].double().numpy()})
+    df = pd.DataFrame(
+        {
+            "token": model.token_strings(ids),
+            "token_id": ids.tolist(),
+            "p_before": p0[ids].numpy(),
+            "p_after": p1[ids].numpy(),
+            "logit_before": before[ids].double().numpy(),
+            "logit_after": after[ids].double().numpy(),
+        }
+    )
     df["p_change"] = df.p_after - df.p_before
     return df.sort_values("p_change", key=abs, ascending=False).reset_index(drop=True)
 
@@ -333,26 +399,32 @@ def intervened_logits(model: ReplacementCore, prompt, interventions, mode: str =
     check_mode(mode)
     tokens = model.tokenize(prompt)
     ops = parse_interventions(model, interventions, len(tokens))
-    if mode == "frozen":   # its clean capture already holds the logits before
+    if mode == "frozen":  # its clean capture already holds the logits before
         return frozen_logits(model, tokens, ops)
     return model.logits(tokens), free_logits(model, tokens, ops)[-1]
 
 
-def intervene(model: ReplacementCore, prompt, interventions, mode: str = "free", top_k: int = 10) -> pd.DataFrame:
+def intervene(
+    model: ReplacementCore, prompt, interventions, mode: str = "free", top_k: int = 10
+) -> pd.DataFrame:
     """The top tokens before and after the interventions (see ``ReplacementModel.intervene``)."""
     top_k = as_int("top_k", top_k, minimum=1)
     before, after = intervened_logits(model, prompt, interventions, mode)
     return intervention_table(model, before, after, top_k)
 
 
-def swap_interventions(model: ReplacementCore, remove, source_prompt, add, *, position: int | None = None) -> dict:
+def swap_interventions(
+    model: ReplacementCore, remove, source_prompt, add, *, position: int | None = None
+) -> dict:
     """The clamps of a supernode swap: ``remove`` ablated, ``add`` set to their activations on
     ``source_prompt``, at ``position`` (default: where the ``remove`` features sit)."""
     removed = [p for key in remove for p in parse_key(key)]
     if position is None:
         positions = {p[2] for p in removed}
         if len(positions) != 1 or None in positions:
-            shown = sorted(p for p in positions if p is not None) + (["every position"] if None in positions else [])
+            shown = sorted(p for p in positions if p is not None) + (
+                ["every position"] if None in positions else []
+            )
             raise ValueError(f"the removed features sit at positions {shown}; give position=")
         position = positions.pop()
     src_tokens = model.tokenize(source_prompt)
@@ -361,25 +433,42 @@ def swap_interventions(model: ReplacementCore, remove, source_prompt, add, *, po
     for key in add:
         for kind, layer, pos, feat in parse_key(key):
             if kind != "feature" or pos is None or not 0 <= pos < len(src_tokens):
-                raise ValueError(f"cannot take {key!r} from the source prompt: give feature node ids of its graph")
+                raise ValueError(
+                    f"cannot take {key!r} from the source prompt: give feature node ids of its graph"
+                )
             clamps[(layer, position, feat)] = float(cap.activations[layer][pos, feat])
     return clamps
 
 
 @torch.no_grad()
-def generate(model: ReplacementCore, prompt, interventions=None, max_new_tokens: int = 20, *,
-             every_position: bool = False, temperature: float = 0.0, seed: int = 0, stop: str | None = None) -> dict:
+def generate(
+    model: ReplacementCore,
+    prompt,
+    interventions=None,
+    max_new_tokens: int = 20,
+    *,
+    every_position: bool = False,
+    temperature: float = 0.0,
+    seed: int = 0,
+    stop: str | None = None,
+) -> dict:
     """Continuations of ``prompt`` with and without ``interventions`` (free mode)."""
     max_new_tokens = as_int("max_new_tokens", max_new_tokens, minimum=0)
     temperature = as_float("temperature", temperature, 0.0)
     seed = as_int("seed", seed, 0, 2**63 - 1)
     tokens = model.tokenize(prompt)
     ops = parse_interventions(model, {} if interventions is None else interventions, len(tokens))
-    if not every_position:   # "every position" clamps stop at the prompt's end
+    if not every_position:  # "every position" clamps stop at the prompt's end
         ops = [o for o in ops if o.position is not None] + [
-            Op(o.kind, o.layer, p, o.feature, o.how) for o in ops if o.position is None for p in range(len(tokens))]
-    return {name: _continue(model, tokens, use, max_new_tokens, temperature, seed, stop)
-            for name, use in (("before", []), ("after", ops))}
+            Op(o.kind, o.layer, p, o.feature, o.how)
+            for o in ops
+            if o.position is None
+            for p in range(len(tokens))
+        ]
+    return {
+        name: _continue(model, tokens, use, max_new_tokens, temperature, seed, stop)
+        for name, use in (("before", []), ("after", ops))
+    }
 
 
 def _continue(model, tokens, ops, max_new_tokens, temperature, seed, stop) -> str:
@@ -390,10 +479,12 @@ def _continue(model, tokens, ops, max_new_tokens, temperature, seed, stop) -> st
             break
         logits = free_logits(model, ids, ops)[-1] if ops else model.logits(ids)
         if temperature > 0:
-            nxt = torch.multinomial(torch.softmax(logits.double() / temperature, -1), 1, generator=gen)
+            nxt = torch.multinomial(
+                torch.softmax(logits.double() / temperature, -1), 1, generator=gen
+            )
         else:
             nxt = logits.argmax()[None]
         ids = torch.cat([ids, nxt.to(ids.device)])
         if stop is not None and model.tokenizer.decode([int(nxt)]) == stop:
             break
-    return model.tokenizer.decode(ids[len(tokens):].tolist())
+    return model.tokenizer.decode(ids[len(tokens) :].tolist())

@@ -31,22 +31,35 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
     from safetensors import SafetensorError, safe_open
+
     try:
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
         size = os.path.getsize(path)
-        raise ValueError(f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {err}") from None
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {err}"
+        ) from None
     return tensors, meta
 
 
-_NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
-                 "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_NUMPY_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 
 
-def read_safetensors_numpy(path: str | os.PathLike, *, require: str | None = None,
-                           what: str = "file") -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_safetensors_numpy(
+    path: str | os.PathLike, *, require: str | None = None, what: str = "file"
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Like :func:`read_safetensors`, as numpy arrays read straight from the file (no memory
     map, no second copy: peak memory is the arrays themselves).
 
@@ -61,7 +74,9 @@ def read_safetensors_numpy(path: str | os.PathLike, *, require: str | None = Non
     size = os.path.getsize(path)
 
     def bad(why: str) -> ValueError:
-        return ValueError(f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {why}")
+        return ValueError(
+            f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {why}"
+        )
 
     with open(path, "rb") as f:
         head = f.read(8)
@@ -95,17 +110,27 @@ def _layout(header: dict, data_size: int, bad) -> dict[str, tuple]:
             raise bad(f"tensor {key!r} has no description")
         dtype = _NUMPY_DTYPES.get(str(info.get("dtype")))
         if dtype is None:
-            raise bad(f"tensor {key!r} has dtype {info.get('dtype')!r}, which this reader does not handle")
+            raise bad(
+                f"tensor {key!r} has dtype {info.get('dtype')!r}, which this reader does not handle"
+            )
         shape, offsets = info.get("shape"), info.get("data_offsets")
-        if not (isinstance(shape, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape)):
+        if not (
+            isinstance(shape, list)
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape)
+        ):
             raise bad(f"tensor {key!r} has shape {shape!r}")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
-                                                                          for x in offsets)):
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in offsets)
+        ):
             raise bad(f"tensor {key!r} has data_offsets {offsets!r}")
         begin, end = offsets
         count = int(np.prod(shape, dtype=np.int64))
         if not 0 <= begin <= end <= data_size or end - begin != count * np.dtype(dtype).itemsize:
-            raise bad(f"tensor {key!r} runs past the end of the file or is not the size its shape says")
+            raise bad(
+                f"tensor {key!r} runs past the end of the file or is not the size its shape says"
+            )
         layout[key] = (dtype, shape, begin, count)
         spans.append((begin, end, key))
     spans.sort()
@@ -145,17 +170,29 @@ def check_target(path: str | os.PathLike) -> str:
     except FileNotFoundError:
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f"cannot write {path}: its folder {folder} does not exist") from None
+            raise FileNotFoundError(
+                f"cannot write {path}: its folder {folder} does not exist"
+            ) from None
         return path
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(f"cannot write {path}: it is a directory")
     if stat.S_ISLNK(st.st_mode):
-        raise ValueError(f"refusing to write {path}: it is a symlink (to {os.readlink(path)!r}), which a save would replace "
-                         f"rather than follow; remove it, or pass the file it points to")
+        raise ValueError(
+            f"refusing to write {path}: it is a symlink (to {os.readlink(path)!r}), which a save would replace "
+            f"rather than follow; remove it, or pass the file it points to"
+        )
     if not stat.S_ISREG(st.st_mode):
-        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
-        raise ValueError(f"refusing to write {path}: it exists and is {kind}, not a regular file "
-                         f"(a save replaces the file it is given); choose a file path")
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "a device"
+        )
+        raise ValueError(
+            f"refusing to write {path}: it exists and is {kind}, not a regular file "
+            f"(a save replaces the file it is given); choose a file path"
+        )
     return path
 
 
@@ -165,7 +202,9 @@ def check_targets(*paths: str | os.PathLike) -> tuple[str, ...]:
     real = [os.path.realpath(p) for p in checked]
     for i, r in enumerate(real):
         if r in real[:i]:
-            raise ValueError(f"two outputs name the same file: {checked[real.index(r)]!r} and {checked[i]!r}")
+            raise ValueError(
+                f"two outputs name the same file: {checked[real.index(r)]!r} and {checked[i]!r}"
+            )
     return checked
 
 
@@ -215,7 +254,7 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[str]]:
             tmps.append(tmp)
         yield list(tmps)
         for p, tmp in zip(paths, tmps):
-            check_target(p)                      # (nothing planted meanwhile)
+            check_target(p)  # (nothing planted meanwhile)
             os.chmod(tmp, os.stat(p).st_mode & 0o7777 if os.path.isfile(p) else 0o666 & ~_umask())
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
@@ -246,8 +285,10 @@ def encodable(text: str, what: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise ValueError(f"{what} holds {text[err.start]!r} at character {err.start}, which UTF-8 cannot encode "
-                         f"(a lone surrogate)") from None
+        raise ValueError(
+            f"{what} holds {text[err.start]!r} at character {err.start}, which UTF-8 cannot encode "
+            f"(a lone surrogate)"
+        ) from None
     return text
 
 
@@ -258,9 +299,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         f.write(data)
 
 
-def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
-                     metadata: dict[str, str] | None = None) -> None:
+def save_safetensors(
+    tensors: dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    metadata: dict[str, str] | None = None,
+) -> None:
     """Write ``tensors`` (and string ``metadata``) to one safetensors file atomically."""
     from safetensors.torch import save_file
+
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)

@@ -12,9 +12,30 @@ from .pretrained import load_pretrained
 from .transcoders import PRESETS
 
 
-def load_model(name: str | None = None, *, transcoders=None, device: str = "cpu",
-               dtype: torch.dtype = torch.float32, gguf_file: str | None = None,
-               remote: bool | str = False) -> ReplacementModel:
+def _check_demo_arguments(transcoders, device, dtype, gguf_file, remote) -> None:
+    """The demo model takes none of these: refuse the ones given, by name."""
+    unused = {
+        k: v for k, v in [("transcoders", transcoders), ("gguf_file", gguf_file)] if v is not None
+    }
+    unused.update({k: v for k, v in [("remote", remote)] if v is not False})
+    unused.update({"device": device} if torch.device(device).type != "cpu" else {})
+    unused.update({"dtype": dtype} if dtype != torch.float32 else {})
+    if unused:
+        raise ValueError(
+            f"the demo model ships with its own transcoders and runs on the CPU in float32; "
+            f"it does not take {', '.join(f'{k}={v!r}' for k, v in unused.items())}"
+        )
+
+
+def load_model(
+    name: str | None = None,
+    *,
+    transcoders=None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    gguf_file: str | None = None,
+    remote: bool | str = False,
+) -> ReplacementModel:
     """Load a replacement model.
 
     * ``load_model()`` (or ``"demo"``): the embedded demo model, offline, on the CPU.
@@ -35,29 +56,36 @@ def load_model(name: str | None = None, *, transcoders=None, device: str = "cpu"
     """
     _check_arguments(name, device, dtype, gguf_file, remote)
     if name in (None, "demo"):
-        unused = {k: v for k, v in [("transcoders", transcoders), ("gguf_file", gguf_file)] if v is not None}
-        unused.update({k: v for k, v in [("remote", remote)] if v is not False})
-        unused.update({"device": device} if torch.device(device).type != "cpu" else {})
-        unused.update({"dtype": dtype} if dtype != torch.float32 else {})
-        if unused:
-            raise ValueError(f"the demo model ships with its own transcoders and runs on the CPU in float32; "
-                             f"it does not take {', '.join(f'{k}={v!r}' for k, v in unused.items())}")
+        _check_demo_arguments(transcoders, device, dtype, gguf_file, remote)
         return load_demo_model()
     if not isinstance(name, str | os.PathLike):
-        raise TypeError(f"name must be 'demo', a preset name or a model folder, got {type(name).__name__} {name!r}")
+        raise TypeError(
+            f"name must be 'demo', a preset name or a model folder, got {type(name).__name__} {name!r}"
+        )
     name = os.fspath(name)
     model_id = name
     if name in PRESETS:
         model_id = PRESETS[name]["model"]
         transcoders = transcoders if transcoders is not None else PRESETS[name]["transcoders"]
     elif not os.path.isdir(name) and not remote:
-        raise ValueError(f"model {name!r} is neither a local folder nor a preset ({sorted(PRESETS)}); "
-                         "a hub id is accepted with remote=True")
+        raise ValueError(
+            f"model {name!r} is neither a local folder nor a preset ({sorted(PRESETS)}); "
+            "a hub id is accepted with remote=True"
+        )
     if transcoders is None:
-        raise ValueError(f"model {name!r} needs transcoders= (a folder, a config.yaml, per-layer files, "
-                         "a preset name or Transcoder objects)")
-    return load_pretrained(model_id, transcoders, name=os.path.basename(os.path.normpath(name)), device=device,
-                           dtype=dtype, gguf_file=gguf_file, remote=remote)
+        raise ValueError(
+            f"model {name!r} needs transcoders= (a folder, a config.yaml, per-layer files, "
+            "a preset name or Transcoder objects)"
+        )
+    return load_pretrained(
+        model_id,
+        transcoders,
+        name=os.path.basename(os.path.normpath(name)),
+        device=device,
+        dtype=dtype,
+        gguf_file=gguf_file,
+        remote=remote,
+    )
 
 
 def _check_arguments(name, device, dtype, gguf_file, remote) -> None:
@@ -65,9 +93,13 @@ def _check_arguments(name, device, dtype, gguf_file, remote) -> None:
     try:
         torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device must name a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}") from None
+        raise ValueError(
+            f"device must name a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}"
+        ) from None
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating torch dtype (torch.float32, torch.bfloat16, …), got {dtype!r}")
+        raise ValueError(
+            f"dtype must be a floating torch dtype (torch.float32, torch.bfloat16, …), got {dtype!r}"
+        )
     if gguf_file is not None and not isinstance(gguf_file, str):
         raise TypeError(f"gguf_file must be a file name, got {gguf_file!r}")
     if not isinstance(remote, bool | str):

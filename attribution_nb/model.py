@@ -42,7 +42,9 @@ class ReplacementModel(ReplacementCore):
     transcoders are moved to the model's device and dtype; :meth:`close` puts them back.
     """
 
-    def intervened_logits(self, prompt, interventions, mode: str = "free") -> tuple[torch.Tensor, torch.Tensor]:
+    def intervened_logits(
+        self, prompt, interventions, mode: str = "free"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Last-position logits [V] before and after ``interventions`` (see :meth:`intervene`)."""
         return iv.intervened_logits(self, prompt, interventions, mode)
 
@@ -57,8 +59,17 @@ class ReplacementModel(ReplacementCore):
         """
         return iv.intervene(self, prompt, interventions, mode, top_k)
 
-    def swap(self, prompt, remove, source_prompt, add, *, position: int | None = None, mode: str = "free",
-             top_k: int = 10) -> pd.DataFrame:
+    def swap(
+        self,
+        prompt,
+        remove,
+        source_prompt,
+        add,
+        *,
+        position: int | None = None,
+        mode: str = "free",
+        top_k: int = 10,
+    ) -> pd.DataFrame:
         """Supernode swap: ablate the ``remove`` features and clamp the ``add`` features to the
         activations ``source_prompt`` gives them (e.g. Texas features out, California features in).
 
@@ -67,43 +78,86 @@ class ReplacementModel(ReplacementCore):
         Returns the before/after table; :meth:`swap_interventions` gives the clamps themselves
         (for :meth:`generate`).
         """
-        return self.intervene(prompt, self.swap_interventions(remove, source_prompt, add, position=position),
-                              mode=mode, top_k=top_k)
+        return self.intervene(
+            prompt,
+            self.swap_interventions(remove, source_prompt, add, position=position),
+            mode=mode,
+            top_k=top_k,
+        )
 
-    def swap_interventions(self, remove, source_prompt, add, *, position: int | None = None) -> dict:
+    def swap_interventions(
+        self, remove, source_prompt, add, *, position: int | None = None
+    ) -> dict:
         """The clamps of :meth:`swap`: ``remove`` ablated, ``add`` set to their activations on
         ``source_prompt``, at ``position`` (default: where the ``remove`` features sit)."""
         return iv.swap_interventions(self, remove, source_prompt, add, position=position)
 
-    def patch_position(self, prompt, source_prompt, position: int = -1, source_position: int = -1, layers=None,
-                       top_k: int = 10) -> pd.DataFrame:
+    def patch_position(
+        self,
+        prompt,
+        source_prompt,
+        position: int = -1,
+        source_position: int = -1,
+        layers=None,
+        top_k: int = 10,
+    ) -> pd.DataFrame:
         """Activation patching at one position: every feature there (of ``layers``, default all) set
         to its value at ``source_position`` of ``source_prompt`` (see :mod:`attribution_nb.experiments`).
         It moves all the position holds; a supernode claim needs :func:`~attribution_nb.swap_test`."""
-        return ex.patch_position(self, prompt, source_prompt, position, source_position, layers, top_k)
+        return ex.patch_position(
+            self, prompt, source_prompt, position, source_position, layers, top_k
+        )
 
-    def steer(self, prompt, direction, layer: int, position: int = -1, scale: float = 1.0,
-              top_k: int = 10) -> pd.DataFrame:
+    def steer(
+        self, prompt, direction, layer: int, position: int = -1, scale: float = 1.0, top_k: int = 10
+    ) -> pd.DataFrame:
         """Add ``scale`` × ``direction`` (a residual-stream vector, e.g. from
         :func:`~attribution_nb.mean_difference`) after ``layer`` at ``position``; the top tokens
         before and after."""
         return ex.steer(self, prompt, direction, layer, position, scale, top_k)
 
-    def generate(self, prompt, interventions=None, max_new_tokens: int = 20, *, every_position: bool = False,
-                 temperature: float = 0.0, seed: int = 0, stop: str | None = None) -> dict:
+    def generate(
+        self,
+        prompt,
+        interventions=None,
+        max_new_tokens: int = 20,
+        *,
+        every_position: bool = False,
+        temperature: float = 0.0,
+        seed: int = 0,
+        stop: str | None = None,
+    ) -> dict:
         """Continue ``prompt`` with and without ``interventions`` (free mode).
 
         Interventions apply at the prompt positions they name; with ``every_position=True``
         those given for every position (``position=None``) also apply to each new token.
         Greedy when ``temperature`` is 0. Returns ``{"before": text, "after": text}``.
         """
-        return iv.generate(self, prompt, interventions, max_new_tokens, every_position=every_position,
-                           temperature=temperature, seed=seed, stop=stop)
+        return iv.generate(
+            self,
+            prompt,
+            interventions,
+            max_new_tokens,
+            every_position=every_position,
+            temperature=temperature,
+            seed=seed,
+            stop=stop,
+        )
 
-    def validate(self, graph, groups=None, *, how: float = 0.0, mode: str = "free", target: str | None = None,
-                 tolerance: float = 0.02) -> pd.DataFrame:
+    def validate(
+        self,
+        graph,
+        groups=None,
+        *,
+        how: float = 0.0,
+        mode: str = "free",
+        target: str | None = None,
+        tolerance: float = 0.02,
+    ) -> pd.DataFrame:
         """Test ``graph``'s claims about ``groups`` of features (default: its supernodes, or its top
         features by layer and position) by inhibiting each group: the change of the target's logit
         and of every group it can reach, predicted by the graph's edges and observed in the model
         (see :mod:`attribution_nb.validation`)."""
-        return validation.validate(graph, self, groups, how=how, mode=mode, target=target, tolerance=tolerance)
+        return validation.validate(
+            graph, self, groups, how=how, mode=mode, target=target, tolerance=tolerance
+        )

@@ -18,8 +18,7 @@ from nnsight import Envoy, NNsight
 from .architectures import Architecture, architecture_for, get_module
 from .backend import backend_for
 from .checks import as_int
-from .io import encodable
-from .tokens import display_token, display_tokens, unknown_words_hint
+from .tokens import display_token, display_tokens, encode_prompt, single_token_id
 from .tracing import Capture, record, transcoder_reads
 from .transcoders import Transcoder, TranscoderSet
 
@@ -32,24 +31,37 @@ def _wrap(hf_model, tokenizer, remote):
         envoy, module = None, hf_model
     if remote and envoy is None:
         from nnsight.modeling.transformers import TransformersModel
+
         envoy = TransformersModel(module, tokenizer=tokenizer)
     if remote and not hasattr(envoy, "_remote_backend"):
-        raise ValueError(f"remote={remote!r} needs a model nnsight can run remotely (a TransformersModel), "
-                         f"got {type(envoy).__name__}")
+        raise ValueError(
+            f"remote={remote!r} needs a model nnsight can run remotely (a TransformersModel), "
+            f"got {type(envoy).__name__}"
+        )
     return (envoy if envoy is not None else NNsight(module)), module
 
 
 def _token_ids(prompt) -> torch.Tensor:
     """Token ids given as a list, array or tensor: whole numbers in one dimension."""
-    if isinstance(prompt, str | bytes) or not hasattr(prompt, "__len__") or isinstance(prompt, dict | set):
-        raise TypeError(f"prompt must be a string or a sequence of token ids (a list, array or 1-D tensor), "
-                        f"got {type(prompt).__name__}: {prompt!r:.80}")
+    if (
+        isinstance(prompt, str | bytes)
+        or not hasattr(prompt, "__len__")
+        or isinstance(prompt, dict | set)
+    ):
+        raise TypeError(
+            f"prompt must be a string or a sequence of token ids (a list, array or 1-D tensor), "
+            f"got {type(prompt).__name__}: {prompt!r:.80}"
+        )
     try:
         t = torch.as_tensor(prompt)
     except (TypeError, ValueError, RuntimeError, OverflowError) as err:
-        raise ValueError(f"token ids must be whole numbers in one sequence, got {prompt!r:.80} ({err})") from None
+        raise ValueError(
+            f"token ids must be whole numbers in one sequence, got {prompt!r:.80} ({err})"
+        ) from None
     if t.ndim == 0:
-        raise TypeError(f"prompt must be a string or a sequence of token ids, got the single number {prompt!r}")
+        raise TypeError(
+            f"prompt must be a string or a sequence of token ids, got the single number {prompt!r}"
+        )
     if t.numel() == 0:
         return t.to(torch.long).flatten()
     if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
@@ -59,12 +71,55 @@ def _token_ids(prompt) -> torch.Tensor:
     return t.to(torch.long).flatten()
 
 
+def checked_transcoders(transcoders, n_layers: int, d_model: int) -> list[Transcoder]:
+    """One :class:`Transcoder` per layer, each of the model's width, writing to layers that exist,
+    with values (not on the meta device); refused by name otherwise."""
+    tcs = list(transcoders)
+    if len(tcs) != n_layers:
+        raise ValueError(
+            f"got {len(tcs)} transcoders for a model with {n_layers} layers; need one per layer"
+        )
+    for i, tc in enumerate(tcs):
+        if not isinstance(tc, Transcoder):
+            raise TypeError(
+                f"transcoder {i} is a {type(tc).__name__}, expected attribution_nb.Transcoder"
+            )
+        if tc.d_model != d_model:
+            raise ValueError(
+                f"transcoder {i} has d_model {tc.d_model}, but the model's d_model is {d_model}"
+            )
+        if tc.n_later > n_layers - i - 1:
+            raise ValueError(
+                f"transcoder {i} writes to {tc.n_later} later layers, but the model has only "
+                f"{n_layers - i - 1} layers after layer {i}"
+            )
+        meta = [
+            n
+            for n in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip", "W_dec_later")
+            if getattr(tc, n, None) is not None and getattr(tc, n).is_meta
+        ]
+        if meta:
+            raise ValueError(
+                f"transcoder {i}'s {meta} live on the meta device (no values): load its weights first"
+            )
+    return tcs
+
+
 class ReplacementCore:
     """A causal LM with one transcoder per layer, traced with nnsight (see
     :class:`attribution_nb.ReplacementModel` for the arguments)."""
 
-    def __init__(self, hf_model, tokenizer, transcoders, *, architecture: Architecture | None = None,
-                 name: str | None = None, feature_labels: dict | None = None, remote: bool | str = False):
+    def __init__(
+        self,
+        hf_model,
+        tokenizer,
+        transcoders,
+        *,
+        architecture: Architecture | None = None,
+        name: str | None = None,
+        feature_labels: dict | None = None,
+        remote: bool | str = False,
+    ):
         self.backend = backend_for(remote)
         self._remote = remote
         self.nn, module = _wrap(hf_model, tokenizer, remote)
@@ -72,39 +127,33 @@ class ReplacementCore:
         if architecture is not None:
             architecture.check(module)
         # what this changes on the caller's objects, so that close() can put it back
-        self._caller_state = (module, module.training, [(p, p.requires_grad) for p in module.parameters()],
-                              [(tc, tc.W_enc.device, tc.W_enc.dtype) for tc in transcoders
-                               if isinstance(tc, Transcoder)])
+        self._caller_state = (
+            module,
+            module.training,
+            [(p, p.requires_grad) for p in module.parameters()],
+            [
+                (tc, tc.W_enc.device, tc.W_enc.dtype)
+                for tc in transcoders
+                if isinstance(tc, Transcoder)
+            ],
+        )
         module.eval()
         self.tokenizer = tokenizer
         self._no_weight_grads()
         self.name = name or getattr(module.config, "_name_or_path", "") or self.architecture.family
         self.n_layers = len(get_module(module, self.architecture.layers))
         self.d_model = get_module(module, self.architecture.unembed).weight.shape[1]
-        self.transcoders = TranscoderSet(self._checked(transcoders))
-        self.feature_labels = feature_labels or {}      # (layer, feature) -> label
-        self.feature_contexts: dict = {}                 # (layer, feature) -> [[text, activation], ...]
-        self.feature_latents: dict = {}                  # (layer, feature) -> "state=texas F1 0.91"
+        self.transcoders = TranscoderSet(
+            [
+                tc.to(device=self.device, dtype=self.dtype)
+                for tc in checked_transcoders(transcoders, self.n_layers, self.d_model)
+            ]
+        )
+        self.feature_labels = feature_labels or {}  # (layer, feature) -> label
+        self.feature_contexts: dict = {}  # (layer, feature) -> [[text, activation], ...]
+        self.feature_latents: dict = {}  # (layer, feature) -> "state=texas F1 0.91"
         self.max_length = getattr(module.config, "max_position_embeddings", None)
-
-    def _checked(self, transcoders) -> list[Transcoder]:
-        tcs = list(transcoders)
-        if len(tcs) != self.n_layers:
-            raise ValueError(f"got {len(tcs)} transcoders for a model with {self.n_layers} layers; need one per layer")
-        for i, tc in enumerate(tcs):
-            if not isinstance(tc, Transcoder):
-                raise TypeError(f"transcoder {i} is a {type(tc).__name__}, expected attribution_nb.Transcoder")
-            if tc.d_model != self.d_model:
-                raise ValueError(f"transcoder {i} has d_model {tc.d_model}, but the model's d_model is {self.d_model}")
-            if tc.n_later > self.n_layers - i - 1:
-                raise ValueError(f"transcoder {i} writes to {tc.n_later} later layers, but the model has only "
-                                 f"{self.n_layers - i - 1} layers after layer {i}")
-            meta = [n for n in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip", "W_dec_later")
-                    if getattr(tc, n, None) is not None and getattr(tc, n).is_meta]
-            if meta:
-                raise ValueError(f"transcoder {i}'s {meta} live on the meta device (no values): load its weights first")
-            tc.to(device=self.device, dtype=self.dtype)
-        return tcs
+        self.attention = self.architecture.attention(module)  # how its attention computes
 
     def close(self) -> None:
         """Give the caller's objects back as they were: the model's training mode and its weights'
@@ -117,8 +166,10 @@ class ReplacementCore:
             tc.to(device=device, dtype=dtype)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.name!r}, family={self.architecture.family!r}, layers={self.n_layers}, "
-                f"d_model={self.d_model}, features/layer={[tc.d_features for tc in self.transcoders]})")
+        return (
+            f"{type(self).__name__}({self.name!r}, family={self.architecture.family!r}, layers={self.n_layers}, "
+            f"d_model={self.d_model}, features/layer={[tc.d_features for tc in self.transcoders]})"
+        )
 
     # -- where things are -----------------------------------------------------------
     @property
@@ -149,8 +200,10 @@ class ReplacementCore:
     @property
     def unembed_weight(self) -> torch.Tensor:
         if not self.weights_here:
-            raise RuntimeError("the unembedding needs the model's weights, which are only on the remote server "
-                               "(meta tensors here); load the model locally for this")
+            raise RuntimeError(
+                "the unembedding needs the model's weights, which are only on the remote server "
+                "(meta tensors here); load the model locally for this"
+            )
         return get_module(self.hf_model, self.architecture.unembed).weight
 
     def _no_weight_grads(self) -> None:
@@ -180,52 +233,31 @@ class ReplacementCore:
         if self.weights_here:
             W_U = self.unembed_weight
             return W_U[token_ids] - W_U.mean(0, keepdim=True)
-        rows = self.with_unembedding(lambda W_U: (W_U[ids.to(W_U.device)] - W_U.mean(0, keepdim=True)).cpu())
+        rows = self.with_unembedding(
+            lambda W_U: (W_U[ids.to(W_U.device)] - W_U.mean(0, keepdim=True)).cpu()
+        )
         return rows.to(self.device)
 
     # -- tokens ------------------------------------------------------------------
     def tokenize(self, prompt) -> torch.Tensor:
         """Token ids [T] of ``prompt`` (a string, or a list/tensor of ids used as given)."""
         if isinstance(prompt, str):
-            ids = self._encode(prompt)
+            ids = encode_prompt(self.tokenizer, prompt, self.max_length)
         else:
             ids = _token_ids(prompt)
             if ids.numel() == 0:
                 raise ValueError("prompt is empty; give at least one token id")
-            vocab = get_module(self.hf_model, self.architecture.unembed).weight.shape[0]   # (a shape: meta is fine)
+            vocab = get_module(self.hf_model, self.architecture.unembed).weight.shape[
+                0
+            ]  # (a shape: meta is fine)
             bad = ids[(ids < 0) | (ids >= vocab)]
             if bad.numel():
                 raise ValueError(f"token id {int(bad[0])} is outside the vocabulary [0, {vocab})")
         if self.max_length is not None and len(ids) > self.max_length:
-            raise ValueError(f"prompt has {len(ids)} tokens, longer than the model's context of {self.max_length}")
+            raise ValueError(
+                f"prompt has {len(ids)} tokens, longer than the model's context of {self.max_length}"
+            )
         return ids.to(self.device)
-
-    def _encode(self, prompt: str) -> torch.Tensor:
-        if not prompt.strip():
-            raise ValueError("prompt is empty; give at least one word")
-        limit = 64 * self.max_length if self.max_length is not None else 1 << 20
-        if len(prompt) > limit:         # (checked before tokenising, which would take the memory first)
-            context = f"the model's context is {self.max_length} tokens" if self.max_length else "no context limit is set"
-            raise ValueError(f"prompt has {len(prompt):,} characters, more than {limit:,} ({context}); shorten it")
-        encodable(prompt, "the prompt")
-        ids = torch.tensor(self.tokenizer(prompt)["input_ids"], dtype=torch.long)
-        unk = getattr(self.tokenizer, "unk_token_id", None)
-        if unk is not None and (ids == unk).any():
-            unknown = self._unknown_words(prompt, unk)
-            if unknown:
-                raise ValueError(f"words not in the model's vocabulary: {unknown}"
-                                 + unknown_words_hint(self.tokenizer, unknown))
-        return ids
-
-    def _unknown_words(self, prompt: str, unk: int) -> list[str]:
-        """The stretches of ``prompt`` that encode as the unknown token (a literal unknown token aside)."""
-        try:
-            enc = self.tokenizer(prompt, return_offsets_mapping=True)
-        except (NotImplementedError, ValueError):       # a slow tokenizer: by words
-            return [w for w in prompt.split() if w != self.tokenizer.unk_token
-                    and self.tokenizer(w, add_special_tokens=False)["input_ids"] == [unk]]
-        return [prompt[a:b] for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])
-                if i == unk and b > a and prompt[a:b] != self.tokenizer.unk_token]
 
     def token_strings(self, ids) -> list[str]:
         """A readable string for each token on its own (byte pieces of a character as ``<e5 b0>``)."""
@@ -237,27 +269,26 @@ class ReplacementCore:
 
     def token_id(self, token: str) -> int:
         """The id of a single-token string; raises if the tokenizer splits it."""
-        if not isinstance(token, str) or not token:
-            raise ValueError(f"a token is a non-empty string, got {token!r:.60}")
-        ids = self.tokenizer(encodable(token, "the token"), add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            pieces = [self.tokenizer.decode([i]) for i in ids]
-            raise ValueError(f"target token {token!r} is not a single token: the tokenizer splits it into {pieces}")
-        unk = getattr(self.tokenizer, "unk_token_id", None)
-        if unk is not None and ids[0] == unk and token != self.tokenizer.unk_token:
-            raise ValueError(f"target token {token!r} is not in the vocabulary (it encodes as the unknown token)")
-        return int(ids[0])
+        return single_token_id(self.tokenizer, token)
 
     def feature_top_tokens(self, layer: int, feature: int, k: int = 10) -> pd.DataFrame:
         """The tokens a feature's decoder direction promotes most through the unembedding
         (the direct path, ignoring later layers and the final norm's scale)."""
-        layer, feature, k = as_int("layer", layer), as_int("feature", feature), as_int("k", k, minimum=1)
+        layer, feature, k = (
+            as_int("layer", layer),
+            as_int("feature", feature),
+            as_int("k", k, minimum=1),
+        )
         n_features = self.transcoders[layer].d_features if 0 <= layer < self.n_layers else 0
         if not 0 <= feature < n_features:
-            raise ValueError(f"no feature {feature} at layer {layer} (layers 0..{self.n_layers - 1}, "
-                             f"{n_features} features at that layer)")
+            raise ValueError(
+                f"no feature {feature} at layer {layer} (layers 0..{self.n_layers - 1}, "
+                f"{n_features} features at that layer)"
+            )
         values, indices, _, _ = self.token_effects(layer, [feature], k, demean=False)
-        return pd.DataFrame({"token": self.token_strings(indices[0].tolist()), "weight": values[0].double().numpy()})
+        return pd.DataFrame(
+            {"token": self.token_strings(indices[0].tolist()), "weight": values[0].double().numpy()}
+        )
 
     def token_effects(self, layer: int, features, k: int, demean: bool = True):
         """The ``k`` tokens each feature's decoder direction (one layer, ``features``) promotes and
@@ -268,12 +299,13 @@ class ReplacementCore:
 
         def scores(W_U):
             with torch.no_grad():
-                s = rows.to(W_U.device) @ W_U.float().T            # [features, vocab]
+                s = rows.to(W_U.device) @ W_U.float().T  # [features, vocab]
                 if demean:
                     s = s - s.mean(-1, keepdim=True)
                 kk = min(k, s.shape[-1])
                 top, bottom = s.topk(kk, -1), (-s).topk(kk, -1)
             return top.values.cpu(), top.indices.cpu(), -bottom.values.cpu(), bottom.indices.cpu()
+
         return self.with_unembedding(scores)
 
     def softcap(self, logits: torch.Tensor) -> torch.Tensor:
@@ -289,13 +321,25 @@ class ReplacementCore:
         self._no_weight_grads()
         hf_layers = get_module(self.hf_model, arch.layers)
         with torch.no_grad():
-            mlp_in = torch.stack([transcoder_reads(arch, get_module(layer, arch.mlp_in), x)
-                                  for x, layer in zip(raw["mlp_in"], hf_layers)])
+            mlp_in = torch.stack(
+                [
+                    transcoder_reads(arch, get_module(layer, arch.mlp_in), x)
+                    for x, layer in zip(raw["mlp_in"], hf_layers)
+                ]
+            )
         activations, reconstruction = self.transcoders.encode_all(mlp_in)
-        return Capture(tokens=tokens, embed=raw["embed"], mlp_in=mlp_in, mlp_out=raw["mlp_out"],
-                       logits=self.softcap(raw["logits"]), unembed_in=raw["unembed_in"],
-                       raw_logits=raw["logits"][-1], activations=activations, reconstruction=reconstruction,
-                       errors=raw["mlp_out"] - reconstruction)
+        return Capture(
+            tokens=tokens,
+            embed=raw["embed"],
+            mlp_in=mlp_in,
+            mlp_out=raw["mlp_out"],
+            logits=self.softcap(raw["logits"]),
+            unembed_in=raw["unembed_in"],
+            raw_logits=raw["logits"][-1],
+            activations=activations,
+            reconstruction=reconstruction,
+            errors=raw["mlp_out"] - reconstruction,
+        )
 
     def logits(self, prompt) -> torch.Tensor:
         """Next-token logits [V] of the unmodified model at the prompt's last position."""

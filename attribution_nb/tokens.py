@@ -18,6 +18,10 @@ from __future__ import annotations
 import difflib
 import re
 
+import torch
+
+from .io import encodable
+
 REPLACEMENT = "\ufffd"
 _HEX_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 #: the longest run of pieces merged into characters (UTF-8 has at most 4 bytes a character)
@@ -27,8 +31,11 @@ MAX_MERGE = 4
 def _byte_level_table() -> dict[str, int]:
     """Character → byte of the byte-level BPE alphabet (printable bytes map to themselves, the
     others to characters from U+0100 on, in byte order)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
         + list(range(ord("®"), ord("ÿ") + 1))
+    )
     table, extra = {}, 0
     for b in range(256):
         if b in printable:
@@ -78,14 +85,14 @@ def display_tokens(tokenizer, token_ids) -> list[str]:
         if REPLACEMENT not in texts[i]:
             i += 1
             continue
-        pieces = [piece_bytes(tokenizer, t) for t in ids[i:i + MAX_MERGE]]
+        pieces = [piece_bytes(tokenizer, t) for t in ids[i : i + MAX_MERGE]]
         merged = _merge(pieces)
         if merged is None:
             out[i] = display_token(tokenizer, ids[i])
             i += 1
             continue
         text, k = merged
-        out[i:i + k] = [text] if k == 1 else [f"{text}·{n + 1}/{k}" for n in range(k)]
+        out[i : i + k] = [text] if k == 1 else [f"{text}·{n + 1}/{k}" for n in range(k)]
         i += k
     return out
 
@@ -109,6 +116,73 @@ def unknown_words_hint(tokenizer, words: list[str], n: int = 3) -> str:
     vocab = [w for w in tokenizer.get_vocab() if w not in tokenizer.all_special_tokens]
     if len(vocab) > 200_000:
         return ""
-    near = {w: difflib.get_close_matches(w.lower(), vocab, n=n, cutoff=0.6) for w in dict.fromkeys(words)}
+    near = {
+        w: difflib.get_close_matches(w.lower(), vocab, n=n, cutoff=0.6)
+        for w in dict.fromkeys(words)
+    }
     shown = [f"{w!r} → {', '.join(m)}" for w, m in near.items() if m]
     return f"; nearest in the vocabulary: {'; '.join(shown)}" if shown else ""
+
+
+def encode_prompt(tokenizer, prompt: str, max_length: int | None) -> torch.Tensor:
+    """Token ids of a prompt string, refused by name where it is empty, too long for the model's
+    context (checked before tokenising), not encodable, or holds words the vocabulary lacks."""
+    if not prompt.strip():
+        raise ValueError("prompt is empty; give at least one word")
+    limit = 64 * max_length if max_length is not None else 1 << 20
+    if len(prompt) > limit:  # (checked before tokenising, which would take the memory first)
+        context = (
+            f"the model's context is {max_length} tokens"
+            if max_length
+            else "no context limit is set"
+        )
+        raise ValueError(
+            f"prompt has {len(prompt):,} characters, more than {limit:,} ({context}); shorten it"
+        )
+    encodable(prompt, "the prompt")
+    ids = torch.tensor(tokenizer(prompt)["input_ids"], dtype=torch.long)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and (ids == unk).any():
+        unknown = unknown_words(tokenizer, prompt, unk)
+        if unknown:
+            raise ValueError(
+                f"words not in the model's vocabulary: {unknown}"
+                + unknown_words_hint(tokenizer, unknown)
+            )
+    return ids
+
+
+def unknown_words(tokenizer, prompt: str, unk: int) -> list[str]:
+    """The stretches of ``prompt`` that encode as the unknown token (a literal unknown token aside)."""
+    try:
+        enc = tokenizer(prompt, return_offsets_mapping=True)
+    except (NotImplementedError, ValueError):  # a slow tokenizer: by words
+        return [
+            w
+            for w in prompt.split()
+            if w != tokenizer.unk_token
+            and tokenizer(w, add_special_tokens=False)["input_ids"] == [unk]
+        ]
+    return [
+        prompt[a:b]
+        for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])
+        if i == unk and b > a and prompt[a:b] != tokenizer.unk_token
+    ]
+
+
+def single_token_id(tokenizer, token: str) -> int:
+    """The id of a single-token string; refused by name where the tokenizer splits it or it is unknown."""
+    if not isinstance(token, str) or not token:
+        raise ValueError(f"a token is a non-empty string, got {token!r:.60}")
+    ids = tokenizer(encodable(token, "the token"), add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        pieces = [tokenizer.decode([i]) for i in ids]
+        raise ValueError(
+            f"target token {token!r} is not a single token: the tokenizer splits it into {pieces}"
+        )
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and ids[0] == unk and token != tokenizer.unk_token:
+        raise ValueError(
+            f"target token {token!r} is not in the vocabulary (it encodes as the unknown token)"
+        )
+    return int(ids[0])

@@ -30,30 +30,35 @@ class TraceInputs:
     """What :func:`linear_trace` and the edge products read of a capture (what a remote
     request carries)."""
 
-    tokens: torch.Tensor          # [T]
-    embed: torch.Tensor           # [T, d] what the token embeddings write to the residual stream
-    mlp_in: torch.Tensor          # [L, T, d] transcoder inputs
-    mlp_out: torch.Tensor         # [L, T, d] true MLP outputs
-    errors: torch.Tensor          # [L, T, d] error nodes
+    tokens: torch.Tensor  # [T]
+    embed: torch.Tensor  # [T, d] what the token embeddings write to the residual stream
+    mlp_in: torch.Tensor  # [L, T, d] transcoder inputs
+    mlp_out: torch.Tensor  # [L, T, d] true MLP outputs
+    errors: torch.Tensor  # [L, T, d] error nodes
 
     def to(self, device) -> TraceInputs:
-        return TraceInputs(*(x.to(device) for x in (self.tokens, self.embed, self.mlp_in, self.mlp_out, self.errors)))
+        return TraceInputs(
+            *(
+                x.to(device)
+                for x in (self.tokens, self.embed, self.mlp_in, self.mlp_out, self.errors)
+            )
+        )
 
 
 @dataclass(frozen=True)
 class Capture:
     """One clean forward pass and the transcoders' view of it: what attribution holds fixed."""
 
-    tokens: torch.Tensor             # [T]
-    embed: torch.Tensor              # [T, d]
-    mlp_in: torch.Tensor             # [L, T, d] transcoder inputs
-    mlp_out: torch.Tensor            # [L, T, d] true MLP outputs
-    logits: torch.Tensor             # [T, V] the model's output (after a soft-cap, if any)
-    unembed_in: torch.Tensor         # [T, d] input of the unembedding (after the final norm)
-    raw_logits: torch.Tensor         # [V] last position before the soft-cap (linear in the sources)
+    tokens: torch.Tensor  # [T]
+    embed: torch.Tensor  # [T, d]
+    mlp_in: torch.Tensor  # [L, T, d] transcoder inputs
+    mlp_out: torch.Tensor  # [L, T, d] true MLP outputs
+    logits: torch.Tensor  # [T, V] the model's output (after a soft-cap, if any)
+    unembed_in: torch.Tensor  # [T, d] input of the unembedding (after the final norm)
+    raw_logits: torch.Tensor  # [V] last position before the soft-cap (linear in the sources)
     activations: list[torch.Tensor]  # per layer [T, F]
-    reconstruction: torch.Tensor     # [L, T, d] decoders + b_dec + skip (+ cross-layer writes)
-    errors: torch.Tensor             # [L, T, d] mlp_out − reconstruction
+    reconstruction: torch.Tensor  # [L, T, d] decoders + b_dec + skip (+ cross-layer writes)
+    errors: torch.Tensor  # [L, T, d] mlp_out − reconstruction
 
     def without_features_at(self, transcoders, position: int) -> Capture:
         """This capture with the features at ``position`` left out: their activations zeroed
@@ -68,8 +73,12 @@ class Capture:
                 for j, write in enumerate(writes):
                     reconstruction[layer + j, position] -= write[0].to(reconstruction.dtype)
                 activations[layer][position] = 0
-        return dataclasses.replace(self, activations=activations, reconstruction=reconstruction,
-                                   errors=self.mlp_out - reconstruction)
+        return dataclasses.replace(
+            self,
+            activations=activations,
+            reconstruction=reconstruction,
+            errors=self.mlp_out - reconstruction,
+        )
 
     def trace_inputs(self, device=None) -> TraceInputs:
         """The slice of the capture :func:`linear_trace` needs, on ``device`` (default: here)."""
@@ -77,7 +86,9 @@ class Capture:
         return inputs if device is None else inputs.to(device)
 
 
-def transcoder_reads(arch: Architecture, norm_module, inp: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+def transcoder_reads(
+    arch: Architecture, norm_module, inp: torch.Tensor, frozen: bool = False
+) -> torch.Tensor:
     """What a transcoder reads given the input ``inp`` of module ``arch.mlp_in``: that input,
     or its ``x / rms(x)`` (Gemma), with the scale frozen in a linear trace."""
     return rms_normalize(inp, norm_module, frozen) if arch.mlp_in_normalized else inp
@@ -97,22 +108,27 @@ def record(trace, envoy, arch: Architecture, tokens: torch.Tensor) -> dict[str, 
             outs.append(get_module(layer, arch.mlp_out).output)
         unembed_in = get_module(envoy, arch.unembed).input.save()
         logits = get_module(envoy, arch.unembed).output.save()
-    return {"embed": embed[0], "mlp_in": [x[0] for x in ins], "mlp_out": torch.stack([x[0] for x in outs]),
-            "unembed_in": unembed_in[0], "logits": logits[0]}
+    return {
+        "embed": embed[0],
+        "mlp_in": [x[0] for x in ins],
+        "mlp_out": torch.stack([x[0] for x in outs]),
+        "unembed_in": unembed_in[0],
+        "logits": logits[0],
+    }
 
 
 @dataclass
 class LinearTrace:
     """The frozen local replacement model on ``batch`` copies of a prompt, as one autograd graph."""
 
-    embed_leaf: torch.Tensor          # [B, T, d]
+    embed_leaf: torch.Tensor  # [B, T, d]
     write_leaves: list[torch.Tensor]  # per layer [B, T, d]
-    mlp_in: list[torch.Tensor]        # per layer [B, T, d], functions of the leaves
-    unembed_in: torch.Tensor          # [B, T, d]
-    logits: torch.Tensor              # [B, 1, V]: the last position's
-    attn_in: list[torch.Tensor]       # per layer [B, T, d]: the residual stream before its attention
-    attn_x: list[torch.Tensor]        # per layer [B, T, d]: what the attention reads (its norm's output)
-    heads: list[torch.Tensor]         # per layer [B, T, n_heads · d_head]: the heads' outputs side by side
+    mlp_in: list[torch.Tensor]  # per layer [B, T, d], functions of the leaves
+    unembed_in: torch.Tensor  # [B, T, d]
+    logits: torch.Tensor  # [B, 1, V]: the last position's
+    attn_in: list[torch.Tensor]  # per layer [B, T, d]: the residual stream before its attention
+    attn_x: list[torch.Tensor]  # per layer [B, T, d]: what the attention reads (its norm's output)
+    heads: list[torch.Tensor]  # per layer [B, T, n_heads · d_head]: the heads' outputs side by side
 
     @property
     def leaves(self) -> list[torch.Tensor]:
@@ -124,7 +140,7 @@ def _freeze_attention(arch: Architecture, layer) -> None:
     for name in arch.queries_keys:
         qk = get_module(layer, name)
         out = qk.output
-        if arch.qk_fused:     # [queries | keys | values]
+        if arch.qk_fused:  # [queries | keys | values]
             split = 2 * (out.shape[-1] // 3)
             qk.output = torch.cat([out[..., :split].detach(), out[..., split:]], -1)
         else:
@@ -146,19 +162,47 @@ def eager_attention(envoy, scores: int):
     forward values are the same up to float rounding.  A model whose weights live on a
     server keeps its own setting (its config is not ours to change)."""
     cfg = getattr(getattr(envoy, "_module", None), "config", None)
-    saved = getattr(cfg, "_attn_implementation", None)
-    if cfg is None or saved is None or saved == "eager" or scores > EAGER_MAX_SCORES:
+    if cfg is None or scores > EAGER_MAX_SCORES:
         yield
         return
-    cfg._attn_implementation = "eager"
+    with attention_implementation(cfg, "eager"):
+        yield
+
+
+@contextlib.contextmanager
+def attention_implementation(config, name: str):
+    """Hugging Face's attention implementation set to ``name`` while inside (the config's own
+    setting back after; nothing changed where the config names none)."""
+    saved = getattr(config, "_attn_implementation", None)
+    if saved is None or saved == name:
+        yield
+        return
+    config._attn_implementation = name
     try:
         yield
     finally:
-        cfg._attn_implementation = saved
+        config._attn_implementation = saved
 
 
-def linear_trace(envoy, arch: Architecture, skips: list, cap: TraceInputs, batch: int,
-                 length: int | None = None) -> LinearTrace:
+def _leaves(cap: TraceInputs, skips: list, batch: int, T: int):
+    """The linear trace's leaves, ``batch`` copies of the first ``T`` positions: the token
+    embeddings, and per layer what the MLP writes less the skip term (which the trace adds)."""
+    d = cap.embed.shape[1]
+    embed_leaf = cap.embed[None, :T].expand(batch, T, d).clone().requires_grad_(True)
+    write_leaves = []
+    for l, W_skip in enumerate(skips):
+        write = (
+            cap.mlp_out[l, :T]
+            if W_skip is None
+            else cap.mlp_out[l, :T] - cap.mlp_in[l, :T] @ W_skip
+        )
+        write_leaves.append(write[None].expand(batch, T, d).clone().requires_grad_(True))
+    return embed_leaf, write_leaves
+
+
+def linear_trace(
+    envoy, arch: Architecture, skips: list, cap: TraceInputs, batch: int, length: int | None = None
+) -> LinearTrace:
     """Trace ``batch`` copies of the prompt's first ``length`` tokens through the frozen local
     replacement model, as one autograd graph (attention is causal, so a prefix's trace is
     exact for targets inside it).
@@ -170,27 +214,27 @@ def linear_trace(envoy, arch: Architecture, skips: list, cap: TraceInputs, batch
     that source's direct effects.
     """
     layers = get_module(envoy, arch.layers)
-    T, d = cap.embed.shape
-    T = T if length is None else int(length)
-    embed_leaf = cap.embed[None, :T].expand(batch, T, d).clone().requires_grad_(True)
-    write_leaves = []
-    for l, W_skip in enumerate(skips):
-        write = cap.mlp_out[l, :T] if W_skip is None else cap.mlp_out[l, :T] - cap.mlp_in[l, :T] @ W_skip
-        write_leaves.append(write[None].expand(batch, T, d).clone().requires_grad_(True))
+    T = cap.embed.shape[0] if length is None else int(length)
+    embed_leaf, write_leaves = _leaves(cap, skips, batch, T)
     mlp_in, attn_in, attn_x, heads = [], [], [], []
-    n_heads = getattr(getattr(getattr(envoy, "_module", None), "config", None), "num_attention_heads", 1)
-    with eager_attention(envoy, batch * n_heads * T * T), envoy.trace(cap.tokens[None, :T].expand(batch, -1)):
+    n_heads = getattr(
+        getattr(getattr(envoy, "_module", None), "config", None), "num_attention_heads", 1
+    )
+    with (
+        eager_attention(envoy, batch * n_heads * T * T),
+        envoy.trace(cap.tokens[None, :T].expand(batch, -1)),
+    ):
         get_module(envoy, arch.embed).output = embed_leaf
         for layer, W_skip, leaf in zip(layers, skips, write_leaves):
             for i, name in enumerate(arch.norms):
-                if name == arch.mlp_out:         # a norm after the MLP (Gemma): replaced below
+                if name == arch.mlp_out:  # a norm after the MLP (Gemma): replaced below
                     continue
                 norm = get_module(layer, name)
                 inp = norm.input
                 if name == arch.mlp_in:
                     x = transcoder_reads(arch, norm._module, inp, frozen=True)
                 norm.output = frozen_norm(inp, norm.output, norm._module, arch.norm_kind)
-                if i == 0:                       # the attention runs after the first norm
+                if i == 0:  # the attention runs after the first norm
                     attn_in.append(nnsight.save(inp))
                     attn_x.append(nnsight.save(norm.output))
                     _freeze_attention(arch, layer)

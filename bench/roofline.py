@@ -41,10 +41,18 @@ import compare_circuit_tracer as cct  # noqa: E402  (the real-size cases are bui
 
 def probe(d: int, d_attn: int, T: int, batch: int, repeats: int = 5) -> dict:
     """GFLOP/s of torch.matmul at the row phase's shapes (best of ``repeats``)."""
-    shapes = {f"[{batch}·{T}, {d_attn}] × [{d_attn}, {d}] (output projection)": ((batch * T, d_attn), (d_attn, d)),
-              f"[{batch}·{T}, {d}] × [{d}, {d}] (value projection)": ((batch * T, d), (d, d)),
-              f"[{T}, 16, {d}] × [{T}, {d}, {batch}] (decoder products, bmm)": ((T, 16, d), (T, d, batch)),
-              "[1024, 1024] × [1024, 1024] (square)": ((1024, 1024), (1024, 1024))}
+    shapes = {
+        f"[{batch}·{T}, {d_attn}] × [{d_attn}, {d}] (output projection)": (
+            (batch * T, d_attn),
+            (d_attn, d),
+        ),
+        f"[{batch}·{T}, {d}] × [{d}, {d}] (value projection)": ((batch * T, d), (d, d)),
+        f"[{T}, 16, {d}] × [{T}, {d}, {batch}] (decoder products, bmm)": (
+            (T, 16, d),
+            (T, d, batch),
+        ),
+        "[1024, 1024] × [1024, 1024] (square)": ((1024, 1024), (1024, 1024)),
+    }
     out = {}
     for name, (a, b) in shapes.items():
         x, y = torch.randn(a), torch.randn(b)
@@ -77,17 +85,28 @@ def needed_flops(model, graph) -> dict:
     rows = graph.sparse_adjacency.indptr
     has_row = np.diff(rows) > 0
     targets = nodes[has_row.astype(bool)]
-    layer = np.where(targets.kind == "logit", L, targets.layer.fillna(L).to_numpy(float)).astype(int)
+    layer = np.where(targets.kind == "logit", L, targets.layer.fillna(L).to_numpy(float)).astype(
+        int
+    )
     pos = targets.position.to_numpy(int)
     backward = products = 0.0
     for l, p in zip(layer, pos):
         n = p + 1
-        per_layer = 2 * n * d * KV * hd + 2 * n * H * hd * d + 2 * H * n * n * hd   # v, o, fixed attention mixing
+        per_layer = (
+            2 * n * d * KV * hd + 2 * n * H * hd * d + 2 * H * n * n * hd
+        )  # v, o, fixed attention mixing
         backward += l * per_layer
-        products += 2 * d * (upto[:l, p].sum() + l * n + n)                         # features, errors, tokens
-    forward = T * (2 * L * (d * (H + 2 * KV) * hd + H * hd * d + 3 * d * M) + 2 * L * d * F + 2 * d * V) \
+        products += 2 * d * (upto[:l, p].sum() + l * n + n)  # features, errors, tokens
+    forward = (
+        T * (2 * L * (d * (H + 2 * KV) * hd + H * hd * d + 3 * d * M) + 2 * L * d * F + 2 * d * V)
         + 2 * L * H * T * T * hd
-    return {"rows": int(has_row.sum()), "backward": backward, "products": products, "capture": float(forward)}
+    )
+    return {
+        "rows": int(has_row.sum()),
+        "backward": backward,
+        "products": products,
+        "capture": float(forward),
+    }
 
 
 def main() -> None:
@@ -95,7 +114,9 @@ def main() -> None:
     ap.add_argument("--model", choices=sorted(cct.REAL_MODELS), default="qwen3-0.6b")
     ap.add_argument("--features", type=int, default=16384)
     ap.add_argument("--tokens", type=int, default=17, choices=sorted(cct.REAL_PROMPTS))
-    ap.add_argument("--no-profile", action="store_true", help="skip the operator profile (a third run)")
+    ap.add_argument(
+        "--no-profile", action="store_true", help="skip the operator profile (a third run)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(2)
     import attribution_nb as anb
@@ -109,7 +130,7 @@ def main() -> None:
     cfg = model.hf_model.config
     hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     kw = {"max_feature_nodes": None, "progress": False}
-    anb.attribute(model, ids, **kw)                                           # warm-up
+    anb.attribute(model, ids, **kw)  # warm-up
     t = time.perf_counter()
     graph = anb.attribute(model, ids, **kw)
     seconds = time.perf_counter() - t
@@ -124,34 +145,58 @@ def main() -> None:
     need = needed_flops(model, graph)
     row_s = timings["logit_rows"] + timings["feature_rows"]
     best = max(rates.values())
-    print(f"{args.model}, {args.features} features per layer, {len(ids)} tokens, batch {batch}, 2 threads, float32: "
-          f"{int((graph.nodes.kind == 'feature').sum())} active features, {need['rows']} rows, "
-          f"attribute {seconds:.1f} s (" + ", ".join(f"{k} {v:.1f}" for k, v in timings.items() if k != "total") + ")")
+    print(
+        f"{args.model}, {args.features} features per layer, {len(ids)} tokens, batch {batch}, 2 threads, float32: "
+        f"{int((graph.nodes.kind == 'feature').sum())} active features, {need['rows']} rows, "
+        f"attribute {seconds:.1f} s ("
+        + ", ".join(f"{k} {v:.1f}" for k, v in timings.items() if k != "total")
+        + ")"
+    )
     print("matmul probe (GFLOP/s):")
     for name, rate in rates.items():
         print(f"  {rate:7.1f}  {name}")
     row_done = done - done_capture
     row_need = need["backward"] + need["products"]
-    print(f"row phase ({row_s:.1f} s): done {row_done / 1e9:,.0f} GFLOP = {row_done / row_s / 1e9:.1f} GFLOP/s "
-          f"({100 * row_done / row_s / 1e9 / best:.0f}% of the best probe); needed {row_need / 1e9:,.0f} GFLOP "
-          f"(backward {need['backward'] / 1e9:,.0f}, products {need['products'] / 1e9:,.0f}) = "
-          f"{row_need / row_s / 1e9:.1f} GFLOP/s ({100 * row_need / row_s / 1e9 / best:.0f}%); done/needed "
-          f"{row_done / max(row_need, 1):.2f}")
-    print(f"capture ({timings['capture']:.1f} s): done {done_capture / 1e9:,.1f} GFLOP, needed "
-          f"{need['capture'] / 1e9:,.1f} GFLOP = {done_capture / timings['capture'] / 1e9:.1f} GFLOP/s")
+    print(
+        f"row phase ({row_s:.1f} s): done {row_done / 1e9:,.0f} GFLOP = {row_done / row_s / 1e9:.1f} GFLOP/s "
+        f"({100 * row_done / row_s / 1e9 / best:.0f}% of the best probe); needed {row_need / 1e9:,.0f} GFLOP "
+        f"(backward {need['backward'] / 1e9:,.0f}, products {need['products'] / 1e9:,.0f}) = "
+        f"{row_need / row_s / 1e9:.1f} GFLOP/s ({100 * row_need / row_s / 1e9 / best:.0f}%); done/needed "
+        f"{row_done / max(row_need, 1):.2f}"
+    )
+    print(
+        f"capture ({timings['capture']:.1f} s): done {done_capture / 1e9:,.1f} GFLOP, needed "
+        f"{need['capture'] / 1e9:,.1f} GFLOP = {done_capture / timings['capture'] / 1e9:.1f} GFLOP/s"
+    )
     if not args.no_profile:
         from torch.profiler import ProfilerActivity, profile
+
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             anb.attribute(model, ids, **kw)
         events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
         total = sum(e.self_cpu_time_total for e in events)
         print("where the time goes (torch.profiler, self time by operator, one more run):")
         for e in events[:12]:
-            print(f"  {100 * e.self_cpu_time_total / total:5.1f}%  {e.self_cpu_time_total / 1e6:6.2f} s  "
-                  f"{e.count:>7} calls  {e.key}")
-    print(json.dumps({"model": args.model, "features": args.features, "tokens": len(ids), "seconds": seconds,
-                      "timings": timings, "probe_gflops": rates, "row_done_flops": row_done,
-                      "row_needed_flops": row_need, "capture_done_flops": done_capture, **need}))
+            print(
+                f"  {100 * e.self_cpu_time_total / total:5.1f}%  {e.self_cpu_time_total / 1e6:6.2f} s  "
+                f"{e.count:>7} calls  {e.key}"
+            )
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "features": args.features,
+                "tokens": len(ids),
+                "seconds": seconds,
+                "timings": timings,
+                "probe_gflops": rates,
+                "row_done_flops": row_done,
+                "row_needed_flops": row_need,
+                "capture_done_flops": done_capture,
+                **need,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import pandas as pd
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PROMPT = "fact : the capital of the state containing dallas is"
-LONG = " ".join([PROMPT] * 7)          # 71 tokens: prefix traces
+LONG = " ".join([PROMPT] * 7)  # 71 tokens: prefix traces
 # name: (family, activation, transcoder kind, prompt, max_feature_nodes)
 TINY = {
     "llama-jumprelu": ("llama", "jumprelu", "", PROMPT, None),
@@ -49,19 +49,30 @@ DEMO = {"demo-dallas": PROMPT, "demo-couplet": "poem : a dog sat by the cat ,"}
 def _arrays(graph) -> tuple[dict, dict]:
     m = graph.sparse_adjacency
     nodes = graph.nodes
-    arrays = {"indptr": m.indptr.astype(np.int64), "indices": m.indices.astype(np.int64), "data": m.data,
-              "activation": nodes["activation"].to_numpy(dtype=np.float64),
-              "influence": nodes["influence"].to_numpy(dtype=np.float64),
-              "probability": graph.logits["probability"].to_numpy(dtype=np.float64),
-              "logit": graph.logits["logit"].to_numpy(dtype=np.float64)}
-    text = {col: [None if v is None or v is pd.NA or v != v else (int(v) if col in ("layer", "position", "feature")
-                                                                  else v)
-                  for v in nodes[col].astype(object).tolist()]
-            for col in ("node_id", "kind", "layer", "position", "token", "feature", "label")}
+    arrays = {
+        "indptr": m.indptr.astype(np.int64),
+        "indices": m.indices.astype(np.int64),
+        "data": m.data,
+        "activation": nodes["activation"].to_numpy(dtype=np.float64),
+        "influence": nodes["influence"].to_numpy(dtype=np.float64),
+        "probability": graph.logits["probability"].to_numpy(dtype=np.float64),
+        "logit": graph.logits["logit"].to_numpy(dtype=np.float64),
+    }
+    text = {
+        col: [
+            None
+            if v is None or v is pd.NA or v != v
+            else (int(v) if col in ("layer", "position", "feature") else v)
+            for v in nodes[col].astype(object).tolist()
+        ]
+        for col in ("node_id", "kind", "layer", "position", "token", "feature", "label")
+    }
     # token and logit ids carry the token id since graph format 3 (``t:P0:1``, ``l:P10:231``): compare them in
     # the older form, since the token ids are compared below and in ``token_ids``
-    text["node_id"] = [f"t:P{p}" if k == "token" else f"l:{t}" if k == "logit" else n
-                       for n, k, p, t in zip(text["node_id"], text["kind"], text["position"], text["token"])]
+    text["node_id"] = [
+        f"t:P{p}" if k == "token" else f"l:{t}" if k == "logit" else n
+        for n, k, p, t in zip(text["node_id"], text["kind"], text["position"], text["token"])
+    ]
     text["logit_tokens"] = graph.logits["token"].tolist()
     text["logit_ids"] = [int(t) for t in graph.logits["token_id"]]
     return arrays, text
@@ -73,14 +84,23 @@ def save(folder: str) -> None:
 
     import attribution_nb as anb
     from attribution_nb.demo import tiny_model
+
     print(f"code: {os.path.dirname(anb.__file__)}", flush=True)
     torch.set_num_threads(2)
     os.makedirs(folder, exist_ok=True)
     graphs = {}
     for name, (family, activation, kind, prompt, max_nodes) in TINY.items():
-        model = tiny_model(family, seed=3, activation=activation, skip=kind == "skip", cross_layer=kind == "clt",
-                           d_features=128)
-        graphs[name] = anb.attribute(model, prompt, progress=False, batch_size=16, max_feature_nodes=max_nodes)
+        model = tiny_model(
+            family,
+            seed=3,
+            activation=activation,
+            skip=kind == "skip",
+            cross_layer=kind == "clt",
+            d_features=128,
+        )
+        graphs[name] = anb.attribute(
+            model, prompt, progress=False, batch_size=16, max_feature_nodes=max_nodes
+        )
     demo = anb.load_model()
     for name, prompt in DEMO.items():
         graphs[name] = anb.attribute(demo, prompt, progress=False)
@@ -95,15 +115,26 @@ def save(folder: str) -> None:
 def compare(a: str, b: str) -> bool:
     same_all = True
     for name in [*TINY, *DEMO]:
-        with np.load(os.path.join(a, f"{name}.npz")) as fa, np.load(os.path.join(b, f"{name}.npz")) as fb:
-            diff = [k for k in fa.files if not (fa[k].dtype == fb[k].dtype and np.array_equal(fa[k], fb[k]))]
+        with (
+            np.load(os.path.join(a, f"{name}.npz")) as fa,
+            np.load(os.path.join(b, f"{name}.npz")) as fb,
+        ):
+            diff = [
+                k
+                for k in fa.files
+                if not (fa[k].dtype == fb[k].dtype and np.array_equal(fa[k], fb[k]))
+            ]
             n_edges = len(fb["data"])
-        with open(os.path.join(a, f"{name}.json"), encoding="utf-8") as fa, \
-                open(os.path.join(b, f"{name}.json"), encoding="utf-8") as fb:
+        with (
+            open(os.path.join(a, f"{name}.json"), encoding="utf-8") as fa,
+            open(os.path.join(b, f"{name}.json"), encoding="utf-8") as fb,
+        ):
             ta, tb = json.load(fa), json.load(fb)
         diff += [k for k in ta if ta[k] != tb.get(k)]
         same_all &= not diff
-        print(f"{name:<14} {n_edges:>8} edges  " + ("identical" if not diff else f"DIFFERENT: {diff}"))
+        print(
+            f"{name:<14} {n_edges:>8} edges  " + ("identical" if not diff else f"DIFFERENT: {diff}")
+        )
     return same_all
 
 
@@ -111,7 +142,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", help="git revision to compare with (checked out as a worktree)")
     parser.add_argument("--save", help="only write this code's graphs to this folder")
-    parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="only compare two saved folders")
+    parser.add_argument(
+        "--compare", nargs=2, metavar=("A", "B"), help="only compare two saved folders"
+    )
     args = parser.parse_args(argv)
     if args.save:
         save(args.save)
@@ -120,8 +153,13 @@ def main(argv=None) -> int:
         return 0 if compare(*args.compare) else 1
     if not args.base:
         parser.error("give --base REV (or --save DIR)")
-    rev = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=ROOT, check=True, capture_output=True,
-                         text=True).stdout.strip()
+    rev = subprocess.run(
+        ["git", "rev-parse", "--short", args.base],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     work = os.path.join(HERE, ".work")
     tree = os.path.join(work, f"base-{rev}")
     if not os.path.isdir(tree):

@@ -43,18 +43,24 @@ def _attribute(tokens: int, features: int, out: str) -> dict:
 
     import attribution_nb as anb
     from attribution_nb.demo import WORDS, tiny_model
+
     torch.set_num_threads(2)
     model = tiny_model("llama", seed=0, d_features=features)
     words = [w for w in WORDS if w.isalpha()]
     prompt = " ".join(words[(7 * i) % len(words)] for i in range(tokens - 1))
-    anb.attribute(model, " ".join(words[:4]), progress=False)          # warm-up
+    anb.attribute(model, " ".join(words[:4]), progress=False)  # warm-up
     t = time.perf_counter()
     graph = anb.attribute(model, prompt, max_feature_nodes=None, progress=False)
     seconds = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     graph.save(out)
-    return {"attribute_s": seconds, "attribute_peak_mb": peak, "features": int((graph.nodes.kind == "feature").sum()),
-            "nodes": len(graph.nodes), "edges": graph.n_edges}
+    return {
+        "attribute_s": seconds,
+        "attribute_peak_mb": peak,
+        "features": int((graph.nodes.kind == "feature").sum()),
+        "nodes": len(graph.nodes),
+        "edges": graph.n_edges,
+    }
 
 
 def _attribute_real(name: str, tokens: int, features: int, out: str) -> dict:
@@ -63,6 +69,7 @@ def _attribute_real(name: str, tokens: int, features: int, out: str) -> dict:
     from transformers import AutoTokenizer
 
     import attribution_nb as anb
+
     torch.set_num_threads(2)
     folder = cct.REAL_MODELS[name][1](features)
     tok = AutoTokenizer.from_pretrained(folder)
@@ -70,26 +77,38 @@ def _attribute_real(name: str, tokens: int, features: int, out: str) -> dict:
     if len(ids) < tokens:
         raise SystemExit(f"the bench's text has {len(ids)} tokens, fewer than {tokens}")
     model = anb.load_model(folder, transcoders=os.path.join(folder, "transcoders"))
-    anb.attribute(model, ids[:17], progress=False)                    # warm-up
+    anb.attribute(model, ids[:17], progress=False)  # warm-up
     t = time.perf_counter()
     graph = anb.attribute(model, ids, progress=False)
     seconds = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     graph.save(out)
     info = graph.info
-    return {"attribute_s": seconds, "attribute_peak_mb": peak, "features": int((graph.nodes.kind == "feature").sum()),
-            "active": info["n_active_features"], "rows": info.get("feature_rows", 0), "batch": info["batch_size"],
-            "nodes": len(graph.nodes), "edges": graph.n_edges, "timings": info["timings"]}
+    return {
+        "attribute_s": seconds,
+        "attribute_peak_mb": peak,
+        "features": int((graph.nodes.kind == "feature").sum()),
+        "active": info["n_active_features"],
+        "rows": info.get("feature_rows", 0),
+        "batch": info["batch_size"],
+        "nodes": len(graph.nodes),
+        "edges": graph.n_edges,
+        "timings": info["timings"],
+    }
 
 
 def _prune(path: str) -> dict:
     import attribution_nb as anb
+
     graph = anb.AttributionGraph.load(path)
     t = time.perf_counter()
     pruned = graph.prune(0.8, 0.98)
     seconds = time.perf_counter() - t
-    return {"prune_s": seconds, "prune_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "pruned_edges": pruned.n_edges}
+    return {
+        "prune_s": seconds,
+        "prune_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "pruned_edges": pruned.n_edges,
+    }
 
 
 def _run(args: list[str]) -> dict:
@@ -104,7 +123,7 @@ def point(tokens: int, features: int, model: str = "tiny") -> dict:
         path = os.path.join(tmp, "g.graph")
         r = {"tokens": tokens, "features_per_layer": features}
         if model != "tiny":
-            cct.REAL_MODELS[model][1](features)        # built once, outside the timed process
+            cct.REAL_MODELS[model][1](features)  # built once, outside the timed process
             r["load"] = cct.quiet()
         r.update(_run(["--_attribute", str(tokens), str(features), path, model]))
         r.update(_run(["--_prune", path]))
@@ -116,12 +135,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256])
     ap.add_argument("--features", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
-    ap.add_argument("--base-features", type=int, default=512, help="features per layer while the prompt grows")
-    ap.add_argument("--base-tokens", type=int, default=32, help="prompt length while the features grow")
-    ap.add_argument("--html", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "scaling.html"))
-    ap.add_argument("--model", choices=["tiny", *sorted(cct.REAL_MODELS)], default="tiny",
-                    help="tiny (default) or a real-size case (then lengths 17-256, features 2k-32k by default)")
-    ap.add_argument("--png", help="also save the figure as this PNG (with --model; Debian's chromium draws it)")
+    ap.add_argument(
+        "--base-features", type=int, default=512, help="features per layer while the prompt grows"
+    )
+    ap.add_argument(
+        "--base-tokens", type=int, default=32, help="prompt length while the features grow"
+    )
+    ap.add_argument(
+        "--html", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "scaling.html")
+    )
+    ap.add_argument(
+        "--model",
+        choices=["tiny", *sorted(cct.REAL_MODELS)],
+        default="tiny",
+        help="tiny (default) or a real-size case (then lengths 17-256, features 2k-32k by default)",
+    )
+    ap.add_argument(
+        "--png", help="also save the figure as this PNG (with --model; Debian's chromium draws it)"
+    )
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--_attribute", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--_prune", help=argparse.SUPPRESS)
@@ -133,32 +164,45 @@ def main() -> None:
         return
     real = args.model != "tiny"
     if real:
-        defaults = {"lengths": [17, 32, 64, 128, 256], "features": [2048, 8192, 16384, 32768],
-                    "base_features": 16384, "base_tokens": 17}
-        for key, value in defaults.items():        # the tiny defaults are replaced unless given
+        defaults = {
+            "lengths": [17, 32, 64, 128, 256],
+            "features": [2048, 8192, 16384, 32768],
+            "base_features": 16384,
+            "base_tokens": 17,
+        }
+        for key, value in defaults.items():  # the tiny defaults are replaced unless given
             if getattr(args, key) == ap.get_default(key):
                 setattr(args, key, value)
     if args._prune:
         print(json.dumps(_prune(args._prune)))
         return
 
-    head = (f"{'tokens':>6} {'F/layer':>7} {'features':>8} {'edges':>11} {'attribute s':>11} {'peak MB':>8} "
-            f"{'prune s':>8} {'peak MB':>8} {'file MB':>8} {'bytes/edge':>10}")
-    sweeps = {"prompt length": [(n, args.base_features) for n in args.lengths],
-              "features per layer": [(args.base_tokens, f) for f in args.features]}
+    head = (
+        f"{'tokens':>6} {'F/layer':>7} {'features':>8} {'edges':>11} {'attribute s':>11} {'peak MB':>8} "
+        f"{'prune s':>8} {'peak MB':>8} {'file MB':>8} {'bytes/edge':>10}"
+    )
+    sweeps = {
+        "prompt length": [(n, args.base_features) for n in args.lengths],
+        "features per layer": [(args.base_tokens, f) for f in args.features],
+    }
     results = {}
-    what = (cct.REAL_MODELS[args.model][0] + ", attribute's defaults (at most 8,192 features kept)" if real
-            else "tiny Llama, 4 layers, d_model 64")
+    what = (
+        cct.REAL_MODELS[args.model][0] + ", attribute's defaults (at most 8,192 features kept)"
+        if real
+        else "tiny Llama, 4 layers, d_model 64"
+    )
     for name, points in sweeps.items():
         print(f"\n{name} ({what}, 2 threads)\n{head}")
         results[name] = []
         for tokens, features in points:
             r = point(tokens, features, args.model)
             results[name].append(r)
-            print(f"{r['tokens']:>6} {r['features_per_layer']:>7} {r['features']:>8} {r['edges']:>11} "
-                  f"{r['attribute_s']:>11.2f} {r['attribute_peak_mb']:>8.0f} {r['prune_s']:>8.2f} "
-                  f"{r['prune_peak_mb']:>8.0f} {r['graph_mb']:>8.1f} {r['graph_mb'] * 2**20 / max(r['edges'], 1):>10.1f}",
-                  flush=True)
+            print(
+                f"{r['tokens']:>6} {r['features_per_layer']:>7} {r['features']:>8} {r['edges']:>11} "
+                f"{r['attribute_s']:>11.2f} {r['attribute_peak_mb']:>8.0f} {r['prune_s']:>8.2f} "
+                f"{r['prune_peak_mb']:>8.0f} {r['graph_mb']:>8.1f} {r['graph_mb'] * 2**20 / max(r['edges'], 1):>10.1f}",
+                flush=True,
+            )
     print_exponents(results)
     if args.json:
         with open(args.json, "w") as f:
@@ -166,20 +210,47 @@ def main() -> None:
 
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    fig = make_subplots(rows=2, cols=2, subplot_titles=["time vs prompt length", "peak memory vs edges",
-                                                        "time vs features per layer", "edges vs prompt length"])
+
+    fig = make_subplots(
+        rows=2,
+        cols=2,
+        subplot_titles=[
+            "time vs prompt length",
+            "peak memory vs edges",
+            "time vs features per layer",
+            "edges vs prompt length",
+        ],
+    )
     length, width = results["prompt length"], results["features per layer"]
     x = [r["tokens"] for r in length]
     fig.add_trace(go.Scatter(x=x, y=[r["attribute_s"] for r in length], name="attribute (s)"), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=[r["prune_s"] for r in length], name="prune (s)"), 1, 1)
     every = length + width
-    fig.add_trace(go.Scatter(x=[r["edges"] for r in every], y=[r["attribute_peak_mb"] for r in every], mode="markers",
-                             name="attribute peak (MB)"), 1, 2)
-    fig.add_trace(go.Scatter(x=[r["edges"] for r in every], y=[r["prune_peak_mb"] for r in every], mode="markers",
-                             name="load + prune peak (MB)"), 1, 2)
+    fig.add_trace(
+        go.Scatter(
+            x=[r["edges"] for r in every],
+            y=[r["attribute_peak_mb"] for r in every],
+            mode="markers",
+            name="attribute peak (MB)",
+        ),
+        1,
+        2,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[r["edges"] for r in every],
+            y=[r["prune_peak_mb"] for r in every],
+            mode="markers",
+            name="load + prune peak (MB)",
+        ),
+        1,
+        2,
+    )
     xf = [r["features_per_layer"] for r in width]
     at = f"{args.base_tokens} tokens"
-    fig.add_trace(go.Scatter(x=xf, y=[r["attribute_s"] for r in width], name=f"attribute (s), {at}"), 2, 1)
+    fig.add_trace(
+        go.Scatter(x=xf, y=[r["attribute_s"] for r in width], name=f"attribute (s), {at}"), 2, 1
+    )
     fig.add_trace(go.Scatter(x=xf, y=[r["prune_s"] for r in width], name=f"prune (s), {at}"), 2, 1)
     fig.add_trace(go.Scatter(x=x, y=[r["edges"] for r in length], name="edges"), 2, 2)
     for r, c in ((1, 1), (1, 2), (2, 1), (2, 2)):
@@ -200,18 +271,24 @@ def exponent(x, y) -> float:
 
 def print_exponents(results: dict) -> None:
     length, width = results["prompt length"], results["features per layer"]
-    for name, rows, key in (("prompt length", length, "tokens"), ("features per layer", width, "features_per_layer")):
+    for name, rows, key in (
+        ("prompt length", length, "tokens"),
+        ("features per layer", width, "features_per_layer"),
+    ):
         if len(rows) < 2:
             continue
         x = [r[key] for r in rows]
-        print(f"fitted exponents against {name}: attribute time {exponent(x, [r['attribute_s'] for r in rows]):.2f}, "
-              f"peak memory {exponent(x, [r['attribute_peak_mb'] for r in rows]):.2f}, "
-              f"edges {exponent(x, [max(r['edges'], 1) for r in rows]):.2f}")
+        print(
+            f"fitted exponents against {name}: attribute time {exponent(x, [r['attribute_s'] for r in rows]):.2f}, "
+            f"peak memory {exponent(x, [r['attribute_peak_mb'] for r in rows]):.2f}, "
+            f"edges {exponent(x, [max(r['edges'], 1) for r in rows]):.2f}"
+        )
 
 
 def save_png(html_path: str, png_path: str) -> None:
     """The figure as an image: its page opened in Debian's chromium (Playwright), screenshotted."""
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
         page = browser.new_page(viewport={"width": 1200, "height": 820})

@@ -15,6 +15,7 @@ def llama():
 @pytest.fixture(scope="session")
 def llama_graph(llama):
     import attribution_nb as anb
+
     return anb.attribute(llama, PROMPT, progress=False)
 
 

@@ -27,10 +27,18 @@ CASES = [
     ("llama", "jumprelu", True),
     ("qwen2", "jumprelu", False),
     ("qwen3", "jumprelu", True),
-    ("gemma2", "jumprelu", False),    # (1 + w) norms, post-norms, scaled embeddings, soft-caps, sliding window
-    ("gemma3", "jumprelu", True),     # Gemma-2's block with q/k norms, local and global layers, no soft-caps
-    ("gpt2", "jumprelu", True),       # LayerNorm with bias, Conv1D, learned positions
-    ("llama", "jumprelu", "clt"),     # cross-layer transcoders: features write to every later layer
+    (
+        "gemma2",
+        "jumprelu",
+        False,
+    ),  # (1 + w) norms, post-norms, scaled embeddings, soft-caps, sliding window
+    (
+        "gemma3",
+        "jumprelu",
+        True,
+    ),  # Gemma-2's block with q/k norms, local and global layers, no soft-caps
+    ("gpt2", "jumprelu", True),  # LayerNorm with bias, Conv1D, learned positions
+    ("llama", "jumprelu", "clt"),  # cross-layer transcoders: features write to every later layer
     ("gemma2", "relu", "clt"),
 ]
 
@@ -43,9 +51,16 @@ def case_id(case) -> str:
 def case_model(case, prompt):
     """The tiny model of a case and its float64 reference on ``prompt``."""
     from attribution_nb.demo import tiny_model
+
     family, activation, skip = case
-    model = tiny_model(family, seed=3, activation=activation, skip=skip is True, cross_layer=skip == "clt",
-                       d_features=128)
+    model = tiny_model(
+        family,
+        seed=3,
+        activation=activation,
+        skip=skip is True,
+        cross_layer=skip == "clt",
+        d_features=128,
+    )
     return model, Reference(model, model.tokenize(prompt))
 
 
@@ -55,7 +70,9 @@ def jacobian_row(ref, graph, target) -> torch.Tensor:
     src = ref.clean_sources
     leaves = ref.leaf_sources()
     value = ref.targets(leaves, [target])[0]
-    grads = torch.autograd.grad(value, [leaves.embed, *leaves.acts, leaves.errors], allow_unused=True)
+    grads = torch.autograd.grad(
+        value, [leaves.embed, *leaves.acts, leaves.errors], allow_unused=True
+    )
     g_embed, g_acts, g_err = grads[0], grads[1:-1], grads[-1]
     n = graph.nodes
     expected = torch.zeros(len(n), dtype=torch.float64)
@@ -71,9 +88,9 @@ def jacobian_row(ref, graph, target) -> torch.Tensor:
 
 @dataclass
 class Sources:
-    embed: torch.Tensor           # [T, d]
-    acts: list[torch.Tensor]      # per layer [T, F]
-    errors: torch.Tensor          # [L, T, d]
+    embed: torch.Tensor  # [T, d]
+    acts: list[torch.Tensor]  # per layer [T, F]
+    errors: torch.Tensor  # [L, T, d]
 
 
 class Reference:
@@ -86,16 +103,16 @@ class Reference:
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         # the registry says only which block layout to compute (the maths below is written here)
         block = architecture_for(self.hf).block
-        self.gemma = block == "sandwich"    # (1 + w) norms, norms after attention and MLP, soft-caps
-        self.gpt2 = block == "gpt2"         # LayerNorm with bias, Conv1D, learned positions
+        self.gemma = block == "sandwich"  # (1 + w) norms, norms after attention and MLP, soft-caps
+        self.gpt2 = block == "gpt2"  # LayerNorm with bias, Conv1D, learned positions
         self.softcap = getattr(cfg, "final_logit_softcapping", None)
         saved = cfg._attn_implementation
         cfg._attn_implementation = "eager"
         with torch.no_grad():
             out = self.hf(tokens[None], output_attentions=True)
         cfg._attn_implementation = saved
-        self.hf_logits = out.logits[0]             # after the final soft-cap, if any
-        self.patterns = [a[0] for a in out.attentions]          # [H, T, T] per layer
+        self.hf_logits = out.logits[0]  # after the final soft-cap, if any
+        self.patterns = [a[0] for a in out.attentions]  # [H, T, T] per layer
         self.scales = None
         with torch.no_grad():
             self.clean_logits, self.clean_sources, self.mlp_in = self.run(None, record=True)
@@ -127,29 +144,39 @@ class Reference:
             embed = embed * cfg_scale(self.hf.config)
         h = embed if sources is None else sources.embed
         acts, errors, mlp_ins = [], [], []
-        self.attn_ins = []                  # the residual stream before each layer's attention
+        self.attn_ins = []  # the residual stream before each layer's attention
         for l, layer in enumerate(layers):
             self.attn_ins.append(h)
             attn = layer.self_attn
             x = self._norm(h, layer.input_layernorm, (l, 0), record)
-            v = attn.v_proj(x).view(T, self.n_kv, -1).repeat_interleave(self.n_heads // self.n_kv, dim=1)
+            v = (
+                attn.v_proj(x)
+                .view(T, self.n_kv, -1)
+                .repeat_interleave(self.n_heads // self.n_kv, dim=1)
+            )
             heads = torch.einsum("hqk,khd->qhd", self.patterns[l], v).reshape(T, -1)
             if self.gemma:
-                h = h + self._norm(attn.o_proj(heads), layer.post_attention_layernorm, (l, 1), record)
+                h = h + self._norm(
+                    attn.o_proj(heads), layer.post_attention_layernorm, (l, 1), record
+                )
                 # GemmaScope transcoders read x / rms(x), before the norm's (1 + w)
                 x2 = self._norm(h, layer.pre_feedforward_layernorm, (l, 2), record, weight=False)
             else:
                 h = h + attn.o_proj(heads)
                 x2 = self._norm(h, layer.post_attention_layernorm, (l, 1), record)
             mlp_ins.append(x2)
+
             def true_mlp(layer=layer, x2=x2):
                 if not self.gemma:
                     return layer.mlp(x2)
                 # the transcoder replaces the MLP and its post-norm (GemmaScope's layout)
-                return layer.post_feedforward_layernorm(layer.mlp(x2 * (1 + layer.pre_feedforward_layernorm.weight)))
+                return layer.post_feedforward_layernorm(
+                    layer.mlp(x2 * (1 + layer.pre_feedforward_layernorm.weight))
+                )
+
             h = h + self._mlp_out(l, x2, true_mlp, sources, acts, errors)
         xf = self._norm(h, self.hf.model.norm, "final", record)
-        self.final = xf                      # the unembedding's input (custom targets read it)
+        self.final = xf  # the unembedding's input (custom targets read it)
         logits = self.hf.lm_head(xf)
         if sources is None:
             return logits, Sources(embed, acts, torch.stack(errors)), mlp_ins
@@ -165,7 +192,9 @@ class Reference:
             acts.append(tc.encode(x2))
             errors.append(out - tc(x2) - self._cross(acts, l))
             return out
-        out = sources.acts[l] @ tc.W_dec + tc.b_dec + sources.errors[l] + self._cross(sources.acts, l)
+        out = (
+            sources.acts[l] @ tc.W_dec + tc.b_dec + sources.errors[l] + self._cross(sources.acts, l)
+        )
         return out if tc.W_skip is None else out + x2 @ tc.W_skip
 
     def _cross(self, acts, l):
@@ -197,12 +226,14 @@ class Reference:
             self.attn_ins.append(h)
             x = self._layernorm(h, block.ln_1, (l, 0), record)
             qkv = x @ block.attn.c_attn.weight + block.attn.c_attn.bias
-            v = qkv[:, 2 * d:].view(T, self.n_heads, -1)
+            v = qkv[:, 2 * d :].view(T, self.n_heads, -1)
             heads = torch.einsum("hqk,khd->qhd", self.patterns[l], v).reshape(T, -1)
             h = h + heads @ block.attn.c_proj.weight + block.attn.c_proj.bias
             x2 = self._layernorm(h, block.ln_2, (l, 1), record)
             mlp_ins.append(x2)
-            h = h + self._mlp_out(l, x2, lambda block=block, x2=x2: block.mlp(x2), sources, acts, errors)
+            h = h + self._mlp_out(
+                l, x2, lambda block=block, x2=x2: block.mlp(x2), sources, acts, errors
+            )
         self.final = self._layernorm(h, t.ln_f, "final", record)
         logits = self.hf.lm_head(self.final)
         if sources is None:
@@ -228,14 +259,21 @@ class Reference:
 
     def zero_sources(self) -> Sources:
         s = self.clean_sources
-        return Sources(torch.zeros_like(s.embed), [torch.zeros_like(a) for a in s.acts], torch.zeros_like(s.errors))
+        return Sources(
+            torch.zeros_like(s.embed),
+            [torch.zeros_like(a) for a in s.acts],
+            torch.zeros_like(s.errors),
+        )
 
     def leaf_sources(self) -> Sources:
         s = self.clean_sources
-        return Sources(s.embed.clone().requires_grad_(True), [a.clone().requires_grad_(True) for a in s.acts],
-                       s.errors.clone().requires_grad_(True))
+        return Sources(
+            s.embed.clone().requires_grad_(True),
+            [a.clone().requires_grad_(True) for a in s.acts],
+            s.errors.clone().requires_grad_(True),
+        )
 
 
 def cfg_scale(cfg) -> float:
     """Gemma scales token embeddings by sqrt(d_model)."""
-    return cfg.hidden_size ** 0.5
+    return cfg.hidden_size**0.5

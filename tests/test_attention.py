@@ -27,14 +27,24 @@ def case(request):
 def _hf_queries_keys(model, tokens):
     """Per layer, the (query, key, scaling) Hugging Face's eager attention receives."""
     seen = []
-    attn_type = type(model.hf_model.base_model.h[0].attn if hasattr(model.hf_model.base_model, "h")
-                     else model.hf_model.base_model.layers[0].self_attn)
+    attn_type = type(
+        model.hf_model.base_model.h[0].attn
+        if hasattr(model.hf_model.base_model, "h")
+        else model.hf_model.base_model.layers[0].self_attn
+    )
     module = importlib.import_module(attn_type.__module__)
     original = module.eager_attention_forward
 
     def spy(mod, query, key, value, attention_mask, scaling=None, **kwargs):
-        seen.append((query[0].double(), key[0].double(), query.shape[-1] ** -0.5 if scaling is None else scaling))
+        seen.append(
+            (
+                query[0].double(),
+                key[0].double(),
+                query.shape[-1] ** -0.5 if scaling is None else scaling,
+            )
+        )
         return original(mod, query, key, value, attention_mask, scaling=scaling, **kwargs)
+
     cfg = model.hf_model.config
     saved = cfg._attn_implementation
     cfg._attn_implementation = "eager"
@@ -55,7 +65,7 @@ def test_queries_keys_and_patterns_are_hugging_faces(case):
     n_heads = model.hf_model.config.num_attention_heads
     n_kv = getattr(model.hf_model.config, "num_key_value_heads", None) or n_heads
     for layer in range(model.n_layers):
-        hf_q, hf_k, scaling = seen[layer]                  # [heads, T, d_head]
+        hf_q, hf_k, scaling = seen[layer]  # [heads, T, d_head]
         for head in range(n_heads):
             maps = head_maps(model, tokens, layer, head)
             Q = torch.stack([maps.query(p) for p in range(len(tokens))])
@@ -69,8 +79,10 @@ def test_queries_keys_and_patterns_are_hugging_faces(case):
                 cap = model.hf_model.config.attn_logit_softcapping
                 scores = torch.tanh(scores / cap) * cap
             pattern = torch.softmax(scores.nan_to_num(float("-inf")), -1)
-            if (ref.patterns[layer][head] == 0).sum() > int(torch.ones(len(tokens), len(tokens)).triu(1).sum()):
-                continue                                   # a sliding window masks more keys: compare rows kept
+            if (ref.patterns[layer][head] == 0).sum() > int(
+                torch.ones(len(tokens), len(tokens)).triu(1).sum()
+            ):
+                continue  # a sliding window masks more keys: compare rows kept
             torch.testing.assert_close(pattern, ref.patterns[layer][head], rtol=0, atol=1e-4)
 
 
@@ -92,12 +104,14 @@ def test_tables_sum_to_the_score_with_the_reference_constant(case):
         scale = float(table.contribution.abs().max())
         assert table.contribution.sum() == pytest.approx(score, abs=1e-5 * scale)
         maps = head_maps(model, tokens, layer, head)
-        assert score == pytest.approx(float(attention_scores(model, PROMPT, layer, head)[q, k]), abs=1e-6 * scale)
+        assert score == pytest.approx(
+            float(attention_scores(model, PROMPT, layer, head)[q, k]), abs=1e-6 * scale
+        )
         # the bias × bias term: the reference's query and key with every source zeroed
         q0, k0 = maps.query(q, zero_resid[layer][q]), maps.key(k, zero_resid[layer][k])
         bias = table[(table.query_node == "bias") & (table.key_node == "bias")].contribution.iloc[0]
         assert bias == pytest.approx(maps.scale * float(q0 @ k0), abs=1e-5 * scale)
-        row = table[table.query_node == "bias"].contribution.sum()            # bias query · the whole key
+        row = table[table.query_node == "bias"].contribution.sum()  # bias query · the whole key
         assert row == pytest.approx(maps.scale * float(q0 @ maps.key(k)), abs=1e-5 * scale)
 
 
@@ -109,7 +123,9 @@ def test_zeroing_a_query_side_feature_moves_the_score_by_its_row(case):
     table = attribute_attention(model, PROMPT, layer, head, q, k)
     maps = head_maps(model, tokens, layer, head)
     rows = table[(table.query_kind == "feature")].groupby("query_node").contribution.sum()
-    later = [n for n in rows.abs().sort_values(ascending=False).index if anb.NodeId.parse(n).position > k][:3]
+    later = [
+        n for n in rows.abs().sort_values(ascending=False).index if anb.NodeId.parse(n).position > k
+    ][:3]
     assert later, "no query-side feature after the key position"
     src = ref.clean_sources
     with torch.no_grad():
@@ -122,9 +138,13 @@ def test_zeroing_a_query_side_feature_moves_the_score_by_its_row(case):
         with torch.no_grad():
             ref.run(Sources(src.embed, acts, src.errors.clone()))
             changed = ref.attn_ins[layer]
-        assert torch.allclose(changed[k], base[k])                 # the key cannot see a later feature
-        delta = maps.scale * float((maps.query(q, base[q]) - maps.query(q, changed[q])) @ maps.key(k, base[k]))
-        assert rows[node] == pytest.approx(delta, abs=1e-5 * float(table.contribution.abs().max()) + 1e-7)
+        assert torch.allclose(changed[k], base[k])  # the key cannot see a later feature
+        delta = maps.scale * float(
+            (maps.query(q, base[q]) - maps.query(q, changed[q])) @ maps.key(k, base[k])
+        )
+        assert rows[node] == pytest.approx(
+            delta, abs=1e-5 * float(table.contribution.abs().max()) + 1e-7
+        )
 
 
 def test_on_the_demo_model_a_head_reads_the_city_because_the_question_asks():
@@ -152,10 +172,15 @@ def test_on_the_demo_model_a_head_reads_the_city_because_the_question_asks():
     assert (int(loads["layer"][0]), int(loads["head"][0])) == (layer, head)
 
 
-@pytest.mark.parametrize("args,message", [
-    ((9, 0, -1, 0), "layer must be in"), ((0, 99, -1, 0), "head must be in"),
-    ((0, 0, 3, 5), "a causal head never attends forward"), ((0, 0, 40, 0), "query_pos must be in"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ((9, 0, -1, 0), "layer must be in"),
+        ((0, 99, -1, 0), "head must be in"),
+        ((0, 0, 3, 5), "a causal head never attends forward"),
+        ((0, 0, 40, 0), "query_pos must be in"),
+    ],
+)
 def test_bad_heads_and_positions_say_what_is_wrong(args, message):
     model = anb.load_model()
     with pytest.raises(ValueError, match=message):
@@ -178,7 +203,9 @@ def test_attention_edges_lists_the_strongest_crossing_inputs_with_their_heads():
     incoming, _ = graph.edges_of(node)
     pos = dict(zip(graph.nodes.node_id, graph.nodes.position))
     crossing = incoming[[pos[s] < len(graph.tokens) - 1 for s in incoming.source]]
-    want = list(crossing.reindex(crossing.weight.abs().sort_values(ascending=False).index).source[:3])
+    want = list(
+        crossing.reindex(crossing.weight.abs().sort_values(ascending=False).index).source[:3]
+    )
     assert list(table.source) == want
     first = anb.edge_heads(model, PROMPT, want[0], node)
     assert (table.layer[0], table["head"][0]) == (first.layer[0], first["head"][0])

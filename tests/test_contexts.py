@@ -6,9 +6,16 @@ import torch
 import attribution_nb as anb
 from attribution_nb.contexts import _context_text
 
-TEXTS = ["fact : the capital of the state containing dallas is", "the opposite of small is big",
-         "dallas is in texas .", "the capital of texas is austin .", "he saw a hungry rabbit",
-         "le contraire de petit est grand", "lo contrario de pequeño es grande", "the cat sat"]
+TEXTS = [
+    "fact : the capital of the state containing dallas is",
+    "the opposite of small is big",
+    "dallas is in texas .",
+    "the capital of texas is austin .",
+    "he saw a hungry rabbit",
+    "le contraire de petit est grand",
+    "lo contrario de pequeño es grande",
+    "the cat sat",
+]
 
 
 def test_contexts_are_the_strongest_distinct_activations(llama):
@@ -19,11 +26,13 @@ def test_contexts_are_the_strongest_distinct_activations(llama):
     for text in TEXTS:
         ids = torch.tensor(llama.tokenizer(text)["input_ids"])
         for s in range(0, len(ids), 5):
-            w = ids[s:s + 5]
+            w = ids[s : s + 5]
             acts = llama.capture(w).activations
             for l, a in enumerate(acts):
                 for p, f in a.nonzero().tolist():
-                    every.setdefault((l, f), []).append((float(a[p, f]), _context_text(llama.tokenizer, w, p, 12)))
+                    every.setdefault((l, f), []).append(
+                        (float(a[p, f]), _context_text(llama.tokenizer, w, p, 12))
+                    )
     assert set(found) == set(every)
     for key, hits in every.items():
         best, seen = [], set()
@@ -36,7 +45,7 @@ def test_contexts_are_the_strongest_distinct_activations(llama):
 
 def test_a_context_marks_its_token_after_the_tokens_before_it(llama):
     ids = torch.tensor(llama.tokenizer("the capital of texas is austin .")["input_ids"])
-    assert _context_text(llama.tokenizer, ids, 5, 12) == "the capital of texas [is]"       # BOS left out
+    assert _context_text(llama.tokenizer, ids, 5, 12) == "the capital of texas [is]"  # BOS left out
     assert _context_text(llama.tokenizer, ids, 5, 2) == "of texas [is]"
 
 

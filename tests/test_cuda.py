@@ -21,9 +21,13 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 CASES = ["llama-skip", "qwen3", "gemma2-clt", "gpt2-skip"]
 
 
-def to_device(model: anb.ReplacementModel, device: str, dtype=torch.float32) -> anb.ReplacementModel:
+def to_device(
+    model: anb.ReplacementModel, device: str, dtype=torch.float32
+) -> anb.ReplacementModel:
     hf = copy.deepcopy(model.hf_model).to(device=device, dtype=dtype)
-    return anb.ReplacementModel(hf, model.tokenizer, copy.deepcopy(list(model.transcoders)), name=model.name)
+    return anb.ReplacementModel(
+        hf, model.tokenizer, copy.deepcopy(list(model.transcoders)), name=model.name
+    )
 
 
 @pytest.fixture(scope="module", params=CASES)
@@ -63,7 +67,7 @@ def test_interventions_on_cuda_equal_cpu(pair):
         before_g, after_g = gpu.intervened_logits(PROMPT, clamps, mode=mode)
         torch.testing.assert_close(before_g.cpu().float(), before_c.float(), rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(after_g.cpu().float(), after_c.float(), rtol=1e-4, atol=1e-4)
-        assert (after_c - before_c).abs().max() > 1e-3          # the clamp did something
+        assert (after_c - before_c).abs().max() > 1e-3  # the clamp did something
     gen_c = cpu.generate(PROMPT, clamps, max_new_tokens=4)
     gen_g = gpu.generate(PROMPT, clamps, max_new_tokens=4)
     assert gen_c == gen_g

@@ -20,16 +20,39 @@ from attribution_nb.demo import tiny_model
 PROMPT = "fact : the capital of the state containing dallas is"
 PACKAGE = os.path.dirname(os.path.abspath(anb.__file__))
 CLEAR = (ValueError, TypeError, KeyError, OSError)
-SETTINGS = dict(deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 #: values no argument of this package takes as they are
 HOSTILE = st.one_of(
-    st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=12), st.sampled_from(["\ud800", "a\x00b", "x" * 5000, "../x", "/dev/null", "{layer:>99}", "é", "٣"]),
-    st.lists(st.integers(-5, 5), max_size=4), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-    st.sampled_from([torch.zeros(3), torch.tensor(1.5), torch.ones(2, 2, dtype=torch.long), np.array([1.0, np.nan]),
-                     1 + 2j, object(), b"bytes", (1,), {1, 2}, math.inf, -0.0]))
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["\ud800", "a\x00b", "x" * 5000, "../x", "/dev/null", "{layer:>99}", "é", "٣"]),
+    st.lists(st.integers(-5, 5), max_size=4),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.sampled_from(
+        [
+            torch.zeros(3),
+            torch.tensor(1.5),
+            torch.ones(2, 2, dtype=torch.long),
+            np.array([1.0, np.nan]),
+            1 + 2j,
+            object(),
+            b"bytes",
+            (1,),
+            {1, 2},
+            math.inf,
+            -0.0,
+        ]
+    ),
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +70,29 @@ def ours_or_valid(call) -> str:
         frames = traceback.extract_tb(err.__traceback__)
         origin = frames[-1].filename if frames else ""
         assert str(err).strip(), f"{type(err).__name__} with no message"
-        assert any(os.path.abspath(f.filename).startswith(PACKAGE) for f in frames[-3:]) or isinstance(err, OSError), \
+        assert any(
+            os.path.abspath(f.filename).startswith(PACKAGE) for f in frames[-3:]
+        ) or isinstance(err, OSError), (
             f"{type(err).__name__} raised in {origin}, not by attribution_nb: {err}"
+        )
         return "refused"
-    except Exception as err:      # noqa: BLE001  (anything else is the finding)
+    except Exception as err:  # noqa: BLE001  (anything else is the finding)
         pytest.fail(f"{type(err).__name__}: {str(err)[:300]} (not one of the package's errors)")
     return "ok"
 
 
-ATTRIBUTE_ARGS = ["prompt", "targets", "max_n_logits", "desired_logit_prob", "batch_size", "max_feature_nodes", "rows",
-                  "bos_features", "prune_thresholds", "progress"]
+ATTRIBUTE_ARGS = [
+    "prompt",
+    "targets",
+    "max_n_logits",
+    "desired_logit_prob",
+    "batch_size",
+    "max_feature_nodes",
+    "rows",
+    "bos_features",
+    "prune_thresholds",
+    "progress",
+]
 
 
 @settings(max_examples=500, **SETTINGS)
@@ -95,7 +131,9 @@ GRAPH_CALLS = {
 @given(name=st.sampled_from(sorted(GRAPH_CALLS)), value=HOSTILE)
 def test_graph_methods(world, name, value):
     _, graph, feat = world
-    g = graph.subgraph(np.ones(len(graph.nodes), dtype=bool))      # (a copy: labels and supernodes may change)
+    g = graph.subgraph(
+        np.ones(len(graph.nodes), dtype=bool)
+    )  # (a copy: labels and supernodes may change)
     ours_or_valid(lambda: GRAPH_CALLS[name](g, feat, value))
 
 
@@ -108,14 +146,18 @@ MODEL_CALLS = {
     "intervene top_k": lambda m, f, v: m.intervene(PROMPT, {f: 0}, top_k=v),
     "generate max_new_tokens": lambda m, f, v: m.generate(PROMPT, {}, max_new_tokens=v),
     "generate temperature": lambda m, f, v: m.generate(PROMPT, {}, max_new_tokens=2, temperature=v),
-    "generate seed": lambda m, f, v: m.generate(PROMPT, {}, max_new_tokens=2, temperature=1.0, seed=v),
+    "generate seed": lambda m, f, v: m.generate(
+        PROMPT, {}, max_new_tokens=2, temperature=1.0, seed=v
+    ),
     "generate stop": lambda m, f, v: m.generate(PROMPT, {}, max_new_tokens=2, stop=v),
     "feature_top_tokens layer": lambda m, f, v: m.feature_top_tokens(v, 1),
     "feature_top_tokens feature": lambda m, f, v: m.feature_top_tokens(0, v),
     "feature_top_tokens k": lambda m, f, v: m.feature_top_tokens(0, 1, v),
     "steer direction": lambda m, f, v: m.steer(PROMPT, v, 0),
     "steer layer": lambda m, f, v: m.steer(PROMPT, torch.ones(m.hf_model.config.hidden_size), v),
-    "steer scale": lambda m, f, v: m.steer(PROMPT, torch.ones(m.hf_model.config.hidden_size), 0, scale=v),
+    "steer scale": lambda m, f, v: m.steer(
+        PROMPT, torch.ones(m.hf_model.config.hidden_size), 0, scale=v
+    ),
     "patch_position position": lambda m, f, v: m.patch_position(PROMPT, PROMPT, position=v),
     "patch_position layers": lambda m, f, v: m.patch_position(PROMPT, PROMPT, layers=v),
     "tokenize": lambda m, f, v: m.tokenize(v),
@@ -135,16 +177,27 @@ FREE_CALLS = {
     "load_model device": lambda v, tmp: anb.load_model("demo", device=v),
     "load_model dtype": lambda v, tmp: anb.load_model("demo", dtype=v),
     "AttributionGraph.load": lambda v, tmp: anb.AttributionGraph.load(v),
-    "Transcoder activation": lambda v, tmp: anb.Transcoder(torch.zeros(8, 16), torch.zeros(16), torch.zeros(16, 8),
-                                                         torch.zeros(8), activation=v),
-    "Transcoder W_enc": lambda v, tmp: anb.Transcoder(v, torch.zeros(16), torch.zeros(16, 8), torch.zeros(8)),
-    "Transcoder k": lambda v, tmp: anb.Transcoder(torch.zeros(8, 16), torch.zeros(16), torch.zeros(16, 8),
-                                                torch.zeros(8), activation="topk", k=v),
+    "Transcoder activation": lambda v, tmp: anb.Transcoder(
+        torch.zeros(8, 16), torch.zeros(16), torch.zeros(16, 8), torch.zeros(8), activation=v
+    ),
+    "Transcoder W_enc": lambda v, tmp: anb.Transcoder(
+        v, torch.zeros(16), torch.zeros(16, 8), torch.zeros(8)
+    ),
+    "Transcoder k": lambda v, tmp: anb.Transcoder(
+        torch.zeros(8, 16),
+        torch.zeros(16),
+        torch.zeros(16, 8),
+        torch.zeros(8),
+        activation="topk",
+        k=v,
+    ),
     "Multiply": lambda v, tmp: anb.Multiply(v),
     "Steer": lambda v, tmp: anb.Steer(v),
     "LogitDiff": lambda v, tmp: anb.LogitDiff(v, "austin"),
     "Direction": lambda v, tmp: anb.Direction(v, layer=0),
-    "save to": lambda v, tmp: _graph_for_saving().save(os.path.join(tmp, str(v).replace("/", "_")[:40] or "_")),
+    "save to": lambda v, tmp: _graph_for_saving().save(
+        os.path.join(tmp, str(v).replace("/", "_")[:40] or "_")
+    ),
 }
 _SAVED: list = []
 

@@ -80,14 +80,19 @@ def test_concurrent_writers_never_collide(tmp_path):
         try:
             for _ in range(50):
                 write_text(target, f"writer {i}")
-        except Exception as err:          # noqa: BLE001  (any failure is the finding)
+        except Exception as err:  # noqa: BLE001  (any failure is the finding)
             errors.append(err)
+
     threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert errors == [] and target.read_text().startswith("writer ") and os.listdir(tmp_path) == ["same.json"]
+    assert (
+        errors == []
+        and target.read_text().startswith("writer ")
+        and os.listdir(tmp_path) == ["same.json"]
+    )
 
 
 def test_sigint_mid_write_leaves_the_old_file(tmp_path):
@@ -118,19 +123,31 @@ for i in range(200):
     write_text({str(target)!r}, "x" * 10000)
 print("done")
 """
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
-    assert all(p.returncode == 0 and out.strip() == "done" for p, (out, _) in zip(procs, outs)), outs
+    assert all(p.returncode == 0 and out.strip() == "done" for p, (out, _) in zip(procs, outs)), (
+        outs
+    )
     assert target.read_text() == "x" * 10000 and os.listdir(tmp_path) == ["shared.graph"]
 
 
-def test_a_full_disk_or_a_refused_folder_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+def test_a_full_disk_or_a_refused_folder_leaves_the_old_file_and_no_temporary(
+    tmp_path, monkeypatch
+):
     """(Simulated: these tests also run as root, where a read-only folder does not refuse.)"""
     import errno
     import tempfile
 
     from attribution_nb import io
+
     target = tmp_path / "g.json"
     write_text(target, "old")
     real_open = open
@@ -141,6 +158,7 @@ def test_a_full_disk_or_a_refused_folder_leaves_the_old_file_and_no_temporary(tm
             f.close()
             raise OSError(errno.ENOSPC, "No space left on device")
         return f
+
     monkeypatch.setattr("builtins.open", full_disk)
     with pytest.raises(OSError, match="No space left"):
         write_text(target, "new")
@@ -149,6 +167,7 @@ def test_a_full_disk_or_a_refused_folder_leaves_the_old_file_and_no_temporary(tm
 
     def refused(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path))
+
     monkeypatch.setattr(io.tempfile, "mkstemp", refused)
     with pytest.raises(PermissionError):
         write_text(target, "new")
@@ -186,14 +205,17 @@ def test_a_special_file_or_a_symlink_is_refused_and_left_as_it_was(tmp_path):
 
 def test_a_set_of_outputs_is_written_all_or_nothing(tmp_path):
     from attribution_nb.io import atomic_paths
+
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text("old a")
     b.write_text("old b")
     with pytest.raises(OSError), atomic_paths(a, b) as (ta, tb):
         with open(ta, "w") as f:
             f.write("new a")
-        raise OSError(28, "No space left on device")      # the second file fails to write
-    assert (a.read_text(), b.read_text()) == ("old a", "old b") and sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt"]
+        raise OSError(28, "No space left on device")  # the second file fails to write
+    assert (a.read_text(), b.read_text()) == ("old a", "old b") and sorted(
+        os.listdir(tmp_path)
+    ) == ["a.txt", "b.txt"]
     with pytest.raises(ValueError, match="two outputs name the same file"):
         with atomic_paths(a, tmp_path / "." / "a.txt"):
             pass
@@ -204,6 +226,7 @@ def test_safetensors_files_get_the_mode_a_plain_write_gives(tmp_path, umask):
     """(safetensors' save_file replaces the file it is given: the mode is set after it has written)"""
     from attribution_nb.io import save_safetensors
     import torch
+
     old = os.umask(umask)
     try:
         save_safetensors({"x": torch.zeros(3)}, tmp_path / "new.st")
@@ -227,14 +250,18 @@ with atomic_path({str(target)!r}) as tmp:
 """
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
-    proc.kill()                                     # kill -9: no cleanup can run
+    proc.kill()  # kill -9: no cleanup can run
     proc.wait(timeout=30)
-    assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")], "the killed writer should have left its file"
+    assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")], (
+        "the killed writer should have left its file"
+    )
     write_text(target, "done")
     assert os.listdir(tmp_path) == ["g.json"] and target.read_text() == "done"
 
 
 def test_text_utf8_cannot_encode_is_refused_by_name(tmp_path):
-    with pytest.raises(ValueError, match=r"holds '\\ud800' at character 2, which UTF-8 cannot encode"):
+    with pytest.raises(
+        ValueError, match=r"holds '\\ud800' at character 2, which UTF-8 cannot encode"
+    ):
         write_text(tmp_path / "x.json", "ab\ud800")
     assert os.listdir(tmp_path) == []

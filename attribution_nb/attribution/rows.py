@@ -33,23 +33,28 @@ PREFIX_STEPS = 8
 class ActiveFeatures:
     """The active features of a capture in active order (on the CPU, whatever the model's device)."""
 
-    layer: torch.Tensor      # [n] int
-    position: torch.Tensor   # [n] int
-    index: torch.Tensor      # [n] int, the feature's index in its transcoder
+    layer: torch.Tensor  # [n] int
+    position: torch.Tensor  # [n] int
+    index: torch.Tensor  # [n] int, the feature's index in its transcoder
     activation: torch.Tensor  # [n] float32
 
     @classmethod
     def of(cls, activations: list[torch.Tensor]) -> ActiveFeatures:
         found = [(l, *acts.nonzero().T) for l, acts in enumerate(activations)]
-        return cls(torch.cat([torch.full_like(p, l) for l, p, _ in found]).cpu(),
-                   torch.cat([p for _, p, _ in found]).cpu(), torch.cat([f for _, _, f in found]).cpu(),
-                   torch.cat([activations[l][p, f] for l, p, f in found]).float().cpu())
+        return cls(
+            torch.cat([torch.full_like(p, l) for l, p, _ in found]).cpu(),
+            torch.cat([p for _, p, _ in found]).cpu(),
+            torch.cat([f for _, _, f in found]).cpu(),
+            torch.cat([activations[l][p, f] for l, p, f in found]).float().cpu(),
+        )
 
     def __len__(self) -> int:
         return len(self.layer)
 
     def take(self, order) -> ActiveFeatures:
-        return ActiveFeatures(self.layer[order], self.position[order], self.index[order], self.activation[order])
+        return ActiveFeatures(
+            self.layer[order], self.position[order], self.index[order], self.activation[order]
+        )
 
 
 @dataclass(frozen=True)
@@ -78,21 +83,33 @@ class SourceLayout:
     def columns(self, active: ActiveFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         """Each source's layer (−1 for tokens) and position."""
         L, T = self.n_layers, self.n_positions
-        return (torch.cat([active.layer, torch.arange(L).repeat_interleave(T), torch.full((T,), -1)]),
-                torch.cat([active.position, torch.arange(T).repeat(L), torch.arange(T)]))
+        return (
+            torch.cat([active.layer, torch.arange(L).repeat_interleave(T), torch.full((T,), -1)]),
+            torch.cat([active.position, torch.arange(T).repeat(L), torch.arange(T)]),
+        )
 
     def kinds(self, n_targets: int = 0) -> np.ndarray:
         """Each source's kind, then ``n_targets`` target ("logit") nodes."""
-        return np.array(["feature"] * self.n_features + ["error"] * self.n_errors + ["token"] * self.n_positions
-                        + ["logit"] * n_targets, dtype=object)
+        return np.array(
+            ["feature"] * self.n_features
+            + ["error"] * self.n_errors
+            + ["token"] * self.n_positions
+            + ["logit"] * n_targets,
+            dtype=object,
+        )
 
     def ids(self, active: ActiveFeatures, token_ids) -> np.ndarray:
         """Each source's node id."""
         errors = zip(*self.error_cells())
-        return np.array([NodeId.for_feature(int(la), int(p), int(f))
-                         for la, p, f in zip(active.layer, active.position, active.index)]
-                        + [NodeId.for_error(la, p) for la, p in errors]
-                        + [NodeId.for_token(p, int(token_ids[p])) for p in range(self.n_positions)], dtype=object)
+        return np.array(
+            [
+                NodeId.for_feature(int(la), int(p), int(f))
+                for la, p, f in zip(active.layer, active.position, active.index)
+            ]
+            + [NodeId.for_error(la, p) for la, p in errors]
+            + [NodeId.for_token(p, int(token_ids[p])) for p in range(self.n_positions)],
+            dtype=object,
+        )
 
 
 @dataclass(frozen=True)
@@ -104,25 +121,34 @@ class Segments:
     64 tokens those were a sixth of ``attribute``).  ``K`` is the mean number of entries per
     position, so the padding adds at most as much again."""
 
-    position: torch.Tensor          # [S] each segment's position, ascending
-    writes: list[torch.Tensor]      # per written layer (own first) [S, K, d] float32
-    columns: torch.Tensor           # [S·K] each entry's source column in the graph, −1 for padding
-    ends: list[int]                 # ends[p]: the segments at positions ≤ p are the first ends[p]
+    position: torch.Tensor  # [S] each segment's position, ascending
+    writes: list[torch.Tensor]  # per written layer (own first) [S, K, d] float32
+    columns: torch.Tensor  # [S·K] each entry's source column in the graph, −1 for padding
+    ends: list[int]  # ends[p]: the segments at positions ≤ p are the first ends[p]
 
     @classmethod
-    def of(cls, writes: list[torch.Tensor], counts: torch.Tensor, errors: torch.Tensor,
-           first_column: int, error_column: int) -> Segments:
+    def of(
+        cls,
+        writes: list[torch.Tensor],
+        counts: torch.Tensor,
+        errors: torch.Tensor,
+        first_column: int,
+        error_column: int,
+    ) -> Segments:
         """``writes``: the layer's features' writes (active order) per written layer;
         ``counts`` [T]: features per position; ``errors`` [T, d]: the layer's error nodes,
         whose columns are ``error_column + position``."""
         counts = counts.cpu()
         T, device = len(counts), writes[0].device
-        entries = counts + 1                                   # the features, then the error
+        entries = counts + 1  # the features, then the error
         K = max(1, math.ceil(int(entries.sum()) / T))
         per_pos = (entries + K - 1) // K
         first_seg = torch.cat([torch.zeros(1, dtype=torch.long), per_pos.cumsum(0)[:-1]])
         pos = torch.repeat_interleave(torch.arange(T), entries)
-        rank = torch.arange(len(pos)) - torch.cat([torch.zeros(1, dtype=torch.long), entries.cumsum(0)[:-1]])[pos]
+        rank = (
+            torch.arange(len(pos))
+            - torch.cat([torch.zeros(1, dtype=torch.long), entries.cumsum(0)[:-1]])[pos]
+        )
         slot = (first_seg[pos] + rank // K) * K + rank % K
         is_error = rank == entries[pos] - 1
         S = int(per_pos.sum())
@@ -133,11 +159,15 @@ class Segments:
         for j, w in enumerate(writes):
             p = torch.zeros(S * K, w.shape[-1], dtype=torch.float32, device=device)
             p[slot[~is_error].to(device)] = w.float()
-            if j == 0:                                          # errors write to their own layer only
+            if j == 0:  # errors write to their own layer only
                 p[slot[is_error].to(device)] = errors.float().to(device)
             padded.append(p.view(S, K, -1))
-        return cls(torch.repeat_interleave(torch.arange(T), per_pos).to(device), padded, columns,
-                   per_pos.cumsum(0).tolist())
+        return cls(
+            torch.repeat_interleave(torch.arange(T), per_pos).to(device),
+            padded,
+            columns,
+            per_pos.cumsum(0).tolist(),
+        )
 
     def products(self, reach: list, top_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(columns, effects [n, len(columns)])``: the direct effects of the entries at
@@ -148,8 +178,8 @@ class Segments:
         at = self.position[:S]
         acc = torch.zeros(S, self.writes[0].shape[1], n, device=self.writes[0].device)
         for j, g in reach:
-            g_seg = g.float().transpose(0, 1).index_select(0, at)              # [S, n, d]
-            acc.baddbmm_(self.writes[j][:S], g_seg.transpose(1, 2))          # [S, K, n] (the fast layout)
+            g_seg = g.float().transpose(0, 1).index_select(0, at)  # [S, n, d]
+            acc.baddbmm_(self.writes[j][:S], g_seg.transpose(1, 2))  # [S, K, n] (the fast layout)
         cols = self.columns[: S * self.writes[0].shape[1]]
         keep = cols >= 0
         return cols[keep], acc.permute(2, 0, 1).reshape(n, -1)[:, keep.to(acc.device)].cpu()
@@ -158,23 +188,40 @@ class Segments:
 class RowEngine:
     """Computes sparse rows (see the module docstring) for ≤ ``batch`` targets per backward pass."""
 
-    def __init__(self, model, cap, active: ActiveFeatures, batch: int, *, read_attention: bool = False,
-                 buckets: list[int] | None = None):
+    def __init__(
+        self,
+        model,
+        cap,
+        active: ActiveFeatures,
+        batch: int,
+        *,
+        read_attention: bool = False,
+        buckets: list[int] | None = None,
+    ):
         """``read_attention``: targets read the residual before a layer's attention, not its MLP
         input; ``buckets``: the prefix lengths a batch may run on (default: steps of the prompt)."""
         L, T, d = cap.mlp_in.shape
         self.L, self.T, self.batch = L, T, batch
         # what the linear trace needs, and nothing more (a remote request carries this object)
-        self.envoy, self.arch, self.skips = model.nn, model.architecture, model.transcoders.skip_weights()
+        self.envoy, self.arch, self.skips = (
+            model.nn,
+            model.architecture,
+            model.transcoders.skip_weights(),
+        )
         self.cap = cap.trace_inputs()
-        self.trace: LinearTrace | None = None     # traced on first use (on the server, for a remote model)
+        self.trace: LinearTrace | None = (
+            None  # traced on first use (on the server, for a remote model)
+        )
         self.read_attention = read_attention
         self.length: int | None = None
         # prefix lengths a batch may run on: a target at position p only needs positions ≤ p
-        self.buckets = buckets or (sorted({math.ceil(T * k / PREFIX_STEPS) for k in range(1, PREFIX_STEPS + 1)})
-                                   if T >= PREFIX_MIN_TOKENS else [T])
+        self.buckets = buckets or (
+            sorted({math.ceil(T * k / PREFIX_STEPS) for k in range(1, PREFIX_STEPS + 1)})
+            if T >= PREFIX_MIN_TOKENS
+            else [T]
+        )
         self.layer_starts, self.writes = [], []
-        self._segments: list[Segments] | None = None   # built from the writes where the model is
+        self._segments: list[Segments] | None = None  # built from the writes where the model is
         start = 0
         for l, tc in enumerate(model.transcoders):
             n_l = int((active.layer == l).sum())
@@ -206,8 +253,12 @@ class RowEngine:
         """The writes as :class:`Segments`, built on first use (a remote request carries the
         compact writes: the padding can make segments twice their size)."""
         if self._segments is None:
-            self._segments = [Segments.of(w, c, self.cap.errors[l], self.layer_starts[l], self.n_features + l * self.T)
-                              for l, (w, c) in enumerate(self.writes)]
+            self._segments = [
+                Segments.of(
+                    w, c, self.cap.errors[l], self.layer_starts[l], self.n_features + l * self.T
+                )
+                for l, (w, c) in enumerate(self.writes)
+            ]
         return self._segments
 
     def retrace(self, length: int) -> None:
@@ -240,20 +291,25 @@ class RowEngine:
     def _edges_from_grads(self, grads, layers, positions) -> torch.Tensor:
         n = len(layers)
         g_embed, g_writes = grads[0], grads[1:]
-        out = torch.zeros(n, self.n_sources, dtype=torch.float32)      # on the CPU
+        out = torch.zeros(n, self.n_sources, dtype=torch.float32)  # on the CPU
         top_layer, top_pos = int(layers.max()), int(positions.max())
         for l in range(min(top_layer, self.L)):
             if g_writes[l] is None:
                 continue
             # the layers this layer's sources write to that a target in the batch can see
-            reach = [(j, g_writes[l + j][:n, : top_pos + 1]) for j in range(len(self.segments[l].writes))
-                     if l + j < top_layer and g_writes[l + j] is not None]
+            reach = [
+                (j, g_writes[l + j][:n, : top_pos + 1])
+                for j in range(len(self.segments[l].writes))
+                if l + j < top_layer and g_writes[l + j] is not None
+            ]
             cols, effects = self.segments[l].products(reach, top_pos)
             out[:, cols] = effects
         if g_embed is not None:
             base = self.n_features + self.L * self.T
             g = g_embed[:n, : top_pos + 1].float()
-            out[:, base:base + top_pos + 1] = (g * self.cap.embed[: top_pos + 1].float()).sum(-1).cpu()
+            out[:, base : base + top_pos + 1] = (
+                (g * self.cap.embed[: top_pos + 1].float()).sum(-1).cpu()
+            )
         return out
 
     def __call__(self, layers: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor):
@@ -265,24 +321,37 @@ class RowEngine:
         n = len(layers)
         need = int(positions.max()) + 1
         length = next(b for b in self.buckets if b >= need)
-        if length != self.length:               # a shorter (or the full) prefix: cheaper backward passes
+        if length != self.length:  # a shorter (or the full) prefix: cheaper backward passes
             self.retrace(length)
         batch_idx = torch.arange(n)
         trace = self._traced()
         parts = []
         for layer in layers.unique().tolist():
             sel = layers == layer
-            x = trace.unembed_in if layer == self.L else \
-                trace.attn_in[layer] if self.read_attention else trace.mlp_in[layer]
-            parts.append((x[batch_idx[sel], positions[sel]] * vectors[sel].to(x.device, x.dtype)).sum())
+            x = (
+                trace.unembed_in
+                if layer == self.L
+                else trace.attn_in[layer]
+                if self.read_attention
+                else trace.mlp_in[layer]
+            )
+            parts.append(
+                (x[batch_idx[sel], positions[sel]] * vectors[sel].to(x.device, x.dtype)).sum()
+            )
         loss = sum(parts[1:], parts[0])
         grads = torch.autograd.grad(loss, trace.leaves, retain_graph=True, allow_unused=True)
         out = self._edges_from_grads(grads, layers, positions)
-        if not torch.isfinite(out).all():        # (before any more rows are computed)
+        if not torch.isfinite(out).all():  # (before any more rows are computed)
             b = int((~torch.isfinite(out)).any(1).nonzero()[0])
-            raise ValueError(f"non-finite direct effects into the target at layer {int(layers[b])}, position "
-                             f"{int(positions[b])} (layer {self.L} is the logits); check the model's dtype and weights")
-        mask = (self.src_layer[None] < layers[:, None]) & (self.src_pos[None] <= positions[:, None]) & (out != 0)
+            raise ValueError(
+                f"non-finite direct effects into the target at layer {int(layers[b])}, position "
+                f"{int(positions[b])} (layer {self.L} is the logits); check the model's dtype and weights"
+            )
+        mask = (
+            (self.src_layer[None] < layers[:, None])
+            & (self.src_pos[None] <= positions[:, None])
+            & (out != 0)
+        )
         cols = mask.nonzero()[:, 1].to(torch.int32).numpy()
         return mask.sum(1).numpy(), cols, out[mask].numpy()
 
@@ -305,7 +374,10 @@ class RowRunner:
         last = None
         for i, group in enumerate(groups):
             want = logits and i == len(groups) - 1
-            batches = [(layers[s], positions[s], vectors(s) if callable(vectors) else vectors[s]) for s in group]
+            batches = [
+                (layers[s], positions[s], vectors(s) if callable(vectors) else vectors[s])
+                for s in group
+            ]
             pieces, found = self.backend.run(self.engine.envoy, self.engine.run, batches, want)
             self.backend.request_done(self.engine)
             last = found if want else last

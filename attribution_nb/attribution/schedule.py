@@ -23,8 +23,9 @@ WARMUP_BATCHES = 4
 REFRESH_GROWTH = 1.25
 
 
-def greedy_rounds(store, probs: np.ndarray, n_active: int, n_keep: int, n_sources: int,
-                  batch: int) -> Iterator[np.ndarray]:
+def greedy_rounds(
+    store, probs: np.ndarray, n_active: int, n_keep: int, n_sources: int, batch: int
+) -> Iterator[np.ndarray]:
     """Rounds of features to visit next, most influential first; the caller computes each
     round's rows (into ``store``) before asking for the next."""
     visited = np.zeros(0, dtype=np.int64)
@@ -35,13 +36,19 @@ def greedy_rounds(store, probs: np.ndarray, n_active: int, n_keep: int, n_source
             score = feature_influence(store, probs, visited, n_active, n_sources)
             refreshed = len(visited)
         score[visited] = -1.0
-        n_round = batch if warm else batch * math.ceil((REFRESH_GROWTH * refreshed - len(visited)) / batch)
-        chosen = np.argsort(-score, kind="stable")[:min(n_round, n_keep - len(visited))]
+        n_round = (
+            batch
+            if warm
+            else batch * math.ceil((REFRESH_GROWTH * refreshed - len(visited)) / batch)
+        )
+        chosen = np.argsort(-score, kind="stable")[: min(n_round, n_keep - len(visited))]
         yield chosen
         visited = np.concatenate([visited, chosen])
 
 
-def feature_influence(store, probs: np.ndarray, visited: np.ndarray, n_active: int, n_sources: int) -> np.ndarray:
+def feature_influence(
+    store, probs: np.ndarray, visited: np.ndarray, n_active: int, n_sources: int
+) -> np.ndarray:
     """Influence of every active feature on the logits, from the rows computed so far."""
     n_l = len(probs)
     keys = [("logit", i) for i in range(n_l)] + visited.tolist()

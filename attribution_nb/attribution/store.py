@@ -10,8 +10,8 @@ class RowStore:
     """Pieces ``(counts, columns, values)`` of rows, found again by row key."""
 
     def __init__(self):
-        self.pieces: list = []          # (counts, cols, vals)
-        self.where: dict = {}           # row key -> (piece, start, stop)
+        self.pieces: list = []  # (counts, cols, vals)
+        self.where: dict = {}  # row key -> (piece, start, stop)
 
     def add(self, keys, piece) -> None:
         counts, cols, vals = piece
@@ -21,11 +21,13 @@ class RowStore:
         for key, stop, c in zip(keys, ends.tolist(), counts.tolist()):
             self.where[key] = (k, stop - c, stop)
 
-    def csr(self, row_keys, n_cols: int, col_map: np.ndarray | None = None, dtype=np.float32) -> sp.csr_array:
+    def csr(
+        self, row_keys, n_cols: int, col_map: np.ndarray | None = None, dtype=np.float32
+    ) -> sp.csr_array:
         """Rows ``row_keys`` (None = an empty row) over ``n_cols`` columns; ``col_map`` renumbers
         columns (−1 drops one) and must keep their order."""
         counts = np.zeros(len(row_keys), dtype=np.int64)
-        spans: list[list[int]] = []     # (piece, start, stop), consecutive rows merged
+        spans: list[list[int]] = []  # (piece, start, stop), consecutive rows merged
         for i, key in enumerate(row_keys):
             if key is None:
                 continue
@@ -47,5 +49,7 @@ class RowStore:
                 kept_before_end = np.concatenate([[0], np.cumsum(keep)])[ends]
                 counts = np.diff(np.concatenate([[0], kept_before_end]))
                 indices, data = indices[keep], data[keep]
-        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32 if len(indices) < 2**31 else np.int64)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(
+            np.int32 if len(indices) < 2**31 else np.int64
+        )
         return sp.csr_array((data, indices, indptr), shape=(len(row_keys), n_cols))

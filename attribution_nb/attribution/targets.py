@@ -73,7 +73,9 @@ class Target:
 def _weight(weight) -> float:
     w = as_float("a target's weight", weight, 0.0, 1.0)
     if w == 0:
-        raise ValueError("a target's weight must be in (0, 1], got 0 (a target that counts for nothing)")
+        raise ValueError(
+            "a target's weight must be in (0, 1], got 0 (a target that counts for nothing)"
+        )
     return w
 
 
@@ -134,17 +136,28 @@ class Direction(Target):
 
     def __post_init__(self):
         raw = self.vector
-        if (torch.is_tensor(raw) and (raw.is_complex() or raw.dtype == torch.bool)) or \
-                (isinstance(raw, np.ndarray) and raw.dtype.kind in "cbOUS"):
+        if (torch.is_tensor(raw) and (raw.is_complex() or raw.dtype == torch.bool)) or (
+            isinstance(raw, np.ndarray) and raw.dtype.kind in "cbOUS"
+        ):
             raise ValueError(f"a Direction's vector must hold real numbers, got dtype {raw.dtype}")
         try:
-            v = torch.as_tensor(np.asarray(raw, dtype=np.float64) if not torch.is_tensor(raw) else raw.detach().cpu().double())
+            v = torch.as_tensor(
+                np.asarray(raw, dtype=np.float64)
+                if not torch.is_tensor(raw)
+                else raw.detach().cpu().double()
+            )
         except (TypeError, ValueError) as err:
-            raise ValueError(f"a Direction's vector must be real numbers in one dimension, got {raw!r:.60} ({err})") from None
+            raise ValueError(
+                f"a Direction's vector must be real numbers in one dimension, got {raw!r:.60} ({err})"
+            ) from None
         if v.ndim != 1 or len(v) == 0 or not torch.isfinite(v).all():
-            raise ValueError(f"a Direction's vector must be 1-D, non-empty and finite, got shape {tuple(v.shape)}")
+            raise ValueError(
+                f"a Direction's vector must be 1-D, non-empty and finite, got shape {tuple(v.shape)}"
+            )
         if not v.abs().max() > 0:
-            raise ValueError("a Direction's vector is all zeros: it reads nothing, and its graph would have no edges")
+            raise ValueError(
+                "a Direction's vector is all zeros: it reads nothing, and its graph would have no edges"
+            )
         object.__setattr__(self, "vector", v)
         if self.layer is not None:
             object.__setattr__(self, "layer", as_int("a Direction's layer", self.layer, minimum=0))
@@ -156,21 +169,27 @@ class Direction(Target):
         return self.layer, int(self.position)
 
     def direction(self, model) -> torch.Tensor:
-        v = torch.as_tensor(self.vector)    # (a tensor already, since __post_init__)
+        v = torch.as_tensor(self.vector)  # (a tensor already, since __post_init__)
         d = model.d_model
         if len(v) == d:
             if self.layer is not None and self.layer >= model.n_layers:
-                raise ValueError(f"a Direction's layer must be below {model.n_layers} (or None: the unembedding "
-                                 f"input), got {self.layer}")
+                raise ValueError(
+                    f"a Direction's layer must be below {model.n_layers} (or None: the unembedding "
+                    f"input), got {self.layer}"
+                )
             return v
         vocab = model.with_unembedding(lambda W_U: W_U.shape[0])
         if len(v) == vocab and self.layer is None:
+
             def through(W_U, v=v):
                 W = W_U.double()
                 return (v.to(W.device) @ W - v.sum() * W.mean(0)).cpu()
+
             return model.with_unembedding(through)
-        raise ValueError(f"a Direction's vector has {len(v)} entries: give d_model = {d} (a residual direction) "
-                         f"or, with layer=None, the vocabulary's {vocab} (a weighting of the logits)")
+        raise ValueError(
+            f"a Direction's vector has {len(v)} entries: give d_model = {d} (a residual direction) "
+            f"or, with layer=None, the vocabulary's {vocab} (a weighting of the logits)"
+        )
 
     def label(self, model) -> str:
         return self.name or f"direction{'' if self.layer is None else f' @L{self.layer}'}"
@@ -190,11 +209,16 @@ class Mix(Target):
     def place(self) -> tuple[int | None, int]:
         places = {t.place() for _, t in self.parts}
         if len(places) != 1:
-            raise ValueError(f"a mix of targets must read them at one place (layer, position); got {sorted(places, key=str)}")
+            raise ValueError(
+                f"a mix of targets must read them at one place (layer, position); got {sorted(places, key=str)}"
+            )
         return places.pop()
 
     def direction(self, model) -> torch.Tensor:
-        return sum((c * t.direction(model).double() for c, t in self.parts), torch.zeros(model.d_model, dtype=torch.float64))
+        return sum(
+            (c * t.direction(model).double() for c, t in self.parts),
+            torch.zeros(model.d_model, dtype=torch.float64),
+        )
 
     def label(self, model) -> str:
         if self.name:
@@ -221,7 +245,9 @@ class Resolved:
     value: float
 
 
-def resolve_targets(model, cap, targets, max_n_logits: int, desired_logit_prob: float) -> list[Resolved]:
+def resolve_targets(
+    model, cap, targets, max_n_logits: int, desired_logit_prob: float
+) -> list[Resolved]:
     """The graph's target nodes: the top logits (``targets=None``), or the given tokens and custom
     targets, in the order given."""
     L, T = cap.mlp_in.shape[0], cap.mlp_in.shape[1]
@@ -229,9 +255,15 @@ def resolve_targets(model, cap, targets, max_n_logits: int, desired_logit_prob: 
     if targets is None:
         ids = top_logits(probs, max_n_logits, desired_logit_prob)
     else:
-        items = [targets] if isinstance(targets, (str, Target)) or not hasattr(targets, "__iter__") else list(targets)
+        items = (
+            [targets]
+            if isinstance(targets, (str, Target)) or not hasattr(targets, "__iter__")
+            else list(targets)
+        )
         if not items:
-            raise ValueError("targets is empty; give at least one token or target, or None for the top logits")
+            raise ValueError(
+                "targets is empty; give at least one token or target, or None for the top logits"
+            )
         ids = [t for t in items if not isinstance(t, Target)]
         customs = [t for t in items if isinstance(t, Target)]
         if customs:
@@ -255,20 +287,31 @@ def _token_targets(model, probs, cap, targets, T: int, L: int) -> list[Resolved]
     if not ids:
         return []
     rows = model.demeaned_unembedding(ids)
-    return [Resolved(name, tid, L, T - 1, rows[i], float(probs[tid]), float(cap.logits[-1, tid]))
-            for i, (tid, name) in enumerate(zip(ids, model.token_strings(ids)))]
+    return [
+        Resolved(name, tid, L, T - 1, rows[i], float(probs[tid]), float(cap.logits[-1, tid]))
+        for i, (tid, name) in enumerate(zip(ids, model.token_strings(ids)))
+    ]
 
 
 def _custom(model, cap, target: Target, L: int, T: int) -> Resolved:
     layer, position = target.place()
     if not -T <= position < T:
-        raise ValueError(f"a target's position must be in [-{T}, {T}) for this {T}-token prompt, got {position}")
+        raise ValueError(
+            f"a target's position must be in [-{T}, {T}) for this {T}-token prompt, got {position}"
+        )
     position %= T
     vector = target.direction(model).detach().to("cpu", torch.float64)
     read = cap.unembed_in[position] if layer is None else cap.mlp_in[layer, position]
     value = float(vector @ read.detach().to("cpu", torch.float64))
-    return Resolved(target.label(model), None, L if layer is None else int(layer), position, vector,
-                    float(target.weight), value)
+    return Resolved(
+        target.label(model),
+        None,
+        L if layer is None else int(layer),
+        position,
+        vector,
+        float(target.weight),
+        value,
+    )
 
 
 def _dedupe(resolved: list[Resolved]) -> list[Resolved]:
@@ -280,7 +323,11 @@ def _dedupe(resolved: list[Resolved]) -> list[Resolved]:
 
 
 def _token_id(model, token, vocab: int | None = None) -> int:
-    tid = model.token_id(token) if isinstance(token, str) else as_int("a target (a token string or id)", token)
+    tid = (
+        model.token_id(token)
+        if isinstance(token, str)
+        else as_int("a target (a token string or id)", token)
+    )
     vocab = vocab if vocab is not None else model.with_unembedding(lambda W_U: W_U.shape[0])
     if not 0 <= tid < vocab:
         raise ValueError(f"target token id {tid} is outside the vocabulary [0, {vocab})")

@@ -30,11 +30,14 @@ def load_demo_model(folder: str = DEMO_DIR) -> ReplacementModel:
     Falls back to a tiny random Llama, with a warning, where the trained files are absent.
     """
     if not os.path.isfile(os.path.join(folder, "config.json")):
-        warnings.warn("the trained demo model is not shipped yet: using a tiny random Llama with random "
-                      "transcoders (graphs are well-formed but carry no meaning)", stacklevel=2)
+        warnings.warn(
+            "the trained demo model is not shipped yet: using a tiny random Llama with random "
+            "transcoders (graphs are well-formed but carry no meaning)",
+            stacklevel=2,
+        )
         return tiny_model("llama", seed=0)
     shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()           # a 4 MB model: no "Loading weights" bar in every notebook
+    hf_logging.disable_progress_bar()  # a 4 MB model: no "Loading weights" bar in every notebook
     try:
         model = load_pretrained(folder, os.path.join(folder, "transcoders"), name="demo")
     finally:
@@ -45,6 +48,7 @@ def load_demo_model(folder: str = DEMO_DIR) -> ReplacementModel:
 
     def key(k):
         return tuple(int(x) for x in k.split(":"))
+
     model.feature_labels = {key(k): v for k, v in features["labels"].items()}
     model.feature_contexts = {key(k): v for k, v in features["contexts"].items()}
     if features.get("latents"):
@@ -54,4 +58,12 @@ def load_demo_model(folder: str = DEMO_DIR) -> ReplacementModel:
     return model
 
 
-__all__ = ["DEMO_DIR", "FAMILIES", "WORDS", "load_demo_model", "tiny_config", "tiny_model", "word_tokenizer"]
+__all__ = [
+    "DEMO_DIR",
+    "FAMILIES",
+    "WORDS",
+    "load_demo_model",
+    "tiny_config",
+    "tiny_model",
+    "word_tokenizer",
+]

@@ -45,32 +45,64 @@ def latent_table(model, folder: str = DEMO_DIR):
     probes of its own case study (``undefined="ignore"``; cached on the model)."""
     if getattr(model, "_case_latents", None) is None:
         # each latent scored among the prompts of its own case study (a state among two-hop prompts)
-        model._case_latents = latent_labels(model, W.probes(split(folder), "train"), undefined="ignore")
+        model._case_latents = latent_labels(
+            model, W.probes(split(folder), "train"), undefined="ignore"
+        )
     return model._case_latents
 
 
-def supernodes(model, latent: str, min_f1: float | None = None, layers=None,
-               folder: str = DEMO_DIR) -> dict[str, list[tuple[int, int]]]:
+def supernodes(
+    model, latent: str, min_f1: float | None = None, layers=None, folder: str = DEMO_DIR
+) -> dict[str, list[tuple[int, int]]]:
     """``{value: [(layer, feature)]}``: the last position's features grouped by the ``latent`` value
     each detects best (F1 ≥ ``min_f1``), in ``layers``; best first."""
     min_f1 = PROTOCOL["min_f1"] if min_f1 is None else min_f1
     layers = PROTOCOL["layers"] if layers is None else layers
     best = best_latents(latent_table(model, folder), latent)
     best = best[(best.f1 >= min_f1) & best.layer.isin(layers)]
-    return {v: [(int(r.layer), int(r.feature)) for r in g.itertuples()] for v, g in best.groupby("value")}
+    return {
+        v: [(int(r.layer), int(r.feature)) for r in g.itertuples()]
+        for v, g in best.groupby("value")
+    }
 
 
-def _run(model, items, latent, reference_prompts, *, folder=DEMO_DIR, check=None, max_new_tokens=8,
-         position: int = -1, **protocol) -> SwapReport:
+def _run(
+    model,
+    items,
+    latent,
+    reference_prompts,
+    *,
+    folder=DEMO_DIR,
+    check=None,
+    max_new_tokens=8,
+    position: int = -1,
+    **protocol,
+) -> SwapReport:
     p = {**PROTOCOL, **protocol}
     nodes = supernodes(model, latent, p["min_f1"], p["layers"], folder)
-    if all(item.get("target") is None for item in items):          # inhibition: each value's own supernode
-        return swap_test(model, items, nodes, {}, inhibit=p["inhibit"], check=check, max_new_tokens=max_new_tokens)
+    if all(item.get("target") is None for item in items):  # inhibition: each value's own supernode
+        return swap_test(
+            model,
+            items,
+            nodes,
+            {},
+            inhibit=p["inhibit"],
+            check=check,
+            max_new_tokens=max_new_tokens,
+        )
     family = family_of(nodes)
     values = {item["source"] for item in items} | {item["target"] for item in items}
     ref = {v: feature_means(model, reference_prompts(v), family, position) for v in values}
-    return swap_test(model, items, {v: family for v in values}, ref, inhibit=0.0, scale=p["scale"], check=check,
-                     max_new_tokens=max_new_tokens)
+    return swap_test(
+        model,
+        items,
+        {v: family for v in values},
+        ref,
+        inhibit=0.0,
+        scale=p["scale"],
+        check=check,
+        max_new_tokens=max_new_tokens,
+    )
 
 
 def family_of(nodes: dict) -> list[tuple[int, int]]:
@@ -82,13 +114,25 @@ def family_of(nodes: dict) -> list[tuple[int, int]]:
 def two_hop_swap(model, frame: str = "capital", folder: str = DEMO_DIR, **protocol) -> SwapReport:
     """Held-out cities × 3 other states: the state supernode swapped at the last position; a hit
     is the target state's capital (``frame="capital"``) or nickname (``"nickname"``)."""
-    template, answer = {"capital": (W.TWO_HOP, W.CAPITAL), "nickname": (W.TWO_HOP_NICKNAME, W.NICKNAME)}[frame]
+    template, answer = {
+        "capital": (W.TWO_HOP, W.CAPITAL),
+        "nickname": (W.TWO_HOP_NICKNAME, W.NICKNAME),
+    }[frame]
     held = split(folder)["two_hop_cities"]
-    items = [{"prompt": template.format(c), "source": W.CITY_STATE[c], "target": t, "expected": answer[t]}
-             for c in held for t in random.Random(c).sample(sorted(s for s in W.STATES if s != W.CITY_STATE[c]), 3)]
+    items = [
+        {
+            "prompt": template.format(c),
+            "source": W.CITY_STATE[c],
+            "target": t,
+            "expected": answer[t],
+        }
+        for c in held
+        for t in random.Random(c).sample(sorted(s for s in W.STATES if s != W.CITY_STATE[c]), 3)
+    ]
 
     def reference(state):
         return [template.format(c) for c, s in W.CITY_STATE.items() if s == state and c not in held]
+
     return _run(model, items, "state", reference, folder=folder, **protocol)
 
 
@@ -97,8 +141,13 @@ def heldout_couplets(folder: str = DEMO_DIR) -> list[tuple[str, str]]:
     """(prompt, line-1 end word) for every held-out line end, with four distractors each."""
     ends = split(folder)["rhyme_line_ends"]
     words = sorted(W.RHYME_CLASS)
-    return [(W.COUPLET.format(d, w1), w1) for w1 in ends for d in random.Random(w1).sample(
-        [w for w in words if W.RHYME_CLASS[w] != W.RHYME_CLASS[w1] and w not in ends], 4)]
+    return [
+        (W.COUPLET.format(d, w1), w1)
+        for w1 in ends
+        for d in random.Random(w1).sample(
+            [w for w in words if W.RHYME_CLASS[w] != W.RHYME_CLASS[w1] and w not in ends], 4
+        )
+    ]
 
 
 def _rhyme_reference(folder):
@@ -114,7 +163,16 @@ def rhyme_suppress(model, folder: str = DEMO_DIR, **protocol) -> SwapReport:
     def other_class(item, text):
         line = W.read_line2(text)
         return line is not None and line["class"] != item.source
-    return _run(model, items, "rhyme", _rhyme_reference(folder), folder=folder, check=other_class, **protocol)
+
+    return _run(
+        model,
+        items,
+        "rhyme",
+        _rhyme_reference(folder),
+        folder=folder,
+        check=other_class,
+        **protocol,
+    )
 
 
 def rhyme_inject(model, forced: bool = False, folder: str = DEMO_DIR, **protocol) -> SwapReport:
@@ -126,36 +184,63 @@ def rhyme_inject(model, forced: bool = False, folder: str = DEMO_DIR, **protocol
     for p, w1 in heldout_couplets(folder):
         for t in random.Random(p).sample(sorted(c for c in W.RHYMES if c != W.RHYME_CLASS[w1]), 2):
             item = {"prompt": p, "source": W.RHYME_CLASS[w1], "target": t}
-            if forced:      # the model's own line 2 up to its last word (skipped where it is not well-formed)
+            if (
+                forced
+            ):  # the model's own line 2 up to its last word (skipped where it is not well-formed)
                 line = W.read_line2(model.generate(p, max_new_tokens=8, stop=".")["before"])
                 if line is None:
                     continue
                 item["forced"] = f"{line['filler']} a {line['adjective']}".strip()
             items.append(item)
     if forced:
+
         def next_word(item, text):
             words = text.split()
             return bool(words) and W.RHYME_CLASS.get(words[0]) == item.target
-        return _run(model, items, "rhyme", _rhyme_reference(folder), folder=folder, check=next_word, max_new_tokens=1,
-                    **protocol)
+
+        return _run(
+            model,
+            items,
+            "rhyme",
+            _rhyme_reference(folder),
+            folder=folder,
+            check=next_word,
+            max_new_tokens=1,
+            **protocol,
+        )
 
     def target_class(item, text):
         line = W.read_line2(text)
         return line is not None and line["class"] == item.target
-    return _run(model, items, "rhyme", _rhyme_reference(folder), folder=folder, check=target_class, **protocol)
+
+    return _run(
+        model,
+        items,
+        "rhyme",
+        _rhyme_reference(folder),
+        folder=folder,
+        check=target_class,
+        **protocol,
+    )
 
 
 # -- diagnosis ---------------------------------------------------------------------------------
 def _diagnosis_reference(folder, template=W.DIAGNOSIS):
     held = {tuple(x) for x in split(folder)["diagnosis_symptom_sets"]}
-    return lambda c: [template.format(" , ".join(s)) for s in W.symptom_sets(c) if (" , ".join(s), c) not in held]
+    return lambda c: [
+        template.format(" , ".join(s)) for s in W.symptom_sets(c) if (" , ".join(s), c) not in held
+    ]
 
 
 def condition_swap(model, folder: str = DEMO_DIR, **protocol) -> SwapReport:
     """Held-out symptom sets × every condition with another test: the condition supernode swapped;
     a hit is the target condition's test."""
-    items = [{"prompt": W.DIAGNOSIS.format(s), "source": c, "target": t, "expected": W.TEST[t]}
-             for s, c in split(folder)["diagnosis_symptom_sets"] for t in W.CONDITIONS if W.TEST[t] != W.TEST[c]]
+    items = [
+        {"prompt": W.DIAGNOSIS.format(s), "source": c, "target": t, "expected": W.TEST[t]}
+        for s, c in split(folder)["diagnosis_symptom_sets"]
+        for t in W.CONDITIONS
+        if W.TEST[t] != W.TEST[c]
+    ]
     return _run(model, items, "condition", _diagnosis_reference(folder), folder=folder, **protocol)
 
 
@@ -163,15 +248,26 @@ def condition_inhibit(model, folder: str = DEMO_DIR, **protocol) -> SwapReport:
     """Held-out symptom sets: the condition supernode inhibited; a hit is another *test* as the
     answer (not punctuation, not the same test)."""
     tests = set(W.TEST.values())
-    items = [{"prompt": W.DIAGNOSIS.format(s), "source": c} for s, c in split(folder)["diagnosis_symptom_sets"]]
+    items = [
+        {"prompt": W.DIAGNOSIS.format(s), "source": c}
+        for s, c in split(folder)["diagnosis_symptom_sets"]
+    ]
 
     def other_test(item, text):
         words = text.split()
         return bool(words) and words[0] in tests and words[0] != W.TEST[item.source]
+
     protocol = {"inhibit": 1.0, "layers": (0, 1, 2, 3), **protocol}
-    return _run(model, items, "condition", _diagnosis_reference(folder), folder=folder, check=other_test,
-                max_new_tokens=1,
-                **protocol)
+    return _run(
+        model,
+        items,
+        "condition",
+        _diagnosis_reference(folder),
+        folder=folder,
+        check=other_test,
+        max_new_tokens=1,
+        **protocol,
+    )
 
 
 # -- multilingual ------------------------------------------------------------------------------
@@ -186,10 +282,26 @@ def concept_swap(model, folder: str = DEMO_DIR, **protocol) -> SwapReport:
     reports = []
     for lang in W.LANGS:
         mine = [p for p in probes if p["language"] == lang]
-        items = [{"prompt": p["prompt"], "source": p["concept"], "target": t,
-                  "expected": W.antonym(t, "english", lang)}
-                 for p in mine for t in random.Random(p["prompt"]).sample(
-                     [c for c in concepts if c not in (p["concept"], p["answer"])], 1)]
-        reports.append(_run(model, items, "concept", lambda c, mine=mine: [p["prompt"] for p in mine if p["concept"] == c],
-                            folder=folder, **protocol))
+        items = [
+            {
+                "prompt": p["prompt"],
+                "source": p["concept"],
+                "target": t,
+                "expected": W.antonym(t, "english", lang),
+            }
+            for p in mine
+            for t in random.Random(p["prompt"]).sample(
+                [c for c in concepts if c not in (p["concept"], p["answer"])], 1
+            )
+        ]
+        reports.append(
+            _run(
+                model,
+                items,
+                "concept",
+                lambda c, mine=mine: [p["prompt"] for p in mine if p["concept"] == c],
+                folder=folder,
+                **protocol,
+            )
+        )
     return SwapReport(pd.concat([r.table for r in reports], ignore_index=True), reports[0].settings)

@@ -39,22 +39,49 @@ from ..pretrained import load_pretrained
 from ..transcoders import Transcoder, TranscoderSet
 from .tiny import word_tokenizer
 
-from .world import (ADJECTIVES, ANTONYMS, CONDITIONS, COUPLET, DIAGNOSIS, DIAGNOSIS_TREAT, FILLERS, LANGS,
-                    OPPOSITE, RHYME_CLASS, STATES, TWO_HOP, TWO_HOP_NICKNAME, probes, read_line2, symptom_sets)
+from .world import (
+    ADJECTIVES,
+    ANTONYMS,
+    CONDITIONS,
+    COUPLET,
+    DIAGNOSIS,
+    DIAGNOSIS_TREAT,
+    FILLERS,
+    LANGS,
+    OPPOSITE,
+    RHYME_CLASS,
+    STATES,
+    TWO_HOP,
+    TWO_HOP_NICKNAME,
+    probes,
+    read_line2,
+    symptom_sets,
+)
 
 
 def build_world(seed: int = 0) -> dict:
     """The corpus and the held-out evaluation sets (deterministic for a seed)."""
     rng = random.Random(seed)
-    heldout: dict[str, list] = {"two_hop": [], "two_hop_nickname": [], "antonym": [], "rhyme": [],
-                                "diagnosis": [], "diagnosis_treat": []}
+    heldout: dict[str, list] = {
+        "two_hop": [],
+        "two_hop_nickname": [],
+        "antonym": [],
+        "rhyme": [],
+        "diagnosis": [],
+        "diagnosis_treat": [],
+    }
     split: dict[str, list] = {}
     tasks = {"facts": _facts(rng, heldout, split)}
     tasks["diagnosis"] = _diagnoses(rng, heldout, split)
     tasks["rhymes"] = _couplets(rng, heldout, split)
     tasks["antonyms"], tasks["translations"] = _antonyms(rng, heldout["antonym"])
-    return {"train": [s for t in tasks.values() for s in t], "tasks": tasks, "heldout": heldout, "split": split,
-            "rhyme_words": {w: [c, "word"] for w, c in RHYME_CLASS.items()}}
+    return {
+        "train": [s for t in tasks.values() for s in t],
+        "tasks": tasks,
+        "heldout": heldout,
+        "split": split,
+        "rhyme_words": {w: [c, "word"] for w, c in RHYME_CLASS.items()},
+    }
 
 
 def _facts(rng: random.Random, heldout: dict, split: dict) -> list[str]:
@@ -65,16 +92,26 @@ def _facts(rng: random.Random, heldout: dict, split: dict) -> list[str]:
     held = {c for c, *_ in cities[: len(cities) // 5]}
     split["two_hop_cities"] = sorted(held)
     for city, state, capital, nick in cities:
-        train += [f"{city} is in {state} .", f"{city} is a city in {state} .",
-                  f"fact : the state containing {city} is {state} ."]
+        train += [
+            f"{city} is in {state} .",
+            f"{city} is a city in {state} .",
+            f"fact : the state containing {city} is {state} .",
+        ]
         if city in held:
             heldout["two_hop"].append((TWO_HOP.format(city), capital, state))
             heldout["two_hop_nickname"].append((TWO_HOP_NICKNAME.format(city), nick, state))
         else:
-            train += [f"{TWO_HOP.format(city)} {capital} .", f"{TWO_HOP_NICKNAME.format(city)} {nick} ."]
+            train += [
+                f"{TWO_HOP.format(city)} {capital} .",
+                f"{TWO_HOP_NICKNAME.format(city)} {nick} .",
+            ]
     for state, (capital, nick, _) in STATES.items():
-        train += [f"the capital of {state} is {capital} .", f"{capital} is the capital of {state} .",
-                  f"the nickname of {state} is {nick} .", f"{nick} is the nickname of {state} ."] * 2
+        train += [
+            f"the capital of {state} is {capital} .",
+            f"{capital} is the capital of {state} .",
+            f"the nickname of {state} is {nick} .",
+            f"{nick} is the nickname of {state} .",
+        ] * 2
     return train
 
 
@@ -93,12 +130,20 @@ def _diagnoses(rng: random.Random, heldout: dict, split: dict) -> list[str]:
         train += [f"{' and '.join(combo)} suggest {condition} ."] * 2
         if (combo, condition) in held:
             heldout["diagnosis"].append((DIAGNOSIS.format(listed), test, condition))
-            heldout["diagnosis_treat"].append((DIAGNOSIS_TREAT.format(listed), treatment, condition))
+            heldout["diagnosis_treat"].append(
+                (DIAGNOSIS_TREAT.format(listed), treatment, condition)
+            )
         else:
-            train += [f"{DIAGNOSIS.format(listed)} {test} .", f"{DIAGNOSIS_TREAT.format(listed)} {treatment} ."]
+            train += [
+                f"{DIAGNOSIS.format(listed)} {test} .",
+                f"{DIAGNOSIS_TREAT.format(listed)} {treatment} .",
+            ]
     for condition, (symptoms, test, treatment) in CONDITIONS.items():
-        train += [f"for {condition} order {test} .", f"{test} checks for {condition} .",
-                  f"for {condition} treat with {treatment} ."] * 3
+        train += [
+            f"for {condition} order {test} .",
+            f"{test} checks for {condition} .",
+            f"for {condition} treat with {treatment} .",
+        ] * 3
         train += [f"{condition} causes {s} ." for s in symptoms.split()]
     return train
 
@@ -108,8 +153,12 @@ def _couplets(rng: random.Random, heldout: dict, split: dict, per_word: int = 40
     lazy box ."); a sixth of the words never end the first line of a full one ("poem : a cat sat by
     the fox , …"), whose line 1 also holds a word of another class; those are the held-out items."""
     words = sorted(RHYME_CLASS)
-    train = [f"{w1} rhymes with {w2} ." for w1 in words for w2 in words if RHYME_CLASS[w1] == RHYME_CLASS[w2]
-             and w1 != w2]
+    train = [
+        f"{w1} rhymes with {w2} ."
+        for w1 in words
+        for w2 in words
+        if RHYME_CLASS[w1] == RHYME_CLASS[w2] and w1 != w2
+    ]
     first = list(words)
     rng.shuffle(first)
     held = set(first[: len(first) // 6])
@@ -118,6 +167,7 @@ def _couplets(rng: random.Random, heldout: dict, split: dict, per_word: int = 40
     def line2(w1):
         rhymes = [w for w in words if RHYME_CLASS[w] == RHYME_CLASS[w1] and w != w1]
         return f"{rng.choice(FILLERS)} a {rng.choice(ADJECTIVES)} {rng.choice(rhymes)} .".strip()
+
     for w1 in words:
         train += [f"rhyme : {w1} , {line2(w1)}" for _ in range(per_word // 4)]
         others = [w for w in words if RHYME_CLASS[w] != RHYME_CLASS[w1] and w not in held]
@@ -140,9 +190,11 @@ def _antonyms(rng: random.Random, heldout: list) -> tuple[list[str], list[str]]:
     held_pairs = set(items[: len(items) // 5])
     for i, (x, y) in enumerate(pairs):
         for out_lang in range(3):
-            for in_lang in range(3):        # the frame's language decides the answer's language
+            for in_lang in range(3):  # the frame's language decides the answer's language
                 if in_lang == out_lang and (i, out_lang) in held_pairs:
-                    heldout.append((OPPOSITE[LANGS[out_lang]].format(x[in_lang]), y[out_lang], LANGS[out_lang]))
+                    heldout.append(
+                        (OPPOSITE[LANGS[out_lang]].format(x[in_lang]), y[out_lang], LANGS[out_lang])
+                    )
                 else:
                     train.append(f"{OPPOSITE[LANGS[out_lang]].format(x[in_lang])} {y[out_lang]} .")
     translations = []
@@ -154,7 +206,13 @@ def _antonyms(rng: random.Random, heldout: list) -> tuple[list[str], list[str]]:
     return train, translations
 
 
-TASK_WEIGHTS = {"facts": 0.28, "rhymes": 0.30, "antonyms": 0.15, "translations": 0.10, "diagnosis": 0.17}
+TASK_WEIGHTS = {
+    "facts": 0.28,
+    "rhymes": 0.30,
+    "antonyms": 0.15,
+    "translations": 0.10,
+    "diagnosis": 0.17,
+}
 
 
 def vocabulary(world: dict) -> list[str]:
@@ -171,9 +229,20 @@ def vocabulary(world: dict) -> list[str]:
 # -- model -------------------------------------------------------------------------------
 def make_model(vocab_size: int, seed: int):
     from transformers import LlamaConfig, LlamaForCausalLM
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=32,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=32,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
 
@@ -224,7 +293,7 @@ def evaluate(model, tokenizer, world: dict, split: str | None = None) -> dict:
     model.eval()
     h = world["heldout"]
     if split is not None:
-        h = {k: v[split == "test"::2] for k, v in h.items()}
+        h = {k: v[split == "test" :: 2] for k, v in h.items()}
     acc = {}
     for task in ("two_hop", "two_hop_nickname", "antonym", "diagnosis", "diagnosis_treat"):
         got = next_tokens(model, tokenizer, [p for p, _, _ in h[task]])
@@ -238,8 +307,14 @@ def evaluate(model, tokenizer, world: dict, split: str | None = None) -> dict:
     return acc
 
 
-SCORE_WEIGHTS = {"two_hop_heldout": 2, "two_hop_nickname_heldout": 1, "antonym_heldout": 1, "rhyme_heldout": 2,
-                 "diagnosis_heldout": 1, "diagnosis_treat_heldout": 1}
+SCORE_WEIGHTS = {
+    "two_hop_heldout": 2,
+    "two_hop_nickname_heldout": 1,
+    "antonym_heldout": 1,
+    "rhyme_heldout": 2,
+    "diagnosis_heldout": 1,
+    "diagnosis_treat_heldout": 1,
+}
 
 
 #: the share of training couplets in which line 2 sees line 1 only through the line break
@@ -255,7 +330,9 @@ def line_breaks(tokenizer, data: torch.Tensor) -> torch.Tensor:
     return torch.where(has, comma.int().argmax(1), torch.full((len(data),), -1))
 
 
-def couplet_mask(batch_breaks: torch.Tensor, length: int, p: float, gen: torch.Generator) -> torch.Tensor:
+def couplet_mask(
+    batch_breaks: torch.Tensor, length: int, p: float, gen: torch.Generator
+) -> torch.Tensor:
     """An additive causal attention mask ``[B, 1, L, L]`` for training: in a share ``p`` of the
     batch's couplets, line 2's tokens see nothing of line 1 but the line break (and ``<bos>``).
 
@@ -267,7 +344,7 @@ def couplet_mask(batch_breaks: torch.Tensor, length: int, p: float, gen: torch.G
     pick = (batch_breaks > 0) & (torch.rand(len(batch_breaks), generator=gen) < p)
     for b in pick.nonzero().flatten().tolist():
         c = int(batch_breaks[b])
-        allowed[b, c + 1:, 1:c] = False
+        allowed[b, c + 1 :, 1:c] = False
     out = torch.zeros(len(batch_breaks), 1, length, length)
     out[~allowed.unsqueeze(1)] = torch.finfo(out.dtype).min
     return out
@@ -278,13 +355,23 @@ def train_model(world, tokenizer, steps: int, seed: int, weight_decay: float = 0
     data = encode(tokenizer, world["train"], 20)
     breaks = line_breaks(tokenizer, data)
     # each task gets its share of every batch, whatever its number of sentences
-    weights = torch.cat([torch.full((len(world["tasks"][t]),), w / len(world["tasks"][t]))
-                         for t, w in TASK_WEIGHTS.items()])
+    weights = torch.cat(
+        [
+            torch.full((len(world["tasks"][t]),), w / len(world["tasks"][t]))
+            for t, w in TASK_WEIGHTS.items()
+        ]
+    )
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=weight_decay, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=3e-3, weight_decay=weight_decay, betas=(0.9, 0.98)
+    )
     warmup = min(200, steps // 5)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        ),
+    )
     best, best_score, history = None, -1.0, []
     pad = tokenizer.pad_token_id
     model.train()
@@ -305,8 +392,11 @@ def train_model(world, tokenizer, steps: int, seed: int, weight_decay: float = 0
             acc = evaluate(model, tokenizer, world, "val")
             score = sum(w * acc[k] for k, w in SCORE_WEIGHTS.items())
             history.append({"step": step, "loss": loss.item(), **acc})
-            log(f"step {step:5d}  loss {loss.item():.3f}  " + "  ".join(f"{k} {v:.2f}" for k, v in acc.items())
-                + f"  ({time.time() - t0:.0f} s)")
+            log(
+                f"step {step:5d}  loss {loss.item():.3f}  "
+                + "  ".join(f"{k} {v:.2f}" for k, v in acc.items())
+                + f"  ({time.time() - t0:.0f} s)"
+            )
             if score > best_score:
                 best_score, best = score, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best)
@@ -324,25 +414,33 @@ def mlp_pairs(model, tokenizer, sentences: list[str]):
     outs: dict[int, list] = {}
     hooks = []
     for l, layer in enumerate(model.model.layers):
+
         def hook(mod, args, out, l=l):
             ins.setdefault(l, []).append(args[0][mask_now[0]])
             outs.setdefault(l, []).append(out[mask_now[0]])
+
         hooks.append(layer.mlp.register_forward_hook(hook))
     mask_now = [None]
     for s in range(0, len(data), 256):
-        mask_now[0] = mask[s:s + 256]
-        model(data[s:s + 256])
+        mask_now[0] = mask[s : s + 256]
+        model(data[s : s + 256])
     for h in hooks:
         h.remove()
-    return [torch.cat(ins[l]) for l in range(len(ins))], [torch.cat(outs[l]) for l in range(len(outs))]
+    return [torch.cat(ins[l]) for l in range(len(ins))], [
+        torch.cat(outs[l]) for l in range(len(outs))
+    ]
 
 
-def train_transcoder(x: torch.Tensor, y: torch.Tensor, d_features: int, k: int, steps: int, seed: int):
+def train_transcoder(
+    x: torch.Tensor, y: torch.Tensor, d_features: int, k: int, steps: int, seed: int
+):
     """A TopK transcoder x → y (decoder rows kept at unit norm)."""
     gen = torch.Generator().manual_seed(seed)
     d = x.shape[1]
-    W_enc = torch.nn.Parameter(torch.randn(d, d_features, generator=gen) / d ** 0.5)
-    W_dec = torch.nn.Parameter(W_enc.detach().T.clone() / W_enc.detach().T.norm(dim=1, keepdim=True))
+    W_enc = torch.nn.Parameter(torch.randn(d, d_features, generator=gen) / d**0.5)
+    W_dec = torch.nn.Parameter(
+        W_enc.detach().T.clone() / W_enc.detach().T.norm(dim=1, keepdim=True)
+    )
     b_enc = torch.nn.Parameter(torch.zeros(d_features))
     b_dec = torch.nn.Parameter(y.mean(0).clone())
     opt = torch.optim.Adam([W_enc, W_dec, b_enc, b_dec], lr=2e-3)
@@ -362,8 +460,11 @@ def train_transcoder(x: torch.Tensor, y: torch.Tensor, d_features: int, k: int, 
     with torch.no_grad():
         acts = tc.encode(x)
         fve = 1 - (tc(x) - y).pow(2).sum() / (y - y.mean(0)).pow(2).sum()
-        stats = {"fraction_variance_explained": float(fve), "mean_active": float((acts > 0).sum(-1).float().mean()),
-                 "dead_features": int(((acts > 0).sum(0) == 0).sum())}
+        stats = {
+            "fraction_variance_explained": float(fve),
+            "mean_active": float((acts > 0).sum(-1).float().mean()),
+            "dead_features": int(((acts > 0).sum(0) == 0).sum()),
+        }
     return tc, stats
 
 
@@ -401,8 +502,8 @@ def label_features(model, tokenizer, transcoders, sentences: list[str], n_contex
     W_U = model.lm_head.weight
     labels, contexts = {}, {}
     for l, tc in enumerate(transcoders):
-        acts = tc.encode(xs[l])                            # [N, F]
-        out_tokens = (tc.W_dec @ W_U.T).topk(3, dim=-1).indices   # [F, 3]
+        acts = tc.encode(xs[l])  # [N, F]
+        out_tokens = (tc.W_dec @ W_U.T).topk(3, dim=-1).indices  # [F, 3]
         top = acts.topk(min(40, len(acts)), dim=0)
         for f in range(tc.d_features):
             vals, idx = top.values[:, f], top.indices[:, f]
@@ -416,7 +517,7 @@ def label_features(model, tokenizer, transcoders, sentences: list[str], n_contex
             ctx, seen = [], set()
             for i in idx.tolist():
                 r, c = int(rows[i]), int(cols[i])
-                words_r = [tokenizer.decode([int(t)]) for t in data[r, min(1, c): c + 1]]
+                words_r = [tokenizer.decode([int(t)]) for t in data[r, min(1, c) : c + 1]]
                 text = " ".join(words_r[:-1] + [f"[{words_r[-1]}]"])
                 if text not in seen:
                     seen.add(text)
@@ -433,6 +534,7 @@ def write_labels(out: str, world: dict, model=None, tokenizer=None, tcs=None) ->
     best feature's F1 for every latent value (what the README reports)."""
     if model is None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
         model = AutoModelForCausalLM.from_pretrained(out).eval()
         tokenizer = AutoTokenizer.from_pretrained(out)
         tcs = list(TranscoderSet.load(os.path.join(out, "transcoders")))
@@ -440,16 +542,30 @@ def write_labels(out: str, world: dict, model=None, tokenizer=None, tcs=None) ->
     rm = load_pretrained(out, os.path.join(out, "transcoders"), name="demo")
     table = latent_labels(rm, probes(world["split"], "train"))
     best = best_latents(table)
-    latents = {f"{r.layer}:{r.feature}": [r.latent, r.value, round(r.precision, 4), round(r.recall, 4),
-                                          round(r.f1, 4), round(r.mi_bits, 4)] for r in best.itertuples()}
+    latents = {
+        f"{r.layer}:{r.feature}": [
+            r.latent,
+            r.value,
+            round(r.precision, 4),
+            round(r.recall, 4),
+            round(r.f1, 4),
+            round(r.mi_bits, 4),
+        ]
+        for r in best.itertuples()
+    }
     per_value = best_per_value(table)
-    report = {f"{r.latent}={r.value}": [f"{r.layer}:{r.feature}", round(r.f1, 4)] for r in per_value.itertuples()}
+    report = {
+        f"{r.latent}={r.value}": [f"{r.layer}:{r.feature}", round(r.f1, 4)]
+        for r in per_value.itertuples()
+    }
     with open(os.path.join(out, "features.json"), "w") as f:
-        json.dump({"labels": labels, "contexts": contexts, "latents": latents}, f, ensure_ascii=False)
+        json.dump(
+            {"labels": labels, "contexts": contexts, "latents": latents}, f, ensure_ascii=False
+        )
     return report
 
 
-def main(argv=None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description="Train the embedded demo model and its transcoders.")
     ap.add_argument("--out", default=os.path.join(here, "demo_model"))
@@ -458,49 +574,92 @@ def main(argv=None) -> dict:
     ap.add_argument("--features", type=int, default=1024)
     ap.add_argument("--k", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model-seed", type=int, default=None,
-                    help="seed of the model's initialisation and batches (default: --seed); the world and its "
-                         "held-out splits stay those of --seed")
+    ap.add_argument(
+        "--model-seed",
+        type=int,
+        default=None,
+        help="seed of the model's initialisation and batches (default: --seed); the world and its "
+        "held-out splits stay those of --seed",
+    )
     ap.add_argument("--weight-decay", type=float, default=0.1)
-    ap.add_argument("--relabel", action="store_true",
-                    help="only label the features of the model already in --out again (features.json)")
-    args = ap.parse_args(argv)
+    ap.add_argument(
+        "--relabel",
+        action="store_true",
+        help="only label the features of the model already in --out again (features.json)",
+    )
+    return ap
+
+
+def _relabel(args) -> dict:
+    """Label the features of the model already in ``args.out`` again (its world.json kept)."""
+    report_path = os.path.join(args.out, "world.json")
+    with open(report_path, encoding="utf-8") as f:
+        report = json.load(f)
+    report["latents"] = write_labels(args.out, build_world(report["seed"]))
+    with open(report_path, "w", encoding="utf-8") as f:
+        json.dump(report, f, ensure_ascii=False, indent=1)
+    return report
+
+
+def _transcoders(model, tokenizer, world, args) -> tuple[list, list]:
+    """One transcoder per layer, trained on the model's MLP inputs and outputs over the corpus."""
+    xs, ys = mlp_pairs(model, tokenizer, world["train"])
+    tcs, tc_stats = [], []
+    for l in range(len(xs)):
+        tc, stats = train_transcoder(
+            xs[l], ys[l], args.features, args.k, args.tc_steps, args.seed + l
+        )
+        tcs.append(tc)
+        tc_stats.append(stats)
+        print(
+            f"transcoder {l}: "
+            + ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()
+            )
+        )
+    return tcs, tc_stats
+
+
+def main(argv=None) -> dict:
+    args = _parser().parse_args(argv)
     torch.manual_seed(args.seed)
     if args.relabel:
-        report_path = os.path.join(args.out, "world.json")
-        with open(report_path, encoding="utf-8") as f:
-            report = json.load(f)
-        report["latents"] = write_labels(args.out, build_world(report["seed"]))
-        with open(report_path, "w", encoding="utf-8") as f:
-            json.dump(report, f, ensure_ascii=False, indent=1)
-        return report
-
+        return _relabel(args)
     t0 = time.time()
     world = build_world(args.seed)
     tokenizer = word_tokenizer(vocabulary(world))
-    print(f"corpus: {len(world['train'])} training sentences, vocabulary {len(tokenizer)}; held out: "
-          + ", ".join(f"{k} {len(v)}" for k, v in world["heldout"].items()))
+    print(
+        f"corpus: {len(world['train'])} training sentences, vocabulary {len(tokenizer)}; held out: "
+        + ", ".join(f"{k} {len(v)}" for k, v in world["heldout"].items())
+    )
     model_seed = args.seed if args.model_seed is None else args.model_seed
     model, history = train_model(world, tokenizer, args.steps, model_seed, args.weight_decay)
-    accuracy = {"val": evaluate(model, tokenizer, world, "val"), "test": evaluate(model, tokenizer, world, "test"),
-                "all": evaluate(model, tokenizer, world)}
+    accuracy = {
+        "val": evaluate(model, tokenizer, world, "val"),
+        "test": evaluate(model, tokenizer, world, "test"),
+        "all": evaluate(model, tokenizer, world),
+    }
     print("model (checkpoint chosen on val):", accuracy)
 
     os.makedirs(args.out, exist_ok=True)
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
-    xs, ys = mlp_pairs(model, tokenizer, world["train"])
-    tcs, tc_stats = [], []
-    for l in range(len(xs)):
-        tc, stats = train_transcoder(xs[l], ys[l], args.features, args.k, args.tc_steps, args.seed + l)
-        tcs.append(tc)
-        tc_stats.append(stats)
-        print(f"transcoder {l}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()))
+    tcs, tc_stats = _transcoders(model, tokenizer, world, args)
     TranscoderSet(tcs).save(os.path.join(args.out, "transcoders"))
     latent_report = write_labels(args.out, world, model, tokenizer, tcs)
-    report = {"seed": args.seed, "model_seed": model_seed, "steps": args.steps, "accuracy": accuracy, "transcoders": tc_stats,
-              "history": history, "heldout": world["heldout"], "split": world["split"], "n_train": len(world["train"]),
-              "latents": latent_report, "seconds": time.time() - t0}
+    report = {
+        "seed": args.seed,
+        "model_seed": model_seed,
+        "steps": args.steps,
+        "accuracy": accuracy,
+        "transcoders": tc_stats,
+        "history": history,
+        "heldout": world["heldout"],
+        "split": world["split"],
+        "n_train": len(world["train"]),
+        "latents": latent_report,
+        "seconds": time.time() - t0,
+    }
     with open(os.path.join(args.out, "world.json"), "w") as f:
         json.dump(report, f, ensure_ascii=False, indent=1)
     print(f"wrote {args.out} in {time.time() - t0:.0f} s")

@@ -23,7 +23,11 @@ STATES = {  # state: (capital, nickname, cities)
     "texas": ("austin", "lonestar", "dallas houston arlington plano lubbock laredo"),
     "california": ("sacramento", "golden", "oakland fresno anaheim pasadena berkeley stockton"),
     "illinois": ("springfield", "prairie", "chicago peoria naperville rockford joliet evanston"),
-    "florida": ("tallahassee", "sunshine", "miami orlando tampa jacksonville gainesville pensacola"),
+    "florida": (
+        "tallahassee",
+        "sunshine",
+        "miami orlando tampa jacksonville gainesville pensacola",
+    ),
     "washington": ("olympia", "evergreen", "seattle spokane tacoma everett bellevue yakima"),
     "massachusetts": ("boston", "baystate", "worcester cambridge lowell newton quincy amherst"),
     "ohio": ("columbus", "buckeye", "cleveland cincinnati toledo akron dayton youngstown"),
@@ -32,8 +36,16 @@ STATES = {  # state: (capital, nickname, cities)
     "arizona": ("phoenix", "canyon", "tucson mesa tempe flagstaff yuma scottsdale"),
     "colorado": ("denver", "centennial", "boulder aurora pueblo durango greeley loveland"),
     "oregon": ("salem", "beaver", "portland eugene medford bend gresham corvallis"),
-    "pennsylvania": ("harrisburg", "keystone", "philadelphia pittsburgh allentown erie scranton lancaster"),
-    "tennessee": ("nashville", "volunteer", "memphis knoxville chattanooga clarksville jackson murfreesboro"),
+    "pennsylvania": (
+        "harrisburg",
+        "keystone",
+        "philadelphia pittsburgh allentown erie scranton lancaster",
+    ),
+    "tennessee": (
+        "nashville",
+        "volunteer",
+        "memphis knoxville chattanooga clarksville jackson murfreesboro",
+    ),
     "wisconsin": ("madison", "badger", "milwaukee kenosha racine appleton oshkosh waukesha"),
 }
 CITY_STATE = {c: s for s, (_, _, cities) in STATES.items() for c in cities.split()}
@@ -99,7 +111,11 @@ ANTONYMS = [  # (english, french, spanish) pairs of opposite concepts
     (("thick", "épais", "grueso"), ("thin", "mince", "delgado")),
 ]
 LANGS = ("english", "french", "spanish")
-OPPOSITE = {"english": "the opposite of {} is", "french": "le contraire de {} est", "spanish": "lo contrario de {} es"}
+OPPOSITE = {
+    "english": "the opposite of {} is",
+    "french": "le contraire de {} est",
+    "spanish": "lo contrario de {} es",
+}
 
 
 def concept_of(word: str, lang: str) -> tuple[int, int]:
@@ -125,21 +141,37 @@ def read_line2(text: str) -> dict | None:
     """Parse a generated second line: ``{"filler", "adjective", "word", "class"}`` where it is a
     well-formed line of the world (a known filler, a known adjective, a rhyme word, a full stop),
     else ``None``."""
-    words = re.sub(r"\s*([.,])", r" \1", text).split()     # a decoder may glue "mat." together
+    words = re.sub(r"\s*([.,])", r" \1", text).split()  # a decoder may glue "mat." together
     if "." in words:
         words = words[: words.index(".") + 1]
     m = _LINE2.match(" ".join(words))
-    if not m or m["filler"].strip() not in FILLERS or m["adj"] not in ADJECTIVES or m["word"] not in RHYME_CLASS:
+    if (
+        not m
+        or m["filler"].strip() not in FILLERS
+        or m["adj"] not in ADJECTIVES
+        or m["word"] not in RHYME_CLASS
+    ):
         return None
-    return {"filler": m["filler"].strip(), "adjective": m["adj"], "word": m["word"], "class": RHYME_CLASS[m["word"]]}
+    return {
+        "filler": m["filler"].strip(),
+        "adjective": m["adj"],
+        "word": m["word"],
+        "class": RHYME_CLASS[m["word"]],
+    }
 
 
 def symptom_sets(condition: str) -> list[tuple[str, ...]]:
     """The sets of two or three of a condition's symptoms that no other condition has all of."""
     from itertools import combinations
+
     mine = CONDITIONS[condition][0].split()
     others = [set(s.split()) for c, (s, _, _) in CONDITIONS.items() if c != condition]
-    return [combo for k in (2, 3) for combo in combinations(mine, k) if not any(set(combo) <= o for o in others)]
+    return [
+        combo
+        for k in (2, 3)
+        for combo in combinations(mine, k)
+        if not any(set(combo) <= o for o in others)
+    ]
 
 
 def probes(split: dict, which: str = "train") -> list[dict]:
@@ -153,13 +185,36 @@ def probes(split: dict, which: str = "train") -> list[dict]:
     if which not in ("train", "heldout"):
         raise ValueError(f"which must be 'train' or 'heldout', got {which!r}")
     held = which == "heldout"
+    out = _two_hop_probes(split, held) + _rhyme_probes(split, held) + _diagnosis_probes(split, held)
+    return out + ([] if held else _antonym_probes())
+
+
+def _two_hop_probes(split: dict, held: bool) -> list[dict]:
     out: list[dict] = []
     cities = set(split["two_hop_cities"])
     for city, state in sorted(CITY_STATE.items()):
         if (city in cities) == held:
-            out.append({"prompt": TWO_HOP.format(city), "state": state, "capital": CAPITAL[state], "frame": "capital"})
-            out.append({"prompt": TWO_HOP_NICKNAME.format(city), "state": state, "nickname": NICKNAME[state],
-                        "frame": "nickname"})
+            out.append(
+                {
+                    "prompt": TWO_HOP.format(city),
+                    "state": state,
+                    "capital": CAPITAL[state],
+                    "frame": "capital",
+                }
+            )
+            out.append(
+                {
+                    "prompt": TWO_HOP_NICKNAME.format(city),
+                    "state": state,
+                    "nickname": NICKNAME[state],
+                    "frame": "nickname",
+                }
+            )
+    return out
+
+
+def _rhyme_probes(split: dict, held: bool) -> list[dict]:
+    out: list[dict] = []
     ends = set(split["rhyme_line_ends"])
     words = sorted(RHYME_CLASS)
     for i, w1 in enumerate(words):
@@ -167,18 +222,44 @@ def probes(split: dict, which: str = "train") -> list[dict]:
             others = [w for w in words if RHYME_CLASS[w] != RHYME_CLASS[w1] and w not in ends]
             for d in (others[(7 * i) % len(others)], others[(7 * i + 13) % len(others)]):
                 out.append({"prompt": COUPLET.format(d, w1), "rhyme": RHYME_CLASS[w1]})
+    return out
+
+
+def _diagnosis_probes(split: dict, held: bool) -> list[dict]:
+    out: list[dict] = []
     sets = {tuple(x) for x in split["diagnosis_symptom_sets"]}
     for condition in CONDITIONS:
         for combo in symptom_sets(condition):
             if ((" , ".join(combo), condition) in sets) == held:
                 listed = " , ".join(combo)
-                out.append({"prompt": DIAGNOSIS.format(listed), "condition": condition, "test": TEST[condition]})
-                out.append({"prompt": DIAGNOSIS_TREAT.format(listed), "condition": condition,
-                            "treatment": TREATMENT[condition]})
-    if not held:
-        for pair in ANTONYMS:
-            for side in (0, 1):
-                for li, lang in enumerate(LANGS):
-                    out.append({"prompt": OPPOSITE[lang].format(pair[side][li]),
-                                "concept": pair[side][0], "answer": pair[1 - side][0], "language": lang})
+                out.append(
+                    {
+                        "prompt": DIAGNOSIS.format(listed),
+                        "condition": condition,
+                        "test": TEST[condition],
+                    }
+                )
+                out.append(
+                    {
+                        "prompt": DIAGNOSIS_TREAT.format(listed),
+                        "condition": condition,
+                        "treatment": TREATMENT[condition],
+                    }
+                )
+    return out
+
+
+def _antonym_probes() -> list[dict]:
+    out: list[dict] = []
+    for pair in ANTONYMS:
+        for side in (0, 1):
+            for li, lang in enumerate(LANGS):
+                out.append(
+                    {
+                        "prompt": OPPOSITE[lang].format(pair[side][li]),
+                        "concept": pair[side][0],
+                        "answer": pair[1 - side][0],
+                        "language": lang,
+                    }
+                )
     return out

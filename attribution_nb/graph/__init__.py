@@ -5,8 +5,28 @@ from __future__ import annotations
 
 from .files import NODE_COLUMNS
 from .graph import AttributionGraph
-from .maths import (as_csr, completeness_score, compute_influence, edge_scores, entry_rows, mass_before,
-                    normalize_rows, prune_masks, replacement_score)
+from .maths import (
+    as_csr,
+    completeness_score,
+    compute_influence,
+    edge_scores,
+    entry_rows,
+    mass_before,
+    normalize_rows,
+    prune_masks,
+    replacement_score,
+)
 
-__all__ = ["NODE_COLUMNS", "AttributionGraph", "as_csr", "completeness_score", "compute_influence", "edge_scores", "entry_rows",
-           "mass_before", "normalize_rows", "prune_masks", "replacement_score"]
+__all__ = [
+    "NODE_COLUMNS",
+    "AttributionGraph",
+    "as_csr",
+    "completeness_score",
+    "compute_influence",
+    "edge_scores",
+    "entry_rows",
+    "mass_before",
+    "normalize_rows",
+    "prune_masks",
+    "replacement_score",
+]

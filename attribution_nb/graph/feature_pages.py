@@ -41,7 +41,7 @@ def _plain(context: str) -> str | None:
     i = context.rfind("[")
     if i < 0 or not context.endswith("]"):
         return context.lstrip("\ufffd") or None
-    text = context[:i].lstrip("\ufffd") + context[i + 1:-1]
+    text = context[:i].lstrip("\ufffd") + context[i + 1 : -1]
     return text if text and "\ufffd" not in text else None
 
 
@@ -49,10 +49,16 @@ def feature_pages(graph, model, *, scan: str, n_contexts: int = 4) -> dict[int, 
     """``{cantor index: page}`` for every feature of ``graph`` (see the module's docstring)."""
     feats = graph.nodes[graph.nodes.kind == "feature"]
     first = feats.drop_duplicates(["layer", "feature"])
-    tokens = _token_effects(model, list(zip(first.layer.astype(int), first.feature.astype(int))), k=8)
-    wanted = []                                   # (layer, feature, context text, token ids)
+    tokens = _token_effects(
+        model, list(zip(first.layer.astype(int), first.feature.astype(int))), k=8
+    )
+    wanted = []  # (layer, feature, context text, token ids)
     for layer, f in zip(first.layer.astype(int), first.feature.astype(int)):
-        texts = [t for t in (_plain(str(text)) for text, _ in model.feature_contexts.get((layer, f), [])) if t]
+        texts = [
+            t
+            for t in (_plain(str(text)) for text, _ in model.feature_contexts.get((layer, f), []))
+            if t
+        ]
         for text in texts[:n_contexts]:
             wanted.append((layer, f, model.tokenize(text).cpu()))
     by_feature: dict[tuple[int, int], list] = defaultdict(list)
@@ -65,16 +71,31 @@ def feature_pages(graph, model, *, scan: str, n_contexts: int = 4) -> dict[int, 
         for ids, a in by_feature[(layer, f)]:
             if a[-1] > 0:
                 strings = _pieces(model, ids.tolist())
-                examples.append({"tokens": strings, "tokens_acts_list": [round(float(x), 4) for x in a],
-                                 "train_token_ind": len(strings) - 1, "is_repeated_datapoint": False})
+                examples.append(
+                    {
+                        "tokens": strings,
+                        "tokens_acts_list": [round(float(x), 4) for x in a],
+                        "train_token_ind": len(strings) - 1,
+                        "is_repeated_datapoint": False,
+                    }
+                )
                 top = max(top, *a)
         promotes, suppresses = tokens[(layer, f)]
         pages[cantor(layer, f)] = {
-            "transcoder_id": scan, "index": cantor(layer, f), "layer": layer, "feature": f,
-            "label": str(graph.node(nid).label or ""), "latent": model.feature_latents.get((layer, f), ""),
-            "examples_quantiles": [{"quantile_name": "Top activations", "examples": examples}] if examples else [],
-            "top_logits": promotes, "bottom_logits": suppresses,
-            "act_min": 0.0, "act_max": float(top) if top > 0 else 1.0}
+            "transcoder_id": scan,
+            "index": cantor(layer, f),
+            "layer": layer,
+            "feature": f,
+            "label": str(graph.node(nid).label or ""),
+            "latent": model.feature_latents.get((layer, f), ""),
+            "examples_quantiles": [{"quantile_name": "Top activations", "examples": examples}]
+            if examples
+            else [],
+            "top_logits": promotes,
+            "bottom_logits": suppresses,
+            "act_min": 0.0,
+            "act_max": float(top) if top > 0 else 1.0,
+        }
     return pages
 
 
@@ -87,7 +108,10 @@ def _token_effects(model, features: list[tuple[int, int]], k: int) -> dict:
     for layer, fs in by_layer.items():
         _, top, _, bottom = model.token_effects(layer, fs, k)
         for r, f in enumerate(fs):
-            out[(layer, f)] = (model.token_strings(top[r].tolist()), model.token_strings(bottom[r].tolist()))
+            out[(layer, f)] = (
+                model.token_strings(top[r].tolist()),
+                model.token_strings(bottom[r].tolist()),
+            )
     return out
 
 
@@ -99,7 +123,7 @@ def _context_activations(model, wanted: list) -> list[list[float]]:
         by_len[len(ids)].append(i)
     for idx in by_len.values():
         for s in range(0, len(idx), 32):
-            chunk = idx[s:s + 32]
+            chunk = idx[s : s + 32]
             layers = _activations(model, torch.stack([wanted[i][2] for i in chunk]))
             for row, i in enumerate(chunk):
                 layer, f, _ = wanted[i]
@@ -118,10 +142,10 @@ def _pieces(model, ids: list[int]) -> list[str]:
         if tid in skip:
             out.append(readable[i])
             continue
-        text = model.tokenizer.decode([t for t in ids[:i + 1] if t not in skip])
+        text = model.tokenizer.decode([t for t in ids[: i + 1] if t not in skip])
         raw = piece_bytes(model.tokenizer, tid)
         if text.startswith(before) and "\ufffd" not in text:
-            out.append(text[len(before):])
+            out.append(text[len(before) :])
         elif raw is not None:
             out.append("".join(f"\\x{b:02x}" for b in raw))
         else:

@@ -29,15 +29,25 @@ FORMAT = "attribution_nb.graph"
 #: Version 2 files (``t:P0``, ``l:austin``) are converted when read.
 FORMAT_VERSION = 3
 READS = (2, 3)
-NODE_COLUMNS = ["node_id", "kind", "layer", "position", "token", "token_id", "feature", "activation", "influence",
-                "label"]
+NODE_COLUMNS = [
+    "node_id",
+    "kind",
+    "layer",
+    "position",
+    "token",
+    "token_id",
+    "feature",
+    "activation",
+    "influence",
+    "label",
+]
 _TEXT_COLUMNS = ["node_id", "kind", "layer", "position", "token", "token_id", "feature", "label"]
 
 
 def save_graph(graph, path: str | os.PathLike) -> None:
     """Write ``graph`` (an :class:`AttributionGraph`) to ``path``."""
     m = graph.sparse_adjacency
-    if not m.has_sorted_indices:        # (the reader refuses unsorted rows: duplicates hide in them)
+    if not m.has_sorted_indices:  # (the reader refuses unsorted rows: duplicates hide in them)
         m = m.sorted_indices()
     tensors = {
         "indptr": torch.from_numpy(m.indptr.astype(np.int64)),
@@ -50,13 +60,24 @@ def save_graph(graph, path: str | os.PathLike) -> None:
     }
     nodes = graph.nodes[_TEXT_COLUMNS]
     meta = {
-        "format": FORMAT, "version": FORMAT_VERSION, "prompt": graph.prompt, "tokens": graph.tokens,
-        "token_ids": graph.token_ids, "n_layers": graph.n_layers, "model_name": graph.model_name,
-        "n_nodes": len(graph.nodes), "adjacency_dtype": str(m.dtype),
-        "nodes": {col: [None if pd.isna(v) else v for v in nodes[col].tolist()] for col in nodes.columns},
-        "logits": {"token": graph.logits["token"].tolist(),
-                   "token_id": [None if pd.isna(t) else int(t) for t in graph.logits["token_id"]]},
-        "info": graph.info, "supernodes": graph.supernodes,
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "prompt": graph.prompt,
+        "tokens": graph.tokens,
+        "token_ids": graph.token_ids,
+        "n_layers": graph.n_layers,
+        "model_name": graph.model_name,
+        "n_nodes": len(graph.nodes),
+        "adjacency_dtype": str(m.dtype),
+        "nodes": {
+            col: [None if pd.isna(v) else v for v in nodes[col].tolist()] for col in nodes.columns
+        },
+        "logits": {
+            "token": graph.logits["token"].tolist(),
+            "token_id": [None if pd.isna(t) else int(t) for t in graph.logits["token_id"]],
+        },
+        "info": graph.info,
+        "supernodes": graph.supernodes,
     }
     meta["checksum"] = _checksum({k: v.numpy() for k, v in tensors.items()}, meta)
     save_safetensors(tensors, path, metadata={FORMAT: json.dumps(meta)})
@@ -69,7 +90,9 @@ def _checksum(arrays: dict, meta: dict) -> str:
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
         h.update(a.tobytes())
-    h.update(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode())
+    h.update(
+        json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode()
+    )
     return h.hexdigest()
 
 
@@ -85,19 +108,27 @@ def read_graph(path: str | os.PathLike) -> dict:
     except (KeyError, TypeError, IndexError, AttributeError, OverflowError, ValueError) as err:
         if isinstance(err, ValueError) and str(err).startswith(os.fspath(path)):
             raise
-        raise ValueError(f"{os.fspath(path)}: not a valid attribution_nb graph file ({type(err).__name__}: {err})") from None
+        raise ValueError(
+            f"{os.fspath(path)}: not a valid attribution_nb graph file ({type(err).__name__}: {err})"
+        ) from None
 
 
 def _parse(path, meta: dict, tensors: dict) -> dict:
     if not isinstance(meta, dict) or meta.get("version") not in READS:
         version = meta.get("version") if isinstance(meta, dict) else None
-        raise ValueError(f"{os.fspath(path)} has graph format version {version!r}; "
-                         f"this attribution_nb reads versions {READS}")
+        raise ValueError(
+            f"{os.fspath(path)} has graph format version {version!r}; "
+            f"this attribution_nb reads versions {READS}"
+        )
     if "checksum" not in meta and meta["version"] >= 3:
-        raise ValueError(f"{os.fspath(path)}: the graph has no checksum, so it cannot be verified (every file this "
-                         f"package writes has one): it was edited or written by other code")
+        raise ValueError(
+            f"{os.fspath(path)}: the graph has no checksum, so it cannot be verified (every file this "
+            f"package writes has one): it was edited or written by other code"
+        )
     if "checksum" in meta and meta["checksum"] != _checksum(tensors, meta):
-        raise ValueError(f"{os.fspath(path)}: checksum mismatch: the file was changed or damaged after it was written")
+        raise ValueError(
+            f"{os.fspath(path)}: checksum mismatch: the file was changed or damaged after it was written"
+        )
     if meta["version"] == 2:
         _from_version_2(meta)
     check_header(path, meta)
@@ -110,75 +141,141 @@ def _parse(path, meta: dict, tensors: dict) -> dict:
     nodes = nodes[NODE_COLUMNS]
     adjacency = _adjacency(path, tensors, n)
     n_logits = int((nodes["kind"] == "logit").sum())
-    logits = pd.DataFrame({"token": meta["logits"]["token"],
-                           "token_id": pd.array(meta["logits"]["token_id"], dtype="Int64"),
-                           "probability": _column(path, tensors, "probability", n_logits),
-                           "logit": _column(path, tensors, "logit", n_logits)})
+    logits = pd.DataFrame(
+        {
+            "token": meta["logits"]["token"],
+            "token_id": pd.array(meta["logits"]["token_id"], dtype="Int64"),
+            "probability": _column(path, tensors, "probability", n_logits),
+            "logit": _column(path, tensors, "logit", n_logits),
+        }
+    )
     logits["node_id"] = nodes["node_id"][nodes["kind"] == "logit"].to_numpy()
     _check_tables(path, meta, nodes, logits, adjacency)
-    return dict(prompt=meta["prompt"], tokens=meta["tokens"], token_ids=meta["token_ids"], nodes=nodes,
-                adjacency=adjacency, logits=logits, n_layers=meta["n_layers"], model_name=meta["model_name"],
-                info=meta["info"], supernodes=meta["supernodes"])
+    return dict(
+        prompt=meta["prompt"],
+        tokens=meta["tokens"],
+        token_ids=meta["token_ids"],
+        nodes=nodes,
+        adjacency=adjacency,
+        logits=logits,
+        n_layers=meta["n_layers"],
+        model_name=meta["model_name"],
+        info=meta["info"],
+        supernodes=meta["supernodes"],
+    )
 
 
 def _ints(values, low: int, high: int, none_ok: bool = False) -> bool:
-    return isinstance(values, list) and all((v is None and none_ok) or (type(v) is int and low <= v < high) for v in values)
+    return isinstance(values, list) and all(
+        (v is None and none_ok) or (type(v) is int and low <= v < high) for v in values
+    )
 
 
 def check_header(path, meta: dict) -> None:
     """The header's fields have the types and sizes a graph needs, before any table is built."""
+
     def fail(why: str) -> ValueError:
         return ValueError(f"{os.fspath(path)}: {why}")
-    for key, kind in (("prompt", str), ("tokens", list), ("token_ids", list), ("n_nodes", int), ("n_layers", int),
-                      ("model_name", str), ("nodes", dict), ("logits", dict), ("info", dict), ("supernodes", dict)):
+
+    for key, kind in (
+        ("prompt", str),
+        ("tokens", list),
+        ("token_ids", list),
+        ("n_nodes", int),
+        ("n_layers", int),
+        ("model_name", str),
+        ("nodes", dict),
+        ("logits", dict),
+        ("info", dict),
+        ("supernodes", dict),
+    ):
         if type(meta.get(key)) is not kind:
             raise fail(f"{key!r} must be a {kind.__name__}, got {type(meta.get(key)).__name__}")
     n, T = meta["n_nodes"], len(meta["tokens"])
-    if not 0 < n < 1 << 31 or not 0 < meta["n_layers"] <= 10_000 or not all(isinstance(t, str) for t in meta["tokens"]):
+    if (
+        not 0 < n < 1 << 31
+        or not 0 < meta["n_layers"] <= 10_000
+        or not all(isinstance(t, str) for t in meta["tokens"])
+    ):
         raise fail(f"n_nodes {n}, n_layers {meta['n_layers']} or the tokens are out of range")
     if not _ints(meta["token_ids"], 0, 1 << 31) or len(meta["token_ids"]) != T:
         raise fail(f"token_ids must be {T} integers in [0, 2**31), one per token")
-    nodes = meta["nodes"]
-    if set(nodes) != set(_TEXT_COLUMNS) or any(not isinstance(v, list) or len(v) != n for v in nodes.values()):
-        raise fail(f"the node table must have the columns {_TEXT_COLUMNS}, each of {n} values")
-    checks = {"node_id": all(isinstance(v, str) for v in nodes["node_id"]), "kind": all(v in KINDS for v in nodes["kind"]),
-              "layer": _ints(nodes["layer"], -1, meta["n_layers"] + 1), "position": _ints(nodes["position"], 0, T),
-              "token": all(isinstance(v, str) for v in nodes["token"]),
-              "token_id": _ints(nodes["token_id"], 0, 1 << 31, none_ok=True),
-              "feature": _ints(nodes["feature"], 0, 1 << 31, none_ok=True),
-              "label": all(v is None or isinstance(v, str) for v in nodes["label"])}
-    bad = [k for k, ok in checks.items() if not ok]
-    if bad:
-        raise fail(f"node column(s) {bad} hold values of the wrong type or out of range")
-    wrong = [i for i, (k, p, t) in enumerate(zip(nodes["kind"], nodes["position"], nodes["token"]))
-             if k != "logit" and t != meta["tokens"][p]]
-    if wrong:
-        raise fail(f"node {nodes['node_id'][wrong[0]]!r} shows token {nodes['token'][wrong[0]]!r}, but its position holds "
-                   f"{meta['tokens'][nodes['position'][wrong[0]]]!r}")
-    if [t for k, t in zip(nodes["kind"], nodes["token"]) if k == "logit"] != meta["logits"].get("token"):
-        raise fail("the logit nodes' tokens and the logits table disagree")
-    logits = meta["logits"]
-    if set(logits) != {"token", "token_id"} or not all(isinstance(t, str) for t in logits["token"]) \
-            or not _ints(logits["token_id"], 0, 1 << 31, none_ok=True) or len(logits["token"]) != len(logits["token_id"]):
-        raise fail("the logits table must have token strings and token ids (or null), one per logit")
-    ids = set(nodes["node_id"])
+    why = _node_table_problem(meta) or _logits_problem(meta)
+    if why:
+        raise fail(why)
+    ids = set(meta["nodes"]["node_id"])
     for name, members in meta["supernodes"].items():
         if not isinstance(members, list) or not members or any(m not in ids for m in members):
             raise fail(f"supernode {name!r} names nodes the graph does not have (or none)")
+
+
+def _node_table_problem(meta: dict) -> str | None:
+    """What is wrong with the header's node table (columns, types, ranges, tokens), or None."""
+    nodes, n, T = meta["nodes"], meta["n_nodes"], len(meta["tokens"])
+    if set(nodes) != set(_TEXT_COLUMNS) or any(
+        not isinstance(v, list) or len(v) != n for v in nodes.values()
+    ):
+        return f"the node table must have the columns {_TEXT_COLUMNS}, each of {n} values"
+    checks = {
+        "node_id": all(isinstance(v, str) for v in nodes["node_id"]),
+        "kind": all(v in KINDS for v in nodes["kind"]),
+        "layer": _ints(nodes["layer"], -1, meta["n_layers"] + 1),
+        "position": _ints(nodes["position"], 0, T),
+        "token": all(isinstance(v, str) for v in nodes["token"]),
+        "token_id": _ints(nodes["token_id"], 0, 1 << 31, none_ok=True),
+        "feature": _ints(nodes["feature"], 0, 1 << 31, none_ok=True),
+        "label": all(v is None or isinstance(v, str) for v in nodes["label"]),
+    }
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        return f"node column(s) {bad} hold values of the wrong type or out of range"
+    wrong = [
+        i
+        for i, (k, p, t) in enumerate(zip(nodes["kind"], nodes["position"], nodes["token"]))
+        if k != "logit" and t != meta["tokens"][p]
+    ]
+    if wrong:
+        w = wrong[0]
+        return (
+            f"node {nodes['node_id'][w]!r} shows token {nodes['token'][w]!r}, but its position "
+            f"holds {meta['tokens'][nodes['position'][w]]!r}"
+        )
+    return None
+
+
+def _logits_problem(meta: dict) -> str | None:
+    """What is wrong with the header's logits table and the logit nodes' tokens, or None."""
+    nodes, logits = meta["nodes"], meta["logits"]
+    if [t for k, t in zip(nodes["kind"], nodes["token"]) if k == "logit"] != logits.get("token"):
+        return "the logit nodes' tokens and the logits table disagree"
+    if (
+        set(logits) != {"token", "token_id"}
+        or not all(isinstance(t, str) for t in logits["token"])
+        or not _ints(logits["token_id"], 0, 1 << 31, none_ok=True)
+        or len(logits["token"]) != len(logits["token_id"])
+    ):
+        return "the logits table must have token strings and token ids (or null), one per logit"
+    return None
 
 
 def _column(path, tensors: dict, name: str, n: int) -> np.ndarray:
     a = tensors.get(name)
     if a is None or a.dtype != np.float64 or a.shape != (n,):
         got = "missing" if a is None else f"{a.dtype} {a.shape}"
-        raise ValueError(f"{os.fspath(path)}: tensor {name!r} must be float64 of shape ({n},), got {got}")
+        raise ValueError(
+            f"{os.fspath(path)}: tensor {name!r} must be float64 of shape ({n},), got {got}"
+        )
     return a
 
 
-def _check_tables(path, meta: dict, nodes: pd.DataFrame, logits: pd.DataFrame, adjacency: sp.csr_array) -> None:
+def _check_tables(
+    path, meta: dict, nodes: pd.DataFrame, logits: pd.DataFrame, adjacency: sp.csr_array
+) -> None:
     """The node table agrees with its ids; edges are finite and run forward; probabilities are in range."""
+
     def fail(why: str) -> ValueError:
         return ValueError(f"{os.fspath(path)}: {why}")
+
     L, T = int(meta["n_layers"]), len(meta["tokens"])
     if len(meta["token_ids"]) != T or not all(isinstance(t, int) for t in meta["token_ids"]):
         raise fail(f"token_ids must be {T} integers, one per token")
@@ -191,11 +288,19 @@ def _check_tables(path, meta: dict, nodes: pd.DataFrame, logits: pd.DataFrame, a
         _check_node(fail, row, L, T)
     probs = logits["probability"].to_numpy()
     values = logits["logit"].to_numpy()
-    unknown = np.isnan(values).all() and meta["info"].get("imported_from") is not None     # (a graph JSON has no logit values)
-    if not (np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all() and (unknown or np.isfinite(values).all())):
+    unknown = (
+        np.isnan(values).all() and meta["info"].get("imported_from") is not None
+    )  # (a graph JSON has no logit values)
+    if not (
+        np.isfinite(probs).all()
+        and ((probs >= 0) & (probs <= 1)).all()
+        and (unknown or np.isfinite(values).all())
+    ):
         raise fail("logit probabilities must be in [0, 1] and logits finite")
+
     def ids(column) -> list:
         return [None if pd.isna(t) else int(t) for t in column]
+
     if ids(logits["token_id"]) != ids(nodes["token_id"][nodes["kind"] == "logit"]):
         raise fail("the logits table and the logit nodes disagree on token ids")
     _check_edges(fail, meta, nodes, adjacency)
@@ -208,16 +313,27 @@ def _check_edges(fail, meta: dict, nodes: pd.DataFrame, adjacency: sp.csr_array)
     kinds = nodes["kind"].to_numpy()
     has_inputs = np.diff(adjacency.indptr) > 0
     if (has_inputs & np.isin(kinds, ["error", "token"])).any():
-        raise fail(f"node {nodes['node_id'].iloc[int(np.flatnonzero(has_inputs & np.isin(kinds, ['error', 'token']))[0])]} "
-                   f"has incoming edges; error and token nodes have none")
+        raise fail(
+            f"node {nodes['node_id'].iloc[int(np.flatnonzero(has_inputs & np.isin(kinds, ['error', 'token']))[0])]} "
+            f"has incoming edges; error and token nodes have none"
+        )
     if len(adjacency.indices) and (kinds[adjacency.indices] == "logit").any():
         raise fail("a logit node is the source of an edge; logits have no outgoing edges")
     starts = np.zeros(len(adjacency.indices), dtype=bool)
     starts[adjacency.indptr[:-1][has_inputs]] = True
-    if len(adjacency.indices) > 1 and (np.diff(adjacency.indices.astype(np.int64))[~starts[1:]] <= 0).any():
-        raise fail("the adjacency's entries are not sorted and unique within each row (duplicate edges)")
-    unknown_acts = meta["info"].get("imported_from") is not None       # (a graph JSON lacks error and token activations)
-    if not np.isfinite(nodes["influence"]).all() or not (unknown_acts or np.isfinite(nodes["activation"]).all()):
+    if (
+        len(adjacency.indices) > 1
+        and (np.diff(adjacency.indices.astype(np.int64))[~starts[1:]] <= 0).any()
+    ):
+        raise fail(
+            "the adjacency's entries are not sorted and unique within each row (duplicate edges)"
+        )
+    unknown_acts = (
+        meta["info"].get("imported_from") is not None
+    )  # (a graph JSON lacks error and token activations)
+    if not np.isfinite(nodes["influence"]).all() or not (
+        unknown_acts or np.isfinite(nodes["activation"]).all()
+    ):
         raise fail("node activations and influences must be finite")
     if not (kinds == "logit").any():
         raise fail("the graph has no logit node")
@@ -227,7 +343,9 @@ def _check_edges(fail, meta: dict, nodes: pd.DataFrame, adjacency: sp.csr_array)
     backward = (layer[cols] >= layer[rows]) | (pos[cols] > pos[rows])
     if backward.any():
         i = int(np.flatnonzero(backward)[0])
-        raise fail(f"edge {nodes['node_id'].iloc[cols[i]]} → {nodes['node_id'].iloc[rows[i]]} does not run forward")
+        raise fail(
+            f"edge {nodes['node_id'].iloc[cols[i]]} → {nodes['node_id'].iloc[rows[i]]} does not run forward"
+        )
 
 
 def _check_node(fail, row, L: int, T: int) -> None:
@@ -235,16 +353,34 @@ def _check_node(fail, row, L: int, T: int) -> None:
         node = NodeId.parse(row.node_id)
     except ValueError as err:
         raise fail(str(err)) from None
+
     def num(v):
         return None if v is None or v is pd.NA else int(v)
-    expect = (row.layer if row.kind in ("feature", "error") else None, row.position, num(row.feature), num(row.token_id))
-    layer_ok = {"feature": 0 <= row.layer < L, "error": 0 <= row.layer < L, "token": row.layer == -1,
-                "logit": row.layer == L}
+
+    expect = (
+        row.layer if row.kind in ("feature", "error") else None,
+        row.position,
+        num(row.feature),
+        num(row.token_id),
+    )
+    layer_ok = {
+        "feature": 0 <= row.layer < L,
+        "error": 0 <= row.layer < L,
+        "token": row.layer == -1,
+        "logit": row.layer == L,
+    }
     got = (node.layer, node.position, node.feature, node.token_id)
-    if node.kind != row.kind or got != expect or not layer_ok[row.kind] or not 0 <= row.position < T:
-        raise fail(f"node {row.node_id!r} disagrees with its row (kind {row.kind}, layer {row.layer}, "
-                   f"position {row.position}, feature {row.feature}, token id {row.token_id}) or lies outside "
-                   f"{L} layers × {T} positions")
+    if (
+        node.kind != row.kind
+        or got != expect
+        or not layer_ok[row.kind]
+        or not 0 <= row.position < T
+    ):
+        raise fail(
+            f"node {row.node_id!r} disagrees with its row (kind {row.kind}, layer {row.layer}, "
+            f"position {row.position}, feature {row.feature}, token id {row.token_id}) or lies outside "
+            f"{L} layers × {T} positions"
+        )
 
 
 def _from_version_2(meta: dict) -> None:
@@ -260,20 +396,36 @@ def _from_version_2(meta: dict) -> None:
             renamed[nid] = f"{nid[0]}:P{pos}:{tid}"
     nodes["node_id"] = [renamed.get(nid, nid) for nid in nodes["node_id"]]
     nodes["token_id"] = token_id
-    meta["supernodes"] = {name: [renamed.get(nid, nid) for nid in members]
-                          for name, members in (meta.get("supernodes") or {}).items()}
+    meta["supernodes"] = {
+        name: [renamed.get(nid, nid) for nid in members]
+        for name, members in (meta.get("supernodes") or {}).items()
+    }
 
 
 def _adjacency(path, tensors: dict, n: int) -> sp.csr_array:
-    for key, dtypes in (("indptr", (np.int64, np.int32)), ("indices", (np.int32, np.int64)), ("data", (np.float32, np.float64))):
+    for key, dtypes in (
+        ("indptr", (np.int64, np.int32)),
+        ("indices", (np.int32, np.int64)),
+        ("data", (np.float32, np.float64)),
+    ):
         if key not in tensors:
-            raise ValueError(f"{os.fspath(path)} has no {key!r} tensor; it is not a complete graph file")
+            raise ValueError(
+                f"{os.fspath(path)} has no {key!r} tensor; it is not a complete graph file"
+            )
         if tensors[key].dtype not in dtypes or tensors[key].ndim != 1:
-            raise ValueError(f"{os.fspath(path)}: tensor {key!r} has dtype {tensors[key].dtype} and {tensors[key].ndim} "
-                             f"dimension(s); expected one of {[np.dtype(d).name for d in dtypes]}, 1-D")
+            raise ValueError(
+                f"{os.fspath(path)}: tensor {key!r} has dtype {tensors[key].dtype} and {tensors[key].ndim} "
+                f"dimension(s); expected one of {[np.dtype(d).name for d in dtypes]}, 1-D"
+            )
     indptr, indices = tensors["indptr"], tensors["indices"]
-    if len(indptr) != n + 1 or indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0) \
-            or (len(indices) and (indices.min() < 0 or indices.max() >= n)) or len(tensors["data"]) != len(indices):
+    if (
+        len(indptr) != n + 1
+        or indptr[0] != 0
+        or indptr[-1] != len(indices)
+        or np.any(np.diff(indptr) < 0)
+        or (len(indices) and (indices.min() < 0 or indices.max() >= n))
+        or len(tensors["data"]) != len(indices)
+    ):
         raise ValueError(f"{os.fspath(path)} has an inconsistent sparse adjacency for {n} nodes")
     if indptr[-1] < 2**31:
         indptr = indptr.astype(np.int32)
@@ -296,10 +448,18 @@ def sniff(path: str | os.PathLike) -> str:
     text = head.lstrip()
     if text[:1] == b"{":
         return "json"
-    kinds = [(b"PK\x03\x04", "a zip archive (a PyTorch .pt such as circuit-tracer's Graph.to_pt, or a numpy .npz); "
-              "attribution_nb never unpickles: write it as JSON with circuit-tracer's create_graph_files and load that"),
-             (b"\x80", "a Python pickle; attribution_nb never unpickles"),
-             (b"<", "an HTML or XML document (a page written by to_html is not loadable; load the .graph file)")]
+    kinds = [
+        (
+            b"PK\x03\x04",
+            "a zip archive (a PyTorch .pt such as circuit-tracer's Graph.to_pt, or a numpy .npz); "
+            "attribution_nb never unpickles: write it as JSON with circuit-tracer's create_graph_files and load that",
+        ),
+        (b"\x80", "a Python pickle; attribution_nb never unpickles"),
+        (
+            b"<",
+            "an HTML or XML document (a page written by to_html is not loadable; load the .graph file)",
+        ),
+    ]
     for magic, what in kinds:
         if text.startswith(magic):
             raise ValueError(f"{path} is {what}")

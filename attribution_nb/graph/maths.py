@@ -36,7 +36,11 @@ def as_csr(adjacency, square: bool = True) -> sp.csr_array:
     if sp.issparse(adjacency):
         m = adjacency if isinstance(adjacency, sp.csr_array) else sp.csr_array(adjacency)
     else:
-        dense = adjacency.detach().cpu().numpy() if hasattr(adjacency, "detach") else np.asarray(adjacency)
+        dense = (
+            adjacency.detach().cpu().numpy()
+            if hasattr(adjacency, "detach")
+            else np.asarray(adjacency)
+        )
         m = sp.csr_array(dense)
     if m.ndim != 2 or (square and m.shape[0] != m.shape[1]):
         raise ValueError(f"an adjacency must be square, got shape {m.shape}")
@@ -57,7 +61,7 @@ def _work_dtype(m: sp.csr_array):
 def entry_rows(m: sp.csr_array, start: int = 0, stop: int | None = None) -> np.ndarray:
     """Row (target) of each stored entry of rows ``start:stop`` (default: all of them)."""
     stop = m.shape[0] if stop is None else stop
-    return np.repeat(np.arange(start, stop, dtype=np.int32), np.diff(m.indptr[start:stop + 1]))
+    return np.repeat(np.arange(start, stop, dtype=np.int32), np.diff(m.indptr[start : stop + 1]))
 
 
 def _row_blocks(m: sp.csr_array, entries: int = 1 << 22):
@@ -75,8 +79,10 @@ def normalize_rows(adjacency) -> sp.csr_array:
     m = as_csr(adjacency, square=False)
     sums = _abs_row_sums(m)
     scale = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
-    return sp.csr_array((np.abs(m.data) * np.repeat(scale.astype(m.dtype), np.diff(m.indptr)), m.indices, m.indptr),
-                        shape=m.shape)
+    return sp.csr_array(
+        (np.abs(m.data) * np.repeat(scale.astype(m.dtype), np.diff(m.indptr)), m.indices, m.indptr),
+        shape=m.shape,
+    )
 
 
 def _row_sums(m: sp.csr_array, values) -> np.ndarray:
@@ -84,9 +90,11 @@ def _row_sums(m: sp.csr_array, values) -> np.ndarray:
     sums = np.zeros(m.shape[0])
     for start, stop, a, b in _row_blocks(m):
         starts = m.indptr[start:stop]
-        nonempty = np.diff(m.indptr[start:stop + 1]) > 0
+        nonempty = np.diff(m.indptr[start : stop + 1]) > 0
         if a < b:
-            sums[start:stop][nonempty] = np.add.reduceat(values(a, b).astype(np.float64), starts[nonempty] - a)
+            sums[start:stop][nonempty] = np.add.reduceat(
+                values(a, b).astype(np.float64), starts[nonempty] - a
+            )
     return sums
 
 
@@ -98,12 +106,16 @@ def _abs_row_sums(m: sp.csr_array) -> np.ndarray:
 def _check_finite(m: sp.csr_array, w: np.ndarray) -> None:
     """Refuse NaN or infinite weights at once, naming the first bad entry (else they look like a cycle)."""
     if not np.isfinite(w).all():
-        raise ValueError(f"logit weights are not finite (index {int(np.flatnonzero(~np.isfinite(w))[0])})")
+        raise ValueError(
+            f"logit weights are not finite (index {int(np.flatnonzero(~np.isfinite(w))[0])})"
+        )
     bad = np.flatnonzero(~np.isfinite(m.data))
     if len(bad):
         row = int(np.searchsorted(m.indptr, bad[0], side="right") - 1)
-        raise ValueError(f"the adjacency has {len(bad)} non-finite edge weight(s), the first {m.data[bad[0]]} "
-                         f"at [target {row}, source {int(m.indices[bad[0]])}]")
+        raise ValueError(
+            f"the adjacency has {len(bad)} non-finite edge weight(s), the first {m.data[bad[0]]} "
+            f"at [target {row}, source {int(m.indices[bad[0]])}]"
+        )
 
 
 def compute_influence(adjacency, logit_weights, max_iter: int | None = None) -> np.ndarray:
@@ -118,7 +130,9 @@ def compute_influence(adjacency, logit_weights, max_iter: int | None = None) -> 
         raise ValueError(f"logit_weights has shape {w.shape}, expected ({m.shape[0]},)")
     _check_finite(m, w)
     dtype = _work_dtype(m)
-    abs_t = sp.csr_array((np.abs(m.data).astype(dtype, copy=False), m.indices, m.indptr), shape=m.shape).T
+    abs_t = sp.csr_array(
+        (np.abs(m.data).astype(dtype, copy=False), m.indices, m.indptr), shape=m.shape
+    ).T
     sums = _abs_row_sums(m)
     inv = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
     x = w
@@ -128,7 +142,9 @@ def compute_influence(adjacency, logit_weights, max_iter: int | None = None) -> 
         if not x.any():
             return total
         total += x
-    raise ValueError("the adjacency has a cycle: influence does not converge (an attribution graph is acyclic)")
+    raise ValueError(
+        "the adjacency has a cycle: influence does not converge (an attribution graph is acyclic)"
+    )
 
 
 def _check_threshold(name: str, value: float) -> float:
@@ -139,7 +155,9 @@ def _check_threshold(name: str, value: float) -> float:
 SORT_BELOW = 1 << 20
 
 
-def _fewest_holding(scores: np.ndarray, threshold: float, sort_below: int | None = None) -> np.ndarray:
+def _fewest_holding(
+    scores: np.ndarray, threshold: float, sort_below: int | None = None
+) -> np.ndarray:
     """Mask of the fewest entries (largest first, earlier index first among equals) whose
     sum holds ``threshold`` of the total.  ``scores`` must be non-negative.
 
@@ -156,7 +174,7 @@ def _fewest_holding(scores: np.ndarray, threshold: float, sort_below: int | None
     if total <= 0:
         mask[:] = True
         return mask
-    if threshold >= 1.0:            # all of it: every entry that holds anything
+    if threshold >= 1.0:  # all of it: every entry that holds anything
         return scores > 0
     target = threshold * total
     if len(scores) <= (SORT_BELOW if sort_below is None else sort_below):
@@ -170,16 +188,20 @@ def _fewest_holding(scores: np.ndarray, threshold: float, sort_below: int | None
     mass, count = np.zeros(n_bins), np.zeros(n_bins, dtype=np.int64)
     step = 1 << 22
     for a in range(0, len(bits), step):
-        b = (bits[a:a + step] >> 16).astype(np.int64)
-        mass += np.bincount(b, weights=scores[a:a + step], minlength=n_bins)
+        b = (bits[a : a + step] >> 16).astype(np.int64)
+        mass += np.bincount(b, weights=scores[a : a + step], minlength=n_bins)
         count += np.bincount(b, minlength=n_bins)
-    above = np.cumsum(mass[::-1])[::-1]            # mass in this bin and all higher ones
+    above = np.cumsum(mass[::-1])[::-1]  # mass in this bin and all higher ones
     crossing = int(np.nonzero(above >= target)[0].max()) if (above >= target).any() else 0
-    held = above[crossing] - mass[crossing]        # mass strictly above the crossing bin
+    held = above[crossing] - mass[crossing]  # mass strictly above the crossing bin
     for a in range(0, len(bits), step):
-        mask[a:a + step] = (bits[a:a + step] >> 16) > crossing
-    in_bin = np.concatenate([a + np.flatnonzero((bits[a:a + step] >> 16) == crossing)
-                             for a in range(0, len(bits), step)])
+        mask[a : a + step] = (bits[a : a + step] >> 16) > crossing
+    in_bin = np.concatenate(
+        [
+            a + np.flatnonzero((bits[a : a + step] >> 16) == crossing)
+            for a in range(0, len(bits), step)
+        ]
+    )
     order = in_bin[np.argsort(-scores[in_bin], kind="stable")]
     cum = held + np.cumsum(scores[order], dtype=np.float64)
     k = min(int((cum < target).sum()) + 1, len(order))
@@ -192,11 +214,15 @@ def edge_scores(adjacency, influence, logit_weights) -> np.ndarray:
     m = as_csr(adjacency)
     w = _as_numpy(logit_weights)
     sums = _abs_row_sums(m)
-    factor = np.divide(np.asarray(influence, dtype=np.float64) + w, sums, out=np.zeros(m.shape[0]), where=sums > 0)
+    factor = np.divide(
+        np.asarray(influence, dtype=np.float64) + w, sums, out=np.zeros(m.shape[0]), where=sums > 0
+    )
     dtype = _work_dtype(m)
     scores = np.empty(m.nnz, dtype=dtype)
     for start, stop, a, b in _row_blocks(m):
-        scores[a:b] = np.abs(m.data[a:b]).astype(dtype) * factor[entry_rows(m, start, stop)].astype(dtype)
+        scores[a:b] = np.abs(m.data[a:b]).astype(dtype) * factor[entry_rows(m, start, stop)].astype(
+            dtype
+        )
     return scores
 
 
@@ -213,8 +239,14 @@ def mass_before(scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def prune_masks(adjacency, logit_weights, kinds: np.ndarray, node_threshold: float = 0.8,
-                edge_threshold: float = 0.98, influence=None) -> tuple[np.ndarray, np.ndarray]:
+def prune_masks(
+    adjacency,
+    logit_weights,
+    kinds: np.ndarray,
+    node_threshold: float = 0.8,
+    edge_threshold: float = 0.98,
+    influence=None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Node and edge masks of the pruned graph (see the module docstring).
 
     Returns ``node_mask`` (bool, one per node) and ``edge_mask`` (bool, one per stored
@@ -242,7 +274,9 @@ def prune_masks(adjacency, logit_weights, kinds: np.ndarray, node_threshold: flo
     return clean_up(m, edge_mask, node_mask, kinds), edge_mask
 
 
-def clean_up(m: sp.csr_array, edge_mask: np.ndarray, node_mask: np.ndarray, kinds: np.ndarray) -> np.ndarray:
+def clean_up(
+    m: sp.csr_array, edge_mask: np.ndarray, node_mask: np.ndarray, kinds: np.ndarray
+) -> np.ndarray:
     """Pruning's last step: the largest part of ``node_mask`` in which every feature has an
     incoming and an outgoing kept edge and every error node an outgoing one (tokens and logits
     always stay).  ``edge_mask`` (one per stored entry) is narrowed in place to the kept nodes."""
@@ -266,13 +300,40 @@ def _mask_entries(m: sp.csr_array, entry_mask: np.ndarray, node_mask: np.ndarray
     """``entry_mask &= (row kept) & (column kept)``, in place, block by block."""
     for start, stop, a, b in _row_blocks(m):
         block = entry_mask[a:b]
-        block &= np.repeat(node_mask[start:stop], np.diff(m.indptr[start:stop + 1]))
+        block &= np.repeat(node_mask[start:stop], np.diff(m.indptr[start : stop + 1]))
         block &= node_mask[m.indices[a:b]]
+
+
+def restrict(m: sp.csr_array, node_mask, edge_mask=None) -> tuple[np.ndarray, sp.csr_array]:
+    """The rows and columns of ``m`` in ``node_mask``, keeping only the stored entries in
+    ``edge_mask`` (one per stored entry; default all): the kept node indices and the smaller
+    matrix."""
+    node_mask = np.asarray(node_mask, dtype=bool)
+    if node_mask.shape != (m.shape[0],):
+        raise ValueError(f"node_mask has shape {node_mask.shape}, expected ({m.shape[0]},)")
+    keep = np.flatnonzero(node_mask)
+    entries = np.ones(m.nnz, dtype=bool) if edge_mask is None else np.array(edge_mask, dtype=bool)
+    if entries.shape != (m.nnz,):
+        raise ValueError(
+            f"edge_mask has shape {entries.shape}, expected ({m.nnz},): one per stored edge"
+        )
+    _mask_entries(m, entries, node_mask)
+    new_col = np.full(m.shape[0], -1, dtype=np.int64)
+    new_col[keep] = np.arange(len(keep))
+    per_row = _row_sums(m, lambda a, b: entries[a:b]).astype(np.int64)[keep]
+    indptr = np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32)
+    sub = sp.csr_array(
+        (m.data[entries], new_col[m.indices[entries]].astype(np.int32), indptr),
+        shape=(len(keep), len(keep)),
+    )
+    return keep, sub
 
 
 def replacement_score(adjacency, logit_weights, kinds: np.ndarray, influence=None) -> float:
     """Share of the logits' influence that reaches token nodes rather than error nodes."""
-    influence = compute_influence(adjacency, logit_weights) if influence is None else np.asarray(influence)
+    influence = (
+        compute_influence(adjacency, logit_weights) if influence is None else np.asarray(influence)
+    )
     kinds = np.asarray(kinds)
     tok = float(influence[kinds == "token"].sum())
     err = float(influence[kinds == "error"].sum())
@@ -285,7 +346,11 @@ def completeness_score(adjacency, logit_weights, kinds: np.ndarray, influence=No
     kinds = np.asarray(kinds)
     incoming = _abs_row_sums(m)
     errors = np.flatnonzero(kinds == "error")
-    from_errors = np.asarray(abs(m[:, errors]).sum(1)).ravel().astype(np.float64) if len(errors) else np.zeros(len(incoming))
+    from_errors = (
+        np.asarray(abs(m[:, errors]).sum(1)).ravel().astype(np.float64)
+        if len(errors)
+        else np.zeros(len(incoming))
+    )
     influence = compute_influence(m, logit_weights) if influence is None else np.asarray(influence)
     weight = influence + _as_numpy(logit_weights)
     has_input = incoming > 0

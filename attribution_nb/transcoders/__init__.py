@@ -13,5 +13,15 @@ from .formats import FORMATS, PRESETS, load_transcoder, load_transcoders
 from .set import TranscoderSet, calibrated_transcoders, mlp_inputs_on, random_transcoders
 from .transcoder import Transcoder
 
-__all__ = ["ACTIVATIONS", "FORMATS", "PRESETS", "Transcoder", "TranscoderSet", "load_transcoder", "load_transcoders",
-           "random_transcoders", "calibrated_transcoders", "mlp_inputs_on"]
+__all__ = [
+    "ACTIVATIONS",
+    "FORMATS",
+    "PRESETS",
+    "Transcoder",
+    "TranscoderSet",
+    "load_transcoder",
+    "load_transcoders",
+    "random_transcoders",
+    "calibrated_transcoders",
+    "mlp_inputs_on",
+]

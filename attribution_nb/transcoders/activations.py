@@ -18,7 +18,7 @@ import torch
 class Activation:
     name: str
     apply: Callable[[torch.Tensor, Any], torch.Tensor]
-    needs: str | None = None        # "threshold" or "k"
+    needs: str | None = None  # "threshold" or "k"
 
 
 def _relu(pre: torch.Tensor, tc) -> torch.Tensor:
@@ -34,8 +34,11 @@ def _topk(pre: torch.Tensor, tc) -> torch.Tensor:
     return torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))
 
 
-ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
-    Activation("relu", _relu),
-    Activation("jumprelu", _jumprelu, needs="threshold"),
-    Activation("topk", _topk, needs="k"),
-)}
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation("relu", _relu),
+        Activation("jumprelu", _jumprelu, needs="threshold"),
+        Activation("topk", _topk, needs="k"),
+    )
+}

@@ -47,8 +47,10 @@ class TranscoderSet:
             acts = tc.encode(x)
             if not torch.isfinite(acts).all():
                 pos = int((~torch.isfinite(acts)).any(-1).nonzero()[0])
-                raise ValueError(f"non-finite transcoder activations at layer {layer}, position {pos}; "
-                                 "check the transcoder weights and the model's dtype")
+                raise ValueError(
+                    f"non-finite transcoder activations at layer {layer}, position {pos}; "
+                    "check the transcoder weights and the model's dtype"
+                )
             activations.append(acts)
             recon.append(tc(x))
         for layer, tc in enumerate(self.transcoders):
@@ -62,24 +64,41 @@ class TranscoderSet:
         os.makedirs(folder, exist_ok=True)
         for i, tc in enumerate(self.transcoders):
             tc.save(os.path.join(folder, f"layer_{i}.safetensors"))
-        write_text(os.path.join(folder, "index.json"),
-                   json.dumps({"format": "attribution_nb.transcoders", "n_layers": len(self.transcoders)}))
+        write_text(
+            os.path.join(folder, "index.json"),
+            json.dumps({"format": "attribution_nb.transcoders", "n_layers": len(self.transcoders)}),
+        )
 
     @classmethod
     def load(cls, folder: str | os.PathLike, **kwargs) -> TranscoderSet:
         folder = os.fspath(folder)
         index = os.path.join(folder, "index.json")
         if not os.path.isfile(index):
-            raise FileNotFoundError(f"{folder} has no index.json; expected a folder written by TranscoderSet.save")
+            raise FileNotFoundError(
+                f"{folder} has no index.json; expected a folder written by TranscoderSet.save"
+            )
         n_layers = read_json(index, "TranscoderSet index.json").get("n_layers")
         if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
             raise ValueError(f"{index}: n_layers must be a positive integer, got {n_layers!r}")
-        return cls([Transcoder.load(os.path.join(folder, f"layer_{i}.safetensors"), **kwargs) for i in range(n_layers)])
+        return cls(
+            [
+                Transcoder.load(os.path.join(folder, f"layer_{i}.safetensors"), **kwargs)
+                for i in range(n_layers)
+            ]
+        )
 
 
-def random_transcoders(d_model: int, n_layers: int, d_features: int, *, activation: str = "jumprelu",
-                       skip: bool = False, seed: int = 0, k: int | None = None,
-                       cross_layer: bool = False) -> TranscoderSet:
+def random_transcoders(
+    d_model: int,
+    n_layers: int,
+    d_features: int,
+    *,
+    activation: str = "jumprelu",
+    skip: bool = False,
+    seed: int = 0,
+    k: int | None = None,
+    cross_layer: bool = False,
+) -> TranscoderSet:
     """Random transcoders of the given sizes (for tests and the tiny built-in model);
     ``cross_layer``: each layer's features also write to every later layer.
 
@@ -89,9 +108,9 @@ def random_transcoders(d_model: int, n_layers: int, d_features: int, *, activati
     gen = torch.Generator().manual_seed(seed)
     out = []
     for layer in range(n_layers):
-        W_enc = torch.randn(d_model, d_features, generator=gen) / d_model ** 0.5
+        W_enc = torch.randn(d_model, d_features, generator=gen) / d_model**0.5
         b_enc = 0.1 * torch.randn(d_features, generator=gen)
-        W_dec = torch.randn(d_features, d_model, generator=gen) / d_features ** 0.5
+        W_dec = torch.randn(d_features, d_model, generator=gen) / d_features**0.5
         b_dec = 0.05 * torch.randn(d_model, generator=gen)
         kwargs: dict = {}
         if activation == "jumprelu":
@@ -99,10 +118,12 @@ def random_transcoders(d_model: int, n_layers: int, d_features: int, *, activati
         if activation == "topk":
             kwargs["k"] = k or max(1, d_features // 16)
         if skip:
-            kwargs["W_skip"] = 0.1 * torch.randn(d_model, d_model, generator=gen) / d_model ** 0.5
+            kwargs["W_skip"] = 0.1 * torch.randn(d_model, d_model, generator=gen) / d_model**0.5
         if cross_layer and layer < n_layers - 1:
             n_later = n_layers - layer - 1
-            kwargs["W_dec_later"] = 0.5 * torch.randn(d_features, n_later, d_model, generator=gen) / d_features ** 0.5
+            kwargs["W_dec_later"] = (
+                0.5 * torch.randn(d_features, n_later, d_model, generator=gen) / d_features**0.5
+            )
         out.append(Transcoder(W_enc, b_enc, W_dec, b_dec, activation, **kwargs))
     return TranscoderSet(out)
 
@@ -113,10 +134,14 @@ def mlp_inputs_on(hf_model, token_ids: list[int]) -> list[torch.Tensor]:
     Gemma): the calibration text :func:`calibrated_transcoders` reads."""
     layers = getattr(getattr(hf_model, "model", None), "layers", None)
     if layers is None or not all(hasattr(layer, "mlp") for layer in layers):
-        raise ValueError(f"{type(hf_model).__name__} has no model.layers[i].mlp modules to read MLP inputs from")
+        raise ValueError(
+            f"{type(hf_model).__name__} has no model.layers[i].mlp modules to read MLP inputs from"
+        )
     inputs: list[torch.Tensor] = []
-    hooks = [layer.mlp.register_forward_pre_hook(lambda m, a: inputs.append(a[0][0, 1:].detach()))
-             for layer in layers]
+    hooks = [
+        layer.mlp.register_forward_pre_hook(lambda m, a: inputs.append(a[0][0, 1:].detach()))
+        for layer in layers
+    ]
     try:
         with torch.no_grad():
             hf_model(torch.as_tensor([list(token_ids)]))
@@ -126,8 +151,13 @@ def mlp_inputs_on(hf_model, token_ids: list[int]) -> list[torch.Tensor]:
     return inputs
 
 
-def calibrated_transcoders(mlp_inputs: list[torch.Tensor], d_features: int, *, active_per_token: float = 10.0,
-                           seed: int = 0) -> TranscoderSet:
+def calibrated_transcoders(
+    mlp_inputs: list[torch.Tensor],
+    d_features: int,
+    *,
+    active_per_token: float = 10.0,
+    seed: int = 0,
+) -> TranscoderSet:
     """Seeded random JumpReLU transcoders for a real model, for benchmarks and tests at real
     size (no trained transcoders exist offline): ``mlp_inputs[l]`` [n_tokens, d_model] are
     layer ``l``'s MLP inputs on a calibration text (:func:`mlp_inputs_on`); each layer's threshold is set so that
@@ -140,11 +170,19 @@ def calibrated_transcoders(mlp_inputs: list[torch.Tensor], d_features: int, *, a
     for x in mlp_inputs:
         x = x.detach().float()
         d = x.shape[-1]
-        W_enc = torch.randn(d, d_features, generator=gen) / d ** 0.5
+        W_enc = torch.randn(d, d_features, generator=gen) / d**0.5
         pre = (x @ W_enc).flatten()
         threshold = float(torch.quantile(pre[: 1 << 24], 1 - active_per_token / d_features))
-        scale = float(x.norm(dim=-1).mean()) / active_per_token ** 0.5
-        W_dec = torch.randn(d_features, d, generator=gen) * scale / d ** 0.5
-        out.append(Transcoder(W_enc, torch.zeros(d_features), W_dec, torch.zeros(d), "jumprelu",
-                              threshold=torch.full((d_features,), threshold)))
+        scale = float(x.norm(dim=-1).mean()) / active_per_token**0.5
+        W_dec = torch.randn(d_features, d, generator=gen) * scale / d**0.5
+        out.append(
+            Transcoder(
+                W_enc,
+                torch.zeros(d_features),
+                W_dec,
+                torch.zeros(d),
+                "jumprelu",
+                threshold=torch.full((d_features,), threshold),
+            )
+        )
     return TranscoderSet(out)

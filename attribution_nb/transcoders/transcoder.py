@@ -30,8 +30,10 @@ def _as_tensor(name: str, value) -> torch.Tensor:
         try:
             value = torch.as_tensor(value)
         except (TypeError, ValueError, RuntimeError, OverflowError) as err:
-            raise TypeError(f"{name} must be a floating-point tensor (or array), got {type(value).__name__}: "
-                            f"{value!r:.60} ({err})") from None
+            raise TypeError(
+                f"{name} must be a floating-point tensor (or array), got {type(value).__name__}: "
+                f"{value!r:.60} ({err})"
+            ) from None
     if not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
     if not torch.isfinite(value).all():
@@ -57,37 +59,63 @@ class Transcoder(torch.nn.Module):
             ``act · W_dec_later[f, j]`` to the MLP output of layer ``l + 1 + j``.
     """
 
-    def __init__(self, W_enc, b_enc, W_dec, b_dec, activation: str = "relu", *,
-                 threshold=None, k: int | None = None, W_skip=None, W_dec_later=None):
+    def __init__(
+        self,
+        W_enc,
+        b_enc,
+        W_dec,
+        b_dec,
+        activation: str = "relu",
+        *,
+        threshold=None,
+        k: int | None = None,
+        W_skip=None,
+        W_dec_later=None,
+    ):
         super().__init__()
         W_enc, b_enc = _as_tensor("W_enc", W_enc), _as_tensor("b_enc", b_enc)
         W_dec, b_dec = _as_tensor("W_dec", W_dec), _as_tensor("b_dec", b_dec)
         if W_enc.ndim != 2:
-            raise ValueError(f"W_enc must be 2-D [d_model, d_features], got shape {tuple(W_enc.shape)}")
+            raise ValueError(
+                f"W_enc must be 2-D [d_model, d_features], got shape {tuple(W_enc.shape)}"
+            )
         d_model, d_features = W_enc.shape
         expected = {"b_enc": (d_features,), "W_dec": (d_features, d_model), "b_dec": (d_model,)}
         for name, tensor in (("b_enc", b_enc), ("W_dec", W_dec), ("b_dec", b_dec)):
             if tuple(tensor.shape) != expected[name]:
                 raise ValueError(
                     f"{name} has shape {tuple(tensor.shape)}, expected {expected[name]} "
-                    f"for W_enc of shape {tuple(W_enc.shape)} ([d_model, d_features])")
+                    f"for W_enc of shape {tuple(W_enc.shape)} ([d_model, d_features])"
+                )
         threshold, k = _activation_parameters(activation, threshold, k, d_features)
         if W_skip is not None:
             W_skip = _as_tensor("W_skip", W_skip)
             if tuple(W_skip.shape) != (d_model, d_model):
-                raise ValueError(f"W_skip has shape {tuple(W_skip.shape)}, expected {(d_model, d_model)}")
+                raise ValueError(
+                    f"W_skip has shape {tuple(W_skip.shape)}, expected {(d_model, d_model)}"
+                )
         if W_dec_later is not None:
             W_dec_later = _as_tensor("W_dec_later", W_dec_later)
-            if W_dec_later.ndim != 3 or W_dec_later.shape[0] != d_features or W_dec_later.shape[2] != d_model:
-                raise ValueError(f"W_dec_later has shape {tuple(W_dec_later.shape)}, expected "
-                                 f"({d_features}, n_later, {d_model}) ([d_features, later layers, d_model])")
+            if (
+                W_dec_later.ndim != 3
+                or W_dec_later.shape[0] != d_features
+                or W_dec_later.shape[2] != d_model
+            ):
+                raise ValueError(
+                    f"W_dec_later has shape {tuple(W_dec_later.shape)}, expected "
+                    f"({d_features}, n_later, {d_model}) ([d_features, later layers, d_model])"
+                )
         self.W_enc = torch.nn.Parameter(W_enc, requires_grad=False)
         self.b_enc = torch.nn.Parameter(b_enc, requires_grad=False)
         self.W_dec = torch.nn.Parameter(W_dec, requires_grad=False)
         self.b_dec = torch.nn.Parameter(b_dec, requires_grad=False)
-        self.threshold = None if threshold is None else torch.nn.Parameter(threshold, requires_grad=False)
+        self.threshold = (
+            None if threshold is None else torch.nn.Parameter(threshold, requires_grad=False)
+        )
         self.W_skip = None if W_skip is None else torch.nn.Parameter(W_skip, requires_grad=False)
-        self.W_dec_later = None if W_dec_later is None else torch.nn.Parameter(W_dec_later, requires_grad=False)
+        self.W_dec_later = (
+            None if W_dec_later is None else torch.nn.Parameter(W_dec_later, requires_grad=False)
+        )
         self.activation = activation
         self.k = k
 
@@ -103,7 +131,8 @@ class Transcoder(torch.nn.Module):
         extra = {"jumprelu": "", "topk": f", k={self.k}", "relu": ""}[self.activation]
         skip = ", skip" if self.W_skip is not None else ""
         cross = f", writes to {self.n_later} later layers" if self.n_later else ""
-        return f"d_model={self.d_model}, d_features={self.d_features}, activation={self.activation!r}{extra}{skip}{cross}"
+        sizes = f"d_model={self.d_model}, d_features={self.d_features}"
+        return f"{sizes}, activation={self.activation!r}{extra}{skip}{cross}"
 
     @property
     def n_later(self) -> int:
@@ -126,14 +155,20 @@ class Transcoder(torch.nn.Module):
 
     def direction_writes(self, feature: int) -> list[torch.Tensor]:
         """Feature ``feature``'s decoder direction into its own layer and each later one."""
-        later = [] if self.W_dec_later is None else [self.W_dec_later[feature, j] for j in range(self.n_later)]
+        later = (
+            []
+            if self.W_dec_later is None
+            else [self.W_dec_later[feature, j] for j in range(self.n_later)]
+        )
         return [self.W_dec[feature], *later]
 
     def change_writes(self, features: torch.Tensor, diff: torch.Tensor) -> list[torch.Tensor]:
         """What a change ``diff`` [T, n] of the activations of ``features`` writes to its own
         layer and each later one: ``[[T, d], …]``."""
         W_later = self.W_dec_later
-        later = [] if W_later is None else [diff @ W_later[features, j] for j in range(self.n_later)]
+        later = (
+            [] if W_later is None else [diff @ W_later[features, j] for j in range(self.n_later)]
+        )
         return [diff @ self.W_dec[features], *later]
 
     # -- the maths -------------------------------------------------------------
@@ -163,7 +198,12 @@ class Transcoder(torch.nn.Module):
 
     # -- files -----------------------------------------------------------------
     def state(self) -> dict[str, torch.Tensor]:
-        tensors = {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
+        tensors = {
+            "W_enc": self.W_enc,
+            "b_enc": self.b_enc,
+            "W_dec": self.W_dec,
+            "b_dec": self.b_dec,
+        }
         if self.threshold is not None:
             tensors["threshold"] = self.threshold
         if self.W_skip is not None:
@@ -178,24 +218,47 @@ class Transcoder(torch.nn.Module):
         save_safetensors(self.state(), path, metadata=meta)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, activation: str | None = None, k: int | None = None,
-             device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Transcoder:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        *,
+        activation: str | None = None,
+        k: int | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> Transcoder:
         """Load a transcoder written by :meth:`save` (or any safetensors file with the same keys)."""
         tensors, meta = read_safetensors(path)
         missing = [key for key in ("W_enc", "b_enc", "W_dec", "b_dec") if key not in tensors]
         if missing:
-            raise ValueError(f"{os.fspath(path)}: missing tensors {missing}; found {sorted(tensors)}")
-        activation = activation or meta.get("activation") or ("jumprelu" if "threshold" in tensors else "relu")
+            raise ValueError(
+                f"{os.fspath(path)}: missing tensors {missing}; found {sorted(tensors)}"
+            )
+        activation = (
+            activation
+            or meta.get("activation")
+            or ("jumprelu" if "threshold" in tensors else "relu")
+        )
         if k is None and meta.get("k"):
             if not (isinstance(meta["k"], str) and meta["k"].isascii() and meta["k"].isdigit()):
-                raise ValueError(f"{os.fspath(path)}: metadata k must be a whole number, got {meta['k']!r}")
+                raise ValueError(
+                    f"{os.fspath(path)}: metadata k must be a whole number, got {meta['k']!r}"
+                )
             k = int(meta["k"])
         if dtype is not None:
             tensors = {name: t.to(dtype) for name, t in tensors.items()}
         try:
-            tc = cls(tensors["W_enc"], tensors["b_enc"], tensors["W_dec"], tensors["b_dec"], activation,
-                     threshold=tensors.get("threshold"), k=k, W_skip=tensors.get("W_skip"),
-                     W_dec_later=tensors.get("W_dec_later"))
+            tc = cls(
+                tensors["W_enc"],
+                tensors["b_enc"],
+                tensors["W_dec"],
+                tensors["b_dec"],
+                activation,
+                threshold=tensors.get("threshold"),
+                k=k,
+                W_skip=tensors.get("W_skip"),
+                W_dec_later=tensors.get("W_dec_later"),
+            )
         except (ValueError, TypeError) as err:
             raise ValueError(f"{os.fspath(path)}: {err}") from None
         return tc.to(device)
@@ -211,7 +274,9 @@ def _activation_parameters(activation: str, threshold, k, d_features: int):
             raise ValueError("activation 'jumprelu' needs threshold=")
         threshold = _as_tensor("threshold", threshold)
         if threshold.ndim > 1 or threshold.numel() not in (1, d_features):
-            raise ValueError(f"threshold has shape {tuple(threshold.shape)}; expected a scalar or ({d_features},)")
+            raise ValueError(
+                f"threshold has shape {tuple(threshold.shape)}; expected a scalar or ({d_features},)"
+            )
         if not torch.isfinite(threshold).all():
             raise ValueError("threshold holds NaN or infinite values")
         threshold = threshold.broadcast_to((d_features,)).clone()

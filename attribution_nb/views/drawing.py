@@ -11,8 +11,9 @@ import pandas as pd
 from ..graph import AttributionGraph, entry_rows
 
 
-def draw_data(graph: AttributionGraph, node_threshold: float, edge_threshold: float,
-              collapse: bool = False) -> dict:
+def draw_data(
+    graph: AttributionGraph, node_threshold: float, edge_threshold: float, collapse: bool = False
+) -> dict:
     """The drawn nodes (ids, kinds, influence, labels) and edges (source, target, weight as
     indices into the drawn nodes) at these thresholds."""
     node_mask, edge_mask = graph.prune_masks(node_threshold, edge_threshold)
@@ -30,10 +31,20 @@ def draw_data(graph: AttributionGraph, node_threshold: float, edge_threshold: fl
     drawn_index[keep] = np.arange(len(keep))
     src, tgt = drawn_index[cols], drawn_index[rows]
     if collapse and graph.supernodes:
-        ids, kinds, influence, labels, src, tgt, weights = _collapse(graph, ids, kinds, influence, labels, src, tgt,
-                                                                     weights)
-    return {"ids": ids, "kinds": kinds, "influence": influence, "labels": labels,
-            "source": src, "target": tgt, "weight": weights, "n_nodes": len(ids), "n_edges": len(weights)}
+        ids, kinds, influence, labels, src, tgt, weights = _collapse(
+            graph, ids, kinds, influence, labels, src, tgt, weights
+        )
+    return {
+        "ids": ids,
+        "kinds": kinds,
+        "influence": influence,
+        "labels": labels,
+        "source": src,
+        "target": tgt,
+        "weight": weights,
+        "n_nodes": len(ids),
+        "n_edges": len(weights),
+    }
 
 
 def _collapse(graph, ids, kinds, influence, labels, src, tgt, weights):
@@ -57,5 +68,12 @@ def _collapse(graph, ids, kinds, influence, labels, src, tgt, weights):
     agg = pd.DataFrame({"s": new_index[src], "t": new_index[tgt], "w": weights})
     agg = agg[agg.s != agg.t].groupby(["s", "t"], as_index=False, sort=False)["w"].sum()
     cols = list(zip(*out)) if out else [(), (), (), ()]
-    return (np.array(cols[0], dtype=object), np.array(cols[1], dtype=object), np.array(cols[2], dtype=np.float64),
-            np.array(cols[3], dtype=object), agg.s.to_numpy(), agg.t.to_numpy(), agg.w.to_numpy())
+    return (
+        np.array(cols[0], dtype=object),
+        np.array(cols[1], dtype=object),
+        np.array(cols[2], dtype=np.float64),
+        np.array(cols[3], dtype=object),
+        agg.s.to_numpy(),
+        agg.t.to_numpy(),
+        agg.w.to_numpy(),
+    )

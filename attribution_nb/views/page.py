@@ -1,6 +1,7 @@
 """A graph as one standalone HTML page: plotly's offline bundle, the graph as JSON (see
 :mod:`.payload`) and the same front end as the notebook widget (the ES modules in
-``static/js/``, joined by :func:`front_end`), which prunes live when the sliders move.  ``static/page.html`` and ``static/page.css`` are the page
+``static/js/``, joined by :func:`front_end`), which prunes live when the sliders move.
+``static/page.html`` and ``static/page.css`` are the page
 around it.  With ``model=``, the panel also shows what each feature promotes, suppresses and
 where it fires most.  No network is needed to open it."""
 
@@ -32,8 +33,21 @@ def static_text(name: str) -> str:
 
 
 #: the front end's modules (``static/js/``), in the order they are joined (each one's imports first)
-MODULES = ("prune", "state", "dom", "layout", "traces", "names", "draw", "tools", "panel", "runs", "subgraph", "hosts",
-           "mount")
+MODULES = (
+    "prune",
+    "state",
+    "dom",
+    "layout",
+    "traces",
+    "names",
+    "draw",
+    "tools",
+    "panel",
+    "runs",
+    "subgraph",
+    "hosts",
+    "mount",
+)
 _IMPORT = re.compile(r'^import \{[^}]*\} from "\./([a-z]+)\.js";\n', re.M)
 _EXPORT = re.compile(r"^export (?=(async )?function |const )", re.M)
 _DEFAULT = re.compile(r"^export default .*\n", re.M)
@@ -50,20 +64,46 @@ def front_end(module: bool = True) -> str:
         text = static_text(os.path.join("js", name + ".js"))
         for imported in _IMPORT.findall(text):
             if MODULES.index(imported) > MODULES.index(name):
-                raise RuntimeError(f"static/js/{name}.js imports {imported}.js, which MODULES joins after it")
+                raise RuntimeError(
+                    f"static/js/{name}.js imports {imported}.js, which MODULES joins after it"
+                )
         parts.append(f"// ---- {name}.js\n" + _EXPORT.sub("", _IMPORT.sub("", text)))
     text = "\n".join(parts)
     return text if module else _DEFAULT.sub("", text)
 
 
-def initial_state(node_threshold: float, edge_threshold: float, height: int, n_labels: int = 8) -> dict:
-    return {"node_threshold": node_threshold, "edge_threshold": edge_threshold, "collapse": False,
-            "n_labels": n_labels, "selected": None, "pinned": [], "labels": {}, "supernodes": {},
-            "queue": [], "code": "", "mode": "free", "runs": [], "status": {}, "details": {}, "height": height}
+def initial_state(
+    node_threshold: float, edge_threshold: float, height: int, n_labels: int = 8
+) -> dict:
+    return {
+        "node_threshold": node_threshold,
+        "edge_threshold": edge_threshold,
+        "collapse": False,
+        "n_labels": n_labels,
+        "selected": None,
+        "pinned": [],
+        "labels": {},
+        "supernodes": {},
+        "queue": [],
+        "code": "",
+        "mode": "free",
+        "runs": [],
+        "status": {},
+        "details": {},
+        "height": height,
+    }
 
 
-def graph_to_html(graph, path: str | os.PathLike, *, model=None, node_threshold: float = 0.8,
-                  edge_threshold: float = 0.98, height: int = 620, title: str | None = None) -> str:
+def graph_to_html(
+    graph,
+    path: str | os.PathLike,
+    *,
+    model=None,
+    node_threshold: float = 0.8,
+    edge_threshold: float = 0.98,
+    height: int = 620,
+    title: str | None = None,
+) -> str:
     """Write ``graph`` as a standalone HTML page with working sliders (the full range, 0 to 1);
     returns the path.  ``model``: the :class:`ReplacementModel` it came from, for the panel's
     promoted and suppressed tokens and top-activating contexts."""
@@ -76,11 +116,17 @@ def graph_to_html(graph, path: str | os.PathLike, *, model=None, node_threshold:
     state = initial_state(node_threshold, min(edge_threshold, data["max_edge_threshold"]), height)
     state["supernodes"] = data["supernodes"]
     text = Template(static_text("page.html")).substitute(
-        title=html.escape(title or f"Attribution graph: {graph.prompt}"), plotly=get_plotlyjs(),
+        title=html.escape(title or f"Attribution graph: {graph.prompt}"),
+        plotly=get_plotlyjs(),
         css=static_text("view.css") + static_text("page.css"),
-        footer=html.escape(f"{graph.model_name} · {len(graph.nodes)} nodes, {graph.n_edges} edges in the full graph · "
-                           f"made with attribution_nb"),
-        data=script_json(data), js=front_end(module=False), state=script_json(state))
+        footer=html.escape(
+            f"{graph.model_name} · {len(graph.nodes)} nodes, {graph.n_edges} edges in the full graph · "
+            f"made with attribution_nb"
+        ),
+        data=script_json(data),
+        js=front_end(module=False),
+        state=script_json(state),
+    )
     write_text(path, text)
     return os.fspath(path)
 

@@ -25,7 +25,7 @@ from . import style
 MAX_EDGES = 150_000
 #: features whose promoted tokens and contexts are sent up front (the most influential)
 MAX_DETAILS = 400
-NEVER = 2.0   # the share of an entry that holds nothing: no threshold keeps it
+NEVER = 2.0  # the share of an entry that holds nothing: no threshold keeps it
 
 
 def shares(scores: np.ndarray) -> np.ndarray:
@@ -41,7 +41,7 @@ def _cap(mb: np.ndarray, limit: int) -> float:
     """The largest threshold (a multiple of 0.01, at most 1) keeping at most ``limit`` entries."""
     if int((mb < NEVER).sum()) <= limit:
         return 1.0
-    cut = float(np.sort(mb)[limit])               # the first entry left out
+    cut = float(np.sort(mb)[limit])  # the first entry left out
     return max(0.0, math.floor(cut * 100) / 100)
 
 
@@ -49,8 +49,15 @@ def _finite(values) -> list[float]:
     return [float(v) if np.isfinite(v) else -1.0 for v in np.asarray(values, dtype=np.float64)]
 
 
-def display_name(kind: str, token: str, layer: int, feature, label: str, probability: float | None,
-                 value: float | None = None) -> str:
+def display_name(
+    kind: str,
+    token: str,
+    layer: int,
+    feature,
+    label: str,
+    probability: float | None,
+    value: float | None = None,
+) -> str:
     """How a node is named on the plot and in the panel (a custom target: its name and value)."""
     if label:
         return label
@@ -90,32 +97,59 @@ def graph_payload(graph, model=None, *, details_for: int | None = None) -> dict:
     rows = entry_rows(m)
     max_edge = _cap(edge_mb, MAX_EDGES)
     keep_e = (edge_mb < max_edge) if max_edge < 1.0 else (edge_mb < NEVER)
-    embedded = always | np.isin(np.arange(len(kinds)), np.concatenate([m.indices[keep_e], rows[keep_e]]))
+    embedded = always | np.isin(
+        np.arange(len(kinds)), np.concatenate([m.indices[keep_e], rows[keep_e]])
+    )
     new_index = np.full(len(kinds), -1)
     new_index[embedded] = np.arange(int(embedded.sum()))
     nodes = graph.nodes[embedded]
     probability = dict(zip(graph.logits.node_id, graph.logits.probability.astype(float)))
-    custom = dict(zip(graph.logits.node_id[graph.logits.token_id.isna()], graph.logits.logit[graph.logits.token_id.isna()]))
     labels = [x if isinstance(x, str) else "" for x in nodes.label]
-    names = [display_name(k, t, int(la), f, lab, probability.get(i), custom.get(i))
-             for k, t, la, f, lab, i in zip(nodes.kind, nodes.token, nodes.layer, nodes.feature, labels, nodes.node_id)]
+    names = _display_names(graph, nodes, labels, probability)
     return {
-        "prompt": graph.prompt, "n_layers": int(graph.n_layers),
+        "prompt": graph.prompt,
+        "n_layers": int(graph.n_layers),
         "tokens": [axis_token(t) for t in graph.tokens],
-        "max_node_threshold": 1.0, "max_edge_threshold": max_edge,
-        "nodes": {"id": nodes.node_id.tolist(), "kind": nodes.kind.tolist(), "layer": nodes.layer.astype(int).tolist(),
-                  "position": nodes.position.astype(int).tolist(), "token": [str(t) for t in nodes.token],
-                  "feature": [-1 if pd.isna(f) else int(f) for f in nodes.feature],
-                  "label": labels, "name": names,     # the browser shows these as text, never as markup
-                  "activation": _finite(nodes.activation), "influence": _finite(influence[embedded]),
-                  "probability": [float(probability.get(i, -1.0)) for i in nodes.node_id],
-                  "mb": _finite(node_mb[embedded])},
-        "edges": {"s": new_index[m.indices[keep_e]].tolist(), "t": new_index[rows[keep_e]].tolist(),
-                  "w": [float(x) for x in m.data[keep_e]], "mb": _finite(edge_mb[keep_e])},
-        "details": feature_details(graph, model, graph.top_features(details_for).node_id) if model is not None else {},
+        "max_node_threshold": 1.0,
+        "max_edge_threshold": max_edge,
+        "nodes": {
+            "id": nodes.node_id.tolist(),
+            "kind": nodes.kind.tolist(),
+            "layer": nodes.layer.astype(int).tolist(),
+            "position": nodes.position.astype(int).tolist(),
+            "token": [str(t) for t in nodes.token],
+            "feature": [-1 if pd.isna(f) else int(f) for f in nodes.feature],
+            "label": labels,
+            "name": names,  # the browser shows these as text, never as markup
+            "activation": _finite(nodes.activation),
+            "influence": _finite(influence[embedded]),
+            "probability": [float(probability.get(i, -1.0)) for i in nodes.node_id],
+            "mb": _finite(node_mb[embedded]),
+        },
+        "edges": {
+            "s": new_index[m.indices[keep_e]].tolist(),
+            "t": new_index[rows[keep_e]].tolist(),
+            "w": [float(x) for x in m.data[keep_e]],
+            "mb": _finite(edge_mb[keep_e]),
+        },
+        "details": feature_details(graph, model, graph.top_features(details_for).node_id)
+        if model is not None
+        else {},
         "supernodes": {k: list(v) for k, v in graph.supernodes.items()},
         "style": style.for_page(),
     }
+
+
+def _display_names(graph, nodes: pd.DataFrame, labels: list, probability: dict) -> list[str]:
+    """What the plot and the panel call each node (see :func:`display_name`)."""
+    is_custom = graph.logits.token_id.isna()
+    custom = dict(zip(graph.logits.node_id[is_custom], graph.logits.logit[is_custom]))
+    return [
+        display_name(k, t, int(la), f, lab, probability.get(i), custom.get(i))
+        for k, t, la, f, lab, i in zip(
+            nodes.kind, nodes.token, nodes.layer, nodes.feature, labels, nodes.node_id
+        )
+    ]
 
 
 def feature_details(graph, model, node_ids, k: int = 6) -> dict:
@@ -134,11 +168,17 @@ def feature_details(graph, model, node_ids, k: int = 6) -> dict:
         tv, ti, bv, bi = model.token_effects(layer, [f for _, f in items], k)
         for r, (nid, feature) in enumerate(items):
             contexts = model.feature_contexts.get((layer, feature), [])[:4]
-            out[nid] = {"promotes": _tokens(model, ti[r], tv[r]), "suppresses": _tokens(model, bi[r], bv[r]),
-                        "contexts": [[str(text), float(act)] for text, act in contexts],
-                        "latent": model.feature_latents.get((layer, feature), "")}
+            out[nid] = {
+                "promotes": _tokens(model, ti[r], tv[r]),
+                "suppresses": _tokens(model, bi[r], bv[r]),
+                "contexts": [[str(text), float(act)] for text, act in contexts],
+                "latent": model.feature_latents.get((layer, feature), ""),
+            }
     return out
 
 
 def _tokens(model, ids, values) -> list:
-    return [[axis_token(t), round(float(v), 4)] for t, v in zip(model.token_strings(ids.tolist()), values)]
+    return [
+        [axis_token(t), round(float(v), 4)]
+        for t, v in zip(model.token_strings(ids.tolist()), values)
+    ]

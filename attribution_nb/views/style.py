@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 
-KIND_STYLE = {   # colour, marker symbol
+KIND_STYLE = {  # colour, marker symbol
     "feature": ("#4c78a8", "circle"),
     "error": ("#8c8c8c", "square-open"),
     "token": ("#54a24b", "diamond"),
@@ -37,8 +37,16 @@ def plotly_text(value) -> str:
 
 def for_page() -> dict:
     """The settings as JSON for the browser's script (``static/js/``)."""
-    return {"kinds": {k: list(v) for k, v in KIND_STYLE.items()}, "bins": [list(b) for b in EDGE_BINS],
-            "colours": {str(k): v for k, v in EDGE_COLOURS.items()},
-            "strong": {str(k): v for k, v in STRONG_COLOURS.items()},
-            "sizes": [FIXED_SIZE, MIN_SIZE, SIZE_RANGE], "cell_cap": CELL_CAP, "logit_spacing": LOGIT_SPACING,
-            "column_gap": COLUMN_GAP, "sub_row": SUB_ROW, "svg_nodes": SVG_NODES, "svg_edges": SVG_EDGES}
+    return {
+        "kinds": {k: list(v) for k, v in KIND_STYLE.items()},
+        "bins": [list(b) for b in EDGE_BINS],
+        "colours": {str(k): v for k, v in EDGE_COLOURS.items()},
+        "strong": {str(k): v for k, v in STRONG_COLOURS.items()},
+        "sizes": [FIXED_SIZE, MIN_SIZE, SIZE_RANGE],
+        "cell_cap": CELL_CAP,
+        "logit_spacing": LOGIT_SPACING,
+        "column_gap": COLUMN_GAP,
+        "sub_row": SUB_ROW,
+        "svg_nodes": SVG_NODES,
+        "svg_edges": SVG_EDGES,
+    }

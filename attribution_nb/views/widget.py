@@ -22,18 +22,24 @@ import time
 
 import pandas as pd
 
-from ..attention import attribute_attention, edge_heads
 from ..checks import as_float, as_int
 from ..graph import AttributionGraph
-from ..ids import NodeId
 from ..validation import validate
 from .drawing import draw_data
-from .intervening import InterventionControls
+from .intervening import InterventionControls, heads_shown, subgraph_groups, validation_run
 from .page import front_end, initial_state, static_text
 from .panel import edge_tables
 from .payload import feature_details, graph_payload
 
-STATE_KEYS = ("selected", "node_threshold", "edge_threshold", "collapse", "picked", "supernodes", "interventions")
+STATE_KEYS = (
+    "selected",
+    "node_threshold",
+    "edge_threshold",
+    "collapse",
+    "picked",
+    "supernodes",
+    "interventions",
+)
 _VIEW_CLASS: list = []
 
 
@@ -52,17 +58,47 @@ def check_state(graph, new) -> None:
             raise TypeError(f"state[{key!r}] must be a dict, got {type(new[key]).__name__}")
     for name, members in (new.get("supernodes") or {}).items():
         if not isinstance(name, str) or not isinstance(members, list | tuple):
-            raise ValueError(f"state['supernodes'] maps names to lists of node ids, got {name!r}: {members!r}")
+            raise ValueError(
+                f"state['supernodes'] maps names to lists of node ids, got {name!r}: {members!r}"
+            )
         missing = [m for m in members if m not in graph._index]
         if missing:
-            raise KeyError(f"supernode {name!r}: nodes {missing[:5]} are not in this graph; nothing was changed")
+            raise KeyError(
+                f"supernode {name!r}: nodes {missing[:5]} are not in this graph; nothing was changed"
+            )
     for node_id in new.get("interventions") or {}:
         if node_id not in graph._index:
-            raise KeyError(f"intervention on {node_id!r}, which is not in this graph; nothing was changed")
+            raise KeyError(
+                f"intervention on {node_id!r}, which is not in this graph; nothing was changed"
+            )
     if "picked" in new and not isinstance(new["picked"], list | tuple):
-        raise TypeError(f"state['picked'] must be a list of node ids, got {type(new['picked']).__name__}")
+        raise TypeError(
+            f"state['picked'] must be a list of node ids, got {type(new['picked']).__name__}"
+        )
     if new.get("selected") is not None and new["selected"] not in graph._index:
-        raise KeyError(f"selected node {new['selected']!r} is not in this graph; nothing was changed")
+        raise KeyError(
+            f"selected node {new['selected']!r} is not in this graph; nothing was changed"
+        )
+
+
+def _new_view(graph, model, node_threshold, edge_threshold, n_labels, height):
+    """The anywidget view of a new :class:`GraphWidget`, its arguments checked by name."""
+    payload = graph_payload(graph, model)
+    max_edge = payload["max_edge_threshold"]
+    state = initial_state(
+        as_float("node_threshold", node_threshold, 0.0, 1.0),
+        min(as_float("edge_threshold", edge_threshold, 0.0, 1.0), max_edge),
+        as_int("height", height, minimum=200),
+        as_int("n_labels", n_labels, minimum=0),
+    )
+    state.pop("height")
+    return _view_class()(
+        payload=payload,
+        height=height,
+        has_model=model is not None,
+        **{k: v for k, v in state.items() if k not in ("supernodes", "status")},
+        supernodes=payload["supernodes"],
+    )
 
 
 def _view_class():
@@ -110,8 +146,16 @@ class GraphWidget(InterventionControls):
         height: the plot's height in pixels (its width follows the notebook's).
     """
 
-    def __init__(self, graph: AttributionGraph, model=None, *, node_threshold: float = 0.8,
-                 edge_threshold: float = 0.98, n_labels: int = 8, height: int = 560):
+    def __init__(
+        self,
+        graph: AttributionGraph,
+        model=None,
+        *,
+        node_threshold: float = 0.8,
+        edge_threshold: float = 0.98,
+        n_labels: int = 8,
+        height: int = 560,
+    ):
         if not isinstance(graph, AttributionGraph):
             raise TypeError(f"GraphWidget needs an AttributionGraph, got {type(graph).__name__}")
         t0 = time.perf_counter()
@@ -120,14 +164,7 @@ class GraphWidget(InterventionControls):
         self.timings: dict = {}
         self.last_result: pd.DataFrame | None = None
         self.last_generation: dict | None = None
-        payload = graph_payload(graph, model)
-        state = initial_state(as_float("node_threshold", node_threshold, 0.0, 1.0),
-                              min(as_float("edge_threshold", edge_threshold, 0.0, 1.0), payload["max_edge_threshold"]),
-                              as_int("height", height, minimum=200), as_int("n_labels", n_labels, minimum=0))
-        state.pop("height")
-        self.view = _view_class()(payload=payload, height=height, has_model=model is not None,
-                                  **{k: v for k, v in state.items() if k not in ("supernodes", "status")},
-                                  supernodes=payload["supernodes"])
+        self.view = _new_view(graph, model, node_threshold, edge_threshold, n_labels, height)
         self.view.on_msg(self._on_message)
         self.view.observe(self._note_rows, names=["node_threshold", "edge_threshold"])
         self._note_rows()
@@ -145,6 +182,7 @@ class GraphWidget(InterventionControls):
     # -- display -----------------------------------------------------------------------
     def _ipython_display_(self):
         from IPython.display import display
+
         display(self.view)
 
     def _repr_mimebundle_(self, **kwargs):
@@ -158,6 +196,7 @@ class GraphWidget(InterventionControls):
         action = content.get("action")
         if action == "plotly":
             from plotly.offline import get_plotlyjs
+
             self.view.send({"type": "plotly", "source": get_plotlyjs()})
             return
         try:
@@ -192,20 +231,10 @@ class GraphWidget(InterventionControls):
         to the run history."""
         if self.model is None:
             raise ValueError("this widget has no model: GraphWidget(graph, model) tests a subgraph")
-        groups = {k: list(v) for k, v in self.graph.supernodes.items()}
-        grouped = {m for v in groups.values() for m in v}
-        pinned = [n for n in self.view.pinned if n not in grouped and self.graph.node(n).kind == "feature"]
-        if pinned:
-            groups["pinned"] = pinned
-        if not groups:
-            raise ValueError("pin some features (shift-click) or group them into supernodes first")
+        groups = subgraph_groups(self.graph, self.view.pinned)
         table = validate(self.graph, self.model, groups)
         agree = int(table.agrees.sum())
-        self.view.runs = [*self.view.runs, {
-            "mode": "test", "what": f"{len(table)} claims of {len(groups)} groups, {agree} agree",
-            "columns": ["claim", "group", "affects", "predicted", "observed", "agrees"],
-            "rows": [[c, g, a, f"{p:+.3g}", f"{o:+.3g}", "yes" if ok else "no"]
-                     for c, g, a, p, o, ok in table.itertuples(index=False)]}]
+        self.view.runs = [*self.view.runs, validation_run(table, len(groups))]
         self.say(f"tested {len(table)} claims: {agree} agree with the model")
         return table
 
@@ -214,21 +243,17 @@ class GraphWidget(InterventionControls):
         pairs (:func:`attribution_nb.edge_heads`, :func:`attribution_nb.attribute_attention`),
         shown in the panel; returns what is shown."""
         if self.model is None:
-            raise ValueError("this widget has no model: GraphWidget(graph, model) finds the heads of an edge")
-        loads = edge_heads(self.model, self.graph.prompt, source, target)
-        best = loads.iloc[0]
-        q = len(self.graph.tokens) - 1 if NodeId.kind_of(target) == "logit" else int(self.graph.node(target).position)
-        qk = attribute_attention(self.model, self.graph.prompt, int(best["layer"]), int(best["head"]), q,
-                                 int(self.graph.node(source).position))
+            raise ValueError(
+                "this widget has no model: GraphWidget(graph, model) finds the heads of an edge"
+            )
+        shown, best, loads = heads_shown(self.model, self.graph, source, target, self._name, n)
         name = self._name
-        shown = {"source": source, "target": target, "source_name": name(source), "target_name": name(target),
-                 "edge": loads.attrs["edge"], "rows": loads.head(n).values.tolist(),
-                 "qk_head": [int(best["layer"]), int(best["head"])], "score": qk.attrs["score"],
-                 "qk": [[name(a), name(b), float(c)] for a, b, c in qk.head(n)[["query_node", "key_node", "contribution"]]
-                        .itertuples(index=False)]}
         self.view.heads = shown
         layer, head, load = int(best["layer"]), int(best["head"]), float(best["loading"])
-        self.say(f"{name(source)} → {name(target)}: L{layer} head {head} carries {load:+.3g} of {loads.attrs['edge']:+.3g}")
+        self.say(
+            f"{name(source)} → {name(target)}: L{layer} head {head} carries {load:+.3g} "
+            f"of {loads.attrs['edge']:+.3g}"
+        )
         return shown
 
     def _name(self, node_id: str) -> str:
@@ -254,10 +279,15 @@ class GraphWidget(InterventionControls):
     def state(self) -> dict:
         """Selected node, thresholds, collapse flag, pinned nodes, supernodes, queued clamps."""
         v = self.view
-        return {"selected": v.selected, "node_threshold": float(v.node_threshold),
-                "edge_threshold": float(v.edge_threshold), "collapse": bool(v.collapse), "picked": list(v.pinned),
-                "supernodes": {k: list(m) for k, m in self.graph.supernodes.items()},
-                "interventions": dict(self._interventions)}
+        return {
+            "selected": v.selected,
+            "node_threshold": float(v.node_threshold),
+            "edge_threshold": float(v.edge_threshold),
+            "collapse": bool(v.collapse),
+            "picked": list(v.pinned),
+            "supernodes": {k: list(m) for k, m in self.graph.supernodes.items()},
+            "interventions": dict(self._interventions),
+        }
 
     @state.setter
     def state(self, new: dict) -> None:
@@ -289,7 +319,9 @@ class GraphWidget(InterventionControls):
         self.view.unobserve(self._note_rows, names=["node_threshold", "edge_threshold"])
         layout = getattr(self.view, "layout", None)
         self.view.close()
-        if layout is not None:          # (a DOM widget's Layout is a widget of its own, registered until closed)
+        if (
+            layout is not None
+        ):  # (a DOM widget's Layout is a widget of its own, registered until closed)
             layout.close()
         _forget_hot_reload(self.view)
 
@@ -297,7 +329,9 @@ class GraphWidget(InterventionControls):
     def drawn(self) -> dict:
         """What is on screen: numbers of nodes and edges, and the node ids (the browser prunes
         the payload by the same rule; the browser tests compare the two)."""
-        data = draw_data(self.graph, self.view.node_threshold, self.view.edge_threshold, self.view.collapse)
+        data = draw_data(
+            self.graph, self.view.node_threshold, self.view.edge_threshold, self.view.collapse
+        )
         return {"nodes": data["n_nodes"], "edges": data["n_edges"], "ids": list(data["ids"])}
 
     # -- selection, labels, supernodes ---------------------------------------------------------
@@ -310,13 +344,15 @@ class GraphWidget(InterventionControls):
         if node_id is not None and not isinstance(node_id, str):
             raise ValueError(f"select takes a node id string (or None), got {node_id!r}")
         if node_id is not None and not node_id.startswith("s:"):
-            self.graph.index(node_id)   # raises for an unknown id
+            self.graph.index(node_id)  # raises for an unknown id
         self.view.selected = node_id
 
     def set_label(self, node_id: str | None, label: str) -> None:
         """Label a node on the plot and in the graph (``graph.save`` keeps it)."""
         if not isinstance(node_id, str) or node_id.startswith("s:"):
-            raise ValueError(f"select a feature, error, token or logit node to label it, got {node_id!r}")
+            raise ValueError(
+                f"select a feature, error, token or logit node to label it, got {node_id!r}"
+            )
         self.graph.set_label(node_id, label)
         self.view.labels = {**self.view.labels, node_id: label}
 
@@ -334,7 +370,9 @@ class GraphWidget(InterventionControls):
         """Name the pinned nodes as a supernode (kept in ``graph.supernodes``)."""
         pinned = list(self.view.pinned)
         if not pinned:
-            raise ValueError("pin some nodes first (shift-click them, or select one and press 'pin')")
+            raise ValueError(
+                "pin some nodes first (shift-click them, or select one and press 'pin')"
+            )
         self.graph.add_supernode(name, pinned)
         self.view.supernodes = {k: list(m) for k, m in self.graph.supernodes.items()}
         self.view.pinned = []
@@ -352,5 +390,8 @@ def _forget_hot_reload(view) -> None:
                 continue
             for slot in list(getattr(changed, "_slots", ())):
                 fn = slot.dereference() if hasattr(slot, "dereference") else None
-                if any(getattr(c, "cell_contents", None) is view for c in getattr(fn, "__closure__", None) or ()):
+                if any(
+                    getattr(c, "cell_contents", None) is view
+                    for c in getattr(fn, "__closure__", None) or ()
+                ):
                     changed.disconnect(fn)

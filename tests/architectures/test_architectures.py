@@ -22,8 +22,16 @@ def test_each_family_is_found_from_its_tiny_models_config(family):
 
 def test_mistral_uses_the_llama_layout():
     from transformers import AutoModelForCausalLM, MistralConfig
-    config = MistralConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, sliding_window=4)
+
+    config = MistralConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=4,
+    )
     hf = AutoModelForCausalLM.from_config(config)
     assert architecture_for(hf) is ARCHITECTURES["llama"]
 
@@ -36,23 +44,31 @@ def test_gemma3_has_no_final_softcap_unless_its_config_sets_one():
     torch.testing.assert_close(model.softcap(x), 30.0 * torch.tanh(x / 30.0))
 
 
-@pytest.mark.parametrize("family, field, value, says", [
-    ("llama", "pretraining_tp", 2, "pretraining_tp=2"),
-    ("gemma3", "use_bidirectional_attention", True, "use_bidirectional_attention=True"),
-    ("qwen3", "num_experts", 8, "num_experts=8 (a mixture of experts"),
-    ("gpt2", "add_cross_attention", True, "add_cross_attention=True"),
-])
+@pytest.mark.parametrize(
+    "family, field, value, says",
+    [
+        ("llama", "pretraining_tp", 2, "pretraining_tp=2"),
+        ("gemma3", "use_bidirectional_attention", True, "use_bidirectional_attention=True"),
+        ("qwen3", "num_experts", 8, "num_experts=8 (a mixture of experts"),
+        ("gpt2", "add_cross_attention", True, "add_cross_attention=True"),
+    ],
+)
 def test_a_config_field_the_family_does_not_handle_is_refused_by_name(family, field, value, says):
     model = tiny_model(family, seed=0, d_features=16)
     setattr(model.hf_model.config, field, value)
-    with pytest.raises(ValueError, match=f"{family} architecture cannot handle .*{says}".replace("(", r"\(")):
+    with pytest.raises(
+        ValueError, match=f"{family} architecture cannot handle .*{says}".replace("(", r"\(")
+    ):
         anb.ReplacementModel(model.hf_model, model.tokenizer, list(model.transcoders))
 
 
 def test_an_unknown_model_type_lists_the_supported_ones():
     model = tiny_model("llama", seed=0, d_features=16)
     model.hf_model.config.model_type = "mamba"
-    with pytest.raises(ValueError, match=r"unsupported architecture 'mamba'; supported model types: \[.*'gemma3_text'"):
+    with pytest.raises(
+        ValueError,
+        match=r"unsupported architecture 'mamba'; supported model types: \[.*'gemma3_text'",
+    ):
         anb.ReplacementModel(model.hf_model, model.tokenizer, list(model.transcoders))
 
 
@@ -60,7 +76,9 @@ def test_an_architecture_naming_a_missing_module_says_which():
     model = tiny_model("llama", seed=0, d_features=16)
     wrong = Architecture("custom", ("llama",), mlp_in="feed_forward", mlp_out="feed_forward")
     with pytest.raises(ValueError, match=r"expects a module at 'model.layers.0.feed_forward'"):
-        anb.ReplacementModel(model.hf_model, model.tokenizer, list(model.transcoders), architecture=wrong)
+        anb.ReplacementModel(
+            model.hf_model, model.tokenizer, list(model.transcoders), architecture=wrong
+        )
 
 
 def test_a_bad_norm_kind_is_refused():

@@ -16,10 +16,14 @@ from attribution_nb.graph.maths import compute_influence, prune_masks
 
 PROMPT = "fact : the capital of the state containing dallas is"
 #: the demo model's case-study prompts (notebooks 01-09)
-CASE_STUDIES = ["fact : the capital of the state containing dallas is",
-                "fact : the capital of the state containing oakland is",
-                "poem : a dog sat by the cat ,", "the opposite of small is", "le contraire de petit est",
-                "patient : fever , rash , cough . order"]
+CASE_STUDIES = [
+    "fact : the capital of the state containing dallas is",
+    "fact : the capital of the state containing oakland is",
+    "poem : a dog sat by the cat ,",
+    "the opposite of small is",
+    "le contraire de petit est",
+    "patient : fever , rash , cough . order",
+]
 
 
 # -- the bound and the certificate on hand-built layered graphs ----------------------
@@ -35,13 +39,23 @@ def _layered_graph(rng, n_layers=5, n_pos=4, per_cell=4, n_logits=3):
             layer += [la] * k
             pos += [p] * k
     kinds += ["error"] * (n_layers * n_pos) + ["token"] * n_pos + ["logit"] * n_logits
-    layer += [la for la in range(n_layers) for _ in range(n_pos)] + [-1] * n_pos + [n_layers] * n_logits
-    pos += [p for _ in range(n_layers) for p in range(n_pos)] + list(range(n_pos)) + [n_pos - 1] * n_logits
+    layer += (
+        [la for la in range(n_layers) for _ in range(n_pos)] + [-1] * n_pos + [n_layers] * n_logits
+    )
+    pos += (
+        [p for _ in range(n_layers) for p in range(n_pos)]
+        + list(range(n_pos))
+        + [n_pos - 1] * n_logits
+    )
     kinds, layer, pos = np.array(kinds, dtype=object), np.array(layer), np.array(pos)
     n = len(kinds)
     has_row = np.isin(kinds, ("feature", "logit"))
     reach = (layer[None] < layer[:, None]) & (pos[None] <= pos[:, None]) & has_row[:, None]
-    dense = np.where(reach & (rng.random((n, n)) < 0.5), rng.standard_normal((n, n)) * rng.pareto(1.5, (n, n)), 0.0)
+    dense = np.where(
+        reach & (rng.random((n, n)) < 0.5),
+        rng.standard_normal((n, n)) * rng.pareto(1.5, (n, n)),
+        0.0,
+    )
     w = np.zeros(n)
     w[kinds == "logit"] = rng.dirichlet(np.ones(n_logits))
     return sp.csr_array(dense), w, kinds, layer, pos
@@ -55,7 +69,9 @@ def test_layered_influence_equals_the_series():
     rng = np.random.default_rng(0)
     for _ in range(5):
         m, w, kinds, layer, _ = _layered_graph(rng)
-        np.testing.assert_allclose(layered_influence(m, w, layer), compute_influence(m, w), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            layered_influence(m, w, layer), compute_influence(m, w), rtol=1e-12, atol=1e-15
+        )
 
 
 def test_missing_rows_move_influence_within_the_bound():
@@ -108,8 +124,14 @@ def test_adaptive_rows_prune_like_all_rows(case):
     """Tiny models (Llama, Gemma-2, GPT-2, cross-layer): the same pruned nodes, the same rows
     where both have one, no incoming edges where the adaptive graph has none."""
     family, activation, skip = case
-    model = tiny_model(family, seed=3, activation=activation, skip=skip is True, cross_layer=skip == "clt",
-                       d_features=128)
+    model = tiny_model(
+        family,
+        seed=3,
+        activation=activation,
+        skip=skip is True,
+        cross_layer=skip == "clt",
+        d_features=128,
+    )
     full = anb.attribute(model, PROMPT, progress=False, rows="all", batch_size=8)
     fast = anb.attribute(model, PROMPT, progress=False, batch_size=8)
     _assert_same_pruned(full, fast)
@@ -132,16 +154,23 @@ def test_adaptive_rows_on_the_demo_case_studies(demo):
 
 
 def _assert_same_pruned(full, fast):
-    assert fast.info["rows"] == "adaptive" and fast.info["certificate"] in ("proved",) or \
-        fast.info["certificate"].startswith("exact")
-    assert fast.info["feature_rows"] + fast.info["features_without_rows"] == full.info["feature_rows"]
+    assert (
+        fast.info["rows"] == "adaptive"
+        and fast.info["certificate"] in ("proved",)
+        or fast.info["certificate"].startswith("exact")
+    )
+    assert (
+        fast.info["feature_rows"] + fast.info["features_without_rows"] == full.info["feature_rows"]
+    )
     assert list(fast.nodes.node_id) == list(full.nodes.node_id)
     a, b = full.prune(0.8, 0.98), fast.prune(0.8, 0.98)
     assert set(a.nodes.node_id) == set(b.nodes.node_id)
     A, B = full.sparse_adjacency, fast.sparse_adjacency
     has_row = np.diff(B.indptr) > 0
-    a_rows = A[has_row].toarray()         # equal up to float32 sums taken in other batches
-    np.testing.assert_allclose(B[has_row].toarray(), a_rows, rtol=1e-5, atol=1e-6 * np.abs(a_rows).max())
+    a_rows = A[has_row].toarray()  # equal up to float32 sums taken in other batches
+    np.testing.assert_allclose(
+        B[has_row].toarray(), a_rows, rtol=1e-5, atol=1e-6 * np.abs(a_rows).max()
+    )
     rowless = np.flatnonzero(~has_row & (fast.kinds == "feature"))
     assert len(rowless) == fast.info["features_without_rows"]
 
@@ -153,8 +182,14 @@ def test_bos_features_fold_into_the_bos_error_nodes(case):
     takes what they wrote: its edge equals, in the graph that keeps them, its own edge plus
     the edges of the features that wrote to its layer (cross-layer ones from earlier layers)."""
     family, activation, skip = case
-    model = tiny_model(family, seed=3, activation=activation, skip=skip is True, cross_layer=skip == "clt",
-                       d_features=128)
+    model = tiny_model(
+        family,
+        seed=3,
+        activation=activation,
+        skip=skip is True,
+        cross_layer=skip == "clt",
+        d_features=128,
+    )
     tokens = model.tokenize(PROMPT)
     assert int(tokens[0]) in model.tokenizer.all_special_ids
     kept = anb.attribute(model, PROMPT, progress=False, rows="all", bos_features=True)
@@ -169,12 +204,19 @@ def test_bos_features_fold_into_the_bos_error_nodes(case):
     cols = [n for n in rows if not n.startswith("e:") or not n.endswith(":P0")]
     A, B = kept.sparse_adjacency, left.sparse_adjacency
     ra, rb = [ki[n] for n in rows], [li[n] for n in rows]
-    np.testing.assert_allclose(B[rb][:, [li[n] for n in cols]].toarray(), A[ra][:, [ki[n] for n in cols]].toarray(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        B[rb][:, [li[n] for n in cols]].toarray(),
+        A[ra][:, [ki[n] for n in cols]].toarray(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     # the BOS error nodes: their own edge plus what the left-out features wrote to their layer
     # (a cross-layer feature writes to several layers: there, compare the sums over layers)
     errs = [f"e:L{layer}:P0" for layer in range(left.n_layers)]
-    by_layer = [[n for n in kept.nodes.node_id[bos_kept] if n.startswith(f"f:L{layer}:")] for layer in range(left.n_layers)]
+    by_layer = [
+        [n for n in kept.nodes.node_id[bos_kept] if n.startswith(f"f:L{layer}:")]
+        for layer in range(left.n_layers)
+    ]
     got = B[rb][:, [li[e] for e in errs]].toarray()
     own = A[ra][:, [ki[e] for e in errs]].toarray()
     written = np.stack([A[ra][:, [ki[n] for n in f]].toarray().sum(1) for f in by_layer], 1)
@@ -184,17 +226,19 @@ def test_bos_features_fold_into_the_bos_error_nodes(case):
 
 
 def test_a_prompt_without_bos_keeps_its_first_features(llama):
-    ids = llama.tokenize(PROMPT)[1:]             # no special token first: nothing is left out
+    ids = llama.tokenize(PROMPT)[1:]  # no special token first: nothing is left out
     graph = anb.attribute(llama, ids, progress=False)
     assert graph.info["bos_features_left_out"] == 0
     assert ((graph.nodes.kind == "feature") & (graph.nodes.position == 0)).any()
 
 
 def test_batch_size_defaults_from_the_device(llama):
-    assert default_batch_size(llama, 11) == 32                       # a tiny model: the most
+    assert default_batch_size(llama, 11) == 32  # a tiny model: the most
     assert anb.attribute(llama, PROMPT, progress=False).info["batch_size"] == 32
     cfg = llama.hf_model.config
-    per_copy = 15 * cfg.num_hidden_layers * 4000 * cfg.hidden_size * 4    # 4,000 tokens: ~61 MB of trace a copy
+    per_copy = (
+        15 * cfg.num_hidden_layers * 4000 * cfg.hidden_size * 4
+    )  # 4,000 tokens: ~61 MB of trace a copy
     assert default_batch_size(llama, 4000) == max(16, min(32, (256 << 20) // per_copy)) == 16
     with pytest.raises(ValueError, match="rows must be 'adaptive' or 'all', got 'some'"):
         anb.attribute(llama, PROMPT, rows="some")

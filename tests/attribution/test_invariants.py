@@ -17,11 +17,12 @@ import attribution_nb as anb
 from attribution_nb.demo import tiny_model
 
 
-
 @pytest.fixture(scope="module", params=CASES, ids=case_id)
 def case(request):
     model, ref = case_model(request.param, PROMPT)
-    graph = anb.attribute(model, PROMPT, progress=False, batch_size=16, bos_features=True, rows="all")
+    graph = anb.attribute(
+        model, PROMPT, progress=False, batch_size=16, bos_features=True, rows="all"
+    )
     return model, graph, ref
 
 
@@ -52,22 +53,31 @@ def test_reference_matches_huggingface(case):
 
 def test_replacement_model_reproduces_logits(case):
     model, graph, ref = case
-    frozen_logits, _ = ref.run(ref.clean_sources)          # sources: embeddings, features, errors
+    frozen_logits, _ = ref.run(ref.clean_sources)  # sources: embeddings, features, errors
     torch.testing.assert_close(ref.capped(frozen_logits), ref.hf_logits, rtol=0, atol=1e-5)
     with torch.no_grad():
         hf_logits = model.hf_model(model.tokenize(PROMPT)[None]).logits[0, -1]
-    np.testing.assert_allclose(graph.logits.logit, hf_logits[graph.logits.token_id].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        graph.logits.logit, hf_logits[graph.logits.token_id].numpy(), rtol=1e-5, atol=1e-5
+    )
     assert graph.info["replacement_logits_max_abs_diff"] < 1e-4
 
 
 def test_active_features_match_reference(case):
     _, graph, ref = case
     feats = graph.nodes[graph.nodes.kind == "feature"]
-    expected = {(l, p, f): float(a[p, f]) for l, a in enumerate(ref.clean_sources.acts)
-                for p, f in a.nonzero().tolist()}
-    got = {(int(r.layer), int(r.position), int(r.feature)): r.activation for r in feats.itertuples()}
+    expected = {
+        (l, p, f): float(a[p, f])
+        for l, a in enumerate(ref.clean_sources.acts)
+        for p, f in a.nonzero().tolist()
+    }
+    got = {
+        (int(r.layer), int(r.position), int(r.feature)): r.activation for r in feats.itertuples()
+    }
     assert got.keys() == expected.keys()
-    np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        [got[k] for k in expected], list(expected.values()), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_edges_sum_to_target_preactivation(case):
@@ -76,7 +86,9 @@ def test_edges_sum_to_target_preactivation(case):
     spec = _target_spec(graph, rows)
     with torch.no_grad():
         value = ref.targets(ref.clean_sources, spec)
-        constant = ref.targets(ref.zero_sources(), spec)   # biases propagated through the frozen model
+        constant = ref.targets(
+            ref.zero_sources(), spec
+        )  # biases propagated through the frozen model
     incoming = graph.adjacency[rows].double().sum(1)
     scale = value.abs().max()
     torch.testing.assert_close(incoming + constant, value, rtol=0, atol=2e-5 * float(scale) + 1e-6)
@@ -88,12 +100,14 @@ def test_edges_equal_jacobian_of_frozen_model(case):
     for r, t in zip(rows, _target_spec(graph, rows)):
         expected = jacobian_row(ref, graph, t)
         got = graph.adjacency[r].double()
-        torch.testing.assert_close(got, expected, rtol=0, atol=2e-5 * float(expected.abs().max()) + 1e-7)
+        torch.testing.assert_close(
+            got, expected, rtol=0, atol=2e-5 * float(expected.abs().max()) + 1e-7
+        )
 
 
 def test_removing_a_source_changes_target_by_its_edge(case):
     _, graph, ref = case
-    rows = [i for i in _sample_rows(graph, n_features=0)]          # logit targets
+    rows = [i for i in _sample_rows(graph, n_features=0)]  # logit targets
     spec = _target_spec(graph, rows)
     src = ref.clean_sources
     with torch.no_grad():
@@ -138,7 +152,9 @@ def test_half_precision_graph_is_close_to_float32(dtype, tmp_path):
     full.tokenizer.save_pretrained(folder)
     full.transcoders.save(folder / "tc")
     half = anb.load_model(str(folder), transcoders=str(folder / "tc"), dtype=dtype)
-    assert next(half.hf_model.parameters()).dtype == dtype and half.transcoders[0].W_enc.dtype == dtype
+    assert (
+        next(half.hf_model.parameters()).dtype == dtype and half.transcoders[0].W_enc.dtype == dtype
+    )
     g = anb.attribute(half, PROMPT, progress=False)
     assert list(g.logits.token[:3]) == list(g32.logits.token[:3])
     e32 = g32.edges.set_index(["source", "target"]).weight
@@ -156,6 +172,7 @@ def test_prefix_traces_give_the_same_graph(monkeypatch):
     """Long prompts run feature rows on prefix traces (attention is causal): forcing them on a
     short prompt gives the same edges as the full trace."""
     from attribution_nb.attribution import rows
+
     model = tiny_model("llama", seed=3, d_features=128, skip=True)
     full = anb.attribute(model, PROMPT, progress=False, batch_size=8, max_feature_nodes=None)
     monkeypatch.setattr(rows, "PREFIX_MIN_TOKENS", 1)
@@ -171,6 +188,7 @@ def test_the_source_layout_is_the_graph_s_node_order():
     (ids, kinds, layers, positions) followed by its targets."""
     from attribution_nb.attribution import graph_capture
     from attribution_nb.attribution.rows import ActiveFeatures, SourceLayout
+
     model = tiny_model("llama", seed=2, d_features=64)
     graph = anb.attribute(model, PROMPT, rows="all", progress=False)
     cap, _ = graph_capture(model, model.tokenize(PROMPT))
@@ -182,6 +200,9 @@ def test_the_source_layout_is_the_graph_s_node_order():
     assert list(graph.nodes.node_id[:n]) == list(layout.ids(active, cap.tokens))
     assert list(graph.nodes.kind) == list(layout.kinds(len(graph.logits)))
     layer, position = layout.columns(active)
-    assert graph.nodes.layer[:n].tolist() == layer.tolist() and graph.nodes.position[:n].tolist() == position.tolist()
+    assert (
+        graph.nodes.layer[:n].tolist() == layer.tolist()
+        and graph.nodes.position[:n].tolist() == position.tolist()
+    )
     errors = graph.nodes[graph.nodes.kind == "error"]
     assert (errors.layer.tolist(), errors.position.tolist()) == layout.error_cells()

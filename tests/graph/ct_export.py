@@ -22,18 +22,40 @@ from circuit_tracer.utils.tl_nnsight_mapping import UnifiedConfig
 def main(npz_path, json_path, out_dir):
     a = np.load(npz_path, allow_pickle=False)
     meta = json.load(open(json_path))
-    cfg = UnifiedConfig(n_layers=meta["n_layers"], d_model=meta["d_model"], d_head=meta["d_head"],
-                        n_heads=meta["n_heads"], d_mlp=meta["d_mlp"], d_vocab=meta["d_vocab"],
-                        tokenizer_name=meta["tokenizer"], model_name="demo", original_architecture="LlamaForCausalLM")
+    cfg = UnifiedConfig(
+        n_layers=meta["n_layers"],
+        d_model=meta["d_model"],
+        d_head=meta["d_head"],
+        n_heads=meta["n_heads"],
+        d_mlp=meta["d_mlp"],
+        d_vocab=meta["d_vocab"],
+        tokenizer_name=meta["tokenizer"],
+        model_name="demo",
+        original_architecture="LlamaForCausalLM",
+    )
     n_features = len(a["active_features"])
-    graph = Graph(input_string=meta["prompt"], input_tokens=torch.from_numpy(a["input_tokens"]),
-                  active_features=torch.from_numpy(a["active_features"]),
-                  adjacency_matrix=torch.from_numpy(a["adjacency"]), cfg=cfg,
-                  selected_features=torch.arange(n_features), activation_values=torch.from_numpy(a["activation_values"]),
-                  logit_targets=[LogitTarget(s, int(i)) for s, i in zip(meta["logit_strings"], a["logit_ids"])],
-                  logit_probabilities=torch.from_numpy(a["logit_probabilities"]), scan="demo")
-    create_graph_files(graph, slug="ct", output_path=out_dir, scan="demo",
-                       node_threshold=meta["node_threshold"], edge_threshold=meta["edge_threshold"])
+    graph = Graph(
+        input_string=meta["prompt"],
+        input_tokens=torch.from_numpy(a["input_tokens"]),
+        active_features=torch.from_numpy(a["active_features"]),
+        adjacency_matrix=torch.from_numpy(a["adjacency"]),
+        cfg=cfg,
+        selected_features=torch.arange(n_features),
+        activation_values=torch.from_numpy(a["activation_values"]),
+        logit_targets=[
+            LogitTarget(s, int(i)) for s, i in zip(meta["logit_strings"], a["logit_ids"])
+        ],
+        logit_probabilities=torch.from_numpy(a["logit_probabilities"]),
+        scan="demo",
+    )
+    create_graph_files(
+        graph,
+        slug="ct",
+        output_path=out_dir,
+        scan="demo",
+        node_threshold=meta["node_threshold"],
+        edge_threshold=meta["edge_threshold"],
+    )
 
 
 if __name__ == "__main__":

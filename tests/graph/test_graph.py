@@ -22,15 +22,30 @@ def hand_graph() -> anb.AttributionGraph:
     A[f0, t0], A[f0, t1] = 2.0, -1.0
     A[f1, f0], A[f1, e0] = 3.0, 1.0
     A[l0, f1], A[l0, t1] = -4.0, 1.0
-    nodes = pd.DataFrame({
-        "node_id": HAND_IDS, "kind": ["feature", "feature", "error", "token", "token", "logit"],
-        "layer": [0, 1, 0, -1, -1, 2], "position": [1, 1, 1, 0, 1, 1], "token": ["a", "a", "a", "<bos>", "a", "x"],
-        "token_id": pd.array([None, None, None, 1, 5, 5], dtype="Int64"),
-        "feature": pd.array([7, 3, None, None, None, None], dtype="Int64"),
-        "activation": [1.0, 2.0, 0.5, 1.0, 1.0, 3.0], "influence": 0.0, "label": [""] * 6})
+    nodes = pd.DataFrame(
+        {
+            "node_id": HAND_IDS,
+            "kind": ["feature", "feature", "error", "token", "token", "logit"],
+            "layer": [0, 1, 0, -1, -1, 2],
+            "position": [1, 1, 1, 0, 1, 1],
+            "token": ["a", "a", "a", "<bos>", "a", "x"],
+            "token_id": pd.array([None, None, None, 1, 5, 5], dtype="Int64"),
+            "feature": pd.array([7, 3, None, None, None, None], dtype="Int64"),
+            "activation": [1.0, 2.0, 0.5, 1.0, 1.0, 3.0],
+            "influence": 0.0,
+            "label": [""] * 6,
+        }
+    )
     logits = pd.DataFrame({"token": ["x"], "token_id": [5], "probability": [0.5], "logit": [3.0]})
-    return anb.AttributionGraph(prompt="a", tokens=["<bos>", "a"], token_ids=[1, 5], nodes=nodes,
-                                adjacency=A, logits=logits, n_layers=2)
+    return anb.AttributionGraph(
+        prompt="a",
+        tokens=["<bos>", "a"],
+        token_ids=[1, 5],
+        nodes=nodes,
+        adjacency=A,
+        logits=logits,
+        n_layers=2,
+    )
 
 
 def test_influence_on_hand_built_graph():
@@ -67,7 +82,8 @@ def test_non_finite_weights_are_refused_at_once_naming_the_entry():
     import time
 
     import scipy.sparse as sp
-    n = 30_000                                      # a chain of 30k nodes: a cycle search would take n steps
+
+    n = 30_000  # a chain of 30k nodes: a cycle search would take n steps
     rows, cols = np.arange(1, n), np.arange(0, n - 1)
     data = np.ones(n - 1, dtype=np.float32)
     data[123] = np.nan
@@ -75,12 +91,17 @@ def test_non_finite_weights_are_refused_at_once_naming_the_entry():
     w = np.zeros(n)
     w[-1] = 1.0
     t = time.perf_counter()
-    with pytest.raises(ValueError, match=r"1 non-finite edge weight\(s\), the first nan at \[target 124, source 123\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"1 non-finite edge weight\(s\), the first nan at \[target 124, source 123\]",
+    ):
         compute_influence(A, w)
     assert time.perf_counter() - t < 0.1
     with pytest.raises(ValueError, match="logit weights are not finite"):
-        compute_influence(sp.csr_array((np.ones(n - 1, dtype=np.float32), (rows, cols)), shape=(n, n)),
-                          np.full(n, np.inf))
+        compute_influence(
+            sp.csr_array((np.ones(n - 1, dtype=np.float32), (rows, cols)), shape=(n, n)),
+            np.full(n, np.inf),
+        )
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.5"])
@@ -102,7 +123,9 @@ def test_pruning_keeps_tokens_and_logits_and_is_monotone(llama_graph):
         assert (kinds == "token").sum() == len(g.tokens)
         assert (kinds == "logit").sum() == len(g.logits)
     for (nt, et), (nm, em) in masks.items():
-        for nt2, et2 in itertools.product([x for x in grid if x >= nt], [x for x in grid if x >= et]):
+        for nt2, et2 in itertools.product(
+            [x for x in grid if x >= nt], [x for x in grid if x >= et]
+        ):
             nm2, em2 = masks[nt2, et2]
             assert not (nm & ~nm2).any(), f"node mask at {nt, et} not inside the one at {nt2, et2}"
             assert not (em & ~em2).any(), f"edge mask at {nt, et} not inside the one at {nt2, et2}"
@@ -127,20 +150,35 @@ def test_top_features_are_sorted_by_influence(llama_graph):
     top = llama_graph.top_features(5)
     assert len(top) == 5 and (top.kind == "feature").all()
     assert top.influence.is_monotonic_decreasing
-    assert top.influence.iloc[0] == llama_graph.nodes.influence[llama_graph.nodes.kind == "feature"].max()
+    assert (
+        top.influence.iloc[0]
+        == llama_graph.nodes.influence[llama_graph.nodes.kind == "feature"].max()
+    )
 
 
 def test_tables_have_the_documented_columns(llama_graph):
     g = llama_graph
-    assert list(g.nodes.columns) == ["node_id", "kind", "layer", "position", "token", "token_id", "feature",
-                                     "activation", "influence", "label"]
+    assert list(g.nodes.columns) == [
+        "node_id",
+        "kind",
+        "layer",
+        "position",
+        "token",
+        "token_id",
+        "feature",
+        "activation",
+        "influence",
+        "label",
+    ]
     assert list(g.edges.columns) == ["source", "target", "weight"]
     assert list(g.logits.columns) == ["token", "token_id", "probability", "logit", "node_id"]
     assert g.nodes.node_id.is_unique
     assert len(g.edges) == int((g.adjacency != 0).sum())
     logit_nodes = g.nodes[g.nodes.kind == "logit"]
     assert list(logit_nodes.token) == list(g.logits.token)
-    assert list(logit_nodes.token_id) == list(g.logits.token_id) and list(logit_nodes.node_id) == list(g.logits.node_id)
+    assert list(logit_nodes.token_id) == list(g.logits.token_id) and list(
+        logit_nodes.node_id
+    ) == list(g.logits.node_id)
     T = len(g.tokens)
     assert list(logit_nodes.node_id) == [f"l:P{T - 1}:{t}" for t in g.logits.token_id]
     token_nodes = g.nodes[g.nodes.kind == "token"]
@@ -161,7 +199,12 @@ def test_save_then_load_is_identical(llama_graph, tmp_path):
     pd.testing.assert_frame_equal(h.edges, g.edges)
     pd.testing.assert_frame_equal(h.logits, g.logits)
     assert torch.equal(h.adjacency, g.adjacency)
-    assert (h.prompt, h.tokens, h.token_ids, h.supernodes) == (g.prompt, g.tokens, g.token_ids, g.supernodes)
+    assert (h.prompt, h.tokens, h.token_ids, h.supernodes) == (
+        g.prompt,
+        g.tokens,
+        g.token_ids,
+        g.supernodes,
+    )
     assert h.scores() == g.scores()
 
 
@@ -171,26 +214,32 @@ def _as_version_2(path, out):
 
     from safetensors.numpy import save_file
     from safetensors import safe_open
+
     with safe_open(str(path), "np") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = json.loads(f.metadata()["attribution_nb.graph"])
     nodes = meta["nodes"]
     old = {}
-    for nid, kind, pos, tok in zip(nodes["node_id"], nodes["kind"], nodes["position"], nodes["token"]):
+    for nid, kind, pos, tok in zip(
+        nodes["node_id"], nodes["kind"], nodes["position"], nodes["token"]
+    ):
         if kind in ("token", "logit"):
             old[nid] = f"t:P{pos}" if kind == "token" else f"l:{tok}"
     nodes["node_id"] = [old.get(n, n) for n in nodes["node_id"]]
     del nodes["token_id"]
     meta["supernodes"] = {k: [old.get(n, n) for n in v] for k, v in meta["supernodes"].items()}
     meta["version"] = 2
-    del meta["checksum"]                        # (version 2 had none)
+    del meta["checksum"]  # (version 2 had none)
     save_file(tensors, str(out), metadata={"attribution_nb.graph": json.dumps(meta)})
     return old
 
 
 def test_a_version_2_file_loads_with_todays_ids(llama_graph, tmp_path):
     g = llama_graph.prune(0.9, 0.99)
-    g.supernodes["tokens and the answer"] = [g.nodes.node_id[g.kinds == "token"].iloc[1], g.logits.node_id[0]]
+    g.supernodes["tokens and the answer"] = [
+        g.nodes.node_id[g.kinds == "token"].iloc[1],
+        g.logits.node_id[0],
+    ]
     g.save(tmp_path / "new.graph")
     old = _as_version_2(tmp_path / "new.graph", tmp_path / "old.graph")
     assert "l:" + g.logits.token[0] in old.values()
@@ -229,9 +278,10 @@ def test_unknown_node_id_raises(llama_graph):
 @pytest.mark.parametrize("seed", range(4))
 def test_binned_fewest_holding_equals_the_full_sort(seed):
     from attribution_nb.graph.maths import _fewest_holding
+
     rng = np.random.default_rng(seed)
     scores = np.exp(rng.normal(0, 3, 20_000)).astype(np.float32)
-    scores[rng.integers(0, len(scores), 3_000)] = scores[5]          # many exact ties
+    scores[rng.integers(0, len(scores), 3_000)] = scores[5]  # many exact ties
     scores[rng.integers(0, len(scores), 500)] = 0.0
     for t in [0.0, 0.1, 0.5, 0.8, 0.98, 0.999, 1.0]:
         sorted_mask = _fewest_holding(scores, t, sort_below=len(scores))
@@ -246,6 +296,7 @@ def test_binned_fewest_holding_equals_the_full_sort(seed):
 
 def test_pruning_with_the_binned_search_gives_the_same_graph(llama_graph, monkeypatch):
     from attribution_nb.graph import maths as graph_maths
+
     expected = llama_graph.prune_masks(0.8, 0.95)
     monkeypatch.setattr(graph_maths, "SORT_BELOW", 0)
     got = llama_graph.prune_masks(0.8, 0.95)
@@ -269,6 +320,7 @@ def test_storage_is_sparse(llama_graph, monkeypatch):
 def test_loading_an_inconsistent_sparse_matrix_raises(llama_graph, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
+
     path = tmp_path / "x.graph"
     llama_graph.save(path)
     with safe_open(path, "pt") as f:
@@ -280,6 +332,7 @@ def test_loading_an_inconsistent_sparse_matrix_raises(llama_graph, tmp_path):
         anb.AttributionGraph.load(path)
     # crafted with the checksum recomputed, the structure itself is checked
     from attribution_nb.graph.files import _checksum
+
     header = json.loads(meta["attribution_nb.graph"])
     del header["checksum"]
     header["checksum"] = _checksum({k: v.numpy() for k, v in tensors.items()}, header)
@@ -290,12 +343,16 @@ def test_loading_an_inconsistent_sparse_matrix_raises(llama_graph, tmp_path):
 
 def test_pruning_where_adaptive_rows_are_not_proved_warns():
     model = anb.load_model()
-    graph = anb.attribute(model, "fact : the capital of the state containing dallas is", progress=False)
+    graph = anb.attribute(
+        model, "fact : the capital of the state containing dallas is", progress=False
+    )
     assert graph.info["features_without_rows"] > 0 and graph.info["prune_thresholds"] == [0.8, 0.98]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        graph.prune(0.8, 0.98)                                   # proved: silent
+        graph.prune(0.8, 0.98)  # proved: silent
     with pytest.warns(UserWarning, match=r"no rows .* at \(0.5, 0.9\) the pruned graph may differ"):
         graph.prune(0.5, 0.9)
-    every = anb.attribute(model, "fact : the capital of the state containing dallas is", progress=False, rows="all")
+    every = anb.attribute(
+        model, "fact : the capital of the state containing dallas is", progress=False, rows="all"
+    )
     assert every.rows_note(0.5, 0.9) == ""

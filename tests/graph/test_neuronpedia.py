@@ -32,19 +32,34 @@ def dallas(demo):
 def colliding_graph() -> anb.AttributionGraph:
     """Layer 0's feature 0 and layer 0's error node, both at position 1: circuit-tracer's ids are both ``0_0_1``."""
     A = torch.zeros(6, 6)
-    A[0, 3], A[0, 4] = 2.0, -1.0           # f0 ← tokens
-    A[1, 0], A[1, 2] = 3.0, 1.0            # f1 ← f0, e0
-    A[5, 1], A[5, 4] = -4.0, 1.0           # logit ← f1, t1
-    nodes = pd.DataFrame({
-        "node_id": ["f:L0:P1:0", "f:L1:P1:3", "e:L0:P1", "t:P0:1", "t:P1:5", "l:P1:5"],
-        "kind": ["feature", "feature", "error", "token", "token", "logit"],
-        "layer": [0, 1, 0, -1, -1, 2], "position": [1, 1, 1, 0, 1, 1], "token": ["<bos>", "a", "a", "<bos>", "a", "x"],
-        "token_id": pd.array([None, None, None, 1, 5, 5], dtype="Int64"),
-        "feature": pd.array([0, 3, None, None, None, None], dtype="Int64"),
-        "activation": [1.0, 2.0, 0.5, 1.0, 1.0, 3.0], "influence": 0.0, "label": ["zero", "three", "", "", "", ""]})
+    A[0, 3], A[0, 4] = 2.0, -1.0  # f0 ← tokens
+    A[1, 0], A[1, 2] = 3.0, 1.0  # f1 ← f0, e0
+    A[5, 1], A[5, 4] = -4.0, 1.0  # logit ← f1, t1
+    nodes = pd.DataFrame(
+        {
+            "node_id": ["f:L0:P1:0", "f:L1:P1:3", "e:L0:P1", "t:P0:1", "t:P1:5", "l:P1:5"],
+            "kind": ["feature", "feature", "error", "token", "token", "logit"],
+            "layer": [0, 1, 0, -1, -1, 2],
+            "position": [1, 1, 1, 0, 1, 1],
+            "token": ["<bos>", "a", "a", "<bos>", "a", "x"],
+            "token_id": pd.array([None, None, None, 1, 5, 5], dtype="Int64"),
+            "feature": pd.array([0, 3, None, None, None, None], dtype="Int64"),
+            "activation": [1.0, 2.0, 0.5, 1.0, 1.0, 3.0],
+            "influence": 0.0,
+            "label": ["zero", "three", "", "", "", ""],
+        }
+    )
     logits = pd.DataFrame({"token": ["x"], "token_id": [5], "probability": [0.5], "logit": [3.0]})
-    g = anb.AttributionGraph(prompt="a", tokens=["<bos>", "a"], token_ids=[1, 5], nodes=nodes,
-                             adjacency=A, logits=logits, n_layers=2, supernodes={"both": ["f:L0:P1:0", "f:L1:P1:3"]})
+    g = anb.AttributionGraph(
+        prompt="a",
+        tokens=["<bos>", "a"],
+        token_ids=[1, 5],
+        nodes=nodes,
+        adjacency=A,
+        logits=logits,
+        n_layers=2,
+        supernodes={"both": ["f:L0:P1:0", "f:L1:P1:3"]},
+    )
     g.nodes["influence"] = g.influence()
     return g
 
@@ -66,15 +81,22 @@ def test_the_viewer_slider_keeps_the_most_influential_nodes(dallas, slider):
     """circuit-tracer's viewer keeps nodes with influence ≤ slider: that must be a top-k by influence."""
     data = dallas.to_neuronpedia(slug="dallas")
     ranked = dallas.nodes.sort_values("influence", ascending=False, kind="stable")
-    order = {f"{int(r.layer)}_{int(r.feature)}_{int(r.position)}": i
-             for i, r in enumerate(ranked.itertuples()) if r.kind == "feature"}
+    order = {
+        f"{int(r.layer)}_{int(r.feature)}_{int(r.position)}": i
+        for i, r in enumerate(ranked.itertuples())
+        if r.kind == "feature"
+    }
     shown = [n for n in data["nodes"] if n["feature_type"] == "cross layer transcoder"]
     kept = sorted(order[n["node_id"]] for n in shown if n["influence"] <= slider)
     hidden = sorted(order[n["node_id"]] for n in shown if n["influence"] > slider)
     assert kept, f"nothing kept at {slider}"
-    assert not hidden or max(kept) < min(hidden), "a weaker feature is shown while a stronger one is hidden"
+    assert not hidden or max(kept) < min(hidden), (
+        "a weaker feature is shown while a stronger one is hidden"
+    )
     top = dallas.top_features(1).iloc[0]
-    assert f"{top.layer}_{top.feature}_{top.position}" in {n["node_id"] for n in shown if n["influence"] <= slider}
+    assert f"{top.layer}_{top.feature}_{top.position}" in {
+        n["node_id"] for n in shown if n["influence"] <= slider
+    }
 
 
 def test_error_and_feature_ids_never_collide():
@@ -82,11 +104,13 @@ def test_error_and_feature_ids_never_collide():
     data = g.to_neuronpedia(prune=False, slug="c")
     ids = [n["node_id"] for n in data["nodes"]]
     assert len(set(ids)) == len(ids) == 6
-    assert "0_0_1" in ids and "err_0_1" in ids           # the feature keeps circuit-tracer's form
+    assert "0_0_1" in ids and "err_0_1" in ids  # the feature keeps circuit-tracer's form
     err = next(n for n in data["nodes"] if n["feature_type"] == "mlp reconstruction error")
     assert err["node_id"] == "err_0_1" and err["layer"] == "0" and err["ctx_idx"] == 1
     # the error node's links are its own: e0 → f1 only
-    assert [(x["source"], x["target"]) for x in data["links"] if x["source"] == "err_0_1"] == [("err_0_1", "1_3_1")]
+    assert [(x["source"], x["target"]) for x in data["links"] if x["source"] == "err_0_1"] == [
+        ("err_0_1", "1_3_1")
+    ]
 
 
 def test_round_trip_keeps_nodes_edges_labels_and_supernodes(dallas, tmp_path):
@@ -101,12 +125,16 @@ def test_round_trip_keeps_nodes_edges_labels_and_supernodes(dallas, tmp_path):
     assert a.index.equals(b.index)
     np.testing.assert_allclose(b.to_numpy(), a.to_numpy().astype(np.float32), rtol=0, atol=0)
     labels = pruned.nodes.set_index("node_id").label
-    assert (back.nodes.set_index("node_id").label.reindex(labels.index).fillna("") == labels.fillna("")).all()
+    assert (
+        back.nodes.set_index("node_id").label.reindex(labels.index).fillna("") == labels.fillna("")
+    ).all()
     assert back.supernodes == {"top three": list(pruned.supernodes["top three"])}
     assert back.tokens == g.tokens and back.token_ids == g.token_ids and back.n_layers == g.n_layers
     np.testing.assert_allclose(back.logits.probability, pruned.logits.probability)
     feats = pruned.nodes[pruned.nodes.kind == "feature"].set_index("node_id").activation
-    np.testing.assert_allclose(back.nodes.set_index("node_id").activation.reindex(feats.index), feats)
+    np.testing.assert_allclose(
+        back.nodes.set_index("node_id").activation.reindex(feats.index), feats
+    )
     # what the file cannot hold is said, and pruning again is refused by name
     assert "logit values" in back.info["absent"] and back.info["edges_complete"] is False
     with pytest.raises(ValueError, match="holds only the edges its writer kept"):
@@ -119,7 +147,7 @@ def test_round_trip_keeps_nodes_edges_labels_and_supernodes(dallas, tmp_path):
 
 def test_the_collision_in_a_circuit_tracer_file_is_refused(tmp_path):
     data = colliding_graph().to_neuronpedia(prune=False, slug="c")
-    for n in data["nodes"]:                     # write the error node as circuit-tracer does
+    for n in data["nodes"]:  # write the error node as circuit-tracer does
         if n["node_id"] == "err_0_1":
             n["node_id"] = "0_0_1"
     for x in data["links"]:
@@ -128,16 +156,24 @@ def test_the_collision_in_a_circuit_tracer_file_is_refused(tmp_path):
         anb.AttributionGraph.from_neuronpedia(data)
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda d: d["links"].append({"source": "nope", "target": d["links"][0]["target"], "weight": 1.0}), "names a node"),
-    (lambda d: d["links"].append(dict(d["links"][0])), "two links run"),
-    (lambda d: d["links"][0].update(weight=float("nan")), "not a finite number"),
-    (lambda d: d["nodes"][0].update(feature="x"), "must be an integer"),
-    (lambda d: d["nodes"][0].update(ctx_idx=99), "past the prompt"),
-    (lambda d: d["nodes"][0].update(feature_type="mystery"), "feature_type 'mystery'"),
-    (lambda d: d.pop("links"), "links missing"),
-    (lambda d: d["metadata"].update(prompt_tokens=[]), "prompt_tokens"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda d: d["links"].append(
+                {"source": "nope", "target": d["links"][0]["target"], "weight": 1.0}
+            ),
+            "names a node",
+        ),
+        (lambda d: d["links"].append(dict(d["links"][0])), "two links run"),
+        (lambda d: d["links"][0].update(weight=float("nan")), "not a finite number"),
+        (lambda d: d["nodes"][0].update(feature="x"), "must be an integer"),
+        (lambda d: d["nodes"][0].update(ctx_idx=99), "past the prompt"),
+        (lambda d: d["nodes"][0].update(feature_type="mystery"), "feature_type 'mystery'"),
+        (lambda d: d.pop("links"), "links missing"),
+        (lambda d: d["metadata"].update(prompt_tokens=[]), "prompt_tokens"),
+    ],
+)
 def test_a_damaged_graph_json_is_refused_by_name(damage, message):
     data = colliding_graph().to_neuronpedia(prune=False, slug="c")
     damage(data)
@@ -172,7 +208,9 @@ def test_feature_pages_hold_the_model_s_own_activations(demo, dallas, tmp_path):
         assert (page["layer"], page["feature"]) == (layer, f)
         examples = page["examples_quantiles"][0]["examples"] if page["examples_quantiles"] else []
         assert len(examples) == min(4, len(demo.feature_contexts.get((layer, f), [])))
-        for e in examples:      # the marked token's activation, measured independently at the last position
+        for (
+            e
+        ) in examples:  # the marked token's activation, measured independently at the last position
             text = "".join(e["tokens"][1:])
             want = float(probe_activations(demo, [text])[layer][0, f])
             assert e["tokens_acts_list"][e["train_token_ind"]] == pytest.approx(want, abs=1e-3)
@@ -200,11 +238,16 @@ g = colliding_graph()
 for i in range(15):
     g.to_neuronpedia({str(tmp_path)!r}, slug=f"p{{sys.argv[1]}}-{{i}}", prune=False)
 """
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(k)], stderr=subprocess.PIPE) for k in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(k)], stderr=subprocess.PIPE)
+        for k in range(4)
+    ]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), errors
     listing = json.loads((tmp_path / "graph-metadata.json").read_text())
-    assert sorted(g["slug"] for g in listing["graphs"]) == sorted(f"p{k}-{i}" for k in range(4) for i in range(15))
+    assert sorted(g["slug"] for g in listing["graphs"]) == sorted(
+        f"p{k}-{i}" for k in range(4) for i in range(15)
+    )
 
 
 def test_a_damaged_index_is_named_before_the_graph_is_written(tmp_path):
@@ -218,12 +261,19 @@ def test_an_unpruned_demo_graph_exports_unique_ids_where_circuit_tracer_s_collid
     """The demo's layer 0 has 1,024 features and 4 layers: features 0–3 at layer 0 share circuit-tracer's
     error-node ids ``0_{layer}_{pos}`` (feature 3 is active on this prompt); find such a pair in the
     graph, then check our ids stay apart."""
-    dallas = anb.attribute(demo, "fact : the capital of the state containing dallas is", rows="all", progress=False)
+    dallas = anb.attribute(
+        demo, "fact : the capital of the state containing dallas is", rows="all", progress=False
+    )
     n = dallas.nodes
     errors = {(int(r.layer), int(r.position)) for r in n[n.kind == "error"].itertuples()}
-    clashing = [r.node_id for r in n[(n.kind == "feature") & (n.layer == 0)].itertuples()
-                if int(r.feature) < dallas.n_layers and (int(r.feature), int(r.position)) in errors]
-    assert clashing, "the graph must hold a layer-0 feature whose circuit-tracer id is also an error node's"
+    clashing = [
+        r.node_id
+        for r in n[(n.kind == "feature") & (n.layer == 0)].itertuples()
+        if int(r.feature) < dallas.n_layers and (int(r.feature), int(r.position)) in errors
+    ]
+    assert clashing, (
+        "the graph must hold a layer-0 feature whose circuit-tracer id is also an error node's"
+    )
     data = dallas.to_neuronpedia(prune=False, slug="all")
     ids = [x["node_id"] for x in data["nodes"]]
     assert len(ids) == len(set(ids)) == len(n)

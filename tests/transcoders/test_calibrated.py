@@ -11,9 +11,13 @@ from attribution_nb.transcoders import calibrated_transcoders, mlp_inputs_on
 def test_mlp_inputs_are_the_post_attention_norms_outputs_without_bos():
     hf = tiny_model("llama", seed=1, d_features=32).hf_model
     ids = [1, 5, 9, 4, 7, 3]
-    seen = []          # an independent read: each layer's post-attention norm's output
-    hooks = [layer.post_attention_layernorm.register_forward_hook(lambda m, a, out: seen.append(out[0].detach()))
-             for layer in hf.model.layers]
+    seen = []  # an independent read: each layer's post-attention norm's output
+    hooks = [
+        layer.post_attention_layernorm.register_forward_hook(
+            lambda m, a, out: seen.append(out[0].detach())
+        )
+        for layer in hf.model.layers
+    ]
     with torch.no_grad():
         hf(torch.tensor([ids]))
     for h in hooks:
@@ -22,7 +26,7 @@ def test_mlp_inputs_are_the_post_attention_norms_outputs_without_bos():
     assert len(inputs) == hf.config.num_hidden_layers
     for got, norm_out in zip(inputs, seen):
         torch.testing.assert_close(got, norm_out[1:])
-    assert all(not layer.mlp._forward_pre_hooks for layer in hf.model.layers)      # hooks removed
+    assert all(not layer.mlp._forward_pre_hooks for layer in hf.model.layers)  # hooks removed
 
 
 def test_mlp_inputs_refuse_a_model_without_llama_style_layers():
@@ -37,9 +41,9 @@ def test_calibrated_thresholds_fire_about_the_asked_number_per_token():
     tcs = calibrated_transcoders(inputs, 512, active_per_token=8, seed=2)
     for x, tc in zip(inputs, tcs):
         active = (tc.encode(x) > 0).sum(-1).float()
-        assert 7.0 <= float(active.mean()) <= 9.0            # the quantile sets ~8 of 512 per token
+        assert 7.0 <= float(active.mean()) <= 9.0  # the quantile sets ~8 of 512 per token
         assert tc.W_dec.shape == (512, 24) and tc.activation == "jumprelu"
     again = calibrated_transcoders(inputs, 512, active_per_token=8, seed=2)
-    assert torch.equal(again[1].W_enc, tcs[1].W_enc)                        # seeded
+    assert torch.equal(again[1].W_enc, tcs[1].W_enc)  # seeded
     with pytest.raises(ValueError, match="mlp_inputs is empty"):
         calibrated_transcoders([], 512)

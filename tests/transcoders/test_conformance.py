@@ -34,10 +34,14 @@ def _publisher_python(name: str) -> str:
     if python.exists():
         return str(python)
     if os.environ.get("CI") != "true" and os.environ.get("ANB_CONFORMANCE") != "1":
-        pytest.skip(f"no {name} environment in {root}: set ANB_CONFORMANCE=1 to build it (about 1 GB from PyPI)")
+        pytest.skip(
+            f"no {name} environment in {root}: set ANB_CONFORMANCE=1 to build it (about 1 GB from PyPI)"
+        )
     subprocess.run([sys.executable, "-m", "venv", str(root / name)], check=True)
-    torch_req = "torch==" + torch.__version__.split("+")[0]        # the same torch as ours
-    subprocess.run([str(python), "-m", "pip", "install", "-q", torch_req, *PUBLISHERS[name]], check=True)
+    torch_req = "torch==" + torch.__version__.split("+")[0]  # the same torch as ours
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", torch_req, *PUBLISHERS[name]], check=True
+    )
     return str(python)
 
 
@@ -45,8 +49,12 @@ def _publisher_python(name: str) -> str:
 def written(request, tmp_path_factory):
     python = _publisher_python(request.param)
     out = tmp_path_factory.mktemp(request.param)
-    done = subprocess.run([python, str(Path(__file__).parent / "publishers.py"), request.param, str(out)],
-                          capture_output=True, text=True, cwd=out)
+    done = subprocess.run(
+        [python, str(Path(__file__).parent / "publishers.py"), request.param, str(out)],
+        capture_output=True,
+        text=True,
+        cwd=out,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return request.param, out
 
@@ -54,12 +62,16 @@ def written(request, tmp_path_factory):
 def _close(got: torch.Tensor, want: np.ndarray, what: str) -> None:
     want_t = torch.from_numpy(want).to(got.dtype)
     scale = float(want_t.abs().max()) or 1.0
-    assert float((got - want_t).abs().max()) <= 1e-6 * scale, f"{what}: differs by {float((got - want_t).abs().max())}"
+    assert float((got - want_t).abs().max()) <= 1e-6 * scale, (
+        f"{what}: differs by {float((got - want_t).abs().max())}"
+    )
 
 
 def test_per_layer_transcoders_encode_and_decode_as_their_publisher(written):
     publisher, out = written
-    files = sorted(p for p in out.iterdir() if p.name.endswith(".expect.npz") and "clt" not in p.name)
+    files = sorted(
+        p for p in out.iterdir() if p.name.endswith(".expect.npz") and "clt" not in p.name
+    )
     assert files, f"{publisher} wrote nothing"
     for expect in files:
         name = expect.name.removesuffix(".expect.npz")
@@ -82,9 +94,13 @@ def test_cross_layer_transcoders_match_their_publisher(written):
     _close(reconstruction, e["out"], "CLT decode (every earlier layer's writes summed)")
 
 
-if __name__ == "__main__":      # CI's install step (.ci/run): build the publishers' environments before the tests
+if (
+    __name__ == "__main__"
+):  # CI's install step (.ci/run): build the publishers' environments before the tests
     for publisher in sorted(PUBLISHERS):
         try:
             print(f"{publisher}: {_publisher_python(publisher)}")
-        except pytest.skip.Exception as why:         # (not under CI=true nor ANB_CONFORMANCE=1: the tests skip too)
+        except (
+            pytest.skip.Exception
+        ) as why:  # (not under CI=true nor ANB_CONFORMANCE=1: the tests skip too)
             print(f"{publisher}: {why}")

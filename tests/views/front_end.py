@@ -28,12 +28,19 @@ def node() -> str:
 def run_js(module: str, body: str, data) -> object:
     """Run ``body`` (JavaScript that sees the module's exports as ``m`` and ``data``, and ends
     with ``return value``) in node; returns the value, through JSON."""
-    script = (f"import * as m from {json.dumps((JS / module).as_uri())};\n"
-              "import { readFileSync } from 'node:fs';\n"
-              "const data = JSON.parse(readFileSync(0, 'utf8'));\n"
-              f"const out = (() => {{ {body} }})();\n"
-              "process.stdout.write(JSON.stringify(out));\n")
-    proc = subprocess.run([node(), "--input-type=module", "-e", script], input=json.dumps(data),
-                          capture_output=True, text=True, timeout=120)
+    script = (
+        f"import * as m from {json.dumps((JS / module).as_uri())};\n"
+        "import { readFileSync } from 'node:fs';\n"
+        "const data = JSON.parse(readFileSync(0, 'utf8'));\n"
+        f"const out = (() => {{ {body} }})();\n"
+        "process.stdout.write(JSON.stringify(out));\n"
+    )
+    proc = subprocess.run(
+        [node(), "--input-type=module", "-e", script],
+        input=json.dumps(data),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)

@@ -35,12 +35,18 @@ def send(w, **msg):
 
 def browser_prune(payload: dict, nt: float, et: float):
     """``static/js/prune.js``'s pruning itself, run in node on the payload: kept node and edge masks."""
-    got = run_js("prune.js", "const {node, edge} = m.prune(data.G, data.nt, data.et); "
-                 "return [Array.from(node), Array.from(edge)];", {"G": payload, "nt": nt, "et": et})
+    got = run_js(
+        "prune.js",
+        "const {node, edge} = m.prune(data.G, data.nt, data.et); "
+        "return [Array.from(node), Array.from(edge)];",
+        {"G": payload, "nt": nt, "et": et},
+    )
     return np.array(got[0], dtype=bool), np.array(got[1], dtype=bool)
 
 
-@pytest.mark.parametrize("nt,et", [(0.8, 0.98), (0.5, 0.9), (0.95, 0.7), (1.0, 1.0), (0.0, 0.5), (0.3, 0.0)])
+@pytest.mark.parametrize(
+    "nt,et", [(0.8, 0.98), (0.5, 0.9), (0.95, 0.7), (1.0, 1.0), (0.0, 0.5), (0.3, 0.0)]
+)
 def test_the_browser_prunes_the_payload_as_the_graph_prunes(llama_graph, nt, et):
     p = graph_payload(llama_graph)
     node, edge = browser_prune(p, nt, et)
@@ -59,7 +65,7 @@ def test_a_capped_payload_stops_the_slider_where_the_sent_edges_end(llama_graph,
     p = graph_payload(llama_graph)
     top = p["max_edge_threshold"]
     assert 0 < top < 1 and len(p["edges"]["w"]) <= 200
-    node, edge = browser_prune(p, 0.8, top)           # at the slider's end the browser is still exact
+    node, edge = browser_prune(p, 0.8, top)  # at the slider's end the browser is still exact
     assert int(edge.sum()) == int(llama_graph.prune_masks(0.8, top)[1].sum())
 
 
@@ -79,9 +85,14 @@ def test_state_drives_what_is_drawn(widget, llama_graph):
     for nt, et in [(0.8, 0.98), (0.5, 0.9), (1.0, 1.0)]:
         widget.state = {"node_threshold": nt, "edge_threshold": et, "collapse": False}
         pruned = llama_graph.prune(nt, et)
-        assert widget.drawn["nodes"] == len(pruned.nodes) and widget.drawn["edges"] == pruned.n_edges
+        assert (
+            widget.drawn["nodes"] == len(pruned.nodes) and widget.drawn["edges"] == pruned.n_edges
+        )
         assert widget.drawn["ids"] == list(pruned.nodes.node_id)
-        assert (widget.view.node_threshold, widget.view.edge_threshold) == (nt, et)   # what the browser reads
+        assert (widget.view.node_threshold, widget.view.edge_threshold) == (
+            nt,
+            et,
+        )  # what the browser reads
     with pytest.raises(ValueError, match="node_threshold must be in"):
         widget.state = {"node_threshold": 1.5}
     with pytest.raises(KeyError, match=r"unknown state keys \['zoom'\]"):
@@ -92,7 +103,10 @@ def test_feature_details_are_computed_independently(widget, llama_graph, llama):
     node = llama_graph.top_features(1).node_id[0]
     n = llama_graph.node(node)
     info = widget.view.payload["details"][node]
-    scores = llama.unembed_weight.double() @ llama.transcoders[int(n.layer)].W_dec[int(n.feature)].double()
+    scores = (
+        llama.unembed_weight.double()
+        @ llama.transcoders[int(n.layer)].W_dec[int(n.feature)].double()
+    )
     assert info["promotes"][0][0] == axis_token(llama.token_strings([int(scores.argmax())])[0])
     assert info["suppresses"][0][0] == axis_token(llama.token_strings([int(scores.argmin())])[0])
     # the values are demeaned over the vocabulary
@@ -116,7 +130,7 @@ def test_clamp_run_and_the_code_it_gives(widget, llama, llama_graph):
     assert widget.view.queue == [[node, "×-2"]]
     # "copy as code" gives a call that reproduces the run
     model = llama
-    from_code = eval(widget.view.code, {"model": model, "anb": anb})     # noqa: S307 (our own string)
+    from_code = eval(widget.view.code, {"model": model, "anb": anb})  # noqa: S307 (our own string)
     expected = llama.intervene(PROMPT, {node: anb.Multiply(-2.0)})
     pd.testing.assert_frame_equal(from_code, expected)
     runs_before = len(widget.view.runs)
@@ -126,10 +140,14 @@ def test_clamp_run_and_the_code_it_gives(widget, llama, llama_graph):
     assert len(widget.view.runs) == runs_before + 1 and run["mode"] == "free"
     top = expected.head(1)
     assert run["rows"][0][:2] == [top.token[0], f"{top.p_before[0]:.3f}"]
-    assert widget.last_generation == llama.generate(PROMPT, {node: anb.Multiply(-2.0)}, max_new_tokens=6)
+    assert widget.last_generation == llama.generate(
+        PROMPT, {node: anb.Multiply(-2.0)}, max_new_tokens=6
+    )
     assert run["after"] == widget.last_generation["after"]
     send(widget, action="reset")
-    assert widget.state["interventions"] == {} and widget.view.queue == [] and widget.view.code == ""
+    assert (
+        widget.state["interventions"] == {} and widget.view.queue == [] and widget.view.code == ""
+    )
 
 
 def test_a_frozen_run_shows_the_graphs_prediction_next_to_what_happened(widget, llama, llama_graph):
@@ -141,7 +159,9 @@ def test_a_frozen_run_shows_the_graphs_prediction_next_to_what_happened(widget, 
     send(widget, action="run")
     widget.view.mode = "free"
     run = widget.view.runs[-1]
-    assert run["columns"] == ["logit", "predicted Δ", "observed Δ"] and len(run["rows"]) == len(llama_graph.logits)
+    assert run["columns"] == ["logit", "predicted Δ", "observed Δ"] and len(run["rows"]) == len(
+        llama_graph.logits
+    )
     # predicted, independently: −edge for the ablation, edge × (1.5/a − 1) for the set value
     act_b = float(llama_graph.node(b).activation)
     for (_token, predicted, observed), logit in zip(run["rows"], llama_graph.logits.node_id):
@@ -151,23 +171,31 @@ def test_a_frozen_run_shows_the_graphs_prediction_next_to_what_happened(widget, 
     send(widget, action="reset")
 
 
-@pytest.mark.parametrize("message,shown", [
-    ({"action": "run"}, "nothing queued"),
-    ({"action": "clamp", "node": None, "how": "ablate"}, "select a feature first"),
-    ({"action": "clamp", "node": "TOKEN", "how": "ablate"}, "only features and error nodes can be clamped"),
-    ({"action": "clamp", "node": "FEATURE", "how": 1e9}, "a clamp value must be in"),
-    ({"action": "clamp", "node": "FEATURE", "how": "3x"}, "a clamp is 'ablate'"),
-    ({"action": "group", "name": "  ", "members": ["FEATURE"]}, "non-empty name"),
-    ({"action": "label", "node": None, "text": "x"}, "select a feature"),
-    ({"action": "teleport"}, "unknown action 'teleport'"),
-])
+@pytest.mark.parametrize(
+    "message,shown",
+    [
+        ({"action": "run"}, "nothing queued"),
+        ({"action": "clamp", "node": None, "how": "ablate"}, "select a feature first"),
+        (
+            {"action": "clamp", "node": "TOKEN", "how": "ablate"},
+            "only features and error nodes can be clamped",
+        ),
+        ({"action": "clamp", "node": "FEATURE", "how": 1e9}, "a clamp value must be in"),
+        ({"action": "clamp", "node": "FEATURE", "how": "3x"}, "a clamp is 'ablate'"),
+        ({"action": "group", "name": "  ", "members": ["FEATURE"]}, "non-empty name"),
+        ({"action": "label", "node": None, "text": "x"}, "select a feature"),
+        ({"action": "teleport"}, "unknown action 'teleport'"),
+    ],
+)
 def test_refusals_show_in_the_status_line(widget, llama_graph, message, shown):
     token = llama_graph.nodes.node_id[llama_graph.nodes.kind == "token"].iloc[1]
     feature = llama_graph.top_features(1).node_id[0]
     message = json.loads(json.dumps(message).replace("TOKEN", token).replace("FEATURE", feature))
     send(widget, action="reset")
     send(widget, **message)
-    assert widget.view.status["level"] == "error" and shown in widget.view.status["text"], widget.view.status
+    assert widget.view.status["level"] == "error" and shown in widget.view.status["text"], (
+        widget.view.status
+    )
     assert widget.state["interventions"] == {}
 
 
@@ -176,7 +204,11 @@ def test_labels_pins_and_supernodes_are_saved(llama, tmp_path):
     w = GraphWidget(graph, llama)
     ids = [i for i in w.drawn["ids"] if i.startswith("f:")][:3]
     send(w, action="group", name="group A", members=ids)
-    assert graph.supernodes == {"group A": ids} and w.view.supernodes == {"group A": ids} and w.view.pinned == []
+    assert (
+        graph.supernodes == {"group A": ids}
+        and w.view.supernodes == {"group A": ids}
+        and w.view.pinned == []
+    )
     send(w, action="label", node=ids[0], text="my label")
     assert graph.node(ids[0]).label == "my label" and w.view.labels == {ids[0]: "my label"}
     expanded = draw_data(graph, 0.8, 0.98)
@@ -189,8 +221,11 @@ def test_labels_pins_and_supernodes_are_saved(llama, tmp_path):
     inside = {list(expanded["ids"]).index(i) for i in ids}
     for k in np.flatnonzero(collapsed["source"] == g):
         t = list(expanded["ids"]).index(collapsed["ids"][collapsed["target"][k]])
-        want = sum(expanded["weight"][e] for e in range(expanded["n_edges"])
-                   if expanded["source"][e] in inside and expanded["target"][e] == t)
+        want = sum(
+            expanded["weight"][e]
+            for e in range(expanded["n_edges"])
+            if expanded["source"][e] in inside and expanded["target"][e] == t
+        )
         assert collapsed["weight"][k] == pytest.approx(want)
     graph.save(tmp_path / "g.graph")
     back = anb.AttributionGraph.load(tmp_path / "g.graph")
@@ -199,8 +234,13 @@ def test_labels_pins_and_supernodes_are_saved(llama, tmp_path):
 
 def test_the_whole_state_round_trips(widget, llama_graph):
     a, b = llama_graph.top_features(2).node_id
-    widget.state = {"node_threshold": 0.7, "edge_threshold": 0.95, "selected": a, "picked": [a],
-                    "supernodes": {"pair": [a, b]}}
+    widget.state = {
+        "node_threshold": 0.7,
+        "edge_threshold": 0.95,
+        "selected": a,
+        "picked": [a],
+        "supernodes": {"pair": [a, b]},
+    }
     widget.clamp(a, "-2x")
     before = widget.state
     widget.state = before
@@ -226,13 +266,25 @@ def test_plotly_is_sent_when_the_browser_asks(llama_graph):
     sent = []
     w.view.send = lambda content, buffers=None: sent.append(content)
     send(w, action="plotly")
-    assert sent[0]["type"] == "plotly" and "Plotly" in sent[0]["source"] and len(sent[0]["source"]) > 1_000_000
+    assert (
+        sent[0]["type"] == "plotly"
+        and "Plotly" in sent[0]["source"]
+        and len(sent[0]["source"]) > 1_000_000
+    )
     # the widget itself carries no bundle: its front end is static/js/, a few tens of kB
-    assert len(type(w.view)._esm.default_value if hasattr(type(w.view)._esm, "default_value") else w.view._esm) < 100_000
+    assert (
+        len(
+            type(w.view)._esm.default_value
+            if hasattr(type(w.view)._esm, "default_value")
+            else w.view._esm
+        )
+        < 100_000
+    )
 
 
 def test_closed_widgets_leave_nothing_registered(llama_graph):
     from ipywidgets.widgets.widget import _instances
+
     before = len(_instances)
     for _ in range(5):
         GraphWidget(llama_graph).close()
@@ -252,10 +304,12 @@ def test_close_releases_the_view(llama_graph):
 def test_standalone_html_holds_the_graph_and_the_panel(llama, llama_graph, tmp_path):
     path = llama_graph.to_html(tmp_path / "g.html", model=llama)
     text = open(path, encoding="utf-8").read()
-    assert "Plotly" in text and len(text) > 1_000_000          # plotly's bundle is inside: no network
-    data = json.loads(text.split('<script type="application/json" id="anb-data">')[1].split("</script>")[0])
+    assert "Plotly" in text and len(text) > 1_000_000  # plotly's bundle is inside: no network
+    data = json.loads(
+        text.split('<script type="application/json" id="anb-data">')[1].split("</script>")[0]
+    )
     assert data["max_edge_threshold"] == 1.0
-    node, edge = browser_prune(data, 1.0, 1.0)                  # the full range: every edge that holds anything
+    node, edge = browser_prune(data, 1.0, 1.0)  # the full range: every edge that holds anything
     assert int(edge.sum()) == int(llama_graph.prune_masks(1.0, 1.0)[1].sum())
     top = llama_graph.top_features(1).node_id[0]
     assert data["details"][top]["promotes"]
@@ -267,13 +321,21 @@ def test_panel_contexts_come_from_the_model():
     model = anb.load_model()
     graph = anb.attribute(model, PROMPT, progress=False)
     w = GraphWidget(graph, model)
-    node = next(n for n in graph.top_features(20).itertuples() if (n.layer, n.feature) in model.feature_contexts)
+    node = next(
+        n
+        for n in graph.top_features(20).itertuples()
+        if (n.layer, n.feature) in model.feature_contexts
+    )
     text, act = model.feature_contexts[(node.layer, node.feature)][0]
     assert w.view.payload["details"][node.node_id]["contexts"][0] == [text, pytest.approx(act)]
     assert html.escape(text) not in ("",)
-    for n in graph.top_features(20).itertuples():     # the latent each feature detects best, where measured
+    for n in graph.top_features(
+        20
+    ).itertuples():  # the latent each feature detects best, where measured
         assert w.view.payload["details"].get(n.node_id, {}).get("latent", "") in (
-            "", model.feature_latents.get((n.layer, n.feature), ""))
+            "",
+            model.feature_latents.get((n.layer, n.feature), ""),
+        )
     assert any(d.get("latent") for d in w.view.payload["details"].values())
 
 
@@ -282,9 +344,11 @@ def test_predicted_change_matches_frozen_mode_exactly(llama, llama_graph):
     a = llama_graph.top_features(1).node_id[0]
     before, after = llama.intervened_logits(PROMPT, {a: anb.Multiply(3.0)}, mode="frozen")
     ids = torch.tensor(llama_graph.logits.token_id.to_numpy())
-    d = (after.double() - before.double())
+    d = after.double() - before.double()
     observed = (d[ids] - d.mean()).numpy()
-    np.testing.assert_allclose(w.predicted_change({a: anb.Multiply(3.0)}), observed, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        w.predicted_change({a: anb.Multiply(3.0)}), observed, rtol=1e-3, atol=1e-4
+    )
 
 
 def test_custom_targets_are_drawn_like_logits_with_their_value(llama, tmp_path):
@@ -292,7 +356,10 @@ def test_custom_targets_are_drawn_like_logits_with_their_value(llama, tmp_path):
     graph = anb.attribute(llama, PROMPT, targets=[anb.LogitDiff(a, b)], progress=False)
     p = graph_payload(graph)
     i = p["nodes"]["id"].index(graph.logits.node_id[0])
-    assert p["nodes"]["kind"][i] == "logit" and p["nodes"]["name"][i] == f"{a} − {b} = {graph.logits.logit[0]:.2f}"
+    assert (
+        p["nodes"]["kind"][i] == "logit"
+        and p["nodes"]["name"][i] == f"{a} − {b} = {graph.logits.logit[0]:.2f}"
+    )
     with pytest.raises(ValueError, match="custom target"):
         graph.to_neuronpedia(tmp_path)
 
@@ -301,17 +368,29 @@ def test_the_heads_of_an_edge_come_with_their_qk_pairs(llama, llama_graph):
     w = GraphWidget(llama_graph, llama)
     e = llama_graph.edges
     pos = dict(zip(llama_graph.nodes.node_id, llama_graph.nodes.position))
-    cross = e[np.array([pos[a] < pos[b] for a, b in zip(e.source, e.target)]) & e.target.str.startswith("f:").to_numpy()]
+    cross = e[
+        np.array([pos[a] < pos[b] for a, b in zip(e.source, e.target)])
+        & e.target.str.startswith("f:").to_numpy()
+    ]
     row = cross.loc[cross.weight.abs().idxmax()]
     send(w, action="heads", source=row.source, target=row.target)
     shown = w.view.heads
     assert shown["edge"] == pytest.approx(row.weight, rel=1e-4, abs=1e-6)
     loads = anb.edge_heads(llama, PROMPT, row.source, row.target)
     assert shown["rows"][0][:2] == [loads["layer"][0], loads["head"][0]]
-    qk = anb.attribute_attention(llama, PROMPT, int(loads["layer"][0]), int(loads["head"][0]), pos[row.target], pos[row.source])
+    qk = anb.attribute_attention(
+        llama,
+        PROMPT,
+        int(loads["layer"][0]),
+        int(loads["head"][0]),
+        pos[row.target],
+        pos[row.source],
+    )
     assert shown["score"] == pytest.approx(qk.attrs["score"]) and 1 <= len(shown["qk"]) <= 5
     assert w.view.status["level"] == "info" and "carries" in w.view.status["text"]
-    send(w, action="heads", source=row.target, target=row.source)          # backwards: refused in the status line
+    send(
+        w, action="heads", source=row.target, target=row.source
+    )  # backwards: refused in the status line
     assert w.view.status["level"] == "error" and row.target in w.view.status["text"]
 
 
@@ -333,13 +412,20 @@ def test_the_status_line_says_where_adaptive_rows_are_not_proved(llama):
     """A graph with features left without rows is exact when pruned at its ``prune_thresholds``
     only: elsewhere the widget's status line says so (and goes when the sliders come back)."""
     demo = anb.load_model()
-    graph = anb.attribute(demo, "fact : the capital of the state containing dallas is", progress=False)
-    assert graph.info["features_without_rows"] > 0        # top-layer features away from the answer's position
+    graph = anb.attribute(
+        demo, "fact : the capital of the state containing dallas is", progress=False
+    )
+    assert (
+        graph.info["features_without_rows"] > 0
+    )  # top-layer features away from the answer's position
     w = GraphWidget(graph, demo)
     assert w.view.status == {}
     w.view.node_threshold = 0.6
     n = graph.info["features_without_rows"]
-    assert w.view.status["level"] == "info" and f"{n} features of this graph have no rows" in w.view.status["text"]
+    assert (
+        w.view.status["level"] == "info"
+        and f"{n} features of this graph have no rows" in w.view.status["text"]
+    )
     assert "(0.6, 0.98)" in w.view.status["text"] and "rows='all'" in w.view.status["text"]
     w.view.node_threshold = 0.8
     assert w.view.status == {}
@@ -350,14 +436,17 @@ def test_the_status_line_says_where_adaptive_rows_are_not_proved(llama):
     w.close()
 
 
-@pytest.mark.parametrize("state, says", [
-    ({"supernodes": {"ok": None, "bad": ["nope"]}}, "maps names to lists"),
-    ({"supernodes": {"ok": ["F"], "bad": ["nope"]}}, r"nodes \['nope'\] are not in this graph"),
-    ({"node_threshold": 0.5, "interventions": {"f:L9:P9:9": 0}}, "not in this graph"),
-    ({"node_threshold": 0.5, "selected": 5}, "not in this graph"),
-    ({"picked": [], "edge_threshold": 7}, "edge_threshold"),
-    ([("supernodes", {})], "state must be a dict"),
-])
+@pytest.mark.parametrize(
+    "state, says",
+    [
+        ({"supernodes": {"ok": None, "bad": ["nope"]}}, "maps names to lists"),
+        ({"supernodes": {"ok": ["F"], "bad": ["nope"]}}, r"nodes \['nope'\] are not in this graph"),
+        ({"node_threshold": 0.5, "interventions": {"f:L9:P9:9": 0}}, "not in this graph"),
+        ({"node_threshold": 0.5, "selected": 5}, "not in this graph"),
+        ({"picked": [], "edge_threshold": 7}, "edge_threshold"),
+        ([("supernodes", {})], "state must be a dict"),
+    ],
+)
 def test_a_refused_state_changes_nothing(llama, llama_graph, state, says):
     """(Issue 31's reproducer: a refused state used to wipe the user's supernodes first.)"""
     g = llama_graph.subgraph(np.ones(len(llama_graph.nodes), dtype=bool))
@@ -365,7 +454,7 @@ def test_a_refused_state_changes_nothing(llama, llama_graph, state, says):
     g.add_supernode("mine", [f])
     w = GraphWidget(g, llama)
     if isinstance(state, dict) and state.get("supernodes", {}).get("ok") == ["F"]:
-        state = {"supernodes": {"ok": [f], "bad": ["nope"]}}        # (the top feature, known only here)
+        state = {"supernodes": {"ok": [f], "bad": ["nope"]}}  # (the top feature, known only here)
     before = w.state
     with pytest.raises((ValueError, KeyError, TypeError), match=says):
         w.state = state
@@ -376,6 +465,8 @@ def test_a_refused_state_changes_nothing(llama, llama_graph, state, says):
 def test_a_numeric_node_from_the_browser_goes_to_the_status_line(widget):
     widget._on_message(widget.view, {"action": "select", "node": 5}, [])
     widget._on_message(widget.view, {"action": "label", "node": 7, "text": "x"}, [])
-    assert "got 7" in widget.view.status.get("text", "") and widget.view.status.get("level") == "error"
+    assert (
+        "got 7" in widget.view.status.get("text", "") and widget.view.status.get("level") == "error"
+    )
     with pytest.raises(ValueError, match="select takes a node id string"):
         widget.select(5)

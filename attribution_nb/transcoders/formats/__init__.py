@@ -30,9 +30,17 @@ from .base import Format, Probe
 from .sets import config_yaml_paths, hf_path, hub_download, load_circuit_tracer_clt
 
 #: per-layer layouts, in the order they are tried
-FORMATS: dict[str, Format] = {f.name: f for f in (
-    gemmascope.FORMAT, gemmascope2.FORMAT, circuit_tracer.FORMAT, native.FORMAT, sparsify.FORMAT, saelens.FORMAT,
-)}
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        gemmascope.FORMAT,
+        gemmascope2.FORMAT,
+        circuit_tracer.FORMAT,
+        native.FORMAT,
+        sparsify.FORMAT,
+        saelens.FORMAT,
+    )
+}
 
 with open(os.path.join(os.path.dirname(__file__), "presets.json"), encoding="utf-8") as _f:
     #: published transcoder sets: the model they belong to and circuit-tracer-style configs on the hub
@@ -52,15 +60,20 @@ def load_transcoder(path, *, layout: str | None = None) -> Transcoder:
             return fmt.load(probe)
     if probe.is_dir:
         held = sorted(os.listdir(probe.path))
-        raise ValueError(f"{probe.path}: unknown transcoder layout: a folder holding {held[:8]}"
-                         f"{' …' if len(held) > 8 else ''}; expected sae_weights.safetensors and cfg.json (sae-lens) "
-                         f"or sae.safetensors and cfg.json (sparsify)")
-    raise ValueError(f"{probe.path}: unknown transcoder layout: tensors {sorted(probe.tensors)}; expected "
-                     f"W_enc/W_dec/b_enc/b_dec (attribution_nb, circuit-tracer) or w_enc/w_dec (GemmaScope 2)")
+        raise ValueError(
+            f"{probe.path}: unknown transcoder layout: a folder holding {held[:8]}"
+            f"{' …' if len(held) > 8 else ''}; expected sae_weights.safetensors and cfg.json (sae-lens) "
+            f"or sae.safetensors and cfg.json (sparsify)"
+        )
+    raise ValueError(
+        f"{probe.path}: unknown transcoder layout: tensors {sorted(probe.tensors)}; expected "
+        f"W_enc/W_dec/b_enc/b_dec (attribution_nb, circuit-tracer) or w_enc/w_dec (GemmaScope 2)"
+    )
 
 
-def load_transcoders(source, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                     download=None) -> TranscoderSet:
+def load_transcoders(
+    source, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, download=None
+) -> TranscoderSet:
     """A :class:`TranscoderSet` from a folder, a list of per-layer paths, a circuit-tracer
     ``config.yaml`` (local or ``hf://``), or a preset name (see ``PRESETS``).
 
@@ -71,7 +84,10 @@ def load_transcoders(source, *, device: str | torch.device = "cpu", dtype: torch
     if isinstance(source, str) and source in PRESETS:
         source = PRESETS[source]["transcoders"]
     if isinstance(source, (list, tuple)):
-        tcs = [load_transcoder(hf_path(p, download) if str(p).startswith("hf://") else p) for p in source]
+        tcs = [
+            load_transcoder(hf_path(p, download) if str(p).startswith("hf://") else p)
+            for p in source
+        ]
     else:
         source = os.fspath(source)
         if source.startswith("hf://"):
@@ -91,4 +107,11 @@ def load_transcoders(source, *, device: str | torch.device = "cpu", dtype: torch
     return TranscoderSet(tcs)
 
 
-__all__ = ["FORMATS", "PRESETS", "Format", "load_circuit_tracer_clt", "load_transcoder", "load_transcoders"]
+__all__ = [
+    "FORMATS",
+    "PRESETS",
+    "Format",
+    "load_circuit_tracer_clt",
+    "load_transcoder",
+    "load_transcoders",
+]

@@ -58,7 +58,13 @@ def whole(path, key: str, value) -> int:
     v = value
     if isinstance(v, str) and v.strip().isdigit() and v.strip().isascii():
         v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v != int(v) or v < 0:
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, int | float)
+        or not math.isfinite(v)
+        or v != int(v)
+        or v < 0
+    ):
         raise fail(path, f"{key} must be a whole number, got {value!r}")
     return int(v)
 
@@ -74,13 +80,32 @@ def check_2d(path, name: str, t: torch.Tensor) -> None:
         raise fail(path, f"{name} must be 2-D, got shape {tuple(t.shape)}")
 
 
-def from_parts(path, W_enc, b_enc, W_dec, b_dec, threshold=None, W_skip=None, activation=None, k=None,
-               W_dec_later=None) -> Transcoder:
+def from_parts(
+    path,
+    W_enc,
+    b_enc,
+    W_dec,
+    b_dec,
+    threshold=None,
+    W_skip=None,
+    activation=None,
+    k=None,
+    W_dec_later=None,
+) -> Transcoder:
     """A :class:`Transcoder` from GemmaScope-oriented parts, errors prefixed with the file."""
     activation = activation or ("jumprelu" if threshold is not None else "relu")
     try:
-        return Transcoder(W_enc, b_enc, W_dec, b_dec, activation, threshold=threshold, k=k, W_skip=W_skip,
-                          W_dec_later=W_dec_later)
+        return Transcoder(
+            W_enc,
+            b_enc,
+            W_dec,
+            b_dec,
+            activation,
+            threshold=threshold,
+            k=k,
+            W_skip=W_skip,
+            W_dec_later=W_dec_later,
+        )
     except (ValueError, TypeError) as err:
         raise fail(path, str(err)) from None
 
@@ -98,5 +123,10 @@ def w_enc_orientation(probe: Probe) -> str | None:
     if shape == (F, d) and shape != (d, F):
         return "F_d"
     if shape == (d, F):
-        raise fail(probe.path, f"W_enc is square {shape}: say layout='attribution_nb' or 'circuit-tracer'")
-    raise fail(probe.path, f"W_enc has shape {shape}, which fits neither [d_model={d}, F={F}] nor [F, d_model]")
+        raise fail(
+            probe.path, f"W_enc is square {shape}: say layout='attribution_nb' or 'circuit-tracer'"
+        )
+    raise fail(
+        probe.path,
+        f"W_enc has shape {shape}, which fits neither [d_model={d}, F={F}] nor [F, d_model]",
+    )

@@ -10,8 +10,9 @@ from .base import Format, Probe, check_2d, from_parts, need, w_enc_orientation
 
 
 def detect(probe: Probe) -> bool:
-    return probe.is_safetensors and ("activation_function.threshold" in probe.tensors
-                                     or w_enc_orientation(probe) == "F_d")
+    return probe.is_safetensors and (
+        "activation_function.threshold" in probe.tensors or w_enc_orientation(probe) == "F_d"
+    )
 
 
 def load(probe: Probe) -> Transcoder:
@@ -20,8 +21,15 @@ def load(probe: Probe) -> Transcoder:
     for name in ("W_enc", "W_dec"):
         check_2d(probe.path, name, t[name])
     skip = t.get("W_skip")
-    return from_parts(probe.path, t["W_enc"].T, t["b_enc"], t["W_dec"], t["b_dec"],
-                      t.get("activation_function.threshold"), None if skip is None else skip.T)
+    return from_parts(
+        probe.path,
+        t["W_enc"].T,
+        t["b_enc"],
+        t["W_dec"],
+        t["b_dec"],
+        t.get("activation_function.threshold"),
+        None if skip is None else skip.T,
+    )
 
 
 FORMAT = Format("circuit-tracer", detect, load, __doc__)

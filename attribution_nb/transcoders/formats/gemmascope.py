@@ -24,10 +24,19 @@ def load(probe: Probe) -> Transcoder:
         raise fail(probe.path, f"not a readable .npz file ({err})") from None
     missing = [k for k in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold") if k not in arrays]
     if missing:
-        raise fail(probe.path, f"a GemmaScope params.npz needs W_enc, W_dec, b_enc, b_dec, threshold; "
-                               f"missing {missing}")
-    return from_parts(probe.path, arrays["W_enc"], arrays["b_enc"], arrays["W_dec"], arrays["b_dec"],
-                      arrays["threshold"])
+        raise fail(
+            probe.path,
+            f"a GemmaScope params.npz needs W_enc, W_dec, b_enc, b_dec, threshold; "
+            f"missing {missing}",
+        )
+    return from_parts(
+        probe.path,
+        arrays["W_enc"],
+        arrays["b_enc"],
+        arrays["W_dec"],
+        arrays["b_dec"],
+        arrays["threshold"],
+    )
 
 
 FORMAT = Format("gemmascope", detect, load, __doc__)

@@ -13,12 +13,24 @@ def detect(probe: Probe) -> bool:
 
 def load(probe: Probe) -> Transcoder:
     t = probe.tensors
-    need(probe.path, t, ["w_enc", "w_dec", "b_enc", "b_dec", "threshold"], "a gemmascope-2 transcoder")
+    need(
+        probe.path,
+        t,
+        ["w_enc", "w_dec", "b_enc", "b_dec", "threshold"],
+        "a gemmascope-2 transcoder",
+    )
     for name in ("w_enc", "w_dec"):
         check_2d(probe.path, name, t[name])
     skip = t.get("affine_skip_connection")
-    return from_parts(probe.path, t["w_enc"], t["b_enc"], t["w_dec"], t["b_dec"], t["threshold"],
-                      None if skip is None else skip.T)
+    return from_parts(
+        probe.path,
+        t["w_enc"],
+        t["b_enc"],
+        t["w_dec"],
+        t["b_dec"],
+        t["threshold"],
+        None if skip is None else skip.T,
+    )
 
 
 FORMAT = Format("gemmascope-2", detect, load, __doc__)

@@ -24,7 +24,9 @@ def hub_download(repo_id: str, filename: str) -> str:
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
-        raise ImportError("fetching transcoders from the hub needs huggingface_hub (pip install huggingface_hub)") from None
+        raise ImportError(
+            "fetching transcoders from the hub needs huggingface_hub (pip install huggingface_hub)"
+        ) from None
     return hf_hub_download(repo_id=repo_id, filename=filename)
 
 
@@ -58,13 +60,18 @@ def config_yaml_paths(source: str, download, presets: dict) -> list[str]:
     if os.path.isdir(source) and os.path.isfile(os.path.join(source, "config.yaml")):
         source = os.path.join(source, "config.yaml")
     if not (os.path.isfile(source) and source.endswith((".yaml", ".yml"))):
-        raise ValueError(f"{source!r} is not a preset ({sorted(presets)}), a TranscoderSet folder (index.json), "
-                         f"a circuit-tracer config.yaml, or a list of per-layer files")
+        raise ValueError(
+            f"{source!r} is not a preset ({sorted(presets)}), a TranscoderSet folder (index.json), "
+            f"a circuit-tracer config.yaml, or a list of per-layer files"
+        )
     cfg = read_config_yaml(source)
     if not cfg["transcoders"]:
         raise fail(source, "no 'transcoders:' list of per-layer paths")
     base = os.path.dirname(source)
-    return [hf_path(p, download) if p.startswith("hf://") else os.path.join(base, p) for p in cfg["transcoders"]]
+    return [
+        hf_path(p, download) if p.startswith("hf://") else os.path.join(base, p)
+        for p in cfg["transcoders"]
+    ]
 
 
 def load_circuit_tracer_clt(folder) -> list[Transcoder]:
@@ -76,7 +83,9 @@ def load_circuit_tracer_clt(folder) -> list[Transcoder]:
     while os.path.isfile(os.path.join(folder, f"W_enc_{n}.safetensors")):
         n += 1
     if n == 0:
-        raise FileNotFoundError(f"{folder}: no W_enc_0.safetensors (circuit-tracer cross-layer layout)")
+        raise FileNotFoundError(
+            f"{folder}: no W_enc_0.safetensors (circuit-tracer cross-layer layout)"
+        )
     return [_clt_layer(folder, i, n) for i in range(n)]
 
 
@@ -84,7 +93,9 @@ def _clt_layer(folder: str, i: int, n: int) -> Transcoder:
     enc_path = os.path.join(folder, f"W_enc_{i}.safetensors")
     dec_path = os.path.join(folder, f"W_dec_{i}.safetensors")
     if not os.path.isfile(dec_path):
-        raise FileNotFoundError(f"{folder}: W_enc_{i}.safetensors has no W_dec_{i}.safetensors beside it")
+        raise FileNotFoundError(
+            f"{folder}: W_enc_{i}.safetensors has no W_dec_{i}.safetensors beside it"
+        )
     enc, _ = read_safetensors(enc_path)
     dec, _ = read_safetensors(dec_path)
     missing = [k for k in (f"W_enc_{i}", f"b_enc_{i}", f"b_dec_{i}") if k not in enc]
@@ -96,7 +107,17 @@ def _clt_layer(folder: str, i: int, n: int) -> Transcoder:
     check_2d(enc_path, f"W_enc_{i}", W_enc)
     F, d = W_enc.shape
     if tuple(W_dec.shape) != (F, n - i, d):
-        raise fail(dec_path, f"W_dec_{i} has shape {tuple(W_dec.shape)}, expected ({F}, {n - i}, {d}): "
-                             f"[features, layers {i}..{n - 1}, d_model]")
-    return from_parts(enc_path, W_enc.T, enc[f"b_enc_{i}"], W_dec[:, 0], enc[f"b_dec_{i}"],
-                      enc.get(f"threshold_{i}"), W_dec_later=W_dec[:, 1:] if n - i > 1 else None)
+        raise fail(
+            dec_path,
+            f"W_dec_{i} has shape {tuple(W_dec.shape)}, expected ({F}, {n - i}, {d}): "
+            f"[features, layers {i}..{n - 1}, d_model]",
+        )
+    return from_parts(
+        enc_path,
+        W_enc.T,
+        enc[f"b_enc_{i}"],
+        W_dec[:, 0],
+        enc[f"b_dec_{i}"],
+        enc.get(f"threshold_{i}"),
+        W_dec_later=W_dec[:, 1:] if n - i > 1 else None,
+    )
