@@ -38,7 +38,7 @@ from .attribution.store import RowStore
 from .backend import model_device, to_device
 from .checks import as_int
 from .ids import NodeId
-from .tracing import attention_implementation, linear_trace
+from .tracing import attention_implementation, linear_trace, writes_dot
 
 
 @dataclass
@@ -375,21 +375,6 @@ def _source_writes(model, cap, node) -> list[tuple[int, int, torch.Tensor]]:
     ]
 
 
-def _writes_dot(grads, writes) -> torch.Tensor:
-    """Per batch row: the gradients at a source's writes, dotted with them (its share)."""
-    total = None
-    for leaf, position, vector in writes:
-        g = grads[leaf]
-        if g is not None:
-            part = g[:, position].double() @ vector.to(g.device)
-            total = part if total is None else total + part
-    return (
-        torch.zeros(len(next(g for g in grads if g is not None)), dtype=torch.float64)
-        if total is None
-        else total
-    )
-
-
 def _check_edge_ends(model, tokens, s, t, source: str, target: str) -> None:
     """The ids name nodes this prompt and model can have: a token node's token id is the prompt's,
     a logit sits at the last position, features exist, and the source's layer is below the target's."""
@@ -542,7 +527,7 @@ def _loadings(
             x = trace.attn_x[layer][b, :q]  # [q, d]
             parts.append(patterns[layer][head, q, :q].to(x.dtype) @ (x @ w.to(x.dtype)))
         grads = torch.autograd.grad(sum(parts[1:], parts[0]), trace.leaves, allow_unused=True)
-        out.append(_writes_dot(grads, writes).cpu())
+        out.append(writes_dot(grads, writes, len(chunk)).cpu())
     seen = torch.stack([patterns[layer][:, q, p_source] for layer in range(top)]).cpu()
     return torch.cat(out), seen
 

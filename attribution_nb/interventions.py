@@ -32,7 +32,7 @@ from .backend import model_device, to_device
 from .checks import as_float, as_int
 from .ids import NodeId
 from .replacement import ReplacementCore
-from .tracing import TraceInputs, linear_trace, transcoder_reads
+from .tracing import TraceInputs, linear_trace, transcoder_reads, writes_dot
 
 #: clamps and factors beyond this overflow float32 arithmetic in the model
 MAX_VALUE = 1e6
@@ -356,12 +356,10 @@ def frozen_logit_change(
     for s in range(0, d, batch):
         e = min(s + batch, d)
         loss = (trace.unembed_in[: e - s, T - 1] * eye[s:e]).sum()
-        grads = torch.autograd.grad(
-            loss, [trace.write_leaves[l] for l in deltas], retain_graph=True, allow_unused=True
-        )
-        for g, delta in zip(grads, deltas.values()):
-            if g is not None:
-                change[s:e] += (g[: e - s] * delta[None]).sum((1, 2)).double()
+        leaves = [trace.write_leaves[l] for l in deltas]
+        grads = torch.autograd.grad(loss, leaves, retain_graph=True, allow_unused=True)
+        writes = [(k, slice(None), delta) for k, delta in enumerate(deltas.values())]
+        change[s:e] += writes_dot(grads, writes, e - s).to(device)
     return (W_U.double() @ change).cpu()
 
 

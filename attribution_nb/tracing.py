@@ -260,3 +260,17 @@ def linear_trace(
         unembed.input = unembed_in[:, -1:]
         logits = unembed.output.save()
     return LinearTrace(embed_leaf, write_leaves, mlp_in, unembed_in, logits, attn_in, attn_x, heads)
+
+
+def writes_dot(grads, writes, n: int) -> torch.Tensor:
+    """Per batch row (``n`` of them): the gradients at the trace's leaves dotted with what a
+    source writes there, summed: its direct effect (float64).  ``grads``: gradients at some of
+    the trace's leaves (None where none reached one); ``writes``: ``(k, positions, vector)``,
+    what the source adds to the leaf of ``grads[k]``, shaped like ``grads[k][b, positions]``."""
+    total = torch.zeros(n, dtype=torch.float64)
+    for leaf, positions, vector in writes:
+        g = grads[leaf]
+        if g is not None:
+            part = (g[:n, positions].double() * vector.to(g.device).double()).flatten(1).sum(1)
+            total = total.to(part.device) + part
+    return total

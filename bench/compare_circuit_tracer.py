@@ -82,45 +82,12 @@ def ct_model(folder: str):
     import torch
     from circuit_tracer.replacement_model.replacement_model_nnsight import NNSightReplacementModel
     from circuit_tracer.transcoder.activation_functions import JumpReLU
-    from circuit_tracer.transcoder.single_layer_transcoder import SingleLayerTranscoder, TranscoderSet
-    from safetensors import safe_open
-
-    arch = json.load(open(os.path.join(folder, "config.json")))["model_type"]
-    hooks = {"llama": ("mlp.hook_in", "mlp.hook_out"), "qwen3": ("mlp.hook_in", "mlp.hook_out"),
-             "gemma2": ("ln2.hook_normalized", "hook_mlp_out")}[arch]
-    tcs = {}
-    n_layers = json.load(open(os.path.join(folder, "transcoders", "index.json")))["n_layers"]
-    for layer in range(n_layers):
-        with safe_open(os.path.join(folder, "transcoders", f"layer_{layer}.safetensors"), "pt") as f:
-            w = {k: f.get_tensor(k) for k in f.keys()}
-        d_model, d_tc = w["W_enc"].shape
-        tc = SingleLayerTranscoder(d_model, d_tc, JumpReLU(w["threshold"].float()), layer, device="cpu",
-                                   dtype=torch.float32)
-        with torch.no_grad():
-            tc.W_enc.copy_(w["W_enc"].T)       # circuit-tracer keeps W_enc as [features, d_model]
-            tc.W_dec.copy_(w["W_dec"])
-            tc.b_enc.copy_(w["b_enc"])
-            tc.b_dec.copy_(w["b_dec"])
-        tcs[layer] = tc
-    return NNSightReplacementModel.from_pretrained_and_transcoders(
-        folder, TranscoderSet(tcs, feature_input_hook=hooks[0], feature_output_hook=hooks[1]),
-        device="cpu", dtype=torch.float32)
-
-
-def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int) -> dict:
-    """Time circuit-tracer's ``attribute`` (defaults) after one warm-up; with ``our_graph``,
-    compare every edge both graphs have."""
-    import torch
-    from circuit_tracer import attribute
-    from circuit_tracer.replacement_model.replacement_model_nnsight import NNSightReplacementModel
-    from circuit_tracer.transcoder.activation_functions import JumpReLU
     from circuit_tracer.transcoder.single_layer_transcoder import (
         SingleLayerTranscoder,
         TranscoderSet,
     )
     from safetensors import safe_open
 
-    torch.set_num_threads(2)
     arch = json.load(open(os.path.join(folder, "config.json")))["model_type"]
     hooks = {
         "llama": ("mlp.hook_in", "mlp.hook_out"),
@@ -149,12 +116,23 @@ def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int
             tc.b_enc.copy_(w["b_enc"])
             tc.b_dec.copy_(w["b_dec"])
         tcs[layer] = tc
-    model = NNSightReplacementModel.from_pretrained_and_transcoders(
+    return NNSightReplacementModel.from_pretrained_and_transcoders(
         folder,
         TranscoderSet(tcs, feature_input_hook=hooks[0], feature_output_hook=hooks[1]),
         device="cpu",
         dtype=torch.float32,
     )
+
+
+def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int) -> dict:
+    """Time circuit-tracer's ``attribute`` (defaults) after one warm-up; with ``our_graph``,
+    compare every edge both graphs have."""
+    import torch
+    from circuit_tracer import attribute
+
+    torch.set_num_threads(2)
+    n_layers = json.load(open(os.path.join(folder, "transcoders", "index.json")))["n_layers"]
+    model = ct_model(folder)
     prompt = json.loads(prompt)
     if isinstance(prompt, list):
         prompt = torch.tensor(prompt)

@@ -73,7 +73,9 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=2048)
     ap.add_argument("--tokens", type=int, default=17, choices=sorted(cct.REAL_PROMPTS))
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--busy", type=int, nargs="+", default=[0, 1, 2], help="foreign busy processes per setting")
+    ap.add_argument(
+        "--busy", type=int, nargs="+", default=[0, 1, 2], help="foreign busy processes per setting"
+    )
     ap.add_argument("--no-ct", action="store_true", help="ours only")
     args = ap.parse_args()
     folder = cct.REAL_MODELS[args.model][1](args.features)
@@ -81,11 +83,16 @@ def main() -> None:
 
     tok = AutoTokenizer.from_pretrained(folder)
     ids = json.dumps([tok.bos_token_id, *tok(cct.REAL_PROMPTS[args.tokens])["input_ids"]])
-    tools = {"ours, 2 threads": (_OURS, sys.executable, ["2"]), "ours, 1 thread": (_OURS, sys.executable, ["1"])}
+    tools = {
+        "ours, 2 threads": (_OURS, sys.executable, ["2"]),
+        "ours, 1 thread": (_OURS, sys.executable, ["1"]),
+    }
     if not args.no_ct:
         tools["circuit-tracer, 2 threads"] = (_CT, cct.ensure_venv(), ["2"])
-    print(f"{args.model}, {args.tokens} tokens, {args.features} features per layer; first call, then "
-          f"{args.repeats} timed calls, in one process per tool and setting")
+    print(
+        f"{args.model}, {args.tokens} tokens, {args.features} features per layer; first call, then "
+        f"{args.repeats} timed calls, in one process per tool and setting"
+    )
     results: dict = {}
     for n in args.busy:
         cct.quiet()
@@ -99,8 +106,12 @@ def main() -> None:
                     print(f"  {n} busy  {name:<28} failed: {r['error']}", flush=True)
                     continue
                 t = r["times"]
-                print(f"  {n} busy  {name:<28} first {t[0]:7.1f} s, then "
-                      + ", ".join(f"{x:.1f}" for x in t[1:]) + f" s (median {np.median(t[1:]):.1f})", flush=True)
+                print(
+                    f"  {n} busy  {name:<28} first {t[0]:7.1f} s, then "
+                    + ", ".join(f"{x:.1f}" for x in t[1:])
+                    + f" s (median {np.median(t[1:]):.1f})",
+                    flush=True,
+                )
         finally:
             for p in procs:
                 p.kill()
@@ -110,8 +121,11 @@ def main() -> None:
         if "times" not in quiet_r:
             continue
         base = float(np.median(quiet_r["times"][1:]))
-        cells = [f"{n} busy {np.median(results[(name, n)]['times'][1:]) / base:.2f}×"
-                 for n in args.busy if n and "times" in results.get((name, n), {})]
+        cells = [
+            f"{n} busy {np.median(results[(name, n)]['times'][1:]) / base:.2f}×"
+            for n in args.busy
+            if n and "times" in results.get((name, n), {})
+        ]
         print(f"  {name:<28} " + ", ".join(cells))
 
 

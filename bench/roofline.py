@@ -10,8 +10,8 @@ weights, calibrated JumpReLU transcoders), 2 threads, float32:
 1. **probe**: ``torch.matmul`` at the shapes the row phase multiplies (a batch of prompt copies
    through a projection, the batched decoder products), best of 5 — what this machine does;
 2. **time**: ``attribute`` (defaults, all features, after one warm-up), with its phases;
-3. **work done**: the same call under ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
-   attention and the backward passes it runs, counted as torch executes them);
+3. **work done**: the same call with every operation torch dispatches counted by torch's own
+   flop formulas (matmuls, attention, forward and backward, as torch executes them);
 4. **work needed**: counted from the graph — for every row computed, the backward pass through
    the frozen layers below its target at positions up to its own (the value and output
    projections and the fixed attention mixing: the MLPs are replaced by the frozen
@@ -68,6 +68,38 @@ def probe(d: int, d_attn: int, T: int, batch: int, repeats: int = 5) -> dict:
     return out
 
 
+class CountFlops:
+    """Floating-point operations torch runs while inside (its ``flop_registry``: matmuls,
+    convolutions, attention), counted as the ops are dispatched, forward and backward alike.
+    (torch's ``FlopCounterMode`` also tracks modules with backward hooks, which autograd.grad on
+    leaf tensors refuses.)"""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import flop_registry
+
+        counter = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                rule = flop_registry.get(func._overloadpacket)
+                if rule is not None:
+                    counter.total += int(rule(*args, **kwargs, out_val=out))
+                return out
+
+        self.total, self._mode = 0, _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+
+    def get_total_flops(self) -> int:
+        return self.total
+
+
 def needed_flops(model, graph) -> dict:
     """The work a graph needs (see the module docstring), in FLOPs, by part."""
     cfg = model.hf_model.config
@@ -120,7 +152,6 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     import attribution_nb as anb
-    from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoTokenizer
 
     folder = cct.REAL_MODELS[args.model][1](args.features)
@@ -136,10 +167,10 @@ def main() -> None:
     seconds = time.perf_counter() - t
     timings, batch = graph.info["timings"], graph.info["batch_size"]
     rates = probe(cfg.hidden_size, cfg.num_attention_heads * hd, len(ids), batch)
-    with FlopCounterMode(display=False) as counter:
+    with CountFlops() as counter:
         anb.attribute(model, ids, **kw)
     done = counter.get_total_flops()
-    with FlopCounterMode(display=False) as counter:
+    with CountFlops() as counter:
         model.capture(torch.tensor(ids))
     done_capture = counter.get_total_flops()
     need = needed_flops(model, graph)

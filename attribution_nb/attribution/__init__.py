@@ -198,6 +198,21 @@ def _feature_rows(
 TRACE_TENSORS_PER_COPY = 15
 #: on a CPU, the batch is the most copies whose trace fits this many bytes (16 to 32 copies)
 CPU_TRACE_BYTES = 256 * 2**20
+#: on a CPU, the linear trace may take at most this share of the memory available when
+#: ``attribute`` starts (the batch shrinks below 16 copies where a long prompt needs it to)
+CPU_MEMORY_SHARE = 0.5
+
+
+def available_memory() -> int | None:
+    """Bytes this machine has available now (``MemAvailable`` of /proc/meminfo); None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def default_batch_size(model, n_tokens: int | None = None) -> int:
@@ -205,7 +220,8 @@ def default_batch_size(model, n_tokens: int | None = None) -> int:
     :data:`CPU_TRACE_BYTES` of linear trace, between 16 and 32 (measured on SmolLM2-135M: at 17
     tokens 16 and 32 copies run within 3% of each other and 8 is 30% slower; at 64 tokens 4
     copies take 1.7× as long as 16; the trace's memory grows with the batch; tiny models get
-    32).  On a GPU: as many as a quarter of its free memory holds, at most 512."""
+    32), and no more than :data:`CPU_MEMORY_SHARE` of the memory available holds (at least
+    one).  On a GPU: as many as a quarter of its free memory holds, at most 512."""
     cfg = model.hf_model.config
     d, n_layers = cfg.hidden_size, cfg.num_hidden_layers
     per_copy = TRACE_TENSORS_PER_COPY * n_layers * (n_tokens or 64) * d * 4
@@ -213,7 +229,10 @@ def default_batch_size(model, n_tokens: int | None = None) -> int:
         torch.device(model.device) if not isinstance(model.device, torch.device) else model.device
     )
     if device.type != "cuda" or not torch.cuda.is_available():
-        return int(max(16, min(32, CPU_TRACE_BYTES // per_copy)))
+        batch = max(16, min(32, CPU_TRACE_BYTES // per_copy))
+        free = available_memory()
+        budget = batch if free is None else int(CPU_MEMORY_SHARE * free // per_copy)
+        return int(max(1, min(batch, budget)))
     free, _ = torch.cuda.mem_get_info(device)
     return int(max(32, min(512, free // 4 // per_copy)))
 

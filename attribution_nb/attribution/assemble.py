@@ -64,6 +64,7 @@ def _adjacency(run: AttributionRun, order: np.ndarray):
     """The kept rows as one CSR matrix over the kept nodes: the features of ``order``, the
     error and token nodes (always kept, no rows), the targets."""
     layout, n_logits = run.layout, len(run.goals)
+    assert layout is not None, "the rows' layout is set when the rows are computed"
     n_fixed = layout.n_errors + layout.n_positions
     has_row = set(run.visited.tolist())
     n_keep = len(order)

@@ -93,17 +93,21 @@ def graph_json(
     )[0]
 
 
-def _json_nodes(g, ids: list, share: dict, token_prob: dict) -> list[dict]:
-    """The graph's nodes in the viewer's form (``ids``: their export ids, in order)."""
-    L = g.n_layers
-    top_logit = g.logits.node_id.iloc[0]
+def _refuse_custom_targets(g) -> None:
+    """Neuronpedia's graphs have token logits only: a custom target is refused by name."""
     for n in g.nodes.itertuples(index=False):
         if n.kind == "logit" and (n.token_id is None or n.token_id is pd.NA):
             raise ValueError(
                 f"Neuronpedia's graphs have token logits only; the custom target {n.token!r} "
                 f"({n.node_id}) has no such form (save the graph, or export a graph of token targets)"
             )
+
+
+def _json_nodes(g, ids: list, share: dict, token_prob: dict) -> list[dict]:
+    """The graph's nodes in the viewer's form (``ids``: their export ids, in order)."""
     nodes = []
+    L = g.n_layers
+    top_logit = g.logits.node_id.iloc[0]
     for n, node_id in zip(g.nodes.itertuples(index=False), ids):
         pos = int(n.position)
         label = encodable(n.label, f"the label of {n.node_id}") if isinstance(n.label, str) else ""
@@ -166,6 +170,7 @@ def _export(
     L = graph.n_layers
     share = dict(zip(graph.nodes.node_id, cumulative_shares(graph.nodes.influence.to_numpy())))
     token_prob = dict(zip(g.logits.node_id, g.logits.probability))
+    _refuse_custom_targets(g)
     ids = export_ids(g.nodes, L)
     nodes = _json_nodes(g, ids, share, token_prob)
     m = g.sparse_adjacency

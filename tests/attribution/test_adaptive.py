@@ -2,6 +2,8 @@
 that position's error nodes), and the adaptive stop's bound and certificate
 (:mod:`attribution_nb.attribution.adaptive`), checked against every row computed."""
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -230,6 +232,24 @@ def test_a_prompt_without_bos_keeps_its_first_features(llama):
     graph = anb.attribute(llama, ids, progress=False)
     assert graph.info["bos_features_left_out"] == 0
     assert ((graph.nodes.kind == "feature") & (graph.nodes.position == 0)).any()
+
+
+def test_the_batch_fits_the_memory_budget(llama, monkeypatch):
+    """On a CPU the trace takes at most CPU_MEMORY_SHARE of the memory available: the batch
+    shrinks below 16 copies when a prompt is long for the machine, never below one."""
+    import attribution_nb.attribution as attribution
+
+    cfg = llama.hf_model.config
+    per_copy = 15 * cfg.num_hidden_layers * 4000 * cfg.hidden_size * 4
+    monkeypatch.setattr(attribution, "available_memory", lambda: 10 * per_copy)
+    assert default_batch_size(llama, 4000) == 5  # half of 10 copies' worth
+    monkeypatch.setattr(attribution, "available_memory", lambda: per_copy // 10)
+    assert default_batch_size(llama, 4000) == 1
+    monkeypatch.setattr(attribution, "available_memory", lambda: None)  # unknown: the usual 16
+    assert default_batch_size(llama, 4000) == 16
+    monkeypatch.undo()
+    free = attribution.available_memory()
+    assert free is None or 0 < free <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def test_batch_size_defaults_from_the_device(llama):

@@ -67,7 +67,8 @@ def test_the_browser_draws_what_the_kernel_says(llama_graph, nt, et, collapse):
     """prune.js's kept nodes and drawnNodes' boxes and summed edges, run in node, against
     AttributionGraph.prune_masks and views.drawing (the kernel's account the browser tests use)."""
     graph = copy.copy(llama_graph)
-    feats = graph.nodes.node_id[graph.nodes.kind == "feature"].tolist()
+    kept, _ = graph.prune_masks(nt, et)  # supernodes of drawn features (so they show)
+    feats = graph.nodes.node_id[(graph.nodes.kind == "feature") & kept].tolist()
     graph.supernodes = {"first three": feats[:3], "next two": feats[3:5]} if collapse else {}
     p = graph_payload(graph)
     got = run_js(
