@@ -16,11 +16,13 @@ Two facts about the freezing (used by :mod:`attribution_nb.tracing`):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import PretrainedConfig
 
 NORM_KINDS = ("rms", "rms_plus_one", "layernorm")
 #: block layouts the reference model of the tests knows: pre-norm (Llama), pre- and post-norms
@@ -88,7 +90,7 @@ class Architecture:
     def check(self, hf_model) -> None:
         """Refuse a model this family cannot trace exactly, naming what is wrong."""
         config = hf_model.config
-        problems = list(self.refuse(config)) + common_refusals(config)
+        problems = list(self.refuse(config)) + common_refusals(config) + unknown_fields(config)
         if problems:
             raise ValueError(
                 f"{self.family} architecture cannot handle this {config.model_type!r} model: "
@@ -170,6 +172,25 @@ def _need(root, path: str, family: str, prefix: str = "") -> None:
             f"the {family} architecture expects a module at {prefix + path!r}, which this model "
             "does not have; describe its layout with architecture=Architecture(...)"
         ) from None
+
+
+#: config fields that never change what a model computes, beyond those its config class defines:
+#: private and bookkeeping keys, special token ids, dtype and version stamps
+HARMLESS_FIELDS = re.compile(
+    r"^(_.*|.*_token_ids?|transformers_version|torch_dtype|dtype|architectures|use_cache)$"
+)
+
+
+def unknown_fields(config) -> list[str]:
+    """The allow-list: every field of ``config`` must be one its class (or every config) defines,
+    or one of :data:`HARMLESS_FIELDS`; a field no one here knows may change the computation in
+    a way no family handles (a newer transformers, a custom model), so it is named."""
+    try:
+        known = set(PretrainedConfig().to_dict()) | set(type(config)().to_dict())
+    except Exception:  # a config class that cannot be built without arguments: nothing to compare
+        return []
+    extra = sorted(k for k in config.to_dict() if k not in known and not HARMLESS_FIELDS.match(k))
+    return [f"config field {k!r} is not one this family understands" for k in extra]
 
 
 def common_refusals(config) -> list[str]:

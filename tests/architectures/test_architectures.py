@@ -62,6 +62,25 @@ def test_a_config_field_the_family_does_not_handle_is_refused_by_name(family, fi
         anb.ReplacementModel(model.hf_model, model.tokenizer, list(model.transcoders))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_config_field_no_one_here_knows_is_refused_by_name(family):
+    """The allow-list: a field neither the family's config class nor every config defines (a
+    newer transformers, a custom model) may change the computation, so it is named; special
+    token ids and private keys pass."""
+    model = tiny_model(family, seed=0, d_features=16)
+    config = model.hf_model.config
+    config.unk_token_id, config._model_name_or_path = (
+        3,
+        "somewhere",
+    )  # (a GGUF-converted config has these)
+    anb.ReplacementModel(model.hf_model, model.tokenizer, list(model.transcoders))
+    config.attention_sink_tokens = 4
+    with pytest.raises(
+        ValueError, match="config field 'attention_sink_tokens' is not one this family understands"
+    ):
+        anb.ReplacementModel(model.hf_model, model.tokenizer, list(model.transcoders))
+
+
 def test_an_unknown_model_type_lists_the_supported_ones():
     model = tiny_model("llama", seed=0, d_features=16)
     model.hf_model.config.model_type = "mamba"
