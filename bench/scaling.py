@@ -285,16 +285,16 @@ def print_exponents(results: dict) -> None:
         )
 
 
-def save_png(html_path: str, png_path: str) -> None:
+def save_png(html_path: str, png_path: str, height: int = 820) -> None:
     """The figure as an image: its page opened in Debian's chromium (Playwright), screenshotted."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
-        page = browser.new_page(viewport={"width": 1200, "height": 820})
+        page = browser.new_page(viewport={"width": 1200, "height": height})
         page.goto("file://" + os.path.abspath(html_path))
         page.wait_for_selector(".main-svg")
-        page.screenshot(path=png_path, full_page=True)
+        page.screenshot(path=png_path)
         browser.close()
 
 
