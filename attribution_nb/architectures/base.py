@@ -175,9 +175,11 @@ def _need(root, path: str, family: str, prefix: str = "") -> None:
 
 
 #: config fields that never change what a model computes, beyond those its config class defines:
-#: private and bookkeeping keys, special token ids, dtype and version stamps
+#: private and bookkeeping keys, special token ids, dtype and version stamps; and how the weights
+#: were stored (``quantization_config``: a GGUF file's weights are de-quantised when loaded)
 HARMLESS_FIELDS = re.compile(
-    r"^(_.*|.*_token_ids?|transformers_version|torch_dtype|dtype|architectures|use_cache)$"
+    r"^(_.*|.*_token_ids?|transformers_version|torch_dtype|dtype|architectures|use_cache"
+    r"|quantization_config)$"
 )
 
 
