@@ -73,8 +73,10 @@ function traces(st, B, sums) {
     mode: "markers+text",
     x: B.map(b => b.x),
     y: B.map(b => b.layer),
-    text: B.map(b => esc(b.name)),
-    textposition: "top center",
+    // names cut to 28 characters (the hover shows them whole), above and below in turn, so
+    // that neighbouring columns' names do not run into each other
+    text: B.map(b => esc(b.name.length > 28 ? b.name.slice(0, 27) + "…" : b.name)),
+    textposition: B.map(b => (b.x % 2 ? "bottom center" : "top center")),
     hoverinfo: "text",
     hovertext: B.map(b => esc(b.name)),
     showlegend: false,
