@@ -50,7 +50,7 @@ def assemble(run: AttributionRun) -> AttributionGraph:
         tokens=model.prompt_strings(tokens),
         token_ids=tokens.tolist(),
         nodes=nodes,
-        adjacency=_adjacency(run, order),
+        adjacency=_adjacency(run, layout, order),
         logits=logits,
         n_layers=layout.n_layers,
         model_name=model.name,
@@ -60,11 +60,10 @@ def assemble(run: AttributionRun) -> AttributionGraph:
     return graph
 
 
-def _adjacency(run: AttributionRun, order: np.ndarray):
+def _adjacency(run: AttributionRun, layout: SourceLayout, order: np.ndarray):
     """The kept rows as one CSR matrix over the kept nodes: the features of ``order``, the
     error and token nodes (always kept, no rows), the targets."""
-    layout, n_logits = run.layout, len(run.goals)
-    assert layout is not None, "the rows' layout is set when the rows are computed"
+    n_logits = len(run.goals)
     n_fixed = layout.n_errors + layout.n_positions
     has_row = set(run.visited.tolist())
     n_keep = len(order)

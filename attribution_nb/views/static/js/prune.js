@@ -3,11 +3,14 @@
 // changes, edges lose ends that are gone, features need an input and an output, error nodes
 // an output.  Tokens and logits always stay.  Pure functions of the payload: no DOM.
 
+// tokens and logits: always kept, never pruned
+export const isFixed = (G, i) => G.nodes.kind[i] === "token" || G.nodes.kind[i] === "logit";
+
 export function prune(G, nt, et) {
   const N = G.nodes.id.length,
     E = G.edges.s.length,
     kind = G.nodes.kind;
-  const fixed = i => kind[i] === "token" || kind[i] === "logit";
+  const fixed = i => isFixed(G, i);
   const node = new Uint8Array(N),
     edge = new Uint8Array(E);
   for (let i = 0; i < N; i++) node[i] = fixed(i) || (nt > 0 && G.nodes.mb[i] < nt) ? 1 : 0;

@@ -26,8 +26,6 @@ export function viewState(root, G, host) {
   };
 }
 
-export const isFixed = (G, i) => G.nodes.kind[i] === "token" || G.nodes.kind[i] === "logit";
-
 export const labelsOf = st => st.host.get("labels") || {};
 
 // a drawn node's name: the user's label where it has one

@@ -1,7 +1,8 @@
 // The pinned nodes and supernodes laid out alone (one column each, by position then layer),
 // with the graph's edges between them summed, for a paper or a slide: SVG and PNG export.
 import {button, el, esc} from "./dom.js";
-import {isFixed, labelsOf} from "./state.js";
+import {isFixed} from "./prune.js";
+import {labelsOf} from "./state.js";
 import {layerTicks} from "./layout.js";
 
 // the boxes drawn: one per supernode (all its members) and one per other pinned node
