@@ -41,28 +41,13 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..graph.maths import _fewest_holding, clean_up, edge_scores
+from ..graph.maths import InfluenceWalk, _fewest_holding, clean_up, edge_scores
 
 
 def layered_influence(m: sp.csr_array, w: np.ndarray, row_layer: np.ndarray) -> np.ndarray:
-    """``compute_influence`` in one pass: every edge goes to a lower layer, so rows taken top
-    layer first have their final influence when their turn comes (``row_layer``: each
-    node's layer, −1 for tokens; rows that are empty cost nothing)."""
-    m = m if (m.data >= 0).all() else abs(m)
-    sums = np.asarray(m.sum(1, dtype=np.float64)).ravel()
-    inv = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
-    infl = np.zeros(m.shape[0])
-    received = w.astype(np.float64).copy()
-    order = np.argsort(-row_layer, kind="stable")
-    bounds = np.flatnonzero(np.diff(row_layer[order])) + 1
-    for block in np.split(order, bounds):
-        x = received[block] * inv[block]
-        if not x.any():
-            continue
-        contrib = np.asarray(m[block].T @ x).ravel()
-        infl += contrib
-        received += contrib
-    return infl
+    """``compute_influence`` in one pass (:meth:`InfluenceWalk.layered`): every edge goes to a
+    lower layer (``row_layer``: each node's layer, −1 for tokens)."""
+    return InfluenceWalk(m).layered(w, row_layer)
 
 
 @dataclass
@@ -226,9 +211,7 @@ class Sweep:
     def _spread(self, keys, mass: np.ndarray) -> None:
         """Pass the mass of these (just computed) rows to their sources."""
         m = self.store.csr(keys, len(self.w), dtype=np.float64)
-        sums = np.asarray(abs(m).sum(1)).ravel()
-        x = np.divide(mass, sums, out=np.zeros_like(sums), where=sums > 0)
-        self.received += np.asarray(abs(m).T @ x).ravel()
+        self.received += InfluenceWalk(m).step(mass)
 
     def run(self) -> None:
         eng = self.engine

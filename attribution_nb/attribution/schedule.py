@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..graph.maths import normalize_rows
+from ..graph.maths import InfluenceWalk
 
 #: re-estimate influences after every batch while fewer than this many batches are visited
 WARMUP_BATCHES = 4
@@ -49,22 +49,13 @@ def greedy_rounds(
 def feature_influence(
     store, probs: np.ndarray, visited: np.ndarray, n_active: int, n_sources: int
 ) -> np.ndarray:
-    """Influence of every active feature on the logits, from the rows computed so far."""
+    """Influence of every active feature on the logits, from the rows computed so far: the walk
+    (:class:`InfluenceWalk`) on the partial graph whose rows are the logits' and the visited
+    features' (in source numbering, the logits after the sources)."""
     n_l = len(probs)
-    keys = [("logit", i) for i in range(n_l)] + visited.tolist()
-    rows = normalize_rows(store.csr(keys, n_sources, dtype=np.float64))[:, :n_active].tocsr()
-    row_of = np.full(n_active, -1, dtype=np.int64)
-    row_of[visited] = np.arange(len(visited)) + n_l
-    known = row_of >= 0
-    x = np.zeros(len(keys))
-    x[:n_l] = probs
-    total = np.zeros(n_active)
-    rows_t = rows.T
-    for _ in range(len(keys) + 1):
-        src = rows_t @ x
-        total += src
-        x = np.zeros(len(keys))
-        x[row_of[known]] = src[known]
-        if not x.any():
-            break
-    return total
+    keys: list = [None] * n_sources + [("logit", i) for i in range(n_l)]
+    for i in visited.tolist():
+        keys[i] = i
+    m = store.csr(keys, n_sources + n_l, dtype=np.float64)
+    w = np.concatenate([np.zeros(n_sources), probs])
+    return InfluenceWalk(m).total(w)[:n_active]

@@ -1,11 +1,12 @@
 """Attribution graphs as data: :class:`AttributionGraph` (tables, pruning, files) and the
-pure graph maths (:mod:`.maths`: influence, pruning, scores on numpy / scipy arrays)."""
+pure graph maths (:mod:`.maths`: the one influence walk, pruning, scores on numpy / scipy arrays)."""
 
 from __future__ import annotations
 
 from .files import NODE_COLUMNS
 from .graph import AttributionGraph
 from .maths import (
+    InfluenceWalk,
     as_csr,
     completeness_score,
     compute_influence,
@@ -20,6 +21,7 @@ from .maths import (
 __all__ = [
     "NODE_COLUMNS",
     "AttributionGraph",
+    "InfluenceWalk",
     "as_csr",
     "completeness_score",
     "compute_influence",

@@ -5,7 +5,7 @@ source on the target; every function works on it block by block, so memory grows
 number of edges, never with the square of the number of nodes:
 
 * ``normalize_rows``: |A| with each row summing to one (a node's input shares);
-* ``compute_influence``: ``w·(Â + Â² + …)`` for the logit-probability vector ``w``, i.e.
+* ``InfluenceWalk`` / ``compute_influence``: ``w·(Â + Â² + …)`` for the logit-probability vector ``w``, i.e.
   how much each node matters to the logits through every path (``Â`` is nilpotent: the
   graph is acyclic, so the series ends after at most n_layers + 2 terms);
 * ``prune_masks``: the fewest nodes holding ``node_threshold`` of the influence, then the
@@ -118,33 +118,75 @@ def _check_finite(m: sp.csr_array, w: np.ndarray) -> None:
         )
 
 
-def compute_influence(adjacency, logit_weights, max_iter: int | None = None) -> np.ndarray:
-    """Influence of every node on the logits: ``w·(Â + Â² + …)`` with ``Â = normalize_rows(A)``.
+class InfluenceWalk:
+    """The influence walk, one implementation: each row (a target) passes the mass it holds to
+    its sources in proportion to |edge|, i.e. ``x ↦ Âᵀ·x`` with ``Â = normalize_rows(A)``,
+    computed as ``|A|ᵀ·(x / Σ|row|)`` without forming ``Â``.
 
-    Works on the sparse matrix without forming ``Â``: ``x·Â = (x / rowsums)·|A|``.
-    Each step is one sparse product in the matrix's dtype; the sum is kept in float64.
-    """
+    Used whole (:func:`compute_influence`: the series ``w·(Â + Â² + …)``), one layer at a time
+    (:meth:`layered`: every edge runs to a lower layer, so one pass suffices), row by row as rows
+    arrive (the adaptive sweep's :meth:`step` on the rows just computed) and on a partial graph
+    (the greedy schedule).  ``adjacency`` may have more columns than rows (rows are targets,
+    columns sources); the row sums are float64, the products run in ``dtype`` (default: float64
+    unless the graph is so large that float32 halves its memory) and return float64."""
+
+    def __init__(self, adjacency, dtype=None):
+        m = as_csr(adjacency, square=False)
+        self.shape = m.shape
+        self.dtype = _work_dtype(m) if dtype is None else dtype
+        self.abs = sp.csr_array(
+            (np.abs(m.data).astype(self.dtype, copy=False), m.indices, m.indptr), shape=m.shape
+        )
+        sums = _abs_row_sums(m)
+        self.inv = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
+
+    def step(self, mass: np.ndarray, rows=None) -> np.ndarray:
+        """What ``rows`` (default: all), holding ``mass``, pass to their sources (per column)."""
+        if rows is None:
+            m, inv = self.abs, self.inv
+        else:
+            m, inv = self.abs[rows], self.inv[rows]
+        return np.asarray(m.T @ (mass * inv).astype(self.dtype), dtype=np.float64)
+
+    def total(self, w: np.ndarray, max_iter: int | None = None) -> np.ndarray:
+        """``w·(Â + Â² + …)`` over a square graph; a cycle (no convergence) is refused."""
+        x = np.asarray(w, dtype=np.float64)
+        total = np.zeros_like(x)
+        for _ in range(max_iter or self.shape[0] + 1):
+            x = self.step(x)
+            if not x.any():
+                return total
+            total += x
+        raise ValueError(
+            "the adjacency has a cycle: influence does not converge (an attribution graph is acyclic)"
+        )
+
+    def layered(self, w: np.ndarray, row_layer: np.ndarray) -> np.ndarray:
+        """:meth:`total` in one pass, for a graph whose every edge goes to a lower layer: rows
+        taken top layer first have their final mass when their turn comes (``row_layer``: each
+        node's layer, −1 for tokens)."""
+        infl = np.zeros(self.shape[1])
+        received = np.asarray(w, dtype=np.float64).copy()
+        order = np.argsort(-row_layer, kind="stable")
+        bounds = np.flatnonzero(np.diff(row_layer[order])) + 1
+        for block in np.split(order, bounds):
+            if not received[block].any():
+                continue
+            contrib = self.step(received[block], block)
+            infl += contrib
+            received += contrib
+        return infl
+
+
+def compute_influence(adjacency, logit_weights, max_iter: int | None = None) -> np.ndarray:
+    """Influence of every node on the logits: ``w·(Â + Â² + …)`` with ``Â = normalize_rows(A)``
+    (:class:`InfluenceWalk`)."""
     m = as_csr(adjacency)
     w = _as_numpy(logit_weights)
     if w.shape != (m.shape[0],):
         raise ValueError(f"logit_weights has shape {w.shape}, expected ({m.shape[0]},)")
     _check_finite(m, w)
-    dtype = _work_dtype(m)
-    abs_t = sp.csr_array(
-        (np.abs(m.data).astype(dtype, copy=False), m.indices, m.indptr), shape=m.shape
-    ).T
-    sums = _abs_row_sums(m)
-    inv = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
-    x = w
-    total = np.zeros_like(w)
-    for _ in range(max_iter or m.shape[0] + 1):
-        x = np.asarray(abs_t @ (x * inv).astype(dtype), dtype=np.float64)
-        if not x.any():
-            return total
-        total += x
-    raise ValueError(
-        "the adjacency has a cycle: influence does not converge (an attribution graph is acyclic)"
-    )
+    return InfluenceWalk(m).total(w, max_iter)
 
 
 def _check_threshold(name: str, value: float) -> float:

@@ -14,7 +14,9 @@ import attribution_nb as anb
 from attribution_nb.attribution import default_batch_size
 from attribution_nb.attribution.adaptive import _cone_sums, certify, layered_influence
 from attribution_nb.demo import load_demo_model, tiny_model
-from attribution_nb.graph.maths import compute_influence, prune_masks
+from attribution_nb.attribution.schedule import feature_influence
+from attribution_nb.attribution.store import RowStore
+from attribution_nb.graph.maths import InfluenceWalk, compute_influence, prune_masks
 
 PROMPT = "fact : the capital of the state containing dallas is"
 #: the demo model's case-study prompts (notebooks 01-09)
@@ -74,6 +76,47 @@ def test_layered_influence_equals_the_series():
         np.testing.assert_allclose(
             layered_influence(m, w, layer), compute_influence(m, w), rtol=1e-12, atol=1e-15
         )
+
+
+def test_one_walk_whole_by_layer_by_rows_and_on_a_partial_graph():
+    """The four uses of :class:`InfluenceWalk` against a dense ``w·Â(I − Â)⁻¹``: the series, the
+    layered pass, rows passed on as they arrive top layer first (the adaptive sweep), and the
+    greedy schedule's estimate on a partial graph (rows of some features only, in a RowStore)."""
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        m, w, kinds, layer, _ = _layered_graph(rng)
+        dense = np.abs(m.toarray())
+        sums = dense.sum(1, keepdims=True)
+        a_hat = np.divide(dense, sums, out=np.zeros_like(dense), where=sums > 0)
+        expected = w @ a_hat @ np.linalg.inv(np.eye(len(w)) - a_hat)
+        walk = InfluenceWalk(m)
+        np.testing.assert_allclose(walk.total(w), expected, rtol=1e-9, atol=1e-13)
+        np.testing.assert_allclose(walk.layered(w, layer), expected, rtol=1e-9, atol=1e-13)
+        received = w.copy()
+        for la in sorted(set(layer.tolist()), reverse=True):
+            rows = np.flatnonzero(layer == la)
+            received += InfluenceWalk(m[rows]).step(received[rows])
+        np.testing.assert_allclose(received - w, expected, rtol=1e-9, atol=1e-13)
+
+        # the greedy schedule: sources first (features, errors, tokens), logits after them
+        n_src = int((kinds != "logit").sum())
+        n_active = int((kinds == "feature").sum())
+        visited = rng.choice(n_active, size=n_active // 2, replace=False)
+        store = RowStore()
+        rows = m.tocsr()
+        for key, r in [(("logit", i), n_src + i) for i in range(len(w) - n_src)] + [
+            (int(v), int(v)) for v in visited
+        ]:
+            a, b = rows.indptr[r], rows.indptr[r + 1]
+            store.add([key], (np.array([b - a]), rows.indices[a:b], rows.data[a:b]))
+        partial = dense.copy()
+        partial[np.setdiff1d(np.arange(n_active), visited)] = 0
+        partial[n_active:n_src] = 0
+        sums = partial.sum(1, keepdims=True)
+        p_hat = np.divide(partial, sums, out=np.zeros_like(partial), where=sums > 0)
+        want = (w @ p_hat @ np.linalg.inv(np.eye(len(w)) - p_hat))[:n_active]
+        got = feature_influence(store, w[n_src:], visited, n_active, n_src)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-13)
 
 
 def test_missing_rows_move_influence_within_the_bound():
