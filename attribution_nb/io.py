@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import re
 import socket
@@ -79,27 +80,82 @@ def read_safetensors_numpy(
         )
 
     with open(path, "rb") as f:
-        head = f.read(8)
-        n = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if not 0 < n <= min(size - 8, 1 << 28):
-            raise bad("bad header length")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise bad(f"header is not JSON ({err})") from None
-        if not isinstance(header, dict):
-            raise bad("header is not a JSON object")
-        meta = header.pop("__metadata__", None) or {}
-        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-            raise bad("__metadata__ is not a map of strings")
+        n, meta, layout = _read_header(f, size, bad)
         if require is not None and require not in meta:
             raise ValueError(f"{path} is a safetensors file but not an {what}")
-        layout = _layout(header, size - 8 - n, bad)
         arrays: dict[str, np.ndarray] = {}
         for key, (dtype, shape, begin, count) in layout.items():
             f.seek(8 + n + begin)
             arrays[key] = np.fromfile(f, dtype=dtype, count=count).reshape(shape)
     return arrays, meta
+
+
+def _read_header(f, size: int, bad) -> tuple[int, dict, dict]:
+    """``(header length, metadata, layout)`` of an open safetensors file, every entry checked."""
+    head = f.read(8)
+    n = int.from_bytes(head, "little") if len(head) == 8 else -1
+    if not 0 < n <= min(size - 8, 1 << 28):
+        raise bad("bad header length")
+    try:
+        header = json.loads(f.read(n))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise bad(f"header is not JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise bad("__metadata__ is not a map of strings")
+    return n, meta, _layout(header, size - 8 - n, bad)
+
+
+#: safetensors files at least this large are memory-mapped by :meth:`Transcoder.load` (``mmap=None``)
+MAP_FROM_BYTES = 64 << 20
+
+
+def map_safetensors(
+    path: str | os.PathLike,
+) -> tuple[dict[str, torch.Tensor], dict[str, str], mmap.mmap | None]:
+    """Like :func:`read_safetensors`, but every tensor is a view of one copy-on-write memory map of
+    the file: nothing is read until used, a part read (decoder rows) costs only its pages, and
+    :func:`drop_pages` gives the pages back (they are read again from the file when next used).
+    Writing to a tensor changes this process's copy only, never the file.  Returns the tensors, the
+    metadata and the map; a file holding a dtype numpy cannot map (bfloat16) is read into memory
+    instead (and the map is None)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    size = os.path.getsize(path)
+
+    def bad(why: str) -> ValueError:
+        return ValueError(
+            f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {why}"
+        )
+
+    with open(path, "rb") as f:
+        try:
+            n, meta, layout = _read_header(f, size, bad)
+        except ValueError as err:
+            if "which this reader does not handle" not in str(err):
+                raise
+            return (*read_safetensors(path), None)
+        whole = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
+    tensors = {}
+    for key, (dtype, shape, begin, count) in layout.items():
+        start = 8 + n + begin
+        if count == 0 or start % np.dtype(dtype).itemsize:  # empty, or unaligned: a copy
+            with open(path, "rb") as f:
+                f.seek(start)
+                array = np.fromfile(f, dtype=dtype, count=count).reshape(shape)
+        else:
+            array = np.frombuffer(whole, dtype=dtype, count=count, offset=start).reshape(shape)
+        tensors[key] = torch.from_numpy(array)
+    return tensors, meta, whole
+
+
+def drop_pages(whole: mmap.mmap) -> None:
+    """Give the pages of a :func:`map_safetensors` map back to the system (its tensors stay valid:
+    their pages are read from the file again when next used)."""
+    whole.madvise(mmap.MADV_DONTNEED)
 
 
 def _layout(header: dict, data_size: int, bad) -> dict[str, tuple]:

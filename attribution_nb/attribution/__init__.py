@@ -243,14 +243,31 @@ def _starts_special(model, tokens: torch.Tensor) -> bool:
     return len(tokens) > 1 and int(tokens[0]) in special
 
 
+def _mapped_encoders(model, active: ActiveFeatures) -> torch.Tensor | None:
+    """With memory-mapped transcoders, every active feature's encoder column [n_active, d], read
+    one layer at a time (its pages given back after); else None (columns read when needed)."""
+    tcs = model.transcoders
+    if not any(getattr(tc, "mapped", False) for tc in tcs):
+        return None
+    out = torch.empty(len(active.layer), tcs[0].d_model, dtype=tcs[0].W_enc.dtype)
+    for layer in torch.unique(active.layer).tolist():
+        rows = (active.layer == layer).nonzero().squeeze(1)
+        out[rows] = tcs[layer].W_enc[:, active.index[rows]].T
+        tcs[layer].drop_pages()
+    return out
+
+
 def _computer(model, runner: RowRunner, active: ActiveFeatures):
     """``compute(indices)``: the rows of these active features, in the given order."""
+    table = _mapped_encoders(model, active)
 
     def compute(chosen: np.ndarray) -> None:
         c = torch.from_numpy(np.asarray(chosen, dtype=np.int64))
         layers, index = active.layer[c], active.index[c]
 
         def encoders(s: slice) -> torch.Tensor:
+            if table is not None:
+                return table[c[s]]
             return torch.stack(
                 [model.transcoders[int(l)].W_enc[:, int(f)] for l, f in zip(layers[s], index[s])]
             )

@@ -53,6 +53,7 @@ class TranscoderSet:
                 )
             activations.append(acts)
             recon.append(tc(x))
+            tc.drop_pages()  # a memory-mapped layer: one layer's weights in memory at a time
         for layer, tc in enumerate(self.transcoders):
             if tc.n_later:
                 for j, write in enumerate(tc.decode_later(activations[layer])):

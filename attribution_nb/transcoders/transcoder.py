@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from ..io import read_safetensors, save_safetensors
+from ..io import MAP_FROM_BYTES, drop_pages, map_safetensors, read_safetensors, save_safetensors
 from ..checks import as_int
 from .activations import ACTIVATIONS
 
@@ -118,6 +118,7 @@ class Transcoder(torch.nn.Module):
         )
         self.activation = activation
         self.k = k
+        self._mapped = None  # the file map its weights are views of (see load's mmap)
 
     @property
     def d_model(self) -> int:
@@ -197,6 +198,23 @@ class Transcoder(torch.nn.Module):
         return indices, acts[indices[:, 0], indices[:, 1]]
 
     # -- files -----------------------------------------------------------------
+    @property
+    def mapped(self) -> bool:
+        """Whether the weights are views of a memory-mapped file (:meth:`load` with ``mmap``)."""
+        return self._mapped is not None
+
+    def drop_pages(self) -> None:
+        """Give the pages of memory-mapped weights back to the system: a whole pass over them
+        (encoding) then leaves no trace in this process's memory; they are read from the file
+        (or the system's cache) when next used.  Nothing to do for weights held in memory."""
+        if self._mapped is not None:
+            drop_pages(self._mapped)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_mapped"] = None  # a copy holds its own tensors, not the map
+        return state
+
     def state(self) -> dict[str, torch.Tensor]:
         tensors = {
             "W_enc": self.W_enc,
@@ -226,9 +244,21 @@ class Transcoder(torch.nn.Module):
         k: int | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
+        mmap: bool | None = None,
     ) -> Transcoder:
-        """Load a transcoder written by :meth:`save` (or any safetensors file with the same keys)."""
-        tensors, meta = read_safetensors(path)
+        """Load a transcoder written by :meth:`save` (or any safetensors file with the same keys).
+
+        ``mmap``: keep the weights in the file, memory-mapped, and read pages as they are used
+        (``None``: for files of at least ``io.MAP_FROM_BYTES``, 64 MiB).  An attribution then
+        holds only the decoder rows of active features and one layer's encoder at a time; a
+        dtype or device change reads the whole file into memory as before."""
+        if mmap is None:
+            mmap = os.path.getsize(path) >= MAP_FROM_BYTES if os.path.isfile(path) else False
+        mapped = None
+        if mmap and (device in ("cpu", None) or torch.device(device).type == "cpu"):
+            tensors, meta, mapped = map_safetensors(path)
+        else:
+            tensors, meta = read_safetensors(path)
         missing = [key for key in ("W_enc", "b_enc", "W_dec", "b_dec") if key not in tensors]
         if missing:
             raise ValueError(
@@ -245,8 +275,8 @@ class Transcoder(torch.nn.Module):
                     f"{os.fspath(path)}: metadata k must be a whole number, got {meta['k']!r}"
                 )
             k = int(meta["k"])
-        if dtype is not None:
-            tensors = {name: t.to(dtype) for name, t in tensors.items()}
+        if dtype is not None and any(t.dtype != dtype for t in tensors.values()):
+            tensors, mapped = {name: t.to(dtype) for name, t in tensors.items()}, None
         try:
             tc = cls(
                 tensors["W_enc"],
@@ -261,6 +291,8 @@ class Transcoder(torch.nn.Module):
             )
         except (ValueError, TypeError) as err:
             raise ValueError(f"{os.fspath(path)}: {err}") from None
+        tc._mapped = mapped
+        tc.drop_pages()  # the checks read every value once
         return tc.to(device)
 
 
