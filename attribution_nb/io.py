@@ -152,10 +152,34 @@ def map_safetensors(
     return tensors, meta, whole
 
 
-def drop_pages(whole: mmap.mmap) -> None:
+def _written(whole: mmap.mmap) -> bool | None:
+    """Whether any page of a private map was written (it then holds this process's own copy, not
+    the file's), from ``/proc/self/pagemap``: a present page that is no longer a file page, or a
+    swapped one.  None where that cannot be read (not Linux)."""
+    page = mmap.PAGESIZE
+    start = np.frombuffer(whole, dtype=np.uint8, count=1).ctypes.data
+    n = (len(whole) + page - 1) // page
+    try:
+        with open("/proc/self/pagemap", "rb") as f:
+            f.seek(start // page * 8)
+            entries = np.frombuffer(f.read(n * 8), dtype=np.uint64)
+    except OSError:
+        return None
+    if len(entries) != n:
+        return None
+    present, swapped, file_page = ((entries >> np.uint64(b)) & np.uint64(1) for b in (63, 62, 61))
+    return bool(((present & (file_page ^ np.uint64(1))) | swapped).any())
+
+
+def drop_pages(whole: mmap.mmap | None) -> bool:
     """Give the pages of a :func:`map_safetensors` map back to the system (its tensors stay valid:
-    their pages are read from the file again when next used)."""
+    their pages are read from the file again when next used).  Nothing is dropped once a tensor of
+    the map was written to (the change would be lost) or where that cannot be told (not Linux).
+    Returns whether the pages were given back."""
+    if whole is None or len(whole) == 0 or _written(whole) is not False:
+        return False
     whole.madvise(mmap.MADV_DONTNEED)
+    return True
 
 
 def _layout(header: dict, data_size: int, bad) -> dict[str, tuple]:

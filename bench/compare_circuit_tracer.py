@@ -77,8 +77,12 @@ def run_circuit_tracer_once(folder: str, prompt, batch_size: int = 512):
     return attribute(prompt, _CT_MODELS[folder], batch_size=batch_size)
 
 
-def ct_model(folder: str):
-    """circuit-tracer's replacement model of a bench case (our transcoder files, its classes)."""
+def ct_model(folder: str, lazy: bool = False):
+    """circuit-tracer's replacement model of a bench case (our transcoder files, its classes).
+
+    ``lazy``: as its own ``load_transcoder_set`` loads by default (``lazy_encoder`` and
+    ``lazy_decoder``: weights read from the file when used), from files in its layout written
+    once beside ours (``ct-transcoders/``)."""
     import torch
     from circuit_tracer.replacement_model.replacement_model_nnsight import NNSightReplacementModel
     from circuit_tracer.transcoder.activation_functions import JumpReLU
@@ -96,7 +100,7 @@ def ct_model(folder: str):
     }[arch]
     tcs = {}
     n_layers = json.load(open(os.path.join(folder, "transcoders", "index.json")))["n_layers"]
-    for layer in range(n_layers):
+    for layer in range(0 if lazy else n_layers):
         with safe_open(
             os.path.join(folder, "transcoders", f"layer_{layer}.safetensors"), "pt"
         ) as f:
@@ -116,6 +120,8 @@ def ct_model(folder: str):
             tc.b_enc.copy_(w["b_enc"])
             tc.b_dec.copy_(w["b_dec"])
         tcs[layer] = tc
+    if lazy:
+        tcs = _lazy_ct_transcoders(folder, n_layers)
     return NNSightReplacementModel.from_pretrained_and_transcoders(
         folder,
         TranscoderSet(tcs, feature_input_hook=hooks[0], feature_output_hook=hooks[1]),
@@ -124,7 +130,44 @@ def ct_model(folder: str):
     )
 
 
-def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int) -> dict:
+def _lazy_ct_transcoders(folder: str, n_layers: int) -> dict:
+    """circuit-tracer's lazily loaded transcoders of the same weights, from files in its layout
+    (written once, a layer at a time, so the timed process never holds them all)."""
+    import torch
+    from circuit_tracer.transcoder.single_layer_transcoder import load_relu_transcoder
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    out_dir = os.path.join(folder, "ct-transcoders")
+    os.makedirs(out_dir, exist_ok=True)
+    tcs = {}
+    for layer in range(n_layers):
+        path = os.path.join(out_dir, f"layer_{layer}.safetensors")
+        if not os.path.isfile(path):
+            ours = os.path.join(folder, "transcoders", f"layer_{layer}.safetensors")
+            with safe_open(ours, "pt") as f:
+                w = {k: f.get_tensor(k) for k in f.keys()}
+            save_file(
+                {
+                    "W_enc": w["W_enc"].T.contiguous(),  # circuit-tracer's [features, d_model]
+                    "W_dec": w["W_dec"],
+                    "b_enc": w["b_enc"],
+                    "b_dec": w["b_dec"],
+                    "activation_function.threshold": w["threshold"].float(),
+                },
+                path + ".tmp",
+            )
+            os.replace(path + ".tmp", path)
+            del w
+        tcs[layer] = load_relu_transcoder(
+            path, layer, device="cpu", dtype=torch.float32, lazy_encoder=True, lazy_decoder=True
+        )
+    return tcs
+
+
+def run_circuit_tracer(
+    folder: str, prompt: str, our_graph: str, batch_size: int, lazy: bool = False
+) -> dict:
     """Time circuit-tracer's ``attribute`` (defaults) after one warm-up; with ``our_graph``,
     compare every edge both graphs have."""
     import torch
@@ -132,7 +175,7 @@ def run_circuit_tracer(folder: str, prompt: str, our_graph: str, batch_size: int
 
     torch.set_num_threads(2)
     n_layers = json.load(open(os.path.join(folder, "transcoders", "index.json")))["n_layers"]
-    model = ct_model(folder)
+    model = ct_model(folder, lazy)
     prompt = json.loads(prompt)
     if isinstance(prompt, list):
         prompt = torch.tensor(prompt)
@@ -577,6 +620,12 @@ def main() -> None:
         "mapped memory too, so 20 stops its default batch at 64 tokens, which peaks at "
         "about 20 GB resident)",
     )
+    ap.add_argument(
+        "--ct-lazy",
+        action="store_true",
+        help="circuit-tracer reads its transcoder weights from files when used, as its "
+        "load_transcoder_set does by default (default here: in memory, as built)",
+    )
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument(
         "--base-code",
@@ -593,7 +642,9 @@ def main() -> None:
         print(
             json.dumps(
                 run_circuit_tracer(
-                    *args._ct, batch_size=args.ct_batch_size or args.batch_size or 512
+                    *args._ct,
+                    batch_size=args.ct_batch_size or args.batch_size or 512,
+                    lazy=args.ct_lazy,
                 )
             )
         )
@@ -616,7 +667,9 @@ def real_cases(args, python_ct: str) -> list:
         "per layer), 2 threads, float32, all features; each tool's defaults otherwise; median of "
         f"{args.repeats}, alternating, each run started when the rest of the machine used < 0.25 core; "
         f"batch: ours {args.batch_size or 'default'}, circuit-tracer {args.ct_batch_size or args.batch_size or 512}; "
-        f"warm-up on the first {WARM_UP_TOKENS} tokens"
+        "circuit-tracer's transcoders "
+        + ("read from files when used (its loader's default); " if args.ct_lazy else "in memory; ")
+        + f"warm-up on the first {WARM_UP_TOKENS} tokens"
     )
     print(
         f"{'case':<24} {'features':>8} {'rows':>11} {'ours s':>7} {'ct s':>7} {'speed-up':>8} {'ours MB':>8} "
@@ -724,9 +777,11 @@ def real_case(args, python_ct: str, folder: str, features: int, n_tokens: int) -
 
 
 def batch_flags(args) -> list[str]:
-    """The batch options a worker process needs (they choose the batch inside it)."""
-    return (["--batch-size", str(args.batch_size)] if args.batch_size else []) + (
-        ["--ct-batch-size", str(args.ct_batch_size)] if args.ct_batch_size else []
+    """The options a worker process needs (batch sizes, how circuit-tracer loads)."""
+    return (
+        (["--batch-size", str(args.batch_size)] if args.batch_size else [])
+        + (["--ct-batch-size", str(args.ct_batch_size)] if args.ct_batch_size else [])
+        + (["--ct-lazy"] if args.ct_lazy else [])
     )
 
 

@@ -9,7 +9,13 @@ import torch
 
 import attribution_nb as anb
 from attribution_nb.demo import tiny_model
-from attribution_nb.io import map_safetensors, read_safetensors, save_safetensors
+from attribution_nb.io import (
+    _written,
+    drop_pages,
+    map_safetensors,
+    read_safetensors,
+    save_safetensors,
+)
 from attribution_nb.transcoders import Transcoder, TranscoderSet
 
 PROMPT = "fact : the capital of the state containing dallas is"
@@ -56,7 +62,6 @@ def _rss_file_kb(start: int, length: int) -> int:
     raise AssertionError("mapping not found")
 
 
-@pytest.mark.skipif(not hasattr(np, "frombuffer"), reason="numpy")
 def test_mapped_transcoders_give_the_same_graph_and_their_pages_back(tmp_path):
     model = tiny_model("llama", seed=0)
     model.transcoders.save(tmp_path / "tcs")
@@ -75,6 +80,8 @@ def test_mapped_transcoders_give_the_same_graph_and_their_pages_back(tmp_path):
 
     # after a whole pass over a layer's weights, its pages are given back
     tc = mapped[0]
+    if _written(tc._mapped) is None:
+        pytest.skip("/proc/self/pagemap cannot be read here: pages are never given back")
     start = tc.W_enc.data_ptr()
     tc.encode(torch.randn(3, tc.d_model))
     touched = _rss_file_kb(start, 1)
@@ -91,3 +98,20 @@ def test_mmap_none_maps_only_large_files(tmp_path, monkeypatch):
     monkeypatch.setattr(tmod, "MAP_FROM_BYTES", 1)
     assert Transcoder.load(tmp_path / "t.safetensors").mapped
     assert not Transcoder.load(tmp_path / "t.safetensors", dtype=torch.float64).mapped
+
+
+def test_a_written_map_keeps_its_pages_and_the_change(tmp_path):
+    """A weight changed in place is this process's copy: giving pages back would lose it, so
+    nothing is dropped once a tensor of the map was written."""
+    tiny_model("llama", seed=0).transcoders[0].save(tmp_path / "t.safetensors")
+    tc = Transcoder.load(tmp_path / "t.safetensors", mmap=True)
+    if _written(tc._mapped) is None:
+        pytest.skip("/proc/self/pagemap cannot be read here: pages are never given back")
+    tc.encode(torch.randn(2, tc.d_model))
+    assert drop_pages(tc._mapped)  # read only: given back
+    with torch.no_grad():
+        tc.W_dec[3, 5] = 123.0
+    tc.drop_pages()
+    assert not drop_pages(tc._mapped)
+    assert float(tc.W_dec[3, 5]) == 123.0
+    assert float(Transcoder.load(tmp_path / "t.safetensors", mmap=False).W_dec[3, 5]) != 123.0

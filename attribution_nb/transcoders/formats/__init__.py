@@ -72,10 +72,20 @@ def load_transcoder(path, *, layout: str | None = None) -> Transcoder:
 
 
 def load_transcoders(
-    source, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, download=None
+    source,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    download=None,
+    mmap: bool | None = None,
 ) -> TranscoderSet:
     """A :class:`TranscoderSet` from a folder, a list of per-layer paths, a circuit-tracer
     ``config.yaml`` (local or ``hf://``), or a preset name (see ``PRESETS``).
+
+    A folder written by :meth:`TranscoderSet.save` is memory-mapped on the CPU when its layer
+    files are large (``mmap=None``: 64 MiB or more; ``True``/``False`` to choose): weights stay
+    in the file and an attribution holds one layer's encoder and the active features' decoder
+    rows at a time (:meth:`Transcoder.load`).  Other layouts are read into memory.
 
     ``download(repo_id, filename) -> local path`` resolves ``hf://`` paths; by default
     huggingface_hub's ``hf_hub_download`` (network needed the first time, cached after).
@@ -93,7 +103,7 @@ def load_transcoders(
         if source.startswith("hf://"):
             source = hf_path(source, download)
         if os.path.isdir(source) and os.path.isfile(os.path.join(source, "index.json")):
-            return TranscoderSet.load(source, device=device, dtype=dtype)
+            return TranscoderSet.load(source, device=device, dtype=dtype, mmap=mmap)
         if os.path.isdir(source) and os.path.isfile(os.path.join(source, "W_enc_0.safetensors")):
             tcs = load_circuit_tracer_clt(source)
         else:
