@@ -21,7 +21,8 @@ lines above it; ``tests/test_structure.py`` holds the same floors):
 * ``graph``, ``validation``, ``experiments`` — the graph's tables, maths, files and exports; its
   claims tested by perturbation; swaps and activation patching with random controls
 * ``attribution``, ``model`` — ``attribute`` in phases (targets; ``SourceLayout``, the node order;
-  the row engine and its schedule; ``AttributionRun``, what assembly reads); the model façade
+  the row engine and its schedule; ``AttributionRun``, what assembly reads; the threads a shared
+  CPU leaves); the model façade
 * ``attention``, ``pretrained``, ``demo`` — attention edges by head; local folders; the demo world
 * ``loading``, ``views`` — ``load_model``; the widget and the standalone page (one front end: the
   ES modules of ``views/static/js``, one state object)

@@ -442,8 +442,12 @@ def build_qwen_case(features: int, active_per_token: float = 10.0, seed: int = 0
     hf = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
     inputs = mlp_inputs_on(hf, [tok.bos_token_id, *tok(CALIBRATION)["input_ids"]])
     del hf
-    calibrated_transcoders(inputs, features, active_per_token=active_per_token, seed=seed).save(
-        os.path.join(folder, "transcoders")
+    calibrated_transcoders(  # layer by layer: 32,768 features are 7.5 GB
+        inputs,
+        features,
+        active_per_token=active_per_token,
+        seed=seed,
+        folder=os.path.join(folder, "transcoders"),
     )
     open(os.path.join(folder, "done"), "w").close()
     return folder

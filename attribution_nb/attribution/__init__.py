@@ -38,6 +38,7 @@ from ..checks import as_float, as_int
 from ..graph import AttributionGraph
 from ..replacement import ReplacementCore
 from .assemble import AttributionRun, assemble
+from .cpu import fitted_threads
 from .rows import ActiveFeatures, RowEngine, RowRunner
 from .adaptive import Sweep
 from .schedule import greedy_rounds
@@ -83,9 +84,18 @@ def attribute(
         progress: show a progress bar (default: when there are more than 8 backward passes).
     """
     prune_thresholds = _check_flags(bos_features, progress, prune_thresholds)
-    batch_size, max_feature_nodes, max_n_logits, desired_logit_prob = _check(
-        model, batch_size, max_feature_nodes, max_n_logits, desired_logit_prob, rows
-    )
+    checked = _check(model, batch_size, max_feature_nodes, max_n_logits, desired_logit_prob, rows)
+    with fitted_threads(model) as threads:  # no more threads than the cores others leave free
+        graph = _attribute(
+            model, prompt, targets, checked, rows, bos_features, prune_thresholds, progress
+        )
+    graph.info["cpu_threads"] = threads
+    return graph
+
+
+def _attribute(model, prompt, targets, checked, rows, bos_features, prune_thresholds, progress):
+    """:func:`attribute`'s five phases, its arguments checked."""
+    batch_size, max_feature_nodes, max_n_logits, desired_logit_prob = checked
     clock = _Clock()
     cap, n_bos = graph_capture(model, model.tokenize(prompt), bos_features)  # 1. capture
     goals = resolve_targets(model, cap, targets, max_n_logits, desired_logit_prob)

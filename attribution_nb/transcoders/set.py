@@ -158,17 +158,24 @@ def calibrated_transcoders(
     *,
     active_per_token: float = 10.0,
     seed: int = 0,
+    folder: str | os.PathLike | None = None,
 ) -> TranscoderSet:
     """Seeded random JumpReLU transcoders for a real model, for benchmarks and tests at real
     size (no trained transcoders exist offline): ``mlp_inputs[l]`` [n_tokens, d_model] are
     layer ``l``'s MLP inputs on a calibration text (:func:`mlp_inputs_on`); each layer's threshold is set so that
     about ``active_per_token`` features fire per token there, and decoders are scaled to the
-    inputs' norm.  Graphs built with them test speed and exactness, not interpretability."""
+    inputs' norm.  Graphs built with them test speed and exactness, not interpretability.
+
+    With ``folder``, each layer is saved there as it is made (:meth:`TranscoderSet.save`'s
+    layout, the same weights) and the set is loaded from it, so a set larger than memory can be
+    built (large files are memory-mapped)."""
     if not mlp_inputs:
         raise ValueError("mlp_inputs is empty: give one [n_tokens, d_model] tensor per layer")
+    if folder is not None:
+        os.makedirs(folder, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
     out = []
-    for x in mlp_inputs:
+    for layer, x in enumerate(mlp_inputs):
         x = x.detach().float()
         d = x.shape[-1]
         W_enc = torch.randn(d, d_features, generator=gen) / d**0.5
@@ -186,4 +193,12 @@ def calibrated_transcoders(
                 threshold=torch.full((d_features,), threshold),
             )
         )
-    return TranscoderSet(out)
+        if folder is not None:
+            out.pop().save(os.path.join(folder, f"layer_{layer}.safetensors"))
+    if folder is None:
+        return TranscoderSet(out)
+    write_text(
+        os.path.join(folder, "index.json"),
+        json.dumps({"format": "attribution_nb.transcoders", "n_layers": len(mlp_inputs)}),
+    )
+    return TranscoderSet.load(folder)

@@ -47,3 +47,20 @@ def test_calibrated_thresholds_fire_about_the_asked_number_per_token():
     assert torch.equal(again[1].W_enc, tcs[1].W_enc)  # seeded
     with pytest.raises(ValueError, match="mlp_inputs is empty"):
         calibrated_transcoders([], 512)
+
+
+def test_calibrated_set_built_into_a_folder_has_the_same_weights(tmp_path):
+    """Layer by layer into a folder (for sets larger than memory): the same seeded weights."""
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(20, 16, generator=gen) for _ in range(3)]
+    whole = calibrated_transcoders(inputs, 64, seed=3)
+    saved = calibrated_transcoders(inputs, 64, seed=3, folder=tmp_path / "tcs")
+    assert sorted(p.name for p in (tmp_path / "tcs").iterdir()) == [
+        "index.json",
+        "layer_0.safetensors",
+        "layer_1.safetensors",
+        "layer_2.safetensors",
+    ]
+    for a, b in zip(whole, saved):
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
