@@ -69,25 +69,36 @@ def read_safetensors_numpy(
     file whose metadata lacks that key is refused before reading any tensor (``what`` names
     the kind of file expected).
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    size = os.path.getsize(path)
-
-    def bad(why: str) -> ValueError:
-        return ValueError(
-            f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {why}"
-        )
-
+    path, n, meta, layout = _checked_header(path)
+    if require is not None and require not in meta:
+        raise ValueError(f"{path} is a safetensors file but not an {what}")
     with open(path, "rb") as f:
-        n, meta, layout = _read_header(f, size, bad)
-        if require is not None and require not in meta:
-            raise ValueError(f"{path} is a safetensors file but not an {what}")
         arrays: dict[str, np.ndarray] = {}
         for key, (dtype, shape, begin, count) in layout.items():
             f.seek(8 + n + begin)
             arrays[key] = np.fromfile(f, dtype=dtype, count=count).reshape(shape)
     return arrays, meta
+
+
+class _DtypeNotRead(ValueError):
+    """A tensor's dtype that numpy cannot hold (bfloat16)."""
+
+
+def _checked_header(path: str | os.PathLike) -> tuple[str, int, dict, dict]:
+    """``(path, header length, metadata, layout)`` of a safetensors file, every entry checked,
+    with an error that names the file and what is wrong."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    size = os.path.getsize(path)
+
+    def bad(why: str, cls=ValueError) -> ValueError:
+        return cls(
+            f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {why}"
+        )
+
+    with open(path, "rb") as f:
+        return (path, *_read_header(f, size, bad))
 
 
 def _read_header(f, size: int, bad) -> tuple[int, dict, dict]:
@@ -121,24 +132,12 @@ def map_safetensors(
     Writing to a tensor changes this process's copy only, never the file.  Returns the tensors, the
     metadata and the map; a file holding a dtype numpy cannot map (bfloat16) is read into memory
     instead (and the map is None)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    size = os.path.getsize(path)
-
-    def bad(why: str) -> ValueError:
-        return ValueError(
-            f"{path} is not a readable safetensors file ({size} bytes; corrupt or truncated?): {why}"
-        )
-
+    try:
+        path, n, meta, layout = _checked_header(path)
+    except _DtypeNotRead:
+        return (*read_safetensors(path), None)
     with open(path, "rb") as f:
-        try:
-            n, meta, layout = _read_header(f, size, bad)
-        except ValueError as err:
-            if "which this reader does not handle" not in str(err):
-                raise
-            return (*read_safetensors(path), None)
-        whole = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
+        whole = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     tensors = {}
     for key, (dtype, shape, begin, count) in layout.items():
         start = 8 + n + begin
@@ -191,7 +190,8 @@ def _layout(header: dict, data_size: int, bad) -> dict[str, tuple]:
         dtype = _NUMPY_DTYPES.get(str(info.get("dtype")))
         if dtype is None:
             raise bad(
-                f"tensor {key!r} has dtype {info.get('dtype')!r}, which this reader does not handle"
+                f"tensor {key!r} has dtype {info.get('dtype')!r}, which this reader does not handle",
+                _DtypeNotRead,
             )
         shape, offsets = info.get("shape"), info.get("data_offsets")
         if not (
