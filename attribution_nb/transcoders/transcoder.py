@@ -17,6 +17,7 @@ else in the package looks at ``W_dec_later``.  Files are safetensors: loading ne
 from __future__ import annotations
 
 import os
+from mmap import mmap as FileMap
 
 import torch
 
@@ -118,7 +119,7 @@ class Transcoder(torch.nn.Module):
         )
         self.activation = activation
         self.k = k
-        self._mapped = None  # the file map its weights are views of (see load's mmap)
+        self._mapped: FileMap | None = None  # the map its weights are views of (load's mmap)
 
     @property
     def d_model(self) -> int:
@@ -252,13 +253,7 @@ class Transcoder(torch.nn.Module):
         (``None``: for files of at least ``io.MAP_FROM_BYTES``, 64 MiB).  An attribution then
         holds only the decoder rows of active features and one layer's encoder at a time; a
         dtype or device change reads the whole file into memory as before."""
-        if mmap is None:
-            mmap = os.path.getsize(path) >= MAP_FROM_BYTES if os.path.isfile(path) else False
-        mapped = None
-        if mmap and (device in ("cpu", None) or torch.device(device).type == "cpu"):
-            tensors, meta, mapped = map_safetensors(path)
-        else:
-            tensors, meta = read_safetensors(path)
+        tensors, meta, mapped = _read_weights(path, mmap, device)
         missing = [key for key in ("W_enc", "b_enc", "W_dec", "b_dec") if key not in tensors]
         if missing:
             raise ValueError(
@@ -294,6 +289,16 @@ class Transcoder(torch.nn.Module):
         tc._mapped = mapped
         tc.drop_pages()  # the checks read every value once
         return tc.to(device)
+
+
+def _read_weights(path, mmap: bool | None, device) -> tuple[dict, dict, FileMap | None]:
+    """A transcoder file's tensors, metadata and (when mapped: ``mmap``, or a large file on the
+    CPU with ``mmap=None``) the map they are views of."""
+    if mmap is None:
+        mmap = os.path.isfile(path) and os.path.getsize(path) >= MAP_FROM_BYTES
+    if mmap and (device is None or torch.device(device).type == "cpu"):
+        return map_safetensors(path)
+    return (*read_safetensors(path), None)
 
 
 def _activation_parameters(activation: str, threshold, k, d_features: int):
