@@ -141,12 +141,9 @@ def map_safetensors(
     tensors = {}
     for key, (dtype, shape, begin, count) in layout.items():
         start = 8 + n + begin
+        array = np.frombuffer(whole, dtype=dtype, count=count, offset=start).reshape(shape)
         if count == 0 or start % np.dtype(dtype).itemsize:  # empty, or unaligned: a copy
-            with open(path, "rb") as f:
-                f.seek(start)
-                array = np.fromfile(f, dtype=dtype, count=count).reshape(shape)
-        else:
-            array = np.frombuffer(whole, dtype=dtype, count=count, offset=start).reshape(shape)
+            array = array.copy()
         tensors[key] = torch.from_numpy(array)
     return tensors, meta, whole
 
