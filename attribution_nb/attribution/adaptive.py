@@ -234,7 +234,7 @@ class Sweep:
             if len(todo):
                 # fill the last backward pass with rows of this bucket's lower layers that no
                 # budget can defer (influence only grows as rows are added)
-                room = -len(todo) % self.engine.batch
+                room = -len(todo) % eng.batch_for(eng.buckets[b])
                 later = [m for (b2, _), m in zip(groups[g + 1 :], members[g + 1 :]) if b2 == b]
                 pool = np.concatenate(later) if later and room else np.zeros(0, dtype=np.int64)
                 sure = pool[~computed[pool] & (self.received[pool] * layer[pool] > self.budget_max)]

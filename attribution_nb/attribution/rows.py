@@ -23,10 +23,17 @@ from ..backend import model_device, to_device
 from ..ids import NodeId
 from ..tracing import LinearTrace, linear_trace
 
-#: prompts at least this long run feature rows on prefix traces (eight prefix lengths)
-PREFIX_MIN_TOKENS = 64
+#: prompts at least this long may run feature rows on prefix traces (eight prefix lengths), when
+#: there are rows enough to fill RETRACE_PASSES passes per prefix
+PREFIX_MIN_TOKENS = 8
 #: prefix lengths are these fractions of the prompt (in eighths)
 PREFIX_STEPS = 8
+#: a prefix trace holds up to this many times the batch's copies (as many tokens as the full
+#: trace: its matmuls stay as large, so a shorter prefix costs less work at the same speed)
+PREFIX_MAX_BATCH_GROWTH = 4
+#: building a prefix trace costs about this many backward passes on it (a Qwen3-0.6B at 17 tokens:
+#: 0.8 s against 0.2 s), so a handful of targets rides on a longer trace instead
+RETRACE_PASSES = 4
 
 
 @dataclass(frozen=True)
@@ -215,9 +222,10 @@ class RowEngine:
         self.read_attention = read_attention
         self.length: int | None = None
         # prefix lengths a batch may run on: a target at position p only needs positions ≤ p
+        many = int(active.layer.numel()) >= PREFIX_STEPS * RETRACE_PASSES * batch
         self.buckets = buckets or (
             sorted({math.ceil(T * k / PREFIX_STEPS) for k in range(1, PREFIX_STEPS + 1)})
-            if T >= PREFIX_MIN_TOKENS
+            if T >= PREFIX_MIN_TOKENS and many
             else [T]
         )
         self.layer_starts, self.writes = [], []
@@ -261,11 +269,24 @@ class RowEngine:
             ]
         return self._segments
 
+    def bucket(self, positions) -> np.ndarray:
+        """The prefix length each target position runs on (the shortest bucket holding it)."""
+        buckets = np.asarray(self.buckets)
+        return buckets[np.searchsorted(buckets, np.asarray(positions) + 1)]
+
+    def batch_for(self, length: int) -> int:
+        """Targets per backward pass on a prefix of ``length`` tokens: ``batch`` copies of the
+        full prompt hold as many tokens as ``batch · T / length`` copies of the prefix (so the
+        trace's memory and its matmuls' sizes stay those of the full trace), at most
+        :data:`PREFIX_MAX_BATCH_GROWTH` × ``batch``."""
+        return min(self.batch * PREFIX_MAX_BATCH_GROWTH, max(self.batch, self.batch * self.T // length))
+
     def retrace(self, length: int) -> None:
-        """The frozen model on the prompt's first ``length`` tokens, ``batch`` copies (the
+        """The frozen model on the prompt's first ``length`` tokens, :meth:`batch_for` copies (the
         previous trace dropped first: two traces at once would double the peak memory)."""
         self.trace = None
-        self.trace = linear_trace(self.envoy, self.arch, self.skips, self.cap, self.batch, length)
+        copies = self.batch_for(length)
+        self.trace = linear_trace(self.envoy, self.arch, self.skips, self.cap, copies, length)
         self.length = length
 
     def forget_trace(self) -> None:
@@ -280,7 +301,7 @@ class RowEngine:
         last-position logits (from the full-length trace).  A remote model runs this inside one
         nnsight session on the server, so only the sparse rows travel back."""
         self._move_to_model()
-        pieces = [self(layers, positions, vectors) for layers, positions, vectors in batches]
+        pieces = [self(*batch) for batch in batches]
         if not logits:
             return pieces, None
         if self.length != self.T:
@@ -312,17 +333,28 @@ class RowEngine:
             )
         return out
 
-    def __call__(self, layers: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor):
+    def __call__(
+        self,
+        layers: torch.Tensor,
+        positions: torch.Tensor,
+        vectors: torch.Tensor,
+        length: int | None = None,
+    ):
         """Sparse rows for ≤ batch targets: target b reads ``vectors[b]`` at ``positions[b]``
-        of layer ``layers[b]``'s MLP input (``layers[b] == L`` means the unembedding input).
+        of layer ``layers[b]``'s MLP input (``layers[b] == L`` means the unembedding input), on a
+        trace of the prompt's first ``length`` tokens (default: the shortest bucket holding them).
 
         Returns ``(counts, columns, values)``: entries per row, then the rows' source
         columns (ascending, int32) and direct effects (float32), row after row."""
         n = len(layers)
         need = int(positions.max()) + 1
-        length = next(b for b in self.buckets if b >= need)
+        length = next(b for b in self.buckets if b >= need) if length is None else int(length)
+        if length < need:
+            raise ValueError(f"a target at position {need - 1} is outside a trace of {length} tokens")
         if length != self.length:  # a shorter (or the full) prefix: cheaper backward passes
             self.retrace(length)
+        if n > self.batch_for(length):
+            raise ValueError(f"{n} targets for a trace of {self.batch_for(length)} prompt copies")
         batch_idx = torch.arange(n)
         trace = self._traced()
         parts = []
@@ -357,32 +389,77 @@ class RowEngine:
 
 
 class RowRunner:
-    """Feeds targets to a :class:`RowEngine` in jobs of ``batch``, grouped into requests as the
-    backend says (one job at a time here; all in one request remotely), and files the rows."""
+    """Feeds targets to a :class:`RowEngine` in jobs (as many targets as one backward pass on their
+    prefix takes), grouped into requests as the backend says (one job at a time here; all in one
+    request remotely), and files the rows."""
 
     def __init__(self, backend, engine: RowEngine, store, bar=None):
         """``bar``: a progress bar (``update(n)``), or None."""
         self.backend, self.engine, self.store, self.bar = backend, engine, store, bar
 
+    def lengths(self, positions) -> np.ndarray:
+        """The prefix length each target runs on: its own bucket's, except that in a call holding
+        several, a length whose targets would fill fewer backward passes than a new trace costs
+        (:data:`RETRACE_PASSES`) runs on the next longer one (the current trace is free)."""
+        need = self.engine.bucket(np.asarray(positions))
+        out = need.copy()
+        carrier = None
+        for length in sorted(set(need.tolist()), reverse=True):
+            here = need == length
+            few = here.sum() < RETRACE_PASSES * self.engine.batch_for(length)
+            if length != self.engine.length and carrier is not None and few:
+                out[here] = carrier
+            else:
+                carrier = length
+        return out
+
+    def order(self, lengths: np.ndarray) -> np.ndarray:
+        """The order to run targets in: those on the current trace first, then by prefix length,
+        longest first (each length traced once)."""
+        return np.lexsort((-lengths, lengths != (self.engine.length or -1)))
+
+    def jobs(self, lengths: np.ndarray) -> list[slice]:
+        """Backward passes for targets in this order: a pass runs on the prefix its first target
+        needs and takes up to that length's batch of the targets after it, while they fit in it
+        (a shorter target fills a longer pass's room: its trace then need not be built)."""
+        out: list[slice] = []
+        start = 0
+        while start < len(lengths):
+            length = lengths[start]
+            end = min(start + self.engine.batch_for(int(length)), len(lengths))
+            stop = start + 1
+            while stop < end and lengths[stop] <= length:
+                stop += 1
+            out.append(slice(start, stop))
+            start = stop
+        return out
+
     def __call__(self, keys: list, layers, positions, vectors, logits: bool = False):
-        """Rows for these targets; with ``logits``, also the replacement model's last-position logits.
-        ``vectors`` is a tensor [n, d] or a function of a slice giving those rows (built a
-        request at a time, so a long sweep never holds all its encoder vectors at once)."""
-        b = self.engine.batch
-        jobs = [slice(s, s + b) for s in range(0, len(keys), b)]
+        """Rows for these targets (in :meth:`order`); with ``logits``, also the replacement model's
+        last-position logits. ``vectors`` is a tensor [n, d] or a function of an index tensor
+        giving those rows (built a request at a time, so a long sweep never holds all its
+        encoder vectors at once)."""
+        lengths = self.lengths(positions)
+        order = self.order(lengths)
+        jobs = [torch.from_numpy(order[s]) for s in self.jobs(lengths[order])]
         groups = self.backend.requests(jobs)
         last = None
         for i, group in enumerate(groups):
             want = logits and i == len(groups) - 1
             batches = [
-                (layers[s], positions[s], vectors(s) if callable(vectors) else vectors[s])
-                for s in group
+                (
+                    layers[j],
+                    positions[j],
+                    vectors(j) if callable(vectors) else vectors[j],
+                    int(lengths[j[0]]),
+                )
+                for j in group
             ]
             pieces, found = self.backend.run(self.engine.envoy, self.engine.run, batches, want)
             self.backend.request_done(self.engine)
             last = found if want else last
-            for s, piece in zip(group, pieces):
-                self.store.add(keys[s], piece)
+            for j, piece in zip(group, pieces):
+                self.store.add([keys[k] for k in j.tolist()], piece)
             if self.bar is not None:
-                self.bar.update(sum(len(keys[s]) for s in group))
+                self.bar.update(sum(len(j) for j in group))
         return last

@@ -174,13 +174,52 @@ def test_prefix_traces_give_the_same_graph(monkeypatch):
     from attribution_nb.attribution import rows
 
     model = tiny_model("llama", seed=3, d_features=128, skip=True)
+    monkeypatch.setattr(rows, "PREFIX_MIN_TOKENS", 10**6)
     full = anb.attribute(model, PROMPT, progress=False, batch_size=8, max_feature_nodes=None)
     monkeypatch.setattr(rows, "PREFIX_MIN_TOKENS", 1)
+    monkeypatch.setattr(rows, "RETRACE_PASSES", 0)
     prefixed = anb.attribute(model, PROMPT, progress=False, batch_size=8, max_feature_nodes=None)
     a, b = full.sparse_adjacency, prefixed.sparse_adjacency
     assert a.nnz == b.nnz and (a.indices == b.indices).all() and (a.indptr == b.indptr).all()
     np.testing.assert_allclose(b.data, a.data, rtol=1e-4, atol=1e-6 * float(np.abs(a.data).max()))
     assert prefixed.info["replacement_logits_max_abs_diff"] < 1e-4
+
+
+def test_prefix_jobs_hold_as_many_tokens_as_full_ones():
+    """A backward pass on a prefix of a quarter of the prompt takes four times the targets (its
+    trace holds as many tokens), a half-length prefix twice, up to PREFIX_MAX_BATCH_GROWTH; targets
+    run longest prefix first, the current trace's first, and a pass with room takes the shorter
+    targets after it (their own trace may then never be built)."""
+    from types import MethodType, SimpleNamespace
+
+    from attribution_nb.attribution.rows import PREFIX_MAX_BATCH_GROWTH, RowEngine, RowRunner
+
+    engine = SimpleNamespace(batch=8, T=16, buckets=[2, 4, 8, 16], length=None)
+    engine.bucket = MethodType(RowEngine.bucket, engine)
+    engine.batch_for = MethodType(RowEngine.batch_for, engine)
+    assert [engine.batch_for(n) for n in (16, 8, 4, 2)] == [8, 16, 32, 8 * PREFIX_MAX_BATCH_GROWTH]
+    runner = RowRunner(None, engine, None)
+    positions = np.array([2] * 130 + [15] * 10 + [1] * 3 + [6] * 70 + [15] * 2)
+    # 12 targets need 16 tokens, 70 need 8, 130 need 4, 3 need 2: too few for a trace of their
+    # own (a trace costs RETRACE_PASSES passes of 32), those 3 ride on the length-4 trace
+    lengths = runner.lengths(positions)
+    assert lengths.tolist() == [4] * 130 + [16] * 10 + [4] * 3 + [8] * 70 + [16] * 2
+    order = runner.order(lengths)
+    assert order.tolist() == [*range(130, 140), 213, 214, *range(143, 213), *range(130), 140, 141, 142]
+    got = [(j.start, j.stop) for j in runner.jobs(lengths[order])]
+    # 8 of length 16; 4 of 16 + 4 of 8 on one length-16 pass; 16 of 8 four times; 2 of 8 + 14
+    # of 4 on a length-8 pass; 32 of 4 three times; the last 23
+    assert got == [
+        (0, 8), (8, 16), (16, 32), (32, 48), (48, 64), (64, 80), (80, 96),
+        (96, 128), (128, 160), (160, 192), (192, 215),
+    ]  # fmt: skip
+    engine.length = 2  # the current trace is free: its targets keep it and run first
+    lengths = runner.lengths(positions)
+    assert lengths[140:143].tolist() == [2, 2, 2]
+    assert runner.order(lengths)[:3].tolist() == [140, 141, 142]
+    # one length only (each group of the adaptive sweep): its own trace, however few the targets
+    engine.length = 16
+    assert runner.lengths(np.array([2, 2])).tolist() == [4, 4]
 
 
 def test_the_source_layout_is_the_graph_s_node_order():
