@@ -148,16 +148,16 @@ def map_safetensors(
     return tensors, meta, whole
 
 
-def _written(whole: mmap.mmap) -> bool | None:
-    """Whether any page of a private map was written (it then holds this process's own copy, not
-    the file's), from ``/proc/self/pagemap``: a present page that is no longer a file page, or a
-    swapped one.  None where that cannot be read (not Linux)."""
+def _written_span(start: int, length: int) -> bool | None:
+    """Whether any page of the address span [start, start + length) holds this process's own data
+    rather than a file's, from ``/proc/self/pagemap``: a present page that is not a file page (a
+    written page of a private map, or anonymous memory), or a swapped one.  None where that cannot
+    be read (not Linux)."""
     page = mmap.PAGESIZE
-    start = np.frombuffer(whole, dtype=np.uint8, count=1).ctypes.data
-    n = (len(whole) + page - 1) // page
+    first, n = start // page, (start + length + page - 1) // page - start // page
     try:
         with open("/proc/self/pagemap", "rb") as f:
-            f.seek(start // page * 8)
+            f.seek(first * 8)
             entries = np.frombuffer(f.read(n * 8), dtype=np.uint64)
     except OSError:
         return None
@@ -165,6 +165,12 @@ def _written(whole: mmap.mmap) -> bool | None:
         return None
     present, swapped, file_page = ((entries >> np.uint64(b)) & np.uint64(1) for b in (63, 62, 61))
     return bool(((present & (file_page ^ np.uint64(1))) | swapped).any())
+
+
+def _written(whole: mmap.mmap) -> bool | None:
+    """Whether any page of a private map was written (see :func:`_written_span`)."""
+    start = np.frombuffer(whole, dtype=np.uint8, count=1).ctypes.data
+    return _written_span(start, len(whole))
 
 
 def drop_pages(whole: mmap.mmap | None) -> bool:
@@ -176,6 +182,33 @@ def drop_pages(whole: mmap.mmap | None) -> bool:
         return False
     whole.madvise(mmap.MADV_DONTNEED)
     return True
+
+
+def drop_file_pages(tensors) -> int:
+    """Give back the resident pages of CPU tensors whose memory is a file's pages, unwritten (a
+    model's weights memory-mapped from its safetensors file): they are read from the file (most
+    often from the page cache) when next used.  A tensor with any page of its own data (anonymous
+    memory, a page written in place, a swapped page) is left alone, and so is everything where
+    pages cannot be checked (not Linux).  Returns the bytes given back."""
+    try:
+        import ctypes
+
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return 0
+    page, done = mmap.PAGESIZE, 0
+    for t in tensors:
+        if t.device.type != "cpu" or t.numel() == 0:
+            continue
+        start, length = t.data_ptr(), t.numel() * t.element_size()
+        # whole pages inside the tensor only: a page it shares with a neighbour stays
+        lo, hi = -(-start // page) * page, (start + length) // page * page
+        if hi <= lo or _written_span(lo, hi - lo) is not False:
+            continue
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        if madvise(lo, hi - lo, mmap.MADV_DONTNEED) == 0:
+            done += hi - lo
+    return done
 
 
 def _layout(header: dict, data_size: int, bad) -> dict[str, tuple]:

@@ -255,9 +255,8 @@ def linear_trace(
         final.output = frozen_norm(final.input, final.output, final._module, arch.norm_kind)
         unembed = get_module(envoy, arch.unembed)
         unembed_in = unembed.input.save()
-        # only the first copy's last-position logits are read (a full [batch, T, vocab] product
-        # cost as much as the rest of the forward pass on SmolLM2; [batch, 1, vocab] still took
-        # 1.4 s of a 2 s trace on a Qwen3-0.6B, as a batched product with the weight expanded)
+        # only copy 0's last-position logits are read ([batch, 1, vocab], a batched product with
+        # the weight expanded, took 1.4 s of a 2 s trace on a Qwen3-0.6B)
         unembed.input = unembed_in[:1, -1:]
         logits = unembed.output.save()
     return LinearTrace(embed_leaf, write_leaves, mlp_in, unembed_in, logits, attn_in, attn_x, heads)

@@ -38,7 +38,7 @@ from ..checks import as_float, as_int
 from ..graph import AttributionGraph
 from ..replacement import ReplacementCore
 from .assemble import AttributionRun, assemble
-from .cpu import fitted_threads
+from .cpu import fitted_threads, mlp_pages_given_back
 from .rows import ActiveFeatures, RowEngine, RowRunner
 from .adaptive import Sweep
 from .schedule import greedy_rounds
@@ -97,7 +97,8 @@ def _attribute(model, prompt, targets, checked, rows, bos_features, prune_thresh
     """:func:`attribute`'s five phases, its arguments checked."""
     batch_size, max_feature_nodes, max_n_logits, desired_logit_prob = checked
     clock = _Clock()
-    cap, n_bos = graph_capture(model, model.tokenize(prompt), bos_features)  # 1. capture
+    with mlp_pages_given_back(model) as mlp_pages:  # the rows never run the MLPs
+        cap, n_bos = graph_capture(model, model.tokenize(prompt), bos_features)  # 1. capture
     goals = resolve_targets(model, cap, targets, max_n_logits, desired_logit_prob)
     run = AttributionRun(model, prompt, cap, ActiveFeatures.of(cap.activations), goals)
     n_keep = (
@@ -112,6 +113,7 @@ def _attribute(model, prompt, targets, checked, rows, bos_features, prune_thresh
     clock.lap("feature_rows")
     run.info = _info(run, runner.engine.batch, rows, max_feature_nodes, prune_thresholds, n_bos)
     run.info.update(notes, timings=clock.timings, replacement_logits_max_abs_diff=replacement_diff)
+    run.info["mlp_pages_given_back_mb"] = round(mlp_pages[0] / 2**20, 1)
     graph = assemble(run)  # 5. graph
     clock.lap("assemble", total=True)
     return graph

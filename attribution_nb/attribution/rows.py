@@ -279,7 +279,9 @@ class RowEngine:
         full prompt hold as many tokens as ``batch · T / length`` copies of the prefix (so the
         trace's memory and its matmuls' sizes stay those of the full trace), at most
         :data:`PREFIX_MAX_BATCH_GROWTH` × ``batch``."""
-        return min(self.batch * PREFIX_MAX_BATCH_GROWTH, max(self.batch, self.batch * self.T // length))
+        return min(
+            self.batch * PREFIX_MAX_BATCH_GROWTH, max(self.batch, self.batch * self.T // length)
+        )
 
     def retrace(self, length: int) -> None:
         """The frozen model on the prompt's first ``length`` tokens, :meth:`batch_for` copies (the
@@ -350,7 +352,9 @@ class RowEngine:
         need = int(positions.max()) + 1
         length = next(b for b in self.buckets if b >= need) if length is None else int(length)
         if length < need:
-            raise ValueError(f"a target at position {need - 1} is outside a trace of {length} tokens")
+            raise ValueError(
+                f"a target at position {need - 1} is outside a trace of {length} tokens"
+            )
         if length != self.length:  # a shorter (or the full) prefix: cheaper backward passes
             self.retrace(length)
         if n > self.batch_for(length):

@@ -65,3 +65,61 @@ def test_attribute_runs_with_the_threads_left_and_restores_them(llama, monkeypat
         assert anb.attribute(llama, PROMPT, progress=False).info["cpu_threads"] == 2
     finally:
         torch.set_num_threads(before)
+
+
+def _resident_pages(t: torch.Tensor) -> int:
+    """How many of a tensor's whole pages are resident (``/proc/self/pagemap``, bit 63)."""
+    import mmap
+
+    import numpy as np
+
+    page = mmap.PAGESIZE
+    lo = -(-t.data_ptr() // page)
+    hi = (t.data_ptr() + t.numel() * t.element_size()) // page
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(lo * 8)
+        entries = np.frombuffer(f.read((hi - lo) * 8), dtype=np.uint64)
+    return int(((entries >> np.uint64(63)) & np.uint64(1)).sum())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pages are checked on Linux")
+def test_only_a_file_s_unwritten_pages_are_given_back(tmp_path):
+    """Memory-mapped weights read as they were after their pages are given back (they come back
+    from the file); a tensor in the process's own memory, or a mapped one written in place, is
+    never given back (the data would be lost)."""
+    from safetensors.torch import load_file, save_file
+
+    from attribution_nb.io import drop_file_pages
+
+    a, b = torch.randn(512, 1024), torch.randn(512, 1024)
+    save_file({"a": a, "b": b}, tmp_path / "w.safetensors")
+    mapped = load_file(tmp_path / "w.safetensors")  # safetensors maps the file
+    assert torch.equal(mapped["a"], a) and _resident_pages(mapped["a"]) > 0
+    given = drop_file_pages([mapped["a"]])
+    assert given >= 2 * 2**20 - 2 * 4096 and _resident_pages(mapped["a"]) == 0
+    assert torch.equal(mapped["a"], a) and torch.equal(mapped["b"], b)  # read again from the file
+    own = a.clone()
+    assert drop_file_pages([own]) == 0 and torch.equal(own, a)
+    mapped["b"].mul_(2)
+    assert drop_file_pages([mapped["b"]]) == 0 and torch.equal(mapped["b"], 2 * b)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pages are checked on Linux")
+def test_the_capture_gives_back_the_mlp_pages_and_the_graph_is_the_same(tmp_path, monkeypatch):
+    """A model loaded from its safetensors file (mapped): attribute gives back each MLP's pages
+    once the capture ran it, the rows never need them, and the graph is the same bit for bit."""
+    from attribution_nb.demo import tiny_model
+
+    tiny = tiny_model("llama", seed=3, d_features=128)
+    tiny.hf_model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    tiny.transcoders.save(tmp_path / "tc")
+    model = anb.load_model(str(tmp_path), transcoders=str(tmp_path / "tc"))
+    kept = anb.attribute(model, PROMPT, progress=False)
+    assert kept.info["mlp_pages_given_back_mb"] == 0  # a small model: nothing looked at
+    monkeypatch.setattr(cpu, "CHECK_FROM_PARAMETERS", 0)
+    given = anb.attribute(model, PROMPT, progress=False)
+    mlp = model.hf_model.model.layers[0].mlp.down_proj.weight
+    assert given.info["mlp_pages_given_back_mb"] > 0 and _resident_pages(mlp) == 0
+    assert (given.sparse_adjacency != kept.sparse_adjacency).nnz == 0
+    assert given.nodes.equals(kept.nodes)

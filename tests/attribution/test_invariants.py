@@ -205,7 +205,16 @@ def test_prefix_jobs_hold_as_many_tokens_as_full_ones():
     lengths = runner.lengths(positions)
     assert lengths.tolist() == [4] * 130 + [16] * 10 + [4] * 3 + [8] * 70 + [16] * 2
     order = runner.order(lengths)
-    assert order.tolist() == [*range(130, 140), 213, 214, *range(143, 213), *range(130), 140, 141, 142]
+    assert order.tolist() == [
+        *range(130, 140),
+        213,
+        214,
+        *range(143, 213),
+        *range(130),
+        140,
+        141,
+        142,
+    ]
     got = [(j.start, j.stop) for j in runner.jobs(lengths[order])]
     # 8 of length 16; 4 of 16 + 4 of 8 on one length-16 pass; 16 of 8 four times; 2 of 8 + 14
     # of 4 on a length-8 pass; 32 of 4 three times; the last 23
