@@ -237,6 +237,7 @@ class RowEngine:
             self.layer_starts.append(start)
             # float32 products whatever the model's dtype (half precision loses too much in the sums)
             writes = tc.feature_writes(active.index[sl], active.activation[sl].to(tc.W_dec.device))
+            tc.drop_pages()  # a mapped file: the rows read (and the kernel's read-around) go back
             # with the number of the layer's features at each position (for the segments)
             self.writes.append((writes, torch.bincount(active.position[sl], minlength=T)))
             start += n_l
