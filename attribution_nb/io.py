@@ -196,6 +196,7 @@ def drop_file_pages(tensors) -> int:
         madvise = ctypes.CDLL(None, use_errno=True).madvise
     except (OSError, AttributeError):
         return 0
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     page, done = mmap.PAGESIZE, 0
     for t in tensors:
         if t.device.type != "cpu" or t.numel() == 0:
@@ -205,7 +206,6 @@ def drop_file_pages(tensors) -> int:
         lo, hi = -(-start // page) * page, (start + length) // page * page
         if hi <= lo or _written_span(lo, hi - lo) is not False:
             continue
-        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         if madvise(lo, hi - lo, mmap.MADV_DONTNEED) == 0:
             done += hi - lo
     return done

@@ -216,7 +216,7 @@ class Sweep:
     def run(self) -> None:
         eng = self.engine
         layer, pos = self.layer[: self.n_active], self.position[: self.n_active]
-        bucket = np.searchsorted(np.array(eng.buckets), pos + 1)
+        bucket = eng.bucket(pos)  # the prefix length each row runs on
         groups = sorted(
             {(int(b), int(la)) for b, la in zip(bucket, layer)}, key=lambda g: (-g[0], -g[1])
         )
@@ -234,7 +234,7 @@ class Sweep:
             if len(todo):
                 # fill the last backward pass with rows of this bucket's lower layers that no
                 # budget can defer (influence only grows as rows are added)
-                room = -len(todo) % eng.batch_for(eng.buckets[b])
+                room = -len(todo) % eng.batch_for(b)
                 later = [m for (b2, _), m in zip(groups[g + 1 :], members[g + 1 :]) if b2 == b]
                 pool = np.concatenate(later) if later and room else np.zeros(0, dtype=np.int64)
                 sure = pool[~computed[pool] & (self.received[pool] * layer[pool] > self.budget_max)]

@@ -351,7 +351,7 @@ class RowEngine:
         columns (ascending, int32) and direct effects (float32), row after row."""
         n = len(layers)
         need = int(positions.max()) + 1
-        length = next(b for b in self.buckets if b >= need) if length is None else int(length)
+        length = int(self.bucket(need - 1)) if length is None else int(length)
         if length < need:
             raise ValueError(
                 f"a target at position {need - 1} is outside a trace of {length} tokens"
