@@ -37,26 +37,53 @@ def main(argv=None):
             f"best feature's F1 per latent value, {name}: median {best.f1.median():.2f} over {len(best)} values;",
             best.groupby("latent").f1.median().round(2).to_dict(),
         )
-    rows = [
-        ("two-hop state swap, capital frame", cases.two_hop_swap(model, "capital", args.folder)),
-        ("two-hop state swap, nickname frame", cases.two_hop_swap(model, "nickname", args.folder)),
-        ("poetry: suppress the plan", cases.rhyme_suppress(model, args.folder)),
-        ("poetry: inject another class", cases.rhyme_inject(model, False, args.folder)),
-        ("poetry: inject, line 2 teacher-forced", cases.rhyme_inject(model, True, args.folder)),
-        ("diagnosis: condition swap", cases.condition_swap(model, args.folder)),
-        ("diagnosis: condition inhibited", cases.condition_inhibit(model, args.folder)),
-        ("multilingual: concept swap", cases.concept_swap(model, args.folder)),
+    f = args.folder
+    experiments = [
+        ("two-hop state swap, capital frame", lambda w: cases.two_hop_swap(model, "capital", f, w)),
+        (
+            "two-hop state swap, nickname frame",
+            lambda w: cases.two_hop_swap(model, "nickname", f, w),
+        ),
+        ("poetry: suppress the plan (mean ablation)", lambda w: cases.rhyme_suppress(model, f, w)),
+        (
+            "poetry: suppress the plan (own supernode × −2)",
+            lambda w: cases.rhyme_suppress(model, f, w, suppress="inhibit", inhibit=2.0),
+        ),
+        ("poetry: inject another class", lambda w: cases.rhyme_inject(model, False, f, w)),
+        ("poetry: inject, line 2 teacher-forced", lambda w: cases.rhyme_inject(model, True, f, w)),
+        ("diagnosis: condition swap", lambda w: cases.condition_swap(model, f, w)),
+        (
+            "diagnosis: condition suppressed (mean ablation)",
+            lambda w: cases.condition_inhibit(model, f, w),
+        ),
+        (
+            "diagnosis: condition suppressed (own supernode × −1)",
+            lambda w: cases.condition_inhibit(model, f, w, suppress="inhibit", inhibit=1.0),
+        ),
     ]
-    print("| experiment | hits | random same-size control |\n|---|---|---|")
-    for name, r in rows:
+    print(
+        "| experiment | held-out hits | random same-size control | training items (where the protocol was chosen) |"
+        "\n|---|---|---|---|"
+    )
+    held = {}
+    for name, run in experiments:
+        r, t = run("heldout"), run("train")
+        held[name] = r
         print(
             f"| {name} | {r.table.hit.sum()}/{r.n} ({r.rate:.0%}) | {r.table.control_hit.sum()}/{r.n} "
-            f"({r.control_rate:.0%}) |"
+            f"({r.control_rate:.0%}) | {t.table.hit.sum()}/{t.n} ({t.rate:.0%}) |"
         )
-    inh = rows[6][1].table.after.str.strip()
+    r = cases.concept_swap(model, f)
     print(
-        f"diagnosis inhibited: a test is still the answer in {inh.isin(set(W.TEST.values())).sum()}/{len(inh)}"
+        f"| multilingual: concept swap (training prompts) | {r.table.hit.sum()}/{r.n} ({r.rate:.0%}) | "
+        f"{r.table.control_hit.sum()}/{r.n} ({r.control_rate:.0%}) | |"
     )
+    ends = held["poetry: suppress the plan (mean ablation)"].table
+    ends = ends.after.map(lambda x: (W.read_line2(x) or {}).get("class")).value_counts()
+    print("poetry suppressed (mean ablation): line 2 ends in", ends.to_dict())
+    for name in ("mean ablation", "own supernode × −1"):
+        inh = held[f"diagnosis: condition suppressed ({name})"].table.after.str.strip()
+        print(f"diagnosis suppressed ({name}): answers", inh.value_counts().to_dict())
     print(f"({time.time() - t0:.0f} s)")
 
 

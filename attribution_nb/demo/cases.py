@@ -11,9 +11,15 @@ is at least ``min_f1``. The latent's *family* is the union of its values' supern
 * A **swap** sets every feature of the family, at the last position, to ``scale`` × its mean on
   training prompts of the target value: features of the source value go off, the target's come
   on, features shared by both stay; nothing outside the family is touched.
-* An **inhibition** multiplies the source value's own supernode by ``-inhibit``.
+* A **suppression** (``suppress="mean"``, the protocol) is a mean ablation of the family: every
+  feature of it set to its mean on training prompts of all *other* values (``¬cat`` in the
+  tables), so the position holds "some value, not this one" at in-distribution activations.
+  ``suppress="inhibit"`` is the papers' negative steering instead: the source value's own
+  supernode multiplied by ``-inhibit`` — here weaker, because the value is carried by the rest of
+  the family too (``bench/results_case_studies.txt``).
 
-The random control changes as many features, in the same layers, in the same way.
+The random control changes as many features, in the same layers, in the same way. The protocol
+was chosen on the training items (``which="train"``) and is reported on the held-out ones.
 """
 
 from __future__ import annotations
@@ -30,8 +36,15 @@ from ..latents import best_latents, latent_labels
 from . import DEMO_DIR
 from . import world as W
 
-#: the protocol of every swap below (fixed for all case studies, not tuned per item)
-PROTOCOL: dict[str, Any] = {"min_f1": 0.3, "layers": (0, 1, 2, 3), "inhibit": 2.0, "scale": 2.0}
+#: the protocol of every swap and suppression below (one for all case studies, not tuned per item;
+#: chosen on the training items, reported on the held-out ones)
+PROTOCOL: dict[str, Any] = {
+    "min_f1": 0.3,
+    "layers": (0, 1, 2, 3),
+    "scale": 2.0,
+    "suppress": "mean",
+    "inhibit": 2.0,
+}
 
 
 def split(folder: str = DEMO_DIR) -> dict:
@@ -76,11 +89,18 @@ def _run(
     check=None,
     max_new_tokens=8,
     position: int = -1,
+    values=(),
     **protocol,
 ) -> SwapReport:
+    """Swap (items with a ``target``) or suppress (none has one) the ``latent`` family; ``values``:
+    every value of the latent in the world (the "others" a mean ablation averages over)."""
     p = {**PROTOCOL, **protocol}
+    if p["suppress"] not in ("mean", "inhibit"):
+        raise ValueError(f"suppress must be 'mean' or 'inhibit', got {p['suppress']!r}")
     nodes = supernodes(model, latent, p["min_f1"], p["layers"], folder)
-    if all(item.get("target") is None for item in items):  # inhibition: each value's own supernode
+    family = family_of(nodes)
+    suppress = all(item.get("target") is None for item in items)
+    if suppress and p["suppress"] == "inhibit":  # each value's own supernode × -inhibit
         return swap_test(
             model,
             items,
@@ -90,16 +110,25 @@ def _run(
             check=check,
             max_new_tokens=max_new_tokens,
         )
-    family = family_of(nodes)
-    values = {item["source"] for item in items} | {item["target"] for item in items}
-    ref = {v: feature_means(model, reference_prompts(v), family, position) for v in values}
+    if suppress:  # mean ablation: the family at its mean over every other value
+        sources = sorted({item["source"] for item in items})
+        others = {
+            f"¬{v}": [q for u in values if u != v for q in reference_prompts(u)] for v in sources
+        }
+        ref = {k: feature_means(model, qs, family, position) for k, qs in others.items()}
+        items = [{**item, "target": f"¬{item['source']}"} for item in items]
+        scale = 1.0
+    else:
+        wanted = {item["source"] for item in items} | {item["target"] for item in items}
+        ref = {v: feature_means(model, reference_prompts(v), family, position) for v in wanted}
+        scale = p["scale"]
     return swap_test(
         model,
         items,
-        {v: family for v in values},
+        {v: family for v in {item["source"] for item in items} | set(ref)},
         ref,
         inhibit=0.0,
-        scale=p["scale"],
+        scale=scale,
         check=check,
         max_new_tokens=max_new_tokens,
     )
@@ -110,15 +139,26 @@ def family_of(nodes: dict) -> list[tuple[int, int]]:
     return sorted({f for members in nodes.values() for f in members})
 
 
+def _which(which: str) -> bool:
+    """True for the held-out items, False for the training ones."""
+    if which not in ("heldout", "train"):
+        raise ValueError(f"which must be 'heldout' or 'train', got {which!r}")
+    return which == "heldout"
+
+
 # -- two-hop -----------------------------------------------------------------------------------
-def two_hop_swap(model, frame: str = "capital", folder: str = DEMO_DIR, **protocol) -> SwapReport:
-    """Held-out cities × 3 other states: the state supernode swapped at the last position; a hit
-    is the target state's capital (``frame="capital"``) or nickname (``"nickname"``)."""
+def two_hop_swap(
+    model, frame: str = "capital", folder: str = DEMO_DIR, which: str = "heldout", **protocol
+) -> SwapReport:
+    """Held-out (or training) cities × 3 other states: the state supernode swapped at the last
+    position; a hit is the target state's capital (``frame="capital"``) or nickname
+    (``"nickname"``). The reference means come from training cities other than the item's."""
     template, answer = {
         "capital": (W.TWO_HOP, W.CAPITAL),
         "nickname": (W.TWO_HOP_NICKNAME, W.NICKNAME),
     }[frame]
-    held = split(folder)["two_hop_cities"]
+    held = set(split(folder)["two_hop_cities"])
+    mine = sorted(c for c in W.CITY_STATE if (c in held) == _which(which))
     items = [
         {
             "prompt": template.format(c),
@@ -126,7 +166,7 @@ def two_hop_swap(model, frame: str = "capital", folder: str = DEMO_DIR, **protoc
             "target": t,
             "expected": answer[t],
         }
-        for c in held
+        for c in mine
         for t in random.Random(c).sample(sorted(s for s in W.STATES if s != W.CITY_STATE[c]), 3)
     ]
 
@@ -137,13 +177,15 @@ def two_hop_swap(model, frame: str = "capital", folder: str = DEMO_DIR, **protoc
 
 
 # -- poetry ------------------------------------------------------------------------------------
-def heldout_couplets(folder: str = DEMO_DIR) -> list[tuple[str, str]]:
-    """(prompt, line-1 end word) for every held-out line end, with four distractors each."""
-    ends = split(folder)["rhyme_line_ends"]
+def couplets(folder: str = DEMO_DIR, which: str = "heldout") -> list[tuple[str, str]]:
+    """(prompt, line-1 end word) for every held-out (or training) line end, each with four
+    distractor first words of other classes (training words)."""
+    ends = set(split(folder)["rhyme_line_ends"])
     words = sorted(W.RHYME_CLASS)
     return [
         (W.COUPLET.format(d, w1), w1)
-        for w1 in ends
+        for w1 in words
+        if (w1 in ends) == _which(which)
         for d in random.Random(w1).sample(
             [w for w in words if W.RHYME_CLASS[w] != W.RHYME_CLASS[w1] and w not in ends], 4
         )
@@ -155,10 +197,10 @@ def _rhyme_reference(folder):
     return lambda cls: [p for p in prompts if W.RHYME_CLASS[p.split()[-2]] == cls]
 
 
-def rhyme_suppress(model, folder: str = DEMO_DIR, **protocol) -> SwapReport:
-    """The line-1 class's plan supernode inhibited at the line break (the comma); a hit is a
-    well-formed line 2 that ends in another rhyme class."""
-    items = [{"prompt": p, "source": W.RHYME_CLASS[w1]} for p, w1 in heldout_couplets(folder)]
+def rhyme_suppress(model, folder: str = DEMO_DIR, which: str = "heldout", **protocol) -> SwapReport:
+    """The line-1 class's plan suppressed at the line break (the comma; by default the rhyme family
+    mean-ablated to the other classes); a hit is a well-formed line 2 that ends in another class."""
+    items = [{"prompt": p, "source": W.RHYME_CLASS[w1]} for p, w1 in couplets(folder, which)]
 
     def other_class(item, text):
         line = W.read_line2(text)
@@ -171,22 +213,23 @@ def rhyme_suppress(model, folder: str = DEMO_DIR, **protocol) -> SwapReport:
         _rhyme_reference(folder),
         folder=folder,
         check=other_class,
+        values=sorted(W.RHYMES),
         **protocol,
     )
 
 
-def rhyme_inject(model, forced: bool = False, folder: str = DEMO_DIR, **protocol) -> SwapReport:
-    """Another class's plan swapped in at the line break (2 target classes per held-out couplet);
-    a hit is a well-formed line 2 ending in the target class. With ``forced`` the model's own
-    line 2 (before the swap) is teacher-forced up to its last word, and the hit is the next word
-    being of the target class: the plan acts at the line's end, not through the next tokens."""
+def rhyme_inject(
+    model, forced: bool = False, folder: str = DEMO_DIR, which: str = "heldout", **protocol
+) -> SwapReport:
+    """Another class's plan swapped in at the line break (2 target classes per couplet); a hit is a
+    well-formed line 2 ending in the target class. With ``forced`` the model's own line 2 (before
+    the swap) is teacher-forced up to its last word, and the hit is the next word being of the
+    target class: the plan acts at the line's end, not through the next tokens."""
     items = []
-    for p, w1 in heldout_couplets(folder):
+    for p, w1 in couplets(folder, which):
         for t in random.Random(p).sample(sorted(c for c in W.RHYMES if c != W.RHYME_CLASS[w1]), 2):
             item = {"prompt": p, "source": W.RHYME_CLASS[w1], "target": t}
-            if (
-                forced
-            ):  # the model's own line 2 up to its last word (skipped where it is not well-formed)
+            if forced:  # the model's own line 2 up to its last word (skipped where ill-formed)
                 line = W.read_line2(model.generate(p, max_new_tokens=8, stop=".")["before"])
                 if line is None:
                     continue
@@ -225,39 +268,47 @@ def rhyme_inject(model, forced: bool = False, folder: str = DEMO_DIR, **protocol
 
 
 # -- diagnosis ---------------------------------------------------------------------------------
-def _diagnosis_reference(folder, template=W.DIAGNOSIS):
+def symptom_sets(folder: str = DEMO_DIR, which: str = "heldout") -> list[tuple[str, str]]:
+    """(listed symptoms, condition) of every held-out (or training) symptom set."""
     held = {tuple(x) for x in split(folder)["diagnosis_symptom_sets"]}
-    return lambda c: [
-        template.format(" , ".join(s)) for s in W.symptom_sets(c) if (" , ".join(s), c) not in held
+    return [
+        (" , ".join(s), c)
+        for c in W.CONDITIONS
+        for s in W.symptom_sets(c)
+        if ((" , ".join(s), c) in held) == _which(which)
     ]
 
 
-def condition_swap(model, folder: str = DEMO_DIR, **protocol) -> SwapReport:
-    """Held-out symptom sets × every condition with another test: the condition supernode swapped;
-    a hit is the target condition's test."""
+def _diagnosis_reference(folder, template=W.DIAGNOSIS):
+    train = symptom_sets(folder, "train")
+    return lambda c: [template.format(s) for s, c2 in train if c2 == c]
+
+
+def condition_swap(model, folder: str = DEMO_DIR, which: str = "heldout", **protocol) -> SwapReport:
+    """Held-out (or training) symptom sets × every condition with another test: the condition
+    supernode swapped; a hit is the target condition's test."""
     items = [
         {"prompt": W.DIAGNOSIS.format(s), "source": c, "target": t, "expected": W.TEST[t]}
-        for s, c in split(folder)["diagnosis_symptom_sets"]
+        for s, c in symptom_sets(folder, which)
         for t in W.CONDITIONS
         if W.TEST[t] != W.TEST[c]
     ]
     return _run(model, items, "condition", _diagnosis_reference(folder), folder=folder, **protocol)
 
 
-def condition_inhibit(model, folder: str = DEMO_DIR, **protocol) -> SwapReport:
-    """Held-out symptom sets: the condition supernode inhibited; a hit is another *test* as the
-    answer (not punctuation, not the same test)."""
+def condition_inhibit(
+    model, folder: str = DEMO_DIR, which: str = "heldout", **protocol
+) -> SwapReport:
+    """Held-out (or training) symptom sets: the condition suppressed at the last position (by
+    default the condition family mean-ablated to the other conditions); a hit is another *test*
+    as the answer (not punctuation, not the same test)."""
     tests = set(W.TEST.values())
-    items = [
-        {"prompt": W.DIAGNOSIS.format(s), "source": c}
-        for s, c in split(folder)["diagnosis_symptom_sets"]
-    ]
+    items = [{"prompt": W.DIAGNOSIS.format(s), "source": c} for s, c in symptom_sets(folder, which)]
 
     def other_test(item, text):
         words = text.split()
         return bool(words) and words[0] in tests and words[0] != W.TEST[item.source]
 
-    protocol = {"inhibit": 1.0, "layers": (0, 1, 2, 3), **protocol}
     return _run(
         model,
         items,
@@ -266,6 +317,7 @@ def condition_inhibit(model, folder: str = DEMO_DIR, **protocol) -> SwapReport:
         folder=folder,
         check=other_test,
         max_new_tokens=1,
+        values=sorted(W.CONDITIONS),
         **protocol,
     )
 

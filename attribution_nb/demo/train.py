@@ -350,7 +350,15 @@ def couplet_mask(
     return out
 
 
-def train_model(world, tokenizer, steps: int, seed: int, weight_decay: float = 0.1, log=print):
+def train_model(
+    world,
+    tokenizer,
+    steps: int,
+    seed: int,
+    weight_decay: float = 0.1,
+    log=print,
+    line_break_only: float = LINE_BREAK_ONLY,
+):
     model = make_model(len(tokenizer), seed)
     data = encode(tokenizer, world["train"], 20)
     breaks = line_breaks(tokenizer, data)
@@ -381,7 +389,7 @@ def train_model(world, tokenizer, steps: int, seed: int, weight_decay: float = 0
         batch = data[rows]
         labels = batch.clone()
         labels[labels == pad] = -100
-        mask = couplet_mask(breaks[rows], batch.shape[1], LINE_BREAK_ONLY, gen)
+        mask = couplet_mask(breaks[rows], batch.shape[1], line_break_only, gen)
         loss = model(batch, attention_mask=mask, labels=labels).loss
         opt.zero_grad()
         loss.backward()
@@ -583,6 +591,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument(
+        "--line-break-only",
+        type=float,
+        default=LINE_BREAK_ONLY,
+        help="share of training couplets whose line 2 sees line 1 only through the line break",
+    )
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument(
         "--relabel",
         action="store_true",
         help="only label the features of the model already in --out again (features.json)",
@@ -623,6 +638,8 @@ def _transcoders(model, tokenizer, world, args) -> tuple[list, list]:
 def main(argv=None) -> dict:
     args = _parser().parse_args(argv)
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.relabel:
         return _relabel(args)
     t0 = time.time()
@@ -633,7 +650,14 @@ def main(argv=None) -> dict:
         + ", ".join(f"{k} {len(v)}" for k, v in world["heldout"].items())
     )
     model_seed = args.seed if args.model_seed is None else args.model_seed
-    model, history = train_model(world, tokenizer, args.steps, model_seed, args.weight_decay)
+    model, history = train_model(
+        world,
+        tokenizer,
+        args.steps,
+        model_seed,
+        args.weight_decay,
+        line_break_only=args.line_break_only,
+    )
     accuracy = {
         "val": evaluate(model, tokenizer, world, "val"),
         "test": evaluate(model, tokenizer, world, "test"),
@@ -651,6 +675,7 @@ def main(argv=None) -> dict:
         "seed": args.seed,
         "model_seed": model_seed,
         "steps": args.steps,
+        "line_break_only": args.line_break_only,
         "accuracy": accuracy,
         "transcoders": tc_stats,
         "history": history,

@@ -101,6 +101,62 @@ def test_the_rhyme_plan_at_the_line_break_moves_line_2_s_end_also_teacher_forced
     assert report.rate >= 0.7 and report.control_rate <= 0.1, report
 
 
+def test_suppressing_the_rhyme_plan_at_the_line_break_gives_a_couplet_in_another_class(demo):
+    """The rhyme family at the comma mean-ablated to the other classes: line 2 is still a well-formed
+    line and ends in another class, on held-out couplets; random sets of the same size do not."""
+    report = cases.rhyme_suppress(demo)
+    assert report.n == 32 and set(report.table.target) == {f"¬{c}" for c in report.table.source}
+    assert report.rate >= 0.7 and report.control_rate <= 0.1, report
+
+
+def test_a_suppression_to_the_source_s_own_mean_fails_the_same_check(demo):
+    """The suppression's check is not vacuous: the same clamps set to the mean of the line end's
+    *own* class (a broken suppression that keeps the plan) leave line 2 in that class."""
+    from attribution_nb.demo import world as w
+
+    family = cases.family_of(cases.supernodes(demo, "rhyme"))
+    reference = cases._rhyme_reference(cases.DEMO_DIR)
+    items = [
+        {"prompt": p, "source": w.RHYME_CLASS[w1], "target": "own " + w.RHYME_CLASS[w1]}
+        for p, w1 in cases.couplets()
+    ]
+    means = {
+        f"own {c}": anb.feature_means(demo, reference(c), family)
+        for c in {i["source"] for i in items}
+    }
+
+    def other_class(item, text):
+        line = w.read_line2(text)
+        return line is not None and line["class"] != item.source
+
+    report = anb.swap_test(
+        demo,
+        items,
+        {k: family for k in set(means) | {i["source"] for i in items}},
+        means,
+        inhibit=0.0,
+        scale=1.0,
+        control=False,
+        check=other_class,
+    )
+    assert report.rate <= 0.2, report
+
+
+def test_cases_run_on_training_items_too_and_refuse_an_unknown_split(demo):
+    """``which="train"`` (where the protocol was chosen) runs the same experiment on the training
+    items: the symptom sets of the two splits are disjoint and together all of the world's."""
+    from attribution_nb.demo import world as w
+
+    held, train = cases.symptom_sets(), cases.symptom_sets(which="train")
+    assert not set(held) & set(train)
+    assert len(held) + len(train) == sum(len(w.symptom_sets(c)) for c in w.CONDITIONS)
+    assert {p for p, _ in cases.couplets(which="train")}.isdisjoint(p for p, _ in cases.couplets())
+    with pytest.raises(ValueError, match="which must be 'heldout' or 'train', got 'test'"):
+        cases.couplets(which="test")
+    with pytest.raises(ValueError, match="suppress must be 'mean' or 'inhibit', got 'zero'"):
+        cases.condition_inhibit(demo, suppress="zero")
+
+
 def test_conditions_that_share_a_test_share_no_symptom():
     """The diagnosis world: a shared symptom always joins two conditions with different tests, so
     what is left when a condition is inhibited points to another test."""
