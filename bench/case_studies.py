@@ -60,6 +60,7 @@ def main(argv=None):
             "diagnosis: condition suppressed (own supernode × −1)",
             lambda w: cases.condition_inhibit(model, f, w, suppress="inhibit", inhibit=1.0),
         ),
+        ("multilingual: concept swap", lambda w: cases.concept_swap(model, f, w)),
     ]
     print(
         "| experiment | held-out hits | random same-size control | training items (where the protocol was chosen) |"
@@ -73,11 +74,6 @@ def main(argv=None):
             f"| {name} | {r.table.hit.sum()}/{r.n} ({r.rate:.0%}) | {r.table.control_hit.sum()}/{r.n} "
             f"({r.control_rate:.0%}) | {t.table.hit.sum()}/{t.n} ({t.rate:.0%}) |"
         )
-    r = cases.concept_swap(model, f)
-    print(
-        f"| multilingual: concept swap (training prompts) | {r.table.hit.sum()}/{r.n} ({r.rate:.0%}) | "
-        f"{r.table.control_hit.sum()}/{r.n} ({r.control_rate:.0%}) | |"
-    )
     ends = held["poetry: suppress the plan (mean ablation)"].table
     ends = ends.after.map(lambda x: (W.read_line2(x) or {}).get("class")).value_counts()
     print("poetry suppressed (mean ablation): line 2 ends in", ends.to_dict())

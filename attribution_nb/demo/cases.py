@@ -119,7 +119,7 @@ def _run(
         items = [{**item, "target": f"¬{item['source']}"} for item in items]
         scale = 1.0
     else:
-        wanted = {item["source"] for item in items} | {item["target"] for item in items}
+        wanted = {item["target"] for item in items}  # the source's family is replaced whole
         ref = {v: feature_means(model, reference_prompts(v), family, position) for v in wanted}
         scale = p["scale"]
     return swap_test(
@@ -323,17 +323,26 @@ def condition_inhibit(
 
 
 # -- multilingual ------------------------------------------------------------------------------
-def concept_swap(model, folder: str = DEMO_DIR, **protocol) -> SwapReport:
-    """Every antonym prompt of the training items × one other concept: the concept family (features
-    that detect a concept at the last position, whatever the language) set there to
-    their mean on the target concept's prompt in the same language; a hit is the target concept's
+def _heldout_antonym_prompts(folder: str) -> set[str]:
+    """The same-language antonym prompts never answered in training (``world.json``'s held-out
+    items)."""
+    with open(os.path.join(folder, "world.json"), encoding="utf-8") as f:
+        return {item[0] for item in json.load(f)["heldout"]["antonym"]}
+
+
+def concept_swap(model, folder: str = DEMO_DIR, which: str = "heldout", **protocol) -> SwapReport:
+    """Every held-out (or training) antonym prompt × one other concept: the concept family (features
+    that detect a concept at the last position, whatever the language) set there to 2 × their mean
+    on the target concept's training prompts in the same language; a hit is the target concept's
     antonym in the prompt's language."""
+    held = _heldout_antonym_prompts(folder)
     probes = [p for p in W.probes(split(folder), "train") if "concept" in p]
     concepts = sorted({q["concept"] for q in probes})
     protocol = {"layers": (0, 1, 2, 3), **protocol}
     reports = []
     for lang in W.LANGS:
         mine = [p for p in probes if p["language"] == lang]
+        known = {p["concept"] for p in mine if p["prompt"] not in held}  # a reference exists
         items = [
             {
                 "prompt": p["prompt"],
@@ -342,18 +351,16 @@ def concept_swap(model, folder: str = DEMO_DIR, **protocol) -> SwapReport:
                 "expected": W.antonym(t, "english", lang),
             }
             for p in mine
+            if (p["prompt"] in held) == _which(which)
             for t in random.Random(p["prompt"]).sample(
-                [c for c in concepts if c not in (p["concept"], p["answer"])], 1
+                [c for c in concepts if c in known and c not in (p["concept"], p["answer"])], 1
             )
         ]
-        reports.append(
-            _run(
-                model,
-                items,
-                "concept",
-                lambda c, mine=mine: [p["prompt"] for p in mine if p["concept"] == c],
-                folder=folder,
-                **protocol,
-            )
-        )
+        if not items:
+            continue
+
+        def reference(c, mine=mine):
+            return [p["prompt"] for p in mine if p["concept"] == c and p["prompt"] not in held]
+
+        reports.append(_run(model, items, "concept", reference, folder=folder, **protocol))
     return SwapReport(pd.concat([r.table for r in reports], ignore_index=True), reports[0].settings)
