@@ -47,10 +47,14 @@ PROTOCOL: dict[str, Any] = {
 }
 
 
+def _world_json(folder: str) -> dict:
+    with open(os.path.join(folder, "world.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
 def split(folder: str = DEMO_DIR) -> dict:
     """The held-out splits the demo model was trained with (``world.json``)."""
-    with open(os.path.join(folder, "world.json"), encoding="utf-8") as f:
-        return json.load(f)["split"]
+    return _world_json(folder)["split"]
 
 
 def latent_table(model, folder: str = DEMO_DIR):
@@ -270,13 +274,7 @@ def rhyme_inject(
 # -- diagnosis ---------------------------------------------------------------------------------
 def symptom_sets(folder: str = DEMO_DIR, which: str = "heldout") -> list[tuple[str, str]]:
     """(listed symptoms, condition) of every held-out (or training) symptom set."""
-    held = {tuple(x) for x in split(folder)["diagnosis_symptom_sets"]}
-    return [
-        (" , ".join(s), c)
-        for c in W.CONDITIONS
-        for s in W.symptom_sets(c)
-        if ((" , ".join(s), c) in held) == _which(which)
-    ]
+    return W.split_symptom_sets(split(folder), _which(which))
 
 
 def _diagnosis_reference(folder, template=W.DIAGNOSIS):
@@ -326,8 +324,7 @@ def condition_inhibit(
 def _heldout_antonym_prompts(folder: str) -> set[str]:
     """The same-language antonym prompts never answered in training (``world.json``'s held-out
     items)."""
-    with open(os.path.join(folder, "world.json"), encoding="utf-8") as f:
-        return {item[0] for item in json.load(f)["heldout"]["antonym"]}
+    return {item[0] for item in _world_json(folder)["heldout"]["antonym"]}
 
 
 def concept_swap(model, folder: str = DEMO_DIR, which: str = "heldout", **protocol) -> SwapReport:

@@ -655,12 +655,11 @@ def main(argv=None) -> dict:
         f"corpus: {len(world['train'])} training sentences, vocabulary {len(tokenizer)}; held out: "
         + ", ".join(f"{k} {len(v)}" for k, v in world["heldout"].items())
     )
-    model_seed = args.model_seed
     model, history = train_model(
         world,
         tokenizer,
         args.steps,
-        model_seed,
+        args.model_seed,
         args.weight_decay,
         line_break_only=args.line_break_only,
     )
@@ -679,7 +678,7 @@ def main(argv=None) -> dict:
     latent_report = write_labels(args.out, world, model, tokenizer, tcs)
     report = {
         "seed": args.seed,
-        "model_seed": model_seed,
+        "model_seed": args.model_seed,
         "steps": args.steps,
         "line_break_only": args.line_break_only,
         "accuracy": accuracy,

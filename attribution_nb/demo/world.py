@@ -225,27 +225,31 @@ def _rhyme_probes(split: dict, held: bool) -> list[dict]:
     return out
 
 
+def split_symptom_sets(split: dict, held: bool) -> list[tuple[str, str]]:
+    """``(listed symptoms, condition)`` of every held-out (``held``) or training symptom set of
+    ``split`` (``world.json``'s "split"), conditions in :data:`CONDITIONS` order."""
+    sets = {tuple(x) for x in split["diagnosis_symptom_sets"]}
+    return [
+        (" , ".join(combo), condition)
+        for condition in CONDITIONS
+        for combo in symptom_sets(condition)
+        if ((" , ".join(combo), condition) in sets) == held
+    ]
+
+
 def _diagnosis_probes(split: dict, held: bool) -> list[dict]:
     out: list[dict] = []
-    sets = {tuple(x) for x in split["diagnosis_symptom_sets"]}
-    for condition in CONDITIONS:
-        for combo in symptom_sets(condition):
-            if ((" , ".join(combo), condition) in sets) == held:
-                listed = " , ".join(combo)
-                out.append(
-                    {
-                        "prompt": DIAGNOSIS.format(listed),
-                        "condition": condition,
-                        "test": TEST[condition],
-                    }
-                )
-                out.append(
-                    {
-                        "prompt": DIAGNOSIS_TREAT.format(listed),
-                        "condition": condition,
-                        "treatment": TREATMENT[condition],
-                    }
-                )
+    for listed, condition in split_symptom_sets(split, held):
+        out.append(
+            {"prompt": DIAGNOSIS.format(listed), "condition": condition, "test": TEST[condition]}
+        )
+        out.append(
+            {
+                "prompt": DIAGNOSIS_TREAT.format(listed),
+                "condition": condition,
+                "treatment": TREATMENT[condition],
+            }
+        )
     return out
 
 
